@@ -1,0 +1,91 @@
+"""ClaudeDrafter: one Messages API call per draft, with usage and rate-limit headers, errors classified."""
+
+from __future__ import annotations
+
+import anthropic
+
+from slack_backend.ai.errors import AIFailure, TransientAIError, classify
+from slack_backend.ai.prompt import SYSTEM_PROMPT, build_messages, estimate_input_tokens
+from slack_backend.ai.ratelimit_headers import RateLimitSnapshot
+from slack_backend.ai.types import Draft, DraftRequest
+
+DEFAULT_MAX_TOKENS = 1024
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class ClaudeDrafter:
+    """Drafts replies with Claude through the official async SDK.
+
+    The SDK's own retries are off (`max_retries=0`): the job engine owns retries, backoff and the shared
+    rate limit, and SDK retries inside a job would hide 429s from it and multiply the load.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        model: str,
+        base_url: str | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        """Create the SDK client; no request is made until `draft()`.
+
+        Args:
+            api_key: the Anthropic API key.
+            model: the model name sent with every request.
+            base_url: another endpoint (a proxy, or a test's fake server); None for the SDK default.
+            max_tokens: the cap on each draft's output tokens.
+            timeout_s: how long one request may take before it counts as a (transient) timeout.
+        """
+        if max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        self.model = model
+        self.max_tokens = max_tokens
+        self.timeout_s = timeout_s
+        self._client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
+
+    async def draft(self, request: DraftRequest) -> Draft:
+        """Ask Claude for one draft.
+
+        Raises:
+            RetryAfter: on a rate-limit 429 (with `hold_queue=True`).
+            AIRejectedError: an `UnrecoverableError`, when retrying cannot help (bad key, spend limit...).
+            TransientAIError: on overload, server errors, timeouts and connection failures, or an empty reply.
+        """
+        try:
+            raw = await self._client.messages.with_raw_response.create(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                system=SYSTEM_PROMPT,
+                messages=build_messages(request),
+            )
+            message = await raw.parse()
+        except anthropic.AnthropicError as exc:
+            raise classify(exc) from exc
+        text = "".join(block.text for block in message.content if block.type == "text").strip()
+        if not text:
+            # A reply with no text (a refusal, or only non-text blocks) may come out differently next time.
+            raise TransientAIError(
+                f"the AI provider returned no text (stop_reason={message.stop_reason})",
+                failure=AIFailure.EMPTY_REPLY,
+            )
+        snapshot = RateLimitSnapshot.from_headers(raw.headers)
+        return Draft(
+            text=text,
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+            model=message.model,
+            offline=False,
+            rate_limits=None if snapshot.is_empty else snapshot,
+        )
+
+    async def estimate_tokens(self, request: DraftRequest) -> int:
+        """Estimate the tokens one draft may use: input by character count plus the full output cap."""
+        return estimate_input_tokens(request) + self.max_tokens
+
+    async def aclose(self) -> None:
+        """Close the SDK's HTTP connections."""
+        await self._client.close()

@@ -1,0 +1,54 @@
+"""The values the AI layer takes and gives: a draft request, the draft, and the Drafter protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from slack_backend.ai.ratelimit_headers import RateLimitSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class ContextMessage:
+    """One earlier message of the conversation: who wrote it, what it says, and its Slack ts."""
+
+    user_id: str
+    text: str
+    ts: str
+
+
+@dataclass(frozen=True, slots=True)
+class DraftRequest:
+    """What to draft a reply to: the trigger message, its context (oldest first), and who asked."""
+
+    trigger_text: str
+    context: tuple[ContextMessage, ...]
+    requester_user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A drafted reply with its token usage; `offline` marks a placeholder made without calling the AI."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    model: str
+    offline: bool = False
+    rate_limits: RateLimitSnapshot | None = None
+
+
+class Drafter(Protocol):
+    """Anything that turns a DraftRequest into a Draft: the Claude client, or the offline stand-in."""
+
+    async def draft(self, request: DraftRequest) -> Draft:
+        """Draft a reply; raises the engine's RetryAfter / UnrecoverableError, or a transient error."""
+        ...
+
+    async def estimate_tokens(self, request: DraftRequest) -> int:
+        """A cheap upper estimate of the tokens one draft will use (input plus the output cap), no network."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the drafter is not used afterwards."""
+        ...

@@ -1,0 +1,72 @@
+"""The `slack-backend` command line: the root app, shared helpers, and the config and version commands."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from slack_backend import __version__
+from slack_backend.config import ConfigError, Settings, format_config_error, load_settings
+
+# Command groups live in their own modules and join with `app.add_typer(...)`.
+app = typer.Typer(
+    name="slack-backend",
+    help="Slack requests in, AI-drafted replies out, on a rate-limited Redis job engine.",
+    no_args_is_help=True,
+    add_completion=False,
+    # A crash report must not print local variables: settings and tokens live there.
+    pretty_exceptions_show_locals=False,
+)
+
+CONFIG_ERROR_EXIT_CODE = 2
+
+
+# A root callback keeps `app` a command group even while it has few commands, so each is named on the line.
+@app.callback()
+def _root() -> None:
+    pass
+
+
+def settings_or_exit() -> Settings:
+    """Load the settings for a command; on invalid settings print every problem to stderr and exit with 2."""
+    try:
+        return load_settings()
+    except ConfigError as err:
+        typer.echo(format_config_error(err), err=True)
+        raise typer.Exit(CONFIG_ERROR_EXIT_CODE) from None
+
+
+@app.command("check-config")
+def check_config(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the settings as one JSON object.")] = False,
+) -> None:
+    """Validate the settings from the environment and print them, secrets masked."""
+    shown = settings_or_exit().masked()
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    table = Table("setting", "value", title="slack-backend settings")
+    for name, value in shown.items():
+        # Text, not str: a "[...]" in a value is data, not rich markup.
+        table.add_row(Text(name), Text(value))
+    Console(highlight=False).print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Run the command line (the `slack-backend` script)."""
+    app(prog_name="slack-backend")
+
+
+if __name__ == "__main__":
+    main()

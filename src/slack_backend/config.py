@@ -1,0 +1,261 @@
+"""Settings from the environment, validated once at start-up, with every bad variable reported together."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_FILE_VAR = "SLACK_BACKEND_ENV_FILE"
+MASK = "********"
+NOT_SET = "(not set)"
+
+# Variables under our own prefix can only be ours, so an unknown one is a typo, not someone else's setting.
+_OWN_PREFIX = "SLACK_BACKEND_"
+_OWN_VARS = frozenset({ENV_FILE_VAR})
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+# pydantic's wording for parse failures names Python types; these read better next to a variable name.
+_PLAIN_REASONS = {
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_parsing": "must be a boolean (true/false, 1/0, yes/no, on/off)",
+    "missing": "is required",
+    "extra_forbidden": "unknown setting",
+}
+
+
+class ConfigError(Exception):
+    """The environment holds invalid settings; `problems` lists every `(variable_name, reason)` pair."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__(format_config_error(self))
+
+
+class _VariableError(ValueError):
+    """A cross-field error reported against another variable than the field being validated."""
+
+    def __init__(self, variable: str, reason: str) -> None:
+        self.variable = variable
+        super().__init__(reason)
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; field `worker_concurrency` is read from `WORKER_CONCURRENCY`, and so on.
+
+    Build it with `load_settings()`. `Settings(**fields)` validates the given fields only and never reads the
+    environment, so tests stay hermetic.
+    """
+
+    # validate_default off (BaseSettings turns it on) so the REDIS_HOST part check sees only given values.
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, validate_default=False)
+
+    # Declared before its parts: the part validators read it from `info.data`.
+    redis_url: str = Field("redis://127.0.0.1:6379/0", repr=False)
+    redis_host: str | None = None
+    redis_port: int = Field(6379, ge=1, le=65535)
+    redis_password: SecretStr | None = None
+    redis_tls: bool = False
+    redis_prefix: str = Field("sb", min_length=1)
+    database_url: str = Field("sqlite+aiosqlite:///./slack-backend.db", repr=False)
+
+    slack_signing_secret: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
+    slack_client_id: str | None = None
+    # validate_default: the pair check must also run when only SLACK_CLIENT_ID is given.
+    slack_client_secret: SecretStr | None = Field(None, validate_default=True)
+    slack_api_url: str = "https://slack.com/api/"
+    slack_slash_command: str = "/draft"
+
+    anthropic_api_key: SecretStr | None = None
+    anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_base_url: str | None = None
+    ai_max_tokens: int = Field(1024, ge=1, le=64000)
+
+    ai_rate_limit_max: int = Field(10, ge=1)
+    ai_rate_limit_duration_ms: int = Field(1000, ge=1)
+    worker_concurrency: int = Field(5, ge=1, le=1000)
+    worker_processes: int = Field(1, ge=1, le=64)
+    job_attempts: int = Field(4, ge=1, le=100)
+    job_backoff_ms: int = Field(2000, ge=0)
+    job_lease_ms: int = Field(30000, ge=1000)
+    stalled_check_interval_ms: int = Field(5000, ge=100)
+    keep_completed: int = Field(100, ge=0)
+    keep_failed: int = Field(500, ge=0)
+    shutdown_timeout_s: float = Field(25.0, ge=0, allow_inf_nan=False)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    admin_token: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    max_trigger_text_chars: int = Field(4000, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() is the one reader of the environment, so it can be handed any mapping.
+        return (init_settings,)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(_REDIS_SCHEMES):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    # A part given without REDIS_HOST would otherwise be silently ignored.
+    @field_validator("redis_port", "redis_password", "redis_tls")
+    @classmethod
+    def _redis_part_needs_host(cls, value: object, info: ValidationInfo) -> object:
+        if info.data.get("redis_host") is None:
+            raise ValueError("is only used with REDIS_HOST (put it in REDIS_URL instead)")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("slack_client_secret")
+    @classmethod
+    def _oauth_pair(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        client_id = info.data.get("slack_client_id")
+        if client_id is not None and value is None:
+            raise _VariableError("SLACK_CLIENT_SECRET", "is required when SLACK_CLIENT_ID is set")
+        if client_id is None and value is not None:
+            raise _VariableError("SLACK_CLIENT_ID", "is required when SLACK_CLIENT_SECRET is set")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    def redis_url_value(self) -> str:
+        """Return the URL to connect to Redis with, password included: built from REDIS_HOST and its parts
+        when REDIS_HOST is set, else REDIS_URL."""
+        if self.redis_host is None:
+            return self.redis_url
+        scheme = "rediss" if self.redis_tls else "redis"
+        auth = ""
+        if self.redis_password is not None:
+            auth = f":{quote(self.redis_password.get_secret_value(), safe='')}@"
+        host = f"[{self.redis_host}]" if ":" in self.redis_host else self.redis_host
+        return f"{scheme}://{auth}{host}:{self.redis_port}/0"
+
+    def masked(self) -> dict[str, str]:
+        """Return every effective setting as text by variable name, safe to print: secrets and URL passwords
+        are replaced by `MASK`, and unset values read `NOT_SET`."""
+        shown: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value: Any = getattr(self, name)
+            if name == "redis_url":
+                value = self.redis_url_value()
+            if value is None:
+                text = NOT_SET
+            elif isinstance(value, SecretStr):
+                text = MASK
+            elif isinstance(value, bool):
+                text = str(value).lower()
+            elif name.endswith("_url"):
+                text = _mask_url(str(value))
+            else:
+                text = str(value)
+            shown[name.upper()] = text
+        return shown
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password of a URL, in its user info or in a `password` query parameter."""
+    # Text replacement, not urlunsplit: a round trip turns "sqlite:///x" into "sqlite:/x".
+    parts = urlsplit(url)
+    if parts.password is not None:
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        url = url.replace(parts.netloc, f"{userinfo.partition(':')[0]}:{MASK}@{hostinfo}", 1)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if any("password" in key.lower() for key, _ in pairs):
+        query = urlencode([(k, MASK if "password" in k.lower() else v) for k, v in pairs], safe="*")
+        url = url.replace(f"?{parts.query}", f"?{query}", 1)
+    return url
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings.
+
+    Args:
+        env: the variables to read; None reads `os.environ`. An empty value counts as unset. A `.env`-style
+            file is read only when `SLACK_BACKEND_ENV_FILE` names one; the variables win over the file.
+
+    Raises:
+        ConfigError: listing every invalid, unknown or missing variable, not just the first.
+    """
+    environ: Mapping[str, str] = os.environ if env is None else env
+    problems = [
+        (name, "unknown setting") for name in sorted(environ) if name.startswith(_OWN_PREFIX) and name not in _OWN_VARS
+    ]
+    values: dict[str, Any] = {}
+    env_file = environ.get(ENV_FILE_VAR)
+    if env_file:
+        if Path(env_file).is_file():
+            values.update(DotEnvSettingsSource(Settings, env_file=env_file, env_ignore_empty=True)())
+        else:
+            problems.append((ENV_FILE_VAR, "file not found"))
+    for name in Settings.model_fields:
+        value = environ.get(name.upper())
+        if value:
+            values[name] = value
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError([*problems, *_problems(exc)]) from None
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """Turn pydantic's errors into `(variable_name, reason)` pairs, never quoting the input (it may be a secret)."""
+    found: list[tuple[str, str]] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, _VariableError):
+            found.append((cause.variable, str(cause)))
+            continue
+        variable = str(error["loc"][0]).upper() if error["loc"] else "(settings)"
+        reason = _PLAIN_REASONS.get(error["type"], error["msg"]).removeprefix("Value error, ")
+        found.append((variable, reason))
+    return found
+
+
+def format_config_error(err: ConfigError) -> str:
+    """Render a ConfigError as one message: a summary line, then one `  NAME: reason` line per problem."""
+    lines = [f"configuration error: {len(err.problems)} invalid setting(s)"]
+    lines += [f"  {name}: {reason}" for name, reason in err.problems]
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""The job engine: a Redis queue with atomic Lua transitions, global limits, fair groups and leases.
+
+Generic: it imports nothing from the rest of the package.
+"""
+
+from slack_backend.queue.connection import create_redis, ping
+from slack_backend.queue.errors import (
+    InvalidJobDataError,
+    JobNotFoundError,
+    JobStateError,
+    LeaseLostError,
+    QueueError,
+    RetryAfter,
+    UnrecoverableError,
+)
+from slack_backend.queue.events import EVENT_NAMES, Hook, JobEvent
+from slack_backend.queue.job import Backoff, BackoffStrategy, Job, JobOptions, JobState
+from slack_backend.queue.limits import GroupSettings, QueueLimits, RateLimit
+from slack_backend.queue.queue import AddResult, BulkJob, GroupInfo, JobDefaults, Queue
+from slack_backend.queue.worker import KeepJobs, Processor, Worker
+
+__all__ = [
+    "EVENT_NAMES",
+    "AddResult",
+    "Backoff",
+    "BackoffStrategy",
+    "BulkJob",
+    "GroupInfo",
+    "GroupSettings",
+    "Hook",
+    "InvalidJobDataError",
+    "Job",
+    "JobDefaults",
+    "JobEvent",
+    "JobNotFoundError",
+    "JobOptions",
+    "JobState",
+    "JobStateError",
+    "KeepJobs",
+    "LeaseLostError",
+    "Processor",
+    "Queue",
+    "QueueError",
+    "QueueLimits",
+    "RateLimit",
+    "RetryAfter",
+    "UnrecoverableError",
+    "Worker",
+    "create_redis",
+    "ping",
+]

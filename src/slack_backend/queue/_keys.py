@@ -1,0 +1,54 @@
+"""The Redis keys of one queue: all under one hash tag, in the order every Lua script receives them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The order Lua scripts bind their KEYS in; the loader builds the `k` table from this tuple.
+KEY_NAMES: tuple[str, ...] = (
+    "wait",
+    "delayed",
+    "active",
+    "completed",
+    "failed",
+    "jobs",
+    "data",
+    "leases",
+    "meta",
+    "groups",
+    "groups_limited",
+    "group_waiting",
+    "group_active",
+    "group_conf",
+    "group_limiter",
+    "limiter",
+    "events",
+    "wake",
+    "workers",
+)
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """Names of a queue's keys: `{prefix:name}:wait` and so on; the braces keep them in one Cluster slot."""
+
+    prefix: str
+    name: str
+
+    def __post_init__(self) -> None:
+        for label, value in (("prefix", self.prefix), ("queue name", self.name)):
+            if not value or any(c in value for c in "{}\0") or value != value.strip():
+                raise ValueError(f"{label} {value!r} must be non-empty, without braces, NUL or edge spaces")
+
+    @property
+    def tag(self) -> str:
+        return f"{{{self.prefix}:{self.name}}}"
+
+    def key(self, name: str) -> str:
+        if name not in KEY_NAMES:
+            raise KeyError(name)
+        return f"{self.tag}:{name}"
+
+    def all(self) -> list[str]:
+        """Every key, in script order."""
+        return [self.key(n) for n in KEY_NAMES]

@@ -1,0 +1,205 @@
+"""Jobs: their states, options, backoff strategies, and the record read back from Redis."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from slack_backend.queue.errors import InvalidJobDataError
+
+MAX_PRIORITY = 2_000_000
+DEFAULT_PRIORITY = 1_000
+MAX_ID_CHARS = 512
+
+
+class JobState(StrEnum):
+    """Where a job is; mirrors BullMQ's names."""
+
+    WAITING = "waiting"
+    DELAYED = "delayed"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait before retry number n (n = attempts made so far, from 1).
+
+    `exponential`: delay_ms * 2 ** (n - 1), so 2000 gives 2 s, 4 s, 8 s; `fixed`: delay_ms each time.
+    `jitter` (0..1) takes up to that fraction off at random, to spread retries of a burst of failures.
+    """
+
+    kind: Literal["exponential", "fixed"] = "exponential"
+    delay_ms: int = 2000
+    jitter: float = 0.0
+    max_delay_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.delay_ms < 0:
+            raise ValueError("backoff delay_ms must be >= 0")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError("backoff jitter must be within 0..1")
+
+    def delay_for(self, attempts_made: int) -> int:
+        """The delay in ms before the next try, after `attempts_made` failed tries."""
+        n = max(1, attempts_made)
+        delay = self.delay_ms * (2 ** (n - 1)) if self.kind == "exponential" else self.delay_ms
+        if self.max_delay_ms is not None:
+            delay = min(delay, self.max_delay_ms)
+        if self.jitter:
+            delay = int(delay * (1.0 - random.random() * self.jitter))
+        return int(delay)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "delay_ms": self.delay_ms,
+            "jitter": self.jitter,
+            "max_delay_ms": self.max_delay_ms,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Backoff:
+        return cls(
+            kind=raw.get("kind", "exponential"),
+            delay_ms=int(raw.get("delay_ms", 2000)),
+            jitter=float(raw.get("jitter", 0.0)),
+            max_delay_ms=raw.get("max_delay_ms"),
+        )
+
+
+BackoffStrategy = Callable[[int, BaseException], int]
+"""A custom strategy: (attempts_made, error) -> delay ms; given to the Worker, used for every job."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobOptions:
+    """Per-job options, apart from the job's data. Unset fields take the queue's defaults."""
+
+    job_id: str | None = None
+    priority: int | None = None
+    delay_ms: int = 0
+    attempts: int | None = None
+    backoff: Backoff | None = None
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.job_id is not None:
+            check_identifier("job_id", self.job_id)
+            if self.job_id.isdigit():
+                raise InvalidJobDataError("job_id must not be all digits (those are the queue's own ids)")
+        if self.group is not None:
+            check_identifier("group", self.group)
+        if self.priority is not None and not 1 <= self.priority <= MAX_PRIORITY:
+            raise InvalidJobDataError(f"priority must be within 1..{MAX_PRIORITY} (1 starts first)")
+        if self.delay_ms < 0:
+            raise InvalidJobDataError("delay_ms must be >= 0")
+        if self.attempts is not None and self.attempts < 1:
+            raise InvalidJobDataError("attempts must be >= 1")
+
+
+def check_identifier(label: str, value: str) -> None:
+    """Ids and group names are stored as hash fields and set members: any text but NUL, within a size."""
+    if not isinstance(value, str) or not value:
+        raise InvalidJobDataError(f"{label} must be a non-empty string")
+    if "\0" in value:
+        raise InvalidJobDataError(f"{label} must not contain NUL characters")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidJobDataError(f"{label} is longer than {MAX_ID_CHARS} characters")
+
+
+ProgressReporter = Callable[[Any], Awaitable[None]]
+
+
+@dataclass
+class Job:
+    """A job as read from Redis. While it runs, `update_progress` reports progress under the worker's lease."""
+
+    id: str
+    name: str
+    data: Any
+    state: JobState
+    group: str = ""
+    priority: int = DEFAULT_PRIORITY
+    attempts: int = 1
+    attempts_made: int = 0
+    starts: int = 0
+    stalls: int = 0
+    backoff: Backoff | None = None
+    created_ms: int = 0
+    processed_ms: int | None = None
+    finished_ms: int | None = None
+    due_ms: int | None = None
+    progress: Any = None
+    result: Any = None
+    failed_reason: str | None = None
+    stacktrace: list[str] = field(default_factory=list)
+    data_error: str | None = None
+    _reporter: ProgressReporter | None = field(default=None, repr=False, compare=False)
+
+    async def update_progress(self, progress: Any) -> None:
+        """Record progress (any JSON value) and emit a `progress` event; only while the job runs."""
+        if self._reporter is None:
+            raise RuntimeError("update_progress is only available while the job runs in a worker")
+        await self._reporter(progress)
+
+    @property
+    def attempts_left(self) -> int:
+        return max(0, self.attempts - self.attempts_made)
+
+    @classmethod
+    def from_record(cls, record_json: str, data_json: str | None) -> Job:
+        """Build a job from its stored record and data; corrupt data is kept as `data_error`, not raised."""
+        rec: dict[str, Any] = json.loads(record_json)
+        opts: dict[str, Any] = rec.get("opts") or {}
+        data: Any = None
+        data_error: str | None = None
+        if data_json is None:
+            data_error = "job data is missing"
+        else:
+            try:
+                data = json.loads(data_json)
+            except ValueError as exc:
+                data_error = f"job data is not valid JSON: {exc}"
+        stack = rec.get("stacktrace")
+        backoff_raw = opts.get("backoff")
+        return cls(
+            id=str(rec["id"]),
+            name=str(rec.get("name", "")),
+            data=data,
+            state=JobState(rec.get("state", "waiting")),
+            group=str(rec.get("group", "")),
+            priority=int(rec.get("priority", DEFAULT_PRIORITY)),
+            attempts=int(opts.get("attempts", 1)),
+            attempts_made=int(rec.get("attempts_made", 0)),
+            starts=int(rec.get("starts", 0)),
+            stalls=int(rec.get("stalls", 0)),
+            backoff=Backoff.from_json(backoff_raw) if isinstance(backoff_raw, dict) else None,
+            created_ms=int(rec.get("created_ms", 0)),
+            processed_ms=_opt_int(rec.get("processed_ms")),
+            finished_ms=_opt_int(rec.get("finished_ms")),
+            due_ms=_opt_int(rec.get("due_ms")),
+            progress=_opt_json(rec.get("progress")),
+            result=_opt_json(rec.get("result")),
+            failed_reason=rec.get("failed_reason"),
+            stacktrace=[str(s) for s in stack] if isinstance(stack, list) else [],
+            data_error=data_error,
+        )
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _opt_json(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

@@ -1,0 +1,87 @@
+"""The queue's shared limits: global rate and concurrency, and per-group fairness, caps and rates."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `max` job starts in any window of `duration_ms`, across every worker (an exact sliding window)."""
+
+    max: int
+    duration_ms: int
+
+    def __post_init__(self) -> None:
+        if self.max < 1 or self.duration_ms < 1:
+            raise ValueError("rate limit max and duration_ms must be >= 1")
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """One group's own settings: a weight for its share of starts, and optional cap and rate of its own."""
+
+    weight: float = 1.0
+    concurrency: int | None = None
+    rate: RateLimit | None = None
+
+    def __post_init__(self) -> None:
+        if self.weight <= 0:
+            raise ValueError("group weight must be > 0")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError("group concurrency must be >= 1")
+
+    def to_json(self) -> str:
+        out: dict[str, Any] = {"weight": self.weight}
+        if self.concurrency is not None:
+            out["concurrency"] = self.concurrency
+        if self.rate is not None:
+            out["rate_max"] = self.rate.max
+            out["rate_duration_ms"] = self.rate.duration_ms
+        return json.dumps(out)
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """Limits every worker of a queue obeys; stored in the queue's meta so all processes agree.
+
+    `rate`: global start rate. `global_concurrency`: jobs running at once across all workers.
+    `group_concurrency` / `group_rate`: the default for each group (a group's own settings override).
+    """
+
+    rate: RateLimit | None = None
+    global_concurrency: int | None = None
+    group_concurrency: int | None = None
+    group_rate: RateLimit | None = None
+
+    def to_json(self) -> str:
+        out: dict[str, int] = {}
+        if self.rate:
+            out["rate_max"] = self.rate.max
+            out["rate_duration_ms"] = self.rate.duration_ms
+        if self.global_concurrency:
+            out["global_concurrency"] = self.global_concurrency
+        if self.group_concurrency:
+            out["group_concurrency"] = self.group_concurrency
+        if self.group_rate:
+            out["group_rate_max"] = self.group_rate.max
+            out["group_rate_duration_ms"] = self.group_rate.duration_ms
+        return json.dumps(out, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> QueueLimits:
+        if not raw:
+            return cls()
+        d: dict[str, Any] = json.loads(raw)
+        rate = RateLimit(int(d["rate_max"]), int(d["rate_duration_ms"])) if d.get("rate_max") else None
+        group_rate = (
+            RateLimit(int(d["group_rate_max"]), int(d["group_rate_duration_ms"])) if d.get("group_rate_max") else None
+        )
+        return cls(
+            rate=rate,
+            global_concurrency=d.get("global_concurrency"),
+            group_concurrency=d.get("group_concurrency"),
+            group_rate=group_rate,
+        )

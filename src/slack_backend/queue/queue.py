@@ -1,0 +1,275 @@
+"""Queue: add jobs and operate on them (get, count, list, retry, remove, clean, pause, resume, drain)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from slack_backend.queue._keys import QueueKeys
+from slack_backend.queue._scripts import Scripts
+from slack_backend.queue.errors import InvalidJobDataError, raise_for_code
+from slack_backend.queue.events import DEFAULT_MAX_EVENTS
+from slack_backend.queue.job import DEFAULT_PRIORITY, Backoff, Job, JobOptions, JobState, check_identifier
+from slack_backend.queue.limits import GroupSettings, QueueLimits
+
+DEFAULT_MAX_DATA_BYTES = 512 * 1024
+BATCH = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobDefaults:
+    """What a job gets when `add()` does not say: attempts, backoff and priority."""
+
+    attempts: int = 4
+    backoff: Backoff = field(default_factory=Backoff)
+    priority: int = DEFAULT_PRIORITY
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """The id a job was stored under, and whether this call created it (False: a job with that id was kept)."""
+
+    job_id: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class BulkJob:
+    """One entry of `add_bulk`: a name, its data and its options."""
+
+    name: str
+    data: Any
+    options: JobOptions = field(default_factory=JobOptions)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A group's live numbers, for dashboards and the CLI."""
+
+    group: str
+    waiting: int
+    active: int
+
+
+class Queue:
+    """A named queue in Redis. Safe to share; each call is one atomic script or a read."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        connection: Redis,
+        prefix: str = "sb",
+        defaults: JobDefaults | None = None,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
+    ) -> None:
+        self.name = name
+        self.keys = QueueKeys(prefix, name)
+        self.redis = connection
+        self.defaults = defaults or JobDefaults()
+        self.max_events = max_events
+        self.max_data_bytes = max_data_bytes
+        self._scripts = Scripts(connection, self.keys)
+
+    async def call(self, script: str, *args: str | int | float) -> Any:
+        """Run one of the queue's scripts (for the worker; not for application code)."""
+        return await self._scripts.call(script, args)
+
+    # -- adding -------------------------------------------------------------------------------------------
+
+    async def add(
+        self,
+        name: str,
+        data: Any,
+        *,
+        job_id: str | None = None,
+        priority: int | None = None,
+        delay_ms: int = 0,
+        attempts: int | None = None,
+        backoff: Backoff | None = None,
+        group: str | None = None,
+    ) -> AddResult:
+        """Add one job; with `job_id`, a second add of the same id while the job is kept does nothing.
+
+        Raises InvalidJobDataError (nothing written) when the data is not JSON or the options are invalid.
+        """
+        options = JobOptions(
+            job_id=job_id,
+            priority=priority,
+            delay_ms=delay_ms,
+            attempts=attempts,
+            backoff=backoff,
+            group=group,
+        )
+        return (await self.add_bulk([BulkJob(name, data, options)]))[0]
+
+    async def add_bulk(self, jobs: Sequence[BulkJob]) -> list[AddResult]:
+        """Add many jobs, a thousand per atomic script call; every spec is checked before anything is written."""
+        specs = [self._spec(job) for job in jobs]
+        results: list[AddResult] = []
+        for start in range(0, len(specs), BATCH):
+            chunk = specs[start : start + BATCH]
+            raw = await self.call("add", json.dumps(chunk, separators=(",", ":")), self.max_events)
+            pairs = list(raw)
+            results.extend(AddResult(str(pairs[i]), bool(int(pairs[i + 1]))) for i in range(0, len(pairs), 2))
+        return results
+
+    def _spec(self, job: BulkJob) -> dict[str, Any]:
+        check_identifier("job name", job.name)
+        try:
+            data = json.dumps(job.data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidJobDataError(f"job data must be JSON-serializable: {exc}") from exc
+        if len(data.encode()) > self.max_data_bytes:
+            raise InvalidJobDataError(f"job data is larger than {self.max_data_bytes} bytes")
+        o = job.options
+        spec: dict[str, Any] = {
+            "name": job.name,
+            "data": data,
+            "group": o.group or "",
+            "priority": o.priority or self.defaults.priority,
+            "delay_ms": o.delay_ms,
+            "opts": {
+                "attempts": o.attempts or self.defaults.attempts,
+                "backoff": (o.backoff or self.defaults.backoff).to_json(),
+            },
+        }
+        if o.job_id is not None:
+            spec["id"] = o.job_id
+        return spec
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job, or None when it is not (or no longer) kept."""
+        jobs = await self.get_many([job_id])
+        return jobs[0] if jobs else None
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        if not job_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.key("jobs"), list(job_ids))
+            pipe.hmget(self.keys.key("data"), list(job_ids))
+            recs, datas = await pipe.execute()
+        return [Job.from_record(r, d) for r, d in zip(recs, datas, strict=True) if r is not None]
+
+    async def counts(self) -> dict[JobState, int]:
+        """How many jobs are in each state."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.keys.key("wait"))
+            pipe.zcard(self.keys.key("delayed"))
+            pipe.zcard(self.keys.key("active"))
+            pipe.zcard(self.keys.key("completed"))
+            pipe.zcard(self.keys.key("failed"))
+            w, d, a, c, f = await pipe.execute()
+        return {
+            JobState.WAITING: int(w),
+            JobState.DELAYED: int(d),
+            JobState.ACTIVE: int(a),
+            JobState.COMPLETED: int(c),
+            JobState.FAILED: int(f),
+        }
+
+    async def job_ids(self, state: JobState, start: int = 0, end: int = -1) -> list[str]:
+        """Ids in a state, by rank: newest first for completed/failed, next to run first otherwise."""
+        if state is JobState.WAITING:
+            members = await self.redis.zrange(self.keys.key("wait"), start, end)
+            return [str(m).split("\0", 1)[1][26:] for m in members]
+        key = self.keys.key({JobState.DELAYED: "delayed", JobState.ACTIVE: "active"}.get(state, state.value))
+        newest_first = state in (JobState.COMPLETED, JobState.FAILED)
+        ids = await self.redis.zrange(key, start, end, desc=newest_first)
+        return [str(i) for i in ids]
+
+    async def get_jobs(self, state: JobState, start: int = 0, end: int = -1) -> list[Job]:
+        """Jobs in a state, paged by rank (see job_ids for the order)."""
+        return await self.get_many(await self.job_ids(state, start, end))
+
+    async def groups(self, limit: int = 20) -> list[GroupInfo]:
+        """The busiest groups by waiting jobs."""
+        waiting = _str_map(await self.redis.hgetall(self.keys.key("group_waiting")))
+        active = _str_map(await self.redis.hgetall(self.keys.key("group_active")))
+        names = set(waiting) | set(active)
+        infos = [GroupInfo(g, int(waiting.get(g, 0)), int(active.get(g, 0))) for g in names]
+        infos.sort(key=lambda i: (-i.waiting, -i.active, i.group))
+        return infos[:limit]
+
+    async def is_paused(self) -> bool:
+        return bool(await self.redis.hexists(self.keys.key("meta"), "paused"))
+
+    async def hold_remaining_ms(self) -> int:
+        """How long the queue is still held by an upstream Retry-After (0 when it is not)."""
+        raw = await self.redis.hget(self.keys.key("meta"), "hold_until_ms")
+        return max(0, int(raw) - int(time.time() * 1000)) if raw else 0
+
+    async def limits(self) -> QueueLimits:
+        raw = await self.redis.hget(self.keys.key("meta"), "config")
+        return QueueLimits.from_json(None if raw is None else str(raw))
+
+    async def workers(self) -> dict[str, dict[str, Any]]:
+        """Workers that reported in, by id, with their last heartbeat (ms) and load."""
+        raw = _str_map(await self.redis.hgetall(self.keys.key("workers")))
+        return {wid: json.loads(v) for wid, v in raw.items()}
+
+    # -- operating ----------------------------------------------------------------------------------------
+
+    async def set_limits(self, limits: QueueLimits) -> None:
+        """Set the limits every worker of this queue obeys from its next fetch on."""
+        await self.call("configure", limits.to_json(), "", "")
+
+    async def set_group(self, group: str, settings: GroupSettings | None) -> None:
+        """Give one group its own weight, cap or rate (None: back to the queue's defaults)."""
+        check_identifier("group", group)
+        await self.call("configure", "", group, settings.to_json() if settings else "")
+
+    async def retry(self, job_id: str) -> None:
+        """Send a failed or completed job back to waiting with its attempts reset."""
+        raise_for_code(int((await self.call("retry", job_id, self.max_events))[0]), job_id)
+
+    async def remove(self, job_id: str) -> None:
+        """Delete a job that is not running."""
+        code = int((await self.call("remove", job_id, self.max_events))[0])
+        raise_for_code(code, job_id, "job is running; it can be removed once it finishes")
+
+    async def clean(self, state: JobState, *, older_than_ms: int = 0, limit: int = BATCH) -> int:
+        """Delete up to `limit` jobs of `state` older than `older_than_ms`; returns how many went."""
+        if state is JobState.ACTIVE:
+            raise ValueError("active jobs cannot be cleaned; they are recovered by stall detection")
+        cutoff = int(time.time() * 1000) - older_than_ms
+        return int(await self.call("clean", state.value, cutoff, limit))
+
+    async def drain(self, *, include_delayed: bool = False) -> int:
+        """Delete every waiting job (and delayed, if asked); running jobs go on. Returns how many went."""
+        total = 0
+        while True:
+            n = int(await self.call("drain", BATCH, 1 if include_delayed else 0))
+            total += n
+            if n == 0:
+                return total
+
+    async def pause(self) -> None:
+        """Stop all workers from starting jobs; running ones finish."""
+        await self.call("pause", 1, self.max_events)
+
+    async def resume(self) -> None:
+        await self.call("pause", 0, self.max_events)
+
+    async def events(self, count: int = 100) -> list[dict[str, str]]:
+        """The newest events of the stream, newest first, each with its stream id as `id`."""
+        entries = await self.redis.xrevrange(self.keys.key("events"), count=count)
+        return [{"id": str(eid), **_str_map(fields)} for eid, fields in entries or []]
+
+    async def obliterate(self) -> None:
+        """Delete every key of the queue (tests and tear-down only)."""
+        await self.redis.delete(*self.keys.all())
+
+
+def _str_map(raw: Any) -> dict[str, str]:
+    """A hash reply as str -> str (the engine's clients decode replies; this keeps the types honest)."""
+    return {str(k): str(v) for k, v in dict(raw or {}).items()}

@@ -1,0 +1,142 @@
+-- Shared helpers, pasted into each script at its `--@include _common.lua` line by the loader.
+--
+-- Data model (every key under one hash tag, so Redis Cluster keeps a queue in one slot):
+--   jobs          HASH  id -> job record (JSON: name, group, priority, seq, state, attempts_made, ...)
+--   data          HASH  id -> job data (JSON text, opaque to Lua)
+--   leases        HASH  id -> lease token of the worker that runs it
+--   wait          ZSET  score 0, member group \0 priority(10) seq(16) id: one ordered run per group
+--   groups        ZSET  group -> pass (stride scheduling): the groups that may start a job now
+--   groups_limited ZSET group -> ms when its own rate limit lets it start again
+--   group_waiting HASH  group -> waiting jobs;  group_active HASH group -> jobs running
+--   group_conf    HASH  group -> JSON {weight, concurrency, rate_max, rate_duration_ms}
+--   group_limiter HASH  group -> JSON array of its last start times (ms), oldest first
+--   delayed / active / completed / failed  ZSET id -> due ms / lease deadline ms / finish ms
+--   limiter       LIST  the last `rate_max` start times (ms), newest first: an exact sliding window
+--   meta          HASH  seq, vclock, paused, hold_until_ms, config (JSON)
+--   events        STREAM (MAXLEN ~);  wake  LIST workers block on
+local rcall = redis.call
+
+local function now_ms()
+  local t = rcall('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function wait_member(rec)
+  return rec.group .. '\0' .. string.format('%010d%016d', rec.priority, rec.seq) .. rec.id
+end
+
+local function split_member(member)
+  local p = string.find(member, '\0', 1, true)
+  return string.sub(member, 1, p - 1), string.sub(member, p + 27)
+end
+
+local function load_config(k)
+  local raw = rcall('HGET', k.meta, 'config')
+  if raw then return cjson.decode(raw) end
+  return {}
+end
+
+local function group_settings(k, cfg, group)
+  local s = {
+    weight = 1,
+    concurrency = tonumber(cfg.group_concurrency or 0),
+    rate_max = tonumber(cfg.group_rate_max or 0),
+    rate_duration_ms = tonumber(cfg.group_rate_duration_ms or 0),
+  }
+  local raw = rcall('HGET', k.group_conf, group)
+  if raw then
+    local o = cjson.decode(raw)
+    for name, value in pairs(o) do s[name] = tonumber(value) end
+  end
+  if s.weight <= 0 then s.weight = 1 end
+  return s
+end
+
+-- Put a group in the ready set if it has waiting work, is under its cap and is not rate-held.
+-- Returns true when it was added (so the caller can wake a worker).
+local function make_ready(k, cfg, group)
+  if rcall('ZSCORE', k.groups, group) or rcall('ZSCORE', k.groups_limited, group) then return false end
+  if tonumber(rcall('HGET', k.group_waiting, group) or '0') <= 0 then return false end
+  local s = group_settings(k, cfg, group)
+  if s.concurrency > 0 and tonumber(rcall('HGET', k.group_active, group) or '0') >= s.concurrency then
+    return false
+  end
+  -- A group (re)joining starts at the current virtual time: it neither jumps ahead nor pays for its absence.
+  local vclock = rcall('HGET', k.meta, 'vclock') or '0'
+  rcall('ZADD', k.groups, vclock, group)
+  return true
+end
+
+local function push_wait(k, cfg, rec)
+  rec.state = 'waiting'
+  rcall('ZADD', k.wait, 0, wait_member(rec))
+  rcall('HINCRBY', k.group_waiting, rec.group, 1)
+  return make_ready(k, cfg, rec.group)
+end
+
+-- Remove a waiting job's entry; keeps group bookkeeping exact.
+local function pull_wait(k, rec)
+  if rcall('ZREM', k.wait, wait_member(rec)) == 1 then
+    local left = rcall('HINCRBY', k.group_waiting, rec.group, -1)
+    if left <= 0 then
+      rcall('HDEL', k.group_waiting, rec.group)
+      rcall('ZREM', k.groups, rec.group)
+      rcall('ZREM', k.groups_limited, rec.group)
+    end
+  end
+end
+
+-- A running job of the group stopped: free its slot and let the group compete again.
+local function leave_active(k, cfg, rec, id)
+  rcall('ZREM', k.active, id)
+  rcall('HDEL', k.leases, id)
+  local left = rcall('HINCRBY', k.group_active, rec.group, -1)
+  if left <= 0 then rcall('HDEL', k.group_active, rec.group) end
+  return make_ready(k, cfg, rec.group)
+end
+
+local function emit(k, max_events, event, id, ...)
+  rcall('XADD', k.events, 'MAXLEN', '~', max_events, '*', 'event', event, 'job_id', id, ...)
+end
+
+local function wake(k, n)
+  local tokens = {}
+  for i = 1, math.min(n, 64) do tokens[i] = '1' end
+  if #tokens > 0 then
+    rcall('LPUSH', k.wake, unpack(tokens))
+    rcall('LTRIM', k.wake, 0, 255)
+  end
+end
+
+local function delete_job(k, id)
+  rcall('HDEL', k.jobs, id)
+  rcall('HDEL', k.data, id)
+  rcall('HDEL', k.leases, id)
+end
+
+-- Keep the newest `keep_count` (when >= 0) and none older than `keep_age_ms` (when > 0) in a finished set.
+local function trim_finished(k, set, keep_count, keep_age_ms, now)
+  if keep_age_ms > 0 then
+    local old = rcall('ZRANGEBYSCORE', set, '-inf', now - keep_age_ms, 'LIMIT', 0, 1000)
+    for _, id in ipairs(old) do delete_job(k, id) end
+    if #old > 0 then rcall('ZREM', set, unpack(old)) end
+  end
+  if keep_count >= 0 then
+    local excess = rcall('ZCARD', set) - keep_count
+    if excess > 0 then
+      local victims = rcall('ZRANGE', set, 0, excess - 1)
+      for _, id in ipairs(victims) do delete_job(k, id) end
+      rcall('ZREMRANGEBYRANK', set, 0, excess - 1)
+    end
+  end
+end
+
+local function load_rec(k, id)
+  local raw = rcall('HGET', k.jobs, id)
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+local function save_rec(k, rec)
+  rcall('HSET', k.jobs, rec.id, cjson.encode(rec))
+end

@@ -1,0 +1,411 @@
+"""Worker: fetch under the queue's limits, run jobs concurrently under renewed leases, finish or retry them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import RedisError
+
+from slack_backend.queue.connection import ConnectionWatch
+from slack_backend.queue.errors import LeaseLostError, RetryAfter, UnrecoverableError, raise_for_code
+from slack_backend.queue.events import EventName, Hook, Hooks, JobEvent
+from slack_backend.queue.job import Backoff, BackoffStrategy, Job
+from slack_backend.queue.limits import QueueLimits
+from slack_backend.queue.queue import Queue
+
+log = structlog.get_logger("slack_backend.queue.worker")
+
+STATUS_STARTED, STATUS_EMPTY, STATUS_LIMITED, STATUS_PAUSED, STATUS_HELD, STATUS_CAPPED = range(6)
+STACKS_KEPT = 10
+
+
+class Processor(Protocol):
+    """The job's work: return a JSON-serializable result, or raise (RetryAfter, UnrecoverableError, any)."""
+
+    def __call__(self, job: Job, /) -> Awaitable[Any]: ...
+
+
+@dataclass(frozen=True)
+class KeepJobs:
+    """Retention of finished jobs: the newest `count` (None = all) and none older than `age_ms` (None = any)."""
+
+    count: int | None = None
+    age_ms: int | None = None
+
+    def args(self) -> tuple[int, int]:
+        return (-1 if self.count is None else self.count, self.age_ms or 0)
+
+
+@dataclass
+class _Running:
+    job: Job
+    token: str
+    task: asyncio.Task[None]
+
+
+class Worker:
+    """Runs jobs of one queue: `await worker.run()` until `await worker.close(timeout_s)`.
+
+    Start limits (rate, caps, fairness) live in Redis and bind every worker of the queue; `limits`, when
+    given, is written there at start. Concurrency is this worker's own.
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        processor: Processor,
+        *,
+        concurrency: int = 5,
+        limits: QueueLimits | None = None,
+        lease_ms: int = 30_000,
+        stalled_interval_ms: int = 5_000,
+        max_stalls: int = 1,
+        keep_completed: KeepJobs | None = None,
+        keep_failed: KeepJobs | None = None,
+        backoff_strategy: BackoffStrategy | None = None,
+        idle_block_s: float = 5.0,
+        name: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if lease_ms < 100:
+            raise ValueError("lease_ms must be >= 100")
+        self.queue = queue
+        self.processor = processor
+        self.concurrency = concurrency
+        self.limits = limits
+        self.lease_ms = lease_ms
+        self.stalled_interval_ms = stalled_interval_ms
+        self.max_stalls = max_stalls
+        self.keep_completed = keep_completed or KeepJobs(count=100)
+        self.keep_failed = keep_failed or KeepJobs(count=500)
+        self.backoff_strategy = backoff_strategy
+        self.idle_block_s = idle_block_s
+        self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.hooks = Hooks()
+        self._running: dict[str, _Running] = {}
+        self._slot_freed = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._watch = ConnectionWatch(f"worker {self.id}")
+        self._blocking: Redis | None = None
+        self._shutdown_timeout_s: float | None = None
+        self._log = log.bind(queue=queue.name, worker=self.id)
+
+    # -- public ---------------------------------------------------------------------------------------------
+
+    def on(self, name: EventName, hook: Hook) -> None:
+        """Listen to an event: active, completed, failed, retrying, released, stalled, progress, error."""
+        self.hooks.on(name, hook)
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    async def run(self) -> None:
+        """Fetch and run jobs until `close()`; survives Redis outages (logs, backs off, goes on)."""
+        if self._loop_task is not None:
+            raise RuntimeError("worker is already running")
+        self._loop_task = asyncio.current_task()
+        self._blocking = _blocking_client(self.queue.redis)
+        background = [
+            asyncio.create_task(self._renew_leases_loop(), name=f"{self.id} leases"),
+            asyncio.create_task(self._stalled_loop(), name=f"{self.id} stalled"),
+        ]
+        try:
+            await self._configure()
+            await self._fetch_loop()
+            await self._finish_in_flight()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._forget_self()
+            await self._blocking.aclose()
+            self._closed.set()
+            self._log.info("worker closed")
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Stop fetching, let running jobs finish for up to `timeout_s`, then release the rest to waiting.
+
+        Released jobs keep their attempt count and are at the head of their group. Idempotent.
+        """
+        self._shutdown_timeout_s = timeout_s
+        self._closing.set()
+        if self._loop_task is not None:
+            await self._closed.wait()
+
+    # -- fetching -------------------------------------------------------------------------------------------
+
+    async def _configure(self) -> None:
+        while not self._closing.is_set():
+            try:
+                if self.limits is not None:
+                    await self.queue.set_limits(self.limits)
+                await self._heartbeat()
+                self._watch.ready()
+                self._log.info("worker ready", concurrency=self.concurrency)
+                return
+            except RedisError as exc:
+                await self._redis_failed(exc)
+
+    async def _fetch_loop(self) -> None:
+        while not self._closing.is_set():
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await _wait_first(self._slot_freed.wait(), self._closing.wait())
+                continue
+            try:
+                # Never cancelled half-way: a fetch that ran in Redis must be seen here, or its jobs would
+                # sit leased to nobody until the stall check.
+                reply = await asyncio.shield(self.queue.call("fetch", self.id, self.lease_ms, free))
+            except RedisError as exc:
+                await self._redis_failed(exc)
+                continue
+            self._watch.ready()
+            status, wait_ms = int(reply[0]), int(reply[1])
+            started = self._start_jobs(reply[2:])
+            if started:
+                continue
+            await self._idle(status, wait_ms)
+
+    def _start_jobs(self, flat: list[Any]) -> int:
+        count = 0
+        for i in range(0, len(flat), 4):
+            job_id, record, data, token = flat[i], flat[i + 1], flat[i + 2], flat[i + 3]
+            job = Job.from_record(str(record), None if data is None else str(data))
+            if self._closing.is_set():
+                # Fetched as close() began: give it straight back rather than start new work.
+                task = asyncio.create_task(self._release(job, str(token), 0, False, "worker closing"))
+            else:
+                task = asyncio.create_task(self._run_job(job, str(token)), name=f"job {job_id}")
+            self._running[str(job_id)] = _Running(job, str(token), task)
+            task.add_done_callback(self._job_done_callback(str(job_id)))
+            count += 1
+        return count
+
+    def _job_done_callback(self, job_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(_task: asyncio.Task[None]) -> None:
+            self._running.pop(job_id, None)
+            self._slot_freed.set()
+
+        return done
+
+    async def _idle(self, status: int, wait_ms: int) -> None:
+        """Sleep exactly until a start may be allowed; block on the wake list when only new work can help."""
+        if status in (STATUS_LIMITED, STATUS_HELD):
+            await _wait_first(asyncio.sleep(max(wait_ms, 1) / 1000), self._closing.wait())
+            return
+        timeout_s = self.idle_block_s if wait_ms < 0 else min(self.idle_block_s, wait_ms / 1000)
+        if status == STATUS_CAPPED:
+            timeout_s = min(timeout_s, 0.25)
+        if timeout_s <= 0:
+            return
+        await _wait_first(self._block_on_wake(timeout_s), self._closing.wait(), timeout_s=timeout_s)
+
+    async def _block_on_wake(self, timeout_s: float) -> None:
+        if self._blocking is None:
+            return
+        try:
+            # Redis checks blocking timeouts only ~10 times a second, so the exact deadline is kept here
+            # (the caller's timeout) and the server's is a fallback.
+            await self._blocking.blpop([self.queue.keys.key("wake")], timeout=timeout_s + 1)
+        except RedisError as exc:
+            await self._redis_failed(exc)
+
+    # -- running --------------------------------------------------------------------------------------------
+
+    async def _run_job(self, job: Job, token: str) -> None:
+        job._reporter = lambda value: self._report_progress(job, token, value)
+        bound = self._log.bind(job_id=job.id, group=job.group, attempt=job.attempts_made + 1)
+        await self.hooks.emit(JobEvent("active", job))
+        if job.data_error is not None:
+            await self._fail(job, token, UnrecoverableError(job.data_error), bound)
+            return
+        try:
+            result = await self.processor(job)
+        except asyncio.CancelledError:
+            await self._release(job, token, 0, False, "worker shut down before the job finished")
+            return
+        except RetryAfter as exc:
+            await self._release(job, token, int(exc.delay_s * 1000), exc.hold_queue, str(exc))
+            return
+        except Exception as exc:
+            await self._fail(job, token, exc, bound)
+            return
+        try:
+            result_json = json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            await self._fail(job, token, UnrecoverableError(f"result is not JSON-serializable: {exc}"), bound)
+            return
+        count, age_ms = self.keep_completed.args()
+        reply = await self._finish_call("complete", job, job.id, token, result_json, count, age_ms, _ev(self))
+        if reply is None:
+            return
+        job.attempts_made += 1
+        job.result = result
+        bound.info("job completed", run_ms=int(time.time() * 1000) - (job.processed_ms or 0))
+        await self.hooks.emit(JobEvent("completed", job, result=result))
+
+    async def _fail(self, job: Job, token: str, exc: BaseException, bound: Any) -> None:
+        attempts_made = job.attempts_made + 1
+        unrecoverable = isinstance(exc, UnrecoverableError)
+        final = unrecoverable or attempts_made >= job.attempts
+        delay_ms = -1 if final else self._backoff_ms(job, attempts_made, exc)
+        stack = "".join(traceback.format_exception(exc))
+        count, age_ms = self.keep_failed.args()
+        reason = str(exc) or type(exc).__name__
+        reply = await self._finish_call(
+            "fail", job, job.id, token, reason, stack, delay_ms, count, age_ms, _ev(self), STACKS_KEPT
+        )
+        if reply is None:
+            return
+        job.attempts_made = attempts_made
+        job.failed_reason = reason
+        if final:
+            bound.warning("job failed", reason=reason, unrecoverable=unrecoverable)
+            await self.hooks.emit(JobEvent("failed", job, error=exc, final=True))
+        else:
+            bound.info("job will retry", reason=reason, delay_ms=delay_ms)
+            await self.hooks.emit(JobEvent("retrying", job, error=exc, delay_ms=delay_ms))
+
+    def _backoff_ms(self, job: Job, attempts_made: int, exc: BaseException) -> int:
+        if self.backoff_strategy is not None:
+            return max(0, int(self.backoff_strategy(attempts_made, exc)))
+        return (job.backoff or Backoff()).delay_for(attempts_made)
+
+    async def _release(self, job: Job, token: str, delay_ms: int, hold: bool, reason: str) -> None:
+        reply = await self._finish_call("release", job, job.id, token, delay_ms, 1 if hold else 0, reason, _ev(self))
+        if reply is None:
+            return
+        self._log.info("job released", job_id=job.id, delay_ms=delay_ms, hold_queue=hold, reason=reason)
+        await self.hooks.emit(JobEvent("released", job, delay_ms=delay_ms))
+
+    async def _finish_call(self, script: str, job: Job, *args: str | int | float) -> list[Any] | None:
+        """Run a finishing script, riding out a Redis outage for as long as the lease lasts.
+
+        Returns None when the lease was lost (another worker owns the job now) or Redis stayed away.
+        """
+        deadline = time.monotonic() + self.lease_ms / 1000
+        while True:
+            try:
+                reply = list(await asyncio.shield(self.queue.call(script, *args)))
+                raise_for_code(int(reply[0]), job.id)
+                self._watch.ready()
+                return reply
+            except LeaseLostError as exc:
+                self._log.warning("lease lost; result discarded", job_id=job.id, action=script)
+                await self.hooks.emit(JobEvent("error", job, error=exc))
+                return None
+            except RedisError as exc:
+                if time.monotonic() >= deadline:
+                    self._log.error("gave up finishing job; it will be recovered", job_id=job.id)
+                    await self.hooks.emit(JobEvent("error", job, error=exc))
+                    return None
+                await self._redis_failed(exc)
+
+    async def _report_progress(self, job: Job, token: str, value: Any) -> None:
+        payload = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        code = int((await self.queue.call("progress", job.id, token, payload, _ev(self)))[0])
+        raise_for_code(code, job.id)
+        job.progress = value
+        await self.hooks.emit(JobEvent("progress", job, progress=value))
+
+    # -- housekeeping ---------------------------------------------------------------------------------------
+
+    async def _renew_leases_loop(self) -> None:
+        interval_s = self.lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self._heartbeat()
+                pairs: list[str] = []
+                for job_id, running in list(self._running.items()):
+                    pairs += [job_id, running.token]
+                if pairs:
+                    lost = await self.queue.call("extend", self.lease_ms, *pairs)
+                    for job_id in lost:
+                        self._log.warning("lease lost while running", job_id=job_id)
+                self._watch.ready()
+            except RedisError as exc:
+                await self._redis_failed(exc)
+
+    async def _stalled_loop(self) -> None:
+        while True:
+            try:
+                count, age_ms = self.keep_failed.args()
+                flat = await self.queue.call("stalled", self.max_stalls, count, age_ms, _ev(self))
+                for i in range(0, len(flat), 2):
+                    job_id, outcome = str(flat[i]), str(flat[i + 1])
+                    self._log.warning("stalled job recovered", job_id=job_id, outcome=outcome)
+                    await self.hooks.emit(JobEvent("stalled", job_id=job_id, final=outcome == "failed"))
+            except RedisError as exc:
+                await self._redis_failed(exc)
+            await asyncio.sleep(self.stalled_interval_ms / 1000)
+
+    async def _heartbeat(self) -> None:
+        beat = {
+            "last_seen_ms": int(time.time() * 1000),
+            "running": len(self._running),
+            "concurrency": self.concurrency,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+        await self.queue.redis.hset(self.queue.keys.key("workers"), self.id, json.dumps(beat))
+
+    async def _forget_self(self) -> None:
+        with contextlib.suppress(RedisError):
+            await self.queue.redis.hdel(self.queue.keys.key("workers"), self.id)
+
+    async def _redis_failed(self, exc: RedisError) -> None:
+        await self.hooks.emit(JobEvent("error", error=exc))
+        await self._watch.failed(exc)
+
+    async def _finish_in_flight(self) -> None:
+        timeout_s = self._shutdown_timeout_s
+        tasks = [r.task for r in self._running.values()]
+        if not tasks:
+            return
+        self._log.info("waiting for running jobs", count=len(tasks), timeout_s=timeout_s)
+        _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self._log.info("releasing unfinished jobs", count=len(pending))
+            await asyncio.wait(pending)
+
+
+def _ev(worker: Worker) -> int:
+    return worker.queue.max_events
+
+
+def _blocking_client(client: Redis) -> Redis:
+    """A second client on the same server for blocking waits: no socket timeout, its own small pool."""
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, max_connections=2, **kwargs))
+
+
+async def _wait_first(*waits: Awaitable[Any], timeout_s: float | None = None) -> None:
+    """Return when the first of several waits finishes (or at the timeout); cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,35 @@
+"""Start and stop engine worker processes (tests/support/worker_proc.py) and read what they recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from slack_backend.queue import Queue
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn_worker(cfg: dict[str, Any], log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start one worker process with the given config; its logs go to `log_path` (or are dropped)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "tests.support.worker_proc", json.dumps(cfg)]
+    if log_path is None:
+        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def recorded_runs(client: Redis, queue: Queue) -> list[dict[str, Any]]:
+    raw = await client.lrange(f"{queue.keys.tag}:test:runs", 0, -1)
+    return [json.loads(r) for r in raw]
+
+
+async def live_workers(queue: Queue) -> int:
+    return len(await queue.workers())

@@ -1,0 +1,70 @@
+"""A worker process for engine tests: `python -m tests.support.worker_proc '<json config>'`.
+
+Each run appends {id, worker, start_ms, end_ms, overlap} to the Redis list `<tag>:test:runs`; `overlap` is true
+when another run of the same job held the job's marker (two owners at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+from typing import Any
+
+from slack_backend.logging import configure_logging
+from slack_backend.queue import Job, KeepJobs, QueueLimits, RateLimit, Worker, create_redis
+from slack_backend.queue.queue import Queue
+from slack_backend.queue.runner import run_until_signalled
+
+
+async def main(cfg: dict[str, Any]) -> None:
+    client = create_redis(cfg["url"])
+    queue = Queue(cfg.get("queue", "q"), connection=client, prefix=cfg["prefix"])
+    runs_key = f"{queue.keys.tag}:test:runs"
+    fail_rate = float(cfg.get("fail_rate", 0.0))
+
+    async def processor(job: Job) -> dict[str, Any]:
+        start_ms = int(time.time() * 1000)
+        marker = f"{queue.keys.tag}:test:marker:{job.id}"
+        owned = await client.set(marker, "1", nx=True, px=60_000)
+        ms = float(job.data.get("ms", cfg.get("job_ms", 0))) if isinstance(job.data, dict) else 0.0
+        try:
+            if ms:
+                await asyncio.sleep(ms / 1000)
+            if fail_rate and random.random() < fail_rate:
+                raise RuntimeError("random failure")
+        finally:
+            if owned:
+                await client.delete(marker)
+            run = {
+                "id": job.id,
+                "worker": worker.id,
+                "start_ms": start_ms,
+                "end_ms": int(time.time() * 1000),
+                "overlap": not owned,
+            }
+            await client.rpush(runs_key, json.dumps(run))
+        return {"ok": True}
+
+    limit = cfg.get("rate")
+    worker = Worker(
+        queue,
+        processor,
+        concurrency=int(cfg.get("concurrency", 5)),
+        limits=QueueLimits(rate=RateLimit(limit[0], limit[1])) if limit else None,
+        lease_ms=int(cfg.get("lease_ms", 30_000)),
+        stalled_interval_ms=int(cfg.get("stalled_ms", 5_000)),
+        keep_completed=KeepJobs(count=None),
+        keep_failed=KeepJobs(count=None),
+    )
+    try:
+        await run_until_signalled([worker], shutdown_timeout_s=cfg.get("shutdown_timeout_s"))
+    finally:
+        await client.aclose()
+
+
+if __name__ == "__main__":
+    configure_logging("INFO", "json")
+    asyncio.run(main(json.loads(sys.argv[1])))

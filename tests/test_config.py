@@ -1,0 +1,231 @@
+"""Tests of settings loading, validation, masking and the `check-config` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slack_backend import __version__
+from slack_backend.config import ConfigError, Settings, format_config_error, load_settings
+
+SLACK_TOKEN = "xoxb-secret-123"
+REDIS_PASSWORD = "redis-pa55-word"
+
+
+def problem_names(err: ConfigError) -> set[str]:
+    return {name for name, _ in err.problems}
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a real process with only PATH, HOME and the given variables in its environment."""
+    minimal = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
+    return subprocess.run(
+        [sys.executable, "-m", "slack_backend.cli", *args],
+        env={**minimal, "COLUMNS": "200", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_defaults_match_the_design() -> None:
+    """With nothing set, the engine defaults are the design's: 10 per 1000 ms, 5 tasks, 4 attempts from 2 s."""
+    settings = load_settings({})
+    assert settings.ai_rate_limit_max == 10
+    assert settings.ai_rate_limit_duration_ms == 1000
+    assert settings.worker_concurrency == 5
+    assert settings.job_attempts == 4
+    assert settings.job_backoff_ms == 2000
+    assert settings.keep_completed == 100
+    assert settings.keep_failed == 500
+    assert settings.redis_url_value() == "redis://127.0.0.1:6379/0"
+    assert settings.redis_prefix == "sb"
+    assert settings.log_level == "INFO"
+    assert settings.port == 3000
+
+
+def test_given_mapping_is_the_only_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_settings(env) ignores os.environ, and Settings() never reads the environment."""
+    monkeypatch.setenv("WORKER_CONCURRENCY", "not-a-number")
+    assert load_settings({"WORKER_CONCURRENCY": "7"}).worker_concurrency == 7
+    assert Settings().worker_concurrency == 5
+
+
+def test_os_environ_is_read_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_settings() with no argument reads the process environment."""
+    monkeypatch.setenv("WORKER_CONCURRENCY", "9")
+    assert load_settings().worker_concurrency == 9
+
+
+def test_every_bad_variable_is_named_in_one_error() -> None:
+    """Several invalid variables are all reported together, each under its environment name."""
+    env = {"WORKER_CONCURRENCY": "many", "JOB_ATTEMPTS": "0", "LOG_LEVEL": "loud", "PORT": "70000"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert problem_names(caught.value) == set(env)
+    reasons = dict(caught.value.problems)
+    assert reasons["WORKER_CONCURRENCY"] == "must be an integer"
+    assert reasons["JOB_ATTEMPTS"] == "Input should be greater than or equal to 1"
+    message = format_config_error(caught.value)
+    assert message.splitlines()[0] == "configuration error: 4 invalid setting(s)"
+    assert "  WORKER_CONCURRENCY: must be an integer" in message.splitlines()
+
+
+def test_error_messages_never_quote_the_value() -> None:
+    """A rejected secret does not appear in the error, since errors get printed and logged."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"ADMIN_TOKEN": "short-secret", "REDIS_PORT": "hunter2"})
+    assert "short-secret" not in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    assert dict(caught.value.problems)["ADMIN_TOKEN"] == "must be at least 16 characters"
+
+
+def test_log_level_is_case_insensitive() -> None:
+    """LOG_LEVEL and LOG_FORMAT accept any case and are stored normalised."""
+    settings = load_settings({"LOG_LEVEL": "debug", "LOG_FORMAT": "JSON"})
+    assert settings.log_level == "DEBUG"
+    assert settings.log_format == "json"
+
+
+def test_empty_variable_counts_as_unset() -> None:
+    """An empty variable (common in compose files) takes the default instead of failing."""
+    assert load_settings({"WORKER_CONCURRENCY": "", "REDIS_PASSWORD": ""}).worker_concurrency == 5
+
+
+@pytest.mark.parametrize(
+    ("tls", "expected"),
+    [
+        ("true", "rediss://:p%40ss%3Aw%2Frd@redis.internal:6380/0"),
+        ("false", "redis://:p%40ss%3Aw%2Frd@redis.internal:6380/0"),
+    ],
+)
+def test_redis_parts_build_the_url(tls: str, expected: str) -> None:
+    """REDIS_HOST wins over REDIS_URL; port, quoted password and TLS (rediss://) go into the built URL."""
+    settings = load_settings(
+        {
+            "REDIS_URL": "redis://elsewhere:1/0",
+            "REDIS_HOST": "redis.internal",
+            "REDIS_PORT": "6380",
+            "REDIS_PASSWORD": "p@ss:w/rd",
+            "REDIS_TLS": tls,
+        }
+    )
+    assert settings.redis_url_value() == expected
+    assert settings.masked()["REDIS_URL"] == expected.replace("p%40ss%3Aw%2Frd", "********")
+
+
+def test_redis_parts_without_host_are_an_error() -> None:
+    """REDIS_PORT, REDIS_PASSWORD or REDIS_TLS without REDIS_HOST are refused rather than silently ignored."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"REDIS_PORT": "6380", "REDIS_PASSWORD": "x", "REDIS_TLS": "1"})
+    assert problem_names(caught.value) == {"REDIS_PORT", "REDIS_PASSWORD", "REDIS_TLS"}
+
+
+def test_masked_hides_secrets_and_url_passwords() -> None:
+    """masked() shows set secrets as ******** and unset ones as (not set), and hides passwords in URLs."""
+    shown = load_settings(
+        {
+            "SLACK_BOT_TOKEN": SLACK_TOKEN,
+            "REDIS_URL": f"redis://default:{REDIS_PASSWORD}@cache:6379/2",
+            "DATABASE_URL": "postgresql+asyncpg://app:db-pa55@db/app",
+        }
+    ).masked()
+    assert shown["SLACK_BOT_TOKEN"] == "********"
+    assert shown["ANTHROPIC_API_KEY"] == "(not set)"
+    assert shown["REDIS_URL"] == "redis://default:********@cache:6379/2"
+    assert shown["DATABASE_URL"] == "postgresql+asyncpg://app:********@db/app"
+    assert set(shown) == {name.upper() for name in Settings.model_fields}
+
+
+def test_masked_keeps_urls_without_password_intact() -> None:
+    """A URL with no password is shown exactly as set (the sqlite:/// form included)."""
+    assert load_settings({}).masked()["DATABASE_URL"] == "sqlite+aiosqlite:///./slack-backend.db"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [({"SLACK_CLIENT_ID": "123.456"}, "SLACK_CLIENT_SECRET"), ({"SLACK_CLIENT_SECRET": "s3cret"}, "SLACK_CLIENT_ID")],
+)
+def test_oauth_client_id_and_secret_go_together(env: dict[str, str], named: str) -> None:
+    """SLACK_CLIENT_ID without SLACK_CLIENT_SECRET, or the reverse, names the missing one."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert problem_names(caught.value) == {named}
+
+
+def test_unknown_variable_under_our_prefix_is_an_error() -> None:
+    """A SLACK_BACKEND_* variable we do not know (a typo) is an error, while unrelated variables are ignored."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SLACK_BACKEND_ENV_FLIE": "x", "JAVA_HOME": "/opt/java"})
+    assert problem_names(caught.value) == {"SLACK_BACKEND_ENV_FLIE"}
+
+
+def test_env_file_is_read_only_when_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .env file is ignored unless SLACK_BACKEND_ENV_FILE names it; then the variables still win over it."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("WORKER_CONCURRENCY=7\nJOB_ATTEMPTS=9\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings({}).worker_concurrency == 5
+    settings = load_settings({"SLACK_BACKEND_ENV_FILE": str(env_file), "JOB_ATTEMPTS": "2"})
+    assert settings.worker_concurrency == 7
+    assert settings.job_attempts == 2
+
+
+def test_env_file_unknown_or_missing_is_an_error(tmp_path: Path) -> None:
+    """An unknown name inside the env file, or a named file that does not exist, is reported."""
+    env_file = tmp_path / "app.env"
+    env_file.write_text("WORKER_CONCURENCY=7\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SLACK_BACKEND_ENV_FILE": str(env_file)})
+    assert caught.value.problems == [("WORKER_CONCURENCY", "unknown setting")]
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SLACK_BACKEND_ENV_FILE": str(tmp_path / "missing.env")})
+    assert caught.value.problems == [("SLACK_BACKEND_ENV_FILE", "file not found")]
+
+
+def test_check_config_with_bad_env_exits_2_naming_each_variable() -> None:
+    """`check-config` with bad settings exits 2 and names every bad variable on stderr, with no traceback."""
+    result = run_cli("check-config", env={"WORKER_CONCURRENCY": "lots", "JOB_BACKOFF_MS": "-1", "PORT": "0"})
+    assert result.returncode == 2
+    assert "configuration error: 3 invalid setting(s)" in result.stderr
+    for name in ("WORKER_CONCURRENCY", "JOB_BACKOFF_MS", "PORT"):
+        assert name in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_check_config_with_good_env_exits_0_without_secrets(as_json: bool) -> None:
+    """`check-config` with good settings exits 0, shows the settings and never prints a secret value."""
+    env = {
+        "SLACK_BOT_TOKEN": SLACK_TOKEN,
+        "REDIS_HOST": "cache",
+        "REDIS_PASSWORD": REDIS_PASSWORD,
+        "ANTHROPIC_API_KEY": "sk-ant-api03-secret",
+        "WORKER_CONCURRENCY": "8",
+    }
+    result = run_cli("check-config", *(["--json"] if as_json else []), env=env)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    for secret in (SLACK_TOKEN, REDIS_PASSWORD, "sk-ant-api03-secret"):
+        assert secret not in output
+    if as_json:
+        shown = json.loads(result.stdout)
+        assert shown["WORKER_CONCURRENCY"] == "8"
+        assert shown["REDIS_URL"] == "redis://:********@cache:6379/0"
+        assert shown["SLACK_BOT_TOKEN"] == "********"
+    else:
+        assert "WORKER_CONCURRENCY" in result.stdout
+        assert "redis://:********@cache:6379/0" in result.stdout
+
+
+def test_version_command_prints_the_version() -> None:
+    """`version` prints the package version and exits 0."""
+    result = run_cli("version", env={})
+    assert result.returncode == 0
+    assert result.stdout.strip() == __version__

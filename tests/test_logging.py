@@ -1,0 +1,138 @@
+"""Tests of the logging set-up: secret redaction and the JSON and console renderers."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from slack_backend.logging import REDACTED, configure_logging, get_logger, redact_secrets
+
+SLACK_TOKEN = "xoxb-1234-5678-abcdEFGH"
+ANTHROPIC_KEY = "sk-ant-api03-abc_DEF-123"
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Put the root logger and structlog back as they were, so one test's set-up does not leak."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def redact(**event: Any) -> dict[str, Any]:
+    return dict(redact_secrets(None, "info", event))
+
+
+def test_secret_named_keys_are_masked_in_any_case() -> None:
+    """Values of keys naming a token, secret, password, api key or authorization are masked, any case."""
+    event = redact(
+        bot_token="plain",
+        Client_Secret="plain",
+        PASSWORD="plain",
+        anthropic_api_key="plain",
+        headers={"Authorization": "Bearer plain", "Accept": "text/plain"},
+        user="U123",
+    )
+    assert event == {
+        "bot_token": REDACTED,
+        "Client_Secret": REDACTED,
+        "PASSWORD": REDACTED,
+        "anthropic_api_key": REDACTED,
+        "headers": {"Authorization": REDACTED, "Accept": "text/plain"},
+        "user": "U123",
+    }
+
+
+def test_token_shaped_values_are_masked_anywhere() -> None:
+    """Slack tokens and Anthropic keys are masked inside any string, nested lists and dicts included."""
+    event = redact(
+        event=f"calling with {SLACK_TOKEN}",
+        args=["xoxp-1-2", ("ok", ANTHROPIC_KEY)],
+        body={"text": f"key={ANTHROPIC_KEY};"},
+    )
+    assert event == {
+        "event": f"calling with {REDACTED}",
+        "args": [REDACTED, ("ok", REDACTED)],
+        "body": {"text": f"key={REDACTED};"},
+    }
+
+
+def test_token_counts_are_not_masked() -> None:
+    """Numbers under token-named keys (max_tokens, input_tokens) are counts, kept as they are."""
+    assert redact(max_tokens=1024, input_tokens=0, token=None) == {"max_tokens": 1024, "input_tokens": 0, "token": None}
+
+
+def test_json_renderer_emits_one_object_per_line() -> None:
+    """The JSON format writes one JSON object per line, from structlog and stdlib loggers alike, redacted."""
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    get_logger("slack_backend.test").info("posted %s", "draft", token=SLACK_TOKEN, channel="C1")
+    get_logger("slack_backend.test").debug("below the level")
+    logging.getLogger("some.library").warning("retrying with %s", SLACK_TOKEN)
+    try:
+        raise RuntimeError(f"refused {ANTHROPIC_KEY}")
+    except RuntimeError:
+        get_logger("slack_backend.test").exception("call failed")
+
+    lines = stream.getvalue().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["event"] for r in records] == ["posted draft", f"retrying with {REDACTED}", "call failed"]
+    assert [r["logger"] for r in records] == ["slack_backend.test", "some.library", "slack_backend.test"]
+    assert [r["level"] for r in records] == ["info", "warning", "error"]
+    assert all(r["timestamp"].endswith("Z") and "T" in r["timestamp"] for r in records)
+    assert records[0]["token"] == REDACTED
+    assert records[0]["channel"] == "C1"
+    assert "RuntimeError" in records[2]["exception"]
+    assert SLACK_TOKEN not in stream.getvalue()
+    assert ANTHROPIC_KEY not in stream.getvalue()
+
+
+def test_console_renderer_is_redacted_and_not_json() -> None:
+    """The console format writes readable lines, with secrets in messages and tracebacks masked."""
+    stream = io.StringIO()
+    configure_logging("DEBUG", "console", stream=stream)
+    get_logger("slack_backend.test").debug("hello", password="hunter2")
+    try:
+        raise RuntimeError(f"refused {SLACK_TOKEN}")
+    except RuntimeError:
+        logging.getLogger("some.library").exception("call failed")
+    output = stream.getvalue()
+    assert "hello" in output
+    assert "Traceback" in output
+    assert "hunter2" not in output
+    assert SLACK_TOKEN not in output
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(output.splitlines()[0])
+
+
+def test_auto_format_is_json_when_not_a_terminal() -> None:
+    """The "auto" format writes JSON lines to a stream that is not a terminal."""
+    stream = io.StringIO()
+    configure_logging("INFO", "auto", stream=stream)
+    get_logger("slack_backend.test").info("started")
+    assert json.loads(stream.getvalue())["event"] == "started"
+
+
+def test_configuring_twice_keeps_one_handler() -> None:
+    """Configuring again replaces our handler instead of adding a second one that doubles every line."""
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=io.StringIO())
+    configure_logging("INFO", "json", stream=stream)
+    get_logger("slack_backend.test").info("once")
+    assert len(stream.getvalue().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("level", "fmt"), [("LOUD", "json"), ("INFO", "xml")])
+def test_unknown_level_or_format_is_refused(level: str, fmt: str) -> None:
+    """An unknown level or format raises ValueError instead of logging nothing or everything."""
+    with pytest.raises(ValueError, match="unknown log"):
+        configure_logging(level, fmt, stream=io.StringIO())
