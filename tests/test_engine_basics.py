@@ -8,7 +8,7 @@ import time
 import pytest
 
 from slack_backend.queue import InvalidJobDataError, Job, JobState, Worker
-from tests.support.engine import QueueFactory, running, wait_until
+from tests.support.engine import QueueFactory, finished, grown_past, job_in_state, running, wait_until
 
 
 async def test_job_runs_and_completes_with_result(make_queue: QueueFactory) -> None:
@@ -20,7 +20,7 @@ async def test_job_runs_and_completes_with_result(make_queue: QueueFactory) -> N
         return {"double": job.data["n"] * 2}
 
     async with running(Worker(queue, processor)):
-        await wait_until(lambda: _state_is(queue, added.job_id, JobState.COMPLETED))
+        await wait_until(job_in_state(queue, added.job_id, JobState.COMPLETED))
     job = await queue.get(added.job_id)
     assert job is not None
     assert job.result == {"double": 2}
@@ -33,10 +33,12 @@ async def test_add_with_same_job_id_is_idempotent(make_queue: QueueFactory) -> N
     queue = make_queue()
     first = await queue.add("x", {"v": 1}, job_id="Ev123")
     second = await queue.add("x", {"v": 2}, job_id="Ev123")
-    assert first.created and not second.created
+    assert first.created
+    assert not second.created
     assert first.job_id == second.job_id == "Ev123"
     job = await queue.get("Ev123")
-    assert job is not None and job.data == {"v": 1}
+    assert job is not None
+    assert job.data == {"v": 1}
     assert (await queue.counts())[JobState.WAITING] == 1
 
 
@@ -55,7 +57,7 @@ async def test_priorities_then_fifo(make_queue: QueueFactory) -> None:
         order.append(job.data)
 
     async with running(Worker(queue, processor, concurrency=1)):
-        await wait_until(lambda: _completed(queue, 6))
+        await wait_until(lambda: finished(queue, 6))
     assert order == ["p1", "p1b", "p10", "none-a", "none-b", "p5000"]
 
 
@@ -72,8 +74,7 @@ async def test_delayed_job_starts_on_time(make_queue: QueueFactory) -> None:
         for delay_ms in (300, 1200, 2500):
             t0 = time.time()
             await queue.add("d", {}, delay_ms=delay_ms)
-            await wait_until(lambda: _completed(queue, len(started) + 0 if False else len(started)), 0.01)
-            await wait_until(lambda n=len(started): _has_more(started, n), timeout_s=5)
+            await wait_until(grown_past(started, len(started)), timeout_s=5)
             lateness_ms = (started[-1] - t0) * 1000 - delay_ms
             assert -5 <= lateness_ms <= 50, f"delay {delay_ms} ms started {lateness_ms:.1f} ms late"
 
@@ -92,22 +93,3 @@ async def test_invalid_data_is_refused_and_nothing_written(make_queue: QueueFact
     with pytest.raises(InvalidJobDataError):
         await queue.add("x", float("nan"))
     assert await queue.redis.keys(f"{queue.keys.tag}*") == []
-
-
-async def _state_is(queue: object, job_id: str, state: JobState) -> bool:
-    from slack_backend.queue import Queue
-
-    assert isinstance(queue, Queue)
-    job = await queue.get(job_id)
-    return job is not None and job.state is state
-
-
-async def _completed(queue: object, n: int) -> bool:
-    from slack_backend.queue import Queue
-
-    assert isinstance(queue, Queue)
-    return (await queue.counts())[JobState.COMPLETED] >= n
-
-
-async def _has_more(items: list[float], n: int) -> bool:
-    return len(items) > n

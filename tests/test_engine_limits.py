@@ -10,7 +10,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from slack_backend.queue import BulkJob, Job, JobState, QueueLimits, RateLimit, Worker
-from tests.support.engine import QueueFactory, running, wait_until
+from tests.support.engine import QueueFactory, finished, running, wait_until
 from tests.support.procs import live_workers, recorded_runs, spawn_worker
 
 
@@ -35,7 +35,7 @@ async def test_rate_limit_holds_across_three_processes(
     cfg = {"url": redis_url, "prefix": prefix, "concurrency": 5, "rate": [10, 1000]}
     procs = [spawn_worker(cfg, tmp_path / f"w{i}.log") for i in range(3)]
     try:
-        await wait_until(lambda: _all_done(queue, 300), timeout_s=60, every_s=0.2)
+        await wait_until(lambda: finished(queue, 300), timeout_s=60, every_s=0.2)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -71,7 +71,7 @@ async def test_peak_concurrency_per_worker_is_exactly_five(make_queue: QueueFact
         in_flight -= 1
 
     async with running(Worker(queue, processor, concurrency=5)):
-        await wait_until(lambda: _all_done(queue, 40))
+        await wait_until(lambda: finished(queue, 40))
     assert peak == 5
 
 
@@ -86,14 +86,6 @@ async def test_limited_worker_sleeps_until_the_next_slot(make_queue: QueueFactor
 
     worker = Worker(queue, processor, concurrency=10, limits=QueueLimits(rate=RateLimit(5, 500)))
     async with running(worker):
-        await wait_until(lambda: _all_done(queue, 6))
+        await wait_until(lambda: finished(queue, 6))
     gap_ms = (starts[5] - starts[0]) * 1000
     assert 495 <= gap_ms <= 550, gap_ms
-
-
-async def _all_done(queue: object, n: int) -> bool:
-    from slack_backend.queue import Queue
-
-    assert isinstance(queue, Queue)
-    c = await queue.counts()
-    return c[JobState.COMPLETED] + c[JobState.FAILED] >= n

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sized
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-from slack_backend.queue import JobDefaults, Queue, Worker
+from slack_backend.queue import JobDefaults, JobState, Queue, Worker
 
 
 class QueueFactory(Protocol):
@@ -33,3 +33,24 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout_s: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         await asyncio.sleep(every_s)
+
+
+async def finished(queue: Queue, n: int) -> bool:
+    """True once at least n jobs are completed or failed."""
+    c = await queue.counts()
+    return c[JobState.COMPLETED] + c[JobState.FAILED] >= n
+
+
+def job_in_state(queue: Queue, job_id: str, state: JobState) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        job = await queue.get(job_id)
+        return job is not None and job.state is state
+
+    return check
+
+
+def grown_past(items: Sized, n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return len(items) > n
+
+    return check

@@ -1,7 +1,7 @@
 """A worker process for engine tests: `python -m tests.support.worker_proc '<json config>'`.
 
 Each run appends {id, worker, start_ms, end_ms, overlap} to the Redis list `<tag>:test:runs`; `overlap` is true
-when another run of the same job held the job's marker (two owners at once).
+when another live run of the same job held the job's marker (two owners at once).
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ async def main(cfg: dict[str, Any]) -> None:
     async def processor(job: Job) -> dict[str, Any]:
         start_ms = int(time.time() * 1000)
         marker = f"{queue.keys.tag}:test:marker:{job.id}"
-        owned = await client.set(marker, "1", nx=True, px=60_000)
-        ms = float(job.data.get("ms", cfg.get("job_ms", 0))) if isinstance(job.data, dict) else 0.0
+        # Ownership lasts as long as a lease: a killed worker's marker expires when its lease would.
+        owned = await client.set(marker, worker.id, nx=True, px=int(cfg.get("lease_ms", 30_000)))
+        ms = float(job.data.get("ms", 0)) if isinstance(job.data, dict) else 0.0
+        ms = float(cfg.get("job_ms", ms))
         try:
             if ms:
                 await asyncio.sleep(ms / 1000)

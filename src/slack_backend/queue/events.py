@@ -69,7 +69,7 @@ class Hooks:
                 job_id = event.job.id if event.job else event.job_id
                 log.error(
                     "event hook raised",
-                    event=event.name,
+                    job_event=event.name,
                     hook=getattr(hook, "__qualname__", repr(hook)),
                     job_id=job_id,
                     error=f"{type(exc).__name__}: {exc}",

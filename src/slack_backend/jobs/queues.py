@@ -1,0 +1,66 @@
+"""The ai-responses queue: its defaults from the settings, and `queue_ai_response` to enqueue one request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from slack_backend.config import Settings
+from slack_backend.jobs.types import AIResponseJobData
+from slack_backend.queue import AddResult, Backoff, InvalidJobDataError, JobDefaults, Queue
+
+AI_RESPONSES_QUEUE = "ai-responses"
+JOB_NAME = "ai-response"
+# A direct request (shortcut, slash command, mention) goes before passive work of the same workspace.
+DIRECT_PRIORITY = 10
+PASSIVE_PRIORITY = 100
+
+
+def ai_responses_queue(redis: Redis, settings: Settings) -> Queue:
+    """The queue with the configured attempts and exponential backoff (defaults: 4 attempts, 2 s, 4 s, 8 s)."""
+    defaults = JobDefaults(
+        attempts=settings.job_attempts,
+        backoff=Backoff("exponential", settings.job_backoff_ms),
+        priority=PASSIVE_PRIORITY,
+    )
+    return Queue(AI_RESPONSES_QUEUE, connection=redis, prefix=settings.redis_prefix, defaults=defaults)
+
+
+def validate_job_data(data: AIResponseJobData | Mapping[str, Any]) -> AIResponseJobData:
+    """Validate job data; raises InvalidJobDataError naming each bad field."""
+    if isinstance(data, AIResponseJobData):
+        return data
+    try:
+        return AIResponseJobData.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors())
+        raise InvalidJobDataError(f"invalid ai-response job data: {problems}") from exc
+
+
+async def queue_ai_response(
+    queue: Queue,
+    data: AIResponseJobData | Mapping[str, Any],
+    *,
+    job_id: str | None = None,
+    priority: int | None = None,
+    delay_ms: int = 0,
+) -> AddResult:
+    """Validate and enqueue one AI response request in its workspace's group.
+
+    `job_id` (the Slack event_id or trigger_id) makes Slack's retries and duplicate deliveries add nothing.
+    Raises InvalidJobDataError, with nothing written, when the data is invalid.
+    """
+    valid = validate_job_data(data)
+    if priority is None:
+        priority = DIRECT_PRIORITY if valid.trigger.direct else PASSIVE_PRIORITY
+    return await queue.add(
+        JOB_NAME,
+        valid.model_dump(mode="json", exclude_none=True),
+        job_id=job_id,
+        priority=priority,
+        delay_ms=delay_ms,
+        group=valid.workspace_id,
+    )

@@ -1,0 +1,104 @@
+"""Typed job data and result of the ai-responses queue; validated on enqueue and again when a worker runs it."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MAX_TRIGGER_TEXT_CHARS = 4_000
+MAX_CONTEXT_MESSAGES = 50
+MAX_CONTEXT_TEXT_CHARS = 4_000
+
+_SLACK_ID = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,63}$")
+_SLACK_TS = re.compile(r"^\d{1,12}\.\d{1,9}$")
+# Control characters other than tab and newlines have no place in a message we send to Slack or the model.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _slack_id(value: str) -> str:
+    if not _SLACK_ID.match(value):
+        raise ValueError("must be a Slack id (capital letters and digits, like T0123ABCD)")
+    return value
+
+
+def _slack_ts(value: str) -> str:
+    if not _SLACK_TS.match(value):
+        raise ValueError("must be a Slack timestamp like 1712345678.000100")
+    return value
+
+
+def _clean_text(value: str) -> str:
+    return _CONTROL.sub("", value)
+
+
+def _response_url(value: str) -> str:
+    if not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise ValueError("must be an https URL given by Slack")
+    if len(value) > 2_000:
+        raise ValueError("is too long")
+    return value
+
+
+SlackId = Annotated[str, AfterValidator(_slack_id)]
+SlackTs = Annotated[str, AfterValidator(_slack_ts)]
+
+
+class TriggerKind(StrEnum):
+    """How the user asked: directly (shortcut, slash command, mention, DM) or passively (watched replies)."""
+
+    MESSAGE_ACTION = "message_action"
+    SLASH_COMMAND = "slash_command"
+    MENTION = "mention"
+    DM = "dm"
+    REPLY = "reply"
+    THREAD = "thread"
+
+    @property
+    def direct(self) -> bool:
+        return self not in (TriggerKind.REPLY, TriggerKind.THREAD)
+
+
+class ContextMessageData(BaseModel):
+    """One earlier message of the thread, as the model will see it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user_id: str = Field(max_length=64)
+    text: Annotated[str, AfterValidator(_clean_text)] = Field(max_length=MAX_CONTEXT_TEXT_CHARS)
+    ts: SlackTs
+
+
+class AIResponseJobData(BaseModel):
+    """What a worker needs to draft and deliver a reply: ids and text, never tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workspace_id: SlackId
+    user_id: SlackId
+    channel_id: SlackId
+    trigger: TriggerKind
+    trigger_text: Annotated[str, AfterValidator(_clean_text)] = Field(min_length=1, max_length=MAX_TRIGGER_TEXT_CHARS)
+    message_ts: SlackTs | None = None
+    thread_ts: SlackTs | None = None
+    context_messages: list[ContextMessageData] = Field(default_factory=list, max_length=MAX_CONTEXT_MESSAGES)
+    response_url: Annotated[str, AfterValidator(_response_url)] | None = None
+    enterprise_id: SlackId | None = None
+    request_id: str | None = Field(default=None, max_length=128)
+
+
+class AIResponseJobResult(BaseModel):
+    """What a finished job keeps: how the draft was made and delivered (the draft text stays in Slack)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    delivered_via: str
+    delivery_parts: int
+    input_tokens: int
+    output_tokens: int
+    model: str
+    offline: bool
+    processing_time_ms: int
+    draft_chars: int

@@ -1,0 +1,93 @@
+"""Read a Slack thread as bounded conversation context for a draft: the newest messages, oldest first."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from slack_backend.ai.types import ContextMessage
+from slack_backend.slack.errors import classify_slack_error
+
+# Slack suggests pages of at most 200 for conversations.replies.
+DEFAULT_PAGE_SIZE = 200
+# A runaway thread must not turn one job into hundreds of API calls: past this many pages, the newest read so far win.
+MAX_PAGES = 25
+TRUNCATION_MARK = "..."
+
+
+async def read_thread(
+    client: AsyncWebClient,
+    channel_id: str,
+    thread_ts: str,
+    *,
+    max_messages: int = 30,
+    max_chars: int = 12_000,
+    exclude_ts: str | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+) -> tuple[ContextMessage, ...]:
+    """The thread's newest messages that fit `max_messages` and `max_chars` of text, oldest first.
+
+    Bot messages are kept, under their bot user (or bot id). Messages with no text, and the one at `exclude_ts`
+    (usually the trigger, sent to the model on its own), are left out. When even the newest message alone is
+    longer than `max_chars`, its beginning is kept.
+
+    Raises:
+        The classified Slack error (`RetryAfter`, an `UnrecoverableError`, or the transient error itself).
+    """
+    if max_messages < 1 or max_chars < 1 or page_size < 1:
+        raise ValueError("max_messages, max_chars and page_size must be at least 1")
+    newest: deque[ContextMessage] = deque(maxlen=max_messages)
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        page = await _replies_page(client, channel_id, thread_ts, cursor=cursor, limit=page_size)
+        for raw in page.get("messages") or ():
+            message = _context_message(raw) if isinstance(raw, Mapping) else None
+            if message is not None and message.ts != exclude_ts:
+                newest.append(message)
+        metadata = page.get("response_metadata")
+        cursor = metadata.get("next_cursor") if isinstance(metadata, Mapping) else None
+        if not page.get("has_more") or not cursor:
+            break
+    return _within_chars(list(newest), max_chars)
+
+
+async def _replies_page(
+    client: AsyncWebClient, channel_id: str, thread_ts: str, *, cursor: str | None, limit: int
+) -> Mapping[str, Any]:
+    try:
+        response = await client.conversations_replies(channel=channel_id, ts=thread_ts, cursor=cursor, limit=limit)
+    except SlackApiError as exc:
+        classified = classify_slack_error(exc)
+        if classified is exc:
+            raise
+        raise classified from exc
+    data = response.data
+    return data if isinstance(data, Mapping) else {}
+
+
+def _context_message(raw: Mapping[str, Any]) -> ContextMessage | None:
+    text = raw.get("text")
+    ts = raw.get("ts")
+    if not isinstance(text, str) or not text.strip() or not isinstance(ts, str):
+        return None
+    author = raw.get("user") or raw.get("bot_id") or raw.get("username") or "unknown"
+    return ContextMessage(user_id=str(author), text=text, ts=ts)
+
+
+def _within_chars(messages: list[ContextMessage], max_chars: int) -> tuple[ContextMessage, ...]:
+    kept: list[ContextMessage] = []
+    used = 0
+    for message in reversed(messages):
+        if used + len(message.text) > max_chars:
+            if not kept:
+                head = message.text[: max(max_chars - len(TRUNCATION_MARK), 0)] + TRUNCATION_MARK
+                kept.append(ContextMessage(user_id=message.user_id, text=head[:max_chars], ts=message.ts))
+            break
+        kept.append(message)
+        used += len(message.text)
+    kept.reverse()
+    return tuple(kept)

@@ -1,0 +1,335 @@
+"""Show the user their draft, progress and failures as ephemeral messages, exactly once per job."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal, Protocol, TypeVar
+
+import httpx
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from slack_backend.jobs.types import AIResponseJobData, TriggerKind
+from slack_backend.logging import get_logger
+from slack_backend.queue.errors import RetryAfter, UnrecoverableError
+from slack_backend.slack.errors import (
+    ResponseUrlError,
+    SlackRejectedError,
+    classify_slack_error,
+    rate_limited,
+    rejected,
+    retry_after_s,
+)
+from slack_backend.slack.messages import BlockDict, draft_messages, failure_text, progress_text
+
+log = get_logger(__name__)
+
+# Slack lets a response_url be used 5 times within 30 minutes of the interaction.
+RESPONSE_URL_MAX_USES = 5
+# How long delivery may wait in place for Slack's 429s before handing the wait to the engine as RetryAfter.
+DEFAULT_MAX_RATE_LIMIT_WAIT_S = 30.0
+DEFAULT_HTTP_TIMEOUT_S = 10.0
+# Uses are counted per response_url in this process; the oldest counts are forgotten past this many URLs.
+_MAX_TRACKED_URLS = 4_096
+# Errors meaning the response_url can no longer be used: the draft goes through chat.postEphemeral instead.
+_GONE_ERRORS = frozenset({"used_url", "expired_url", "invalid_url"})
+
+Via = Literal["response_url", "ephemeral"]
+ClientFactory = Callable[[str], AsyncWebClient]
+_T = TypeVar("_T")
+
+
+class DeliveryLedger(Protocol):
+    """Remembers which jobs' drafts were delivered, so a rerun (after a stall or crash) never posts twice."""
+
+    async def delivered(self, job_id: str) -> bool:
+        """Whether the draft of `job_id` was already delivered."""
+        ...
+
+    async def mark_delivered(self, job_id: str) -> None:
+        """Record that the draft of `job_id` was delivered."""
+        ...
+
+
+class InMemoryDeliveryLedger:
+    """A DeliveryLedger in process memory, for tests and single-process experiments (lost on restart)."""
+
+    def __init__(self) -> None:
+        self._delivered: set[str] = set()
+
+    async def delivered(self, job_id: str) -> bool:
+        """Whether `mark_delivered(job_id)` was called on this ledger."""
+        return job_id in self._delivered
+
+    async def mark_delivered(self, job_id: str) -> None:
+        """Remember `job_id` as delivered."""
+        self._delivered.add(job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReceipt:
+    """How a draft reached the user: the path of its first part, how many messages, or skipped as already done."""
+
+    via: Via
+    parts: int
+    skipped: bool = False
+
+
+class _ResponseUrlGone(Exception):  # noqa: N818 - internal signal, never leaves this module
+    """The response_url is used up or expired: fall back to chat.postEphemeral."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+        super().__init__(f"response_url is no longer usable ({error})")
+
+
+class _WaitBudget:
+    """Honours Slack's Retry-After in place, up to a total wait; past it the RetryAfter goes to the engine."""
+
+    def __init__(self, max_wait_s: float) -> None:
+        self.max_wait_s = max_wait_s
+        self.waited_s = 0.0
+
+    async def run(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        while True:
+            try:
+                return await attempt()
+            except RetryAfter as limited:
+                if self.waited_s + limited.delay_s > self.max_wait_s:
+                    raise
+                log.info("slack.rate_limited_waiting", delay_s=limited.delay_s, waited_s=self.waited_s)
+                await asyncio.sleep(limited.delay_s)
+                self.waited_s += limited.delay_s
+
+
+class SlackDelivery:
+    """Posts drafts, progress and failure notes to the asking user, by response_url or chat.postEphemeral.
+
+    Bot tokens are passed to each call and handed to `client_factory`; they are never kept or logged.
+    """
+
+    def __init__(
+        self,
+        client_factory: ClientFactory,
+        ledger: DeliveryLedger,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        http_timeout_s: float = DEFAULT_HTTP_TIMEOUT_S,
+        max_rate_limit_wait_s: float = DEFAULT_MAX_RATE_LIMIT_WAIT_S,
+    ) -> None:
+        """Args:
+        client_factory: builds an AsyncWebClient for a bot token (called per use).
+        ledger: where delivered job ids are recorded.
+        http_client: used for response_url POSTs and left open (the caller owns it); without one, a short-lived
+            client is opened and closed per POST.
+        http_timeout_s: timeout of each response_url POST.
+        max_rate_limit_wait_s: total Slack 429 wait honoured in place per delivery.
+        """
+        self._client_factory = client_factory
+        self._ledger = ledger
+        self._http = http_client
+        self._http_timeout_s = http_timeout_s
+        self._max_rate_limit_wait_s = max_rate_limit_wait_s
+        self._url_uses: OrderedDict[str, int] = OrderedDict()
+        # Ids of the job data objects (one per job run) that already showed progress; dropped when the data is freed.
+        self._progressed: set[int] = set()
+
+    async def progress(self, data: AIResponseJobData, token: str, stage: str) -> None:
+        """Tell the user the draft is on its way, at most once per job run (one fetched `data` object).
+
+        Best effort: failures are logged and ignored, never failing the job, and Slack's 429s are not waited for.
+        """
+        if not self._first_progress(data):
+            return
+        text = progress_text(stage)
+        try:
+            url = data.response_url
+            if url is not None and self._uses_left(url) > 0:
+                try:
+                    await self._post_response_url(
+                        url, {"response_type": "ephemeral", "replace_original": True, "text": text}
+                    )
+                    return
+                except _ResponseUrlGone as gone:
+                    self._mark_gone(url, gone.error)
+            await self._post_ephemeral(self._client_factory(token), data, text=text)
+        except Exception as exc:  # progress is a courtesy: nothing here may fail the job
+            log.warning("slack.progress_failed", **_ids(data), stage=stage, error=_describe(exc))
+
+    async def deliver(
+        self, job_id: str, data: AIResponseJobData, token: str, draft_text: str, *, offline: bool
+    ) -> DeliveryReceipt:
+        """Post the draft to the user as one or more ephemeral messages, unless this job already delivered it.
+
+        Uses the response_url while it has uses left (the first part replacing the progress message), then
+        chat.postEphemeral. The ledger is marked right after the last part posts.
+
+        Raises:
+            RetryAfter: Slack is still rate limiting after `max_rate_limit_wait_s` of waiting in place.
+            UnrecoverableError: Slack refused for good (for example `SlackRejectedError` for channel_not_found).
+            Exception: a transient error (5xx, connection, timeout) for the engine to retry.
+        """
+        if await self._ledger.delivered(job_id):
+            log.info("slack.delivery_skipped", job_id=job_id, reason="already delivered")
+            return DeliveryReceipt(via="response_url" if data.response_url else "ephemeral", parts=0, skipped=True)
+        messages = draft_messages(draft_text, offline=offline)
+        budget = _WaitBudget(self._max_rate_limit_wait_s)
+        client: AsyncWebClient | None = None
+        vias: list[Via] = []
+        for index, message in enumerate(messages):
+            url = data.response_url
+            if url is not None and self._uses_left(url) > 0:
+                payload = _response_payload(message.text, message.blocks, replace_original=index == 0)
+                try:
+                    await budget.run(partial(self._post_response_url, url, payload))
+                    vias.append("response_url")
+                    continue
+                except _ResponseUrlGone as gone:
+                    self._mark_gone(url, gone.error)
+            client = client or self._client_factory(token)
+            await budget.run(partial(self._post_ephemeral, client, data, text=message.text, blocks=message.blocks))
+            vias.append("ephemeral")
+        await self._ledger.mark_delivered(job_id)
+        log.info("slack.delivered", job_id=job_id, **_ids(data), parts=len(messages), via=",".join(vias))
+        return DeliveryReceipt(via=vias[0], parts=len(messages))
+
+    async def tell_failure(self, data: AIResponseJobData, token: str, reason: str) -> bool:
+        """Tell the user in plain words that their draft failed; True when the message was posted.
+
+        Never raises (except cancellation): a user we cannot reach is logged, not retried.
+        """
+        text = failure_text(reason)
+        url = data.response_url
+        if url is not None and self._uses_left(url) > 0:
+            try:
+                await self._post_response_url(url, {"response_type": "ephemeral", "replace_original": True, "text": text})
+                return True
+            except _ResponseUrlGone as gone:
+                self._mark_gone(url, gone.error)
+            except Exception as exc:  # fall through to chat.postEphemeral
+                log.warning("slack.failure_notice_failed", **_ids(data), via="response_url", error=_describe(exc))
+        try:
+            await self._post_ephemeral(self._client_factory(token), data, text=text)
+        except Exception as exc:  # the job has failed already; not reaching the user must not raise on top
+            log.warning("slack.failure_notice_failed", **_ids(data), via="ephemeral", error=_describe(exc))
+            return False
+        return True
+
+    def _first_progress(self, data: AIResponseJobData) -> bool:
+        key = id(data)
+        if key in self._progressed:
+            return False
+        self._progressed.add(key)
+        # The id is only unique while the object lives; forget it when the data is freed so ids can be reused.
+        weakref.finalize(data, self._progressed.discard, key)
+        return True
+
+    def _uses_left(self, url: str) -> int:
+        return RESPONSE_URL_MAX_USES - self._url_uses.get(url, 0)
+
+    def _count_use(self, url: str) -> None:
+        self._url_uses[url] = self._url_uses.get(url, 0) + 1
+        self._url_uses.move_to_end(url)
+        while len(self._url_uses) > _MAX_TRACKED_URLS:
+            self._url_uses.popitem(last=False)
+
+    def _mark_gone(self, url: str, error: str) -> None:
+        log.info("slack.response_url_gone", error=error)
+        self._url_uses[url] = RESPONSE_URL_MAX_USES
+        self._url_uses.move_to_end(url)
+
+    async def _post_response_url(self, url: str, payload: Mapping[str, Any]) -> None:
+        async with self._http_client() as http:
+            response = await http.post(url, json=dict(payload), timeout=self._http_timeout_s)
+        error = _response_error(response)
+        if response.is_success and not error:
+            self._count_use(url)
+            return
+        status = response.status_code
+        if error in _GONE_ERRORS or status in (404, 410):
+            raise _ResponseUrlGone(error or f"http_{status}")
+        if status == 429 or error == "ratelimited":
+            raise rate_limited(retry_after_s(response.headers), what="Slack's response_url")
+        if status >= 500:
+            raise ResponseUrlError(status, error)
+        refused = rejected(error, status_code=status)
+        if refused is not None:
+            raise refused
+        raise SlackRejectedError(
+            f"Slack's response_url refused the message (HTTP {status}{', ' + error if error else ''})",
+            error=error or f"http_{status}",
+            status_code=status,
+        )
+
+    async def _post_ephemeral(
+        self, client: AsyncWebClient, data: AIResponseJobData, *, text: str, blocks: list[BlockDict] | None = None
+    ) -> None:
+        try:
+            await client.chat_postEphemeral(
+                channel=data.channel_id, user=data.user_id, text=text, blocks=blocks, thread_ts=_thread_ts(data)
+            )
+        except SlackApiError as exc:
+            classified = classify_slack_error(exc)
+            if classified is exc:
+                raise
+            raise classified from exc
+
+    @asynccontextmanager
+    async def _http_client(self) -> AsyncIterator[httpx.AsyncClient]:
+        if self._http is not None:
+            yield self._http
+            return
+        async with httpx.AsyncClient(timeout=self._http_timeout_s) as http:
+            yield http
+
+
+def _response_payload(text: str, blocks: list[BlockDict], *, replace_original: bool) -> dict[str, Any]:
+    # replace_original false is explicit: for some interactions Slack's default is to replace.
+    return {"response_type": "ephemeral", "replace_original": replace_original, "text": text, "blocks": blocks}
+
+
+def _response_error(response: httpx.Response) -> str:
+    # Slack answers a response_url with JSON ({"ok": false, "error": ...}) or plain "ok"; both are accepted.
+    try:
+        body = response.json()
+    except ValueError:
+        return "" if response.is_success else response.text.strip()[:64]
+    if isinstance(body, dict) and body.get("ok") is False:
+        error = body.get("error")
+        return error if isinstance(error, str) and error else "unknown_error"
+    return ""
+
+
+def _thread_ts(data: AIResponseJobData) -> str | None:
+    if data.thread_ts:
+        return data.thread_ts
+    # A request made inside a thread whose parent is the trigger message itself: show the draft in that thread.
+    if data.trigger is TriggerKind.THREAD:
+        return data.message_ts
+    return None
+
+
+def _ids(data: AIResponseJobData) -> dict[str, str | None]:
+    return {
+        "workspace_id": data.workspace_id,
+        "channel_id": data.channel_id,
+        "user_id": data.user_id,
+        "request_id": data.request_id,
+    }
+
+
+def _describe(exc: BaseException) -> str:
+    # Only words we control: raw exception texts can hold a response_url, which lets anyone post to the user.
+    if isinstance(exc, SlackApiError):
+        response = exc.response
+        error = response.get("error") if hasattr(response, "get") else None
+        return f"SlackApiError {error or 'unknown'} (HTTP {getattr(response, 'status_code', '?')})"
+    if isinstance(exc, ResponseUrlError | RetryAfter | UnrecoverableError):
+        return f"{type(exc).__name__}: {exc}"
+    return type(exc).__name__

@@ -1,0 +1,324 @@
+"""Bolt listeners that turn Slack requests (message shortcut, slash command, app_mention) into queued AI jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from redis.exceptions import RedisError
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncBoltRequest
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_bolt.response import BoltResponse
+from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
+from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from slack_backend.config import Settings
+from slack_backend.jobs.queues import queue_ai_response
+from slack_backend.jobs.types import MAX_TRIGGER_TEXT_CHARS, TriggerKind
+from slack_backend.logging import get_logger
+from slack_backend.queue import InvalidJobDataError, Queue
+
+log = get_logger(__name__)
+
+DRAFT_REPLY_CALLBACK_ID = "draft_reply"
+OAUTH_SCOPES = ("commands", "chat:write", "app_mentions:read", "channels:history", "groups:history")
+INSTALL_PATH = "/slack/install"
+REDIRECT_URI_PATH = "/slack/oauth_redirect"
+
+ACK_TEXT = "Drafting a reply... I'll send it here shortly."
+TRY_AGAIN_TEXT = "I couldn't queue your request right now, please try again in a minute."
+NO_TEXT_TEXT = "That message has no text I can draft a reply to."
+INVALID_TEXT = "I couldn't draft a reply for that: Slack sent a request I didn't expect. Please try again."
+
+# A user-facing note after a failed enqueue must not push the answer to Slack past its 3 s deadline.
+ERROR_NOTE_TIMEOUT_S = 1.5
+_SIGNING_SECRET_BYTES = 32
+# Mentions look like <@U0123> or <@U0123|name>; the trailing blanks go too, so "hi <@B> there" reads "hi there".
+_LEADING_MENTION = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>[ \t]*")
+
+
+class QueueUnavailableError(Exception):
+    """Redis did not take the job; the request is answered with a 5xx so Slack delivers it again."""
+
+
+def too_long_text(limit_chars: int) -> str:
+    """The plain message for a trigger text over the limit."""
+    return f"Your message is too long to draft a reply for (limit {limit_chars} characters)."
+
+
+def usage_text(command: str) -> str:
+    """The help shown for a slash command given no text."""
+    return (
+        f"Paste the message you want to answer after the command, like `{command} Can you send me the Q3 numbers "
+        "by Friday?`. To answer a message in a channel, use the *Draft a reply* shortcut on that message."
+    )
+
+
+def resolve_signing_secret(settings: Settings) -> str:
+    """The configured signing secret, or a fresh random one so an offline demo still starts.
+
+    A random secret verifies only requests signed with it (the CLI's `try` command reads it from the web app's
+    state), never real Slack traffic; a warning says so.
+    """
+    if settings.slack_signing_secret is not None:
+        return settings.slack_signing_secret.get_secret_value()
+    log.warning(
+        "SLACK_SIGNING_SECRET is not set: using a random secret for this process, so requests from Slack "
+        "cannot be verified (and are refused) until it is set"
+    )
+    return secrets.token_hex(_SIGNING_SECRET_BYTES)
+
+
+def strip_bot_mention(text: str, bot_user_id: str | None) -> str:
+    """Remove the bot's own mentions from a message (a leading mention when the bot's id is unknown)."""
+    if bot_user_id:
+        pattern = re.compile(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>[ \t]*")
+        return pattern.sub("", text).strip()
+    return _LEADING_MENTION.sub("", text).strip()
+
+
+def build_bolt_app(
+    settings: Settings,
+    queue: Queue,
+    *,
+    client: AsyncWebClient | None = None,
+    installation_store: AsyncInstallationStore | None = None,
+    oauth_state_store: AsyncOAuthStateStore | None = None,
+    signing_secret: str | None = None,
+) -> AsyncApp:
+    """Build the Bolt app whose listeners enqueue AI response jobs before Slack gets its answer.
+
+    Args:
+        settings: SLACK_CLIENT_ID/SECRET select multi-workspace OAuth; else SLACK_BOT_TOKEN is the one token.
+        queue: the ai-responses queue.
+        client: the Web API client (default: one for SLACK_API_URL, with the bot token in single-workspace mode).
+        installation_store: OAuth mode: where installations are kept (Bolt's file store when None).
+        oauth_state_store: OAuth mode: where install states are kept (Bolt's file store when None).
+        signing_secret: verifies requests; default `resolve_signing_secret(settings)`.
+    """
+    secret = resolve_signing_secret(settings) if signing_secret is None else signing_secret
+    oauth_mode = settings.slack_client_id is not None and settings.slack_client_secret is not None
+    bot_token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token is not None else None
+    if client is None:
+        client = AsyncWebClient(token=None if oauth_mode else bot_token, base_url=settings.slack_api_url)
+
+    options: dict[str, Any] = {}
+    if oauth_mode:
+        options["oauth_settings"] = AsyncOAuthSettings(
+            client_id=settings.slack_client_id,
+            client_secret=settings.slack_client_secret.get_secret_value() if settings.slack_client_secret else None,
+            scopes=list(OAUTH_SCOPES),
+            installation_store=installation_store,
+            state_store=oauth_state_store,
+            install_path=INSTALL_PATH,
+            redirect_uri_path=REDIRECT_URI_PATH,
+        )
+    elif client.token is None:
+        # Bolt refuses to start without a token; the offline demo has none, and queueing needs none.
+        log.warning("SLACK_BOT_TOKEN is not set: requests are queued, but the app cannot call Slack")
+        options["authorize"] = _authorize_without_token
+
+    app = AsyncApp(
+        name="slack-backend",
+        signing_secret=secret,
+        client=client,
+        # The job must be in Redis before Slack gets its 200, so listeners run before the answer.
+        process_before_response=True,
+        **options,
+    )
+    listeners = _Listeners(settings, queue)
+    app.message_shortcut(DRAFT_REPLY_CALLBACK_ID)(listeners.on_draft_shortcut)
+    app.command(settings.slack_slash_command)(listeners.on_slash_command)
+    app.event("app_mention")(listeners.on_app_mention)
+    app.event("message")(listeners.on_message)
+    app.error(_on_error)
+    return app
+
+
+class _Listeners:
+    """The listener functions, sharing the settings and the queue; Bolt passes arguments by parameter name."""
+
+    def __init__(self, settings: Settings, queue: Queue) -> None:
+        self._settings = settings
+        self._queue = queue
+        # The job model caps the text too; the smaller limit is the one a user can be told about.
+        self._limit_chars = min(settings.max_trigger_text_chars, MAX_TRIGGER_TEXT_CHARS)
+
+    async def on_draft_shortcut(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        """Message shortcut "Draft a reply": queue a draft for the message it was used on."""
+        message = _mapping(body.get("message"))
+        text = _str(message.get("text")) or ""
+        data = {
+            "workspace_id": _id(body.get("team")) or _str(_mapping(body.get("user")).get("team_id")),
+            "enterprise_id": _id(body.get("enterprise")),
+            "user_id": _id(body.get("user")),
+            "channel_id": _id(body.get("channel")),
+            "trigger": TriggerKind.MESSAGE_ACTION,
+            "trigger_text": text,
+            "message_ts": _str(message.get("ts")) or _str(body.get("message_ts")),
+            "thread_ts": _str(message.get("thread_ts")),
+            "response_url": _str(body.get("response_url")),
+            "request_id": _str(context.get("request_id")),
+        }
+        problem = NO_TEXT_TEXT if not text.strip() else await self._enqueue_interactive(data, body.get("trigger_id"))
+        # Slack shows nothing from a shortcut's HTTP answer: only a post to response_url reaches the user.
+        await ack()
+        if problem is not None:
+            await _tell_user(data["response_url"], problem)
+
+    async def on_slash_command(self, ack: AsyncAck, command: dict[str, Any], context: AsyncBoltContext) -> None:
+        """The slash command: queue a draft reply to the text given after it."""
+        text = _str(command.get("text")) or ""
+        if not text.strip():
+            await ack(text=usage_text(self._settings.slack_slash_command), response_type="ephemeral")
+            return
+        data = {
+            "workspace_id": _str(command.get("team_id")),
+            "enterprise_id": _str(command.get("enterprise_id")),
+            "user_id": _str(command.get("user_id")),
+            "channel_id": _str(command.get("channel_id")),
+            "trigger": TriggerKind.SLASH_COMMAND,
+            "trigger_text": text,
+            "response_url": _str(command.get("response_url")),
+            "request_id": _str(context.get("request_id")),
+        }
+        problem = await self._enqueue_interactive(data, command.get("trigger_id"))
+        await ack(text=problem or ACK_TEXT, response_type="ephemeral")
+
+    async def on_app_mention(
+        self,
+        body: dict[str, Any],
+        event: dict[str, Any],
+        context: AsyncBoltContext,
+        request: AsyncBoltRequest,
+    ) -> None:
+        """An @-mention of the bot: queue a draft for the rest of the message.
+
+        Raises:
+            QueueUnavailableError: Redis is down; the error handler answers 503 so Slack re-delivers the event.
+        """
+        fields = {"team": _str(body.get("team_id")), "user": _str(event.get("user")), "trigger": TriggerKind.MENTION}
+        if event.get("bot_id") or event.get("subtype"):
+            log.debug("mention ignored: from a bot or a message subtype", **fields)
+            return
+        text = strip_bot_mention(_str(event.get("text")) or "", context.bot_user_id)
+        if not text:
+            log.info("mention ignored: no text besides the mention", **fields)
+            return
+        if len(text) > self._limit_chars:
+            # Slack's retries would carry the same text: answer 200 and drop it.
+            log.warning("mention ignored: text too long", limit_chars=self._limit_chars, chars=len(text), **fields)
+            return
+        data = {
+            "workspace_id": _str(body.get("team_id")) or _str(event.get("team")),
+            "enterprise_id": _str(body.get("enterprise_id")),
+            "user_id": _str(event.get("user")),
+            "channel_id": _str(event.get("channel")),
+            "trigger": TriggerKind.MENTION,
+            "trigger_text": text,
+            "message_ts": _str(event.get("ts")),
+            "thread_ts": _str(event.get("thread_ts")),
+            "request_id": _str(context.get("request_id")),
+        }
+        retry_num = _header(request, "x-slack-retry-num")
+        try:
+            await self._enqueue(data, body.get("event_id"), retry_num=retry_num)
+        except InvalidJobDataError as exc:
+            log.warning("mention ignored: invalid request", reason=str(exc), **fields)
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailableError(_describe(exc)) from exc
+
+    async def on_message(self, event: dict[str, Any]) -> None:
+        """Plain message events: acknowledged and dropped, since drafting is asked for explicitly."""
+        # Without a listener Bolt answers 404 and Slack keeps re-delivering them.
+        log.debug("message event ignored", subtype=_str(event.get("subtype")))
+
+    async def _enqueue_interactive(self, data: dict[str, Any], trigger_id: object) -> str | None:
+        """Enqueue a shortcut's or command's job; None when queued, else the plain reason to tell the user."""
+        if len(data["trigger_text"]) > self._limit_chars:
+            log.info("request refused: text too long", limit_chars=self._limit_chars, **_log_fields(data))
+            return too_long_text(self._limit_chars)
+        try:
+            await self._enqueue(data, trigger_id)
+        except InvalidJobDataError as exc:
+            log.warning("request refused: invalid", reason=str(exc), **_log_fields(data))
+            return INVALID_TEXT
+        except (RedisError, OSError) as exc:
+            log.error("request not queued: redis unavailable", error=_describe(exc), **_log_fields(data))
+            return TRY_AGAIN_TEXT
+        return None
+
+    async def _enqueue(self, data: dict[str, Any], job_id: object, *, retry_num: str | None = None) -> None:
+        """Validate and add the job under the Slack-given id, so a re-delivery adds nothing."""
+        values = {key: value for key, value in data.items() if value is not None}
+        result = await queue_ai_response(self._queue, values, job_id=_str(job_id))
+        log.info(
+            "request queued" if result.created else "request already queued",
+            job_id=result.job_id,
+            created=result.created,
+            retry_num=retry_num,
+            **_log_fields(data),
+        )
+
+
+async def _authorize_without_token(
+    enterprise_id: str | None, team_id: str | None, user_id: str | None
+) -> AuthorizeResult:
+    """Authorize every verified request with its own ids and no token (no Slack token is configured)."""
+    return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, user_id=user_id)
+
+
+async def _on_error(error: Exception) -> BoltResponse:
+    """Answer a failed listener with a 5xx, so Slack delivers the event again."""
+    if isinstance(error, QueueUnavailableError):
+        log.error("event not queued: redis unavailable; answering 503 so Slack retries", error=str(error))
+        return BoltResponse(status=503, body="queue unavailable")
+    # Only the error's type and message: a traceback's frames could hold a request's text.
+    log.error("slack request failed", error=_describe(error))
+    return BoltResponse(status=500, body="")
+
+
+async def _tell_user(response_url: str | None, text: str) -> None:
+    """Best effort: post an ephemeral note to the user through response_url, within a short deadline."""
+    if response_url is None:
+        return
+    try:
+        async with asyncio.timeout(ERROR_NOTE_TIMEOUT_S):
+            await AsyncWebhookClient(response_url, timeout=int(ERROR_NOTE_TIMEOUT_S) + 1).send(
+                text=text, response_type="ephemeral", replace_original=False
+            )
+    except Exception as exc:  # the note is a courtesy: failing to send it must not fail the request
+        log.warning("could not tell the user why the request failed", error=_describe(exc))
+
+
+def _log_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every ingress log line carries: ids, never text or tokens."""
+    return {"team": data.get("workspace_id"), "user": data.get("user_id"), "trigger": data.get("trigger")}
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _header(request: AsyncBoltRequest, name: str) -> str | None:
+    values = request.headers.get(name) or []
+    return values[0] if values else None
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _id(value: object) -> str | None:
+    """The id of a Slack object given either as `{"id": ...}` or as the bare id."""
+    return _str(value.get("id")) if isinstance(value, Mapping) else _str(value)

@@ -1,0 +1,364 @@
+"""The store on both backends: SQLite in a temp file, and PostgreSQL in a fresh schema per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slack_sdk.oauth.installation_store.models.installation import Installation
+from sqlalchemy import event, inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from slack_backend.store import (
+    AuditLog,
+    QuotaStore,
+    create_engine,
+    create_tables,
+    installation_store,
+    oauth_state_store,
+    ping,
+)
+
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+SKIP_POSTGRES = os.environ.get("SKIP_POSTGRES") == "1"
+POSTGRES_CONNECT_TIMEOUT_S = 5
+CLIENT_ID = "1111.2222"
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """A clock the test moves by hand, so durations are exact."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, ms: int) -> None:
+        self.now += timedelta(milliseconds=ms)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """Factory-made engine on a database of this test's own, tables created; disposed afterwards."""
+    if request.param == "sqlite":
+        sqlite_engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+        try:
+            await create_tables(sqlite_engine)
+            yield sqlite_engine
+        finally:
+            await sqlite_engine.dispose()
+        return
+    async with _postgres_schema() as schema:
+        pg_engine = create_engine(POSTGRES_URL)
+        event.listen(pg_engine.sync_engine, "connect", _search_path_setter(schema))
+        try:
+            async with pg_engine.connect() as conn:
+                current = await conn.scalar(text("SELECT current_schema()"))
+            if current != schema:
+                pytest.fail(f"search_path not applied: tables would land in {current!r}, not {schema!r}")
+            await create_tables(pg_engine)
+            yield pg_engine
+        finally:
+            await pg_engine.dispose()
+
+
+def _search_path_setter(schema: str) -> Any:
+    def set_search_path(dbapi_connection: Any, connection_record: Any) -> None:
+        # Session-level SET outside any transaction, so a rollback on pool check-in cannot undo it.
+        dbapi_connection.run_async(lambda conn: conn.execute(f'SET search_path TO "{schema}"'))
+
+    return set_search_path
+
+
+class _postgres_schema:  # noqa: N801 (used like a function: `async with _postgres_schema() as schema`)
+    """Create a uniquely named schema for one test and drop it, with everything in it, afterwards."""
+
+    def __init__(self) -> None:
+        self.name = f"test_store_{uuid.uuid4().hex[:16]}"
+        self._admin = create_async_engine(
+            POSTGRES_URL, poolclass=NullPool, connect_args={"timeout": POSTGRES_CONNECT_TIMEOUT_S}
+        )
+
+    async def __aenter__(self) -> str:
+        try:
+            async with self._admin.begin() as conn:
+                await conn.execute(text(f'CREATE SCHEMA "{self.name}"'))
+        except Exception as exc:
+            await self._admin.dispose()
+            reason = f"PostgreSQL unreachable at TEST_DATABASE_URL ({POSTGRES_URL}): {type(exc).__name__}: {exc}"
+            if SKIP_POSTGRES:
+                pytest.skip(f"SKIP_POSTGRES=1: {reason}")
+            pytest.fail(f"{reason}. Start PostgreSQL, point TEST_DATABASE_URL at one, or set SKIP_POSTGRES=1.")
+        return self.name
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            async with self._admin.begin() as conn:
+                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE'))
+        finally:
+            await self._admin.dispose()
+
+
+def _installation(team_id: str = "T0001", bot_token: str = "xoxb-team-one") -> Installation:
+    return Installation(
+        app_id="A0001",
+        enterprise_id=None,
+        team_id=team_id,
+        team_name="Team One",
+        bot_token=bot_token,
+        bot_id="B0001",
+        bot_user_id="U0BOT",
+        bot_scopes=["chat:write", "commands"],
+        user_id="U0001",
+        installed_at=T0.timestamp(),
+    )
+
+
+async def test_installation_saved_found_by_team_and_deleted(engine: AsyncEngine) -> None:
+    """An installation is found by team id with its bot token and no enterprise id, and is gone once deleted."""
+    store = installation_store(engine, CLIENT_ID)
+    await store.async_save(_installation())
+
+    found = await store.async_find_installation(enterprise_id=None, team_id="T0001")
+    assert found is not None
+    assert found.bot_token == "xoxb-team-one"
+    assert found.enterprise_id is None
+    assert found.team_id == "T0001"
+    bot = await store.async_find_bot(enterprise_id=None, team_id="T0001")
+    assert bot is not None
+    assert bot.bot_token == "xoxb-team-one"
+    assert await store.async_find_bot(enterprise_id=None, team_id="T0002") is None
+    # Another Slack app sharing the database never sees this app's tokens.
+    assert await installation_store(engine, "9999.0000").async_find_bot(enterprise_id=None, team_id="T0001") is None
+
+    await store.async_delete_installation(enterprise_id=None, team_id="T0001")
+    await store.async_delete_bot(enterprise_id=None, team_id="T0001")
+    assert await store.async_find_installation(enterprise_id=None, team_id="T0001") is None
+    assert await store.async_find_bot(enterprise_id=None, team_id="T0001") is None
+
+
+async def test_reinstall_replaces_bot_token(engine: AsyncEngine) -> None:
+    """After a reinstall the newest bot token is the one found."""
+    store = installation_store(engine, CLIENT_ID)
+    await store.async_save(_installation(bot_token="xoxb-old"))
+    newer = _installation(bot_token="xoxb-new")
+    newer.installed_at = T0.timestamp() + 60
+    await store.async_save(newer)
+
+    bot = await store.async_find_bot(enterprise_id=None, team_id="T0001")
+    assert bot is not None
+    assert bot.bot_token == "xoxb-new"
+
+
+async def test_oauth_state_consumed_once(engine: AsyncEngine) -> None:
+    """An issued OAuth state is accepted once, then refused; an unknown state is refused."""
+    states = oauth_state_store(engine)
+    state = await states.async_issue()
+
+    assert await states.async_consume(state) is True
+    assert await states.async_consume(state) is False
+    assert await states.async_consume("never-issued") is False
+
+
+async def test_oauth_state_racing_consumers_one_wins(engine: AsyncEngine) -> None:
+    """Callbacks racing with one state: exactly one of them is accepted."""
+    states = oauth_state_store(engine)
+    state = await states.async_issue()
+
+    results = await asyncio.gather(*(states.async_consume(state) for _ in range(5)))
+
+    assert sorted(results) == [False, False, False, False, True]
+
+
+async def test_expired_oauth_state_refused(engine: AsyncEngine) -> None:
+    """A state past its expiry is refused."""
+    states = oauth_state_store(engine, expiration_seconds=0)
+    state = await states.async_issue()
+
+    assert await states.async_consume(state) is False
+
+
+async def test_audit_round_trip_computes_wait_and_run_ms(engine: AsyncEngine) -> None:
+    """queued -> started -> finished is recorded with wait_ms (queued to start) and run_ms (start to finish)."""
+    clock = FakeClock()
+    audit = AuditLog(engine, clock=clock)
+
+    assert await audit.record_queued("Ev01", "T0001", "U0001", "C0001", "mention") is True
+    [queued] = await audit.recent()
+    assert (queued.status, queued.attempts, queued.queued_at) == ("queued", 0, T0)
+    assert (queued.started_at, queued.wait_ms, queued.run_ms) == (None, None, None)
+
+    clock.advance(1_500)
+    assert await audit.record_started("Ev01", 1) is True
+    [active] = await audit.recent()
+    assert (active.status, active.attempts, active.wait_ms) == ("active", 1, 1_500)
+
+    clock.advance(700)
+    await audit.record_started("Ev01", 2)
+    clock.advance(1_800)
+    assert await audit.record_finished("Ev01", "completed", input_tokens=120, output_tokens=80) is True
+
+    [row] = await audit.recent()
+    assert row.job_id == "Ev01"
+    assert (row.workspace_id, row.user_id, row.channel_id, row.trigger) == ("T0001", "U0001", "C0001", "mention")
+    assert (row.status, row.attempts, row.input_tokens, row.output_tokens) == ("completed", 2, 120, 80)
+    assert row.started_at == T0 + timedelta(milliseconds=1_500)
+    assert row.finished_at == T0 + timedelta(milliseconds=4_000)
+    assert (row.wait_ms, row.run_ms) == (1_500, 2_500)
+    assert row.error_kind is None
+    assert row.updated_at == row.finished_at
+    assert row.queued_at.tzinfo is UTC
+    assert await audit.record_started("unknown", 1) is False
+
+
+async def test_audit_failure_keeps_only_a_classification(engine: AsyncEngine) -> None:
+    """A failed job stores its error kind; a sentence (which could quote a message) is rejected."""
+    audit = AuditLog(engine, clock=FakeClock())
+    await audit.record_queued("Ev02", "T0001", "U0001", None, "slash_command")
+
+    with pytest.raises(ValueError, match="short classification"):
+        await audit.record_finished("Ev02", "failed", error_kind="model said: here is your draft")
+    await audit.record_finished("Ev02", "failed", error_kind="rate_limited")
+
+    [row] = await audit.recent()
+    assert (row.status, row.error_kind, row.channel_id, row.run_ms) == ("failed", "rate_limited", None, None)
+
+
+async def test_duplicate_record_queued_makes_one_row(engine: AsyncEngine) -> None:
+    """A duplicate Slack delivery (same job_id), even concurrent, leaves exactly one audit row."""
+    audit = AuditLog(engine, clock=FakeClock())
+
+    first = await audit.record_queued("Ev03", "T0001", "U0001", "C0001", "mention")
+    again = await audit.record_queued("Ev03", "T0001", "U0001", "C0001", "mention")
+    racing = await asyncio.gather(
+        *(audit.record_queued("Ev04", "T0001", "U0001", "C0001", "mention") for _ in range(4))
+    )
+
+    assert (first, again) == (True, False)
+    assert sorted(racing) == [False, False, False, True]
+    assert sorted(row.job_id for row in await audit.recent()) == ["Ev03", "Ev04"]
+
+
+async def test_audit_table_has_no_message_text_column(engine: AsyncEngine) -> None:
+    """The audit table's columns, as the database reports them, are ids, states, counts and times only."""
+
+    def column_names(conn: Connection) -> set[str]:
+        return {column["name"] for column in inspect(conn).get_columns("request_audit")}
+
+    async with engine.connect() as conn:
+        names = await conn.run_sync(column_names)
+
+    assert names == {
+        "id",
+        "job_id",
+        "workspace_id",
+        "user_id",
+        "channel_id",
+        "trigger",
+        "status",
+        "attempts",
+        "input_tokens",
+        "output_tokens",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "wait_ms",
+        "run_ms",
+        "error_kind",
+        "created_at",
+        "updated_at",
+    }
+    assert not [name for name in names if any(word in name for word in ("text", "message", "prompt", "draft"))]
+
+
+async def test_tokens_used_sums_per_workspace_since(engine: AsyncEngine) -> None:
+    """tokens_used adds input and output tokens of one workspace's jobs finished at or after `since`."""
+    clock = FakeClock(T0 - timedelta(days=1))
+    audit = AuditLog(engine, clock=clock)
+    await audit.record_queued("old", "T0001", "U0001", "C0001", "mention")
+    await audit.record_finished("old", "completed", input_tokens=1_000, output_tokens=1_000)
+    clock.now = T0
+    for job_id, workspace_id, tokens_in, tokens_out in [
+        ("a", "T0001", 100, 10),
+        ("b", "T0001", 200, 20),
+        ("c", "T0002", 400, 40),
+    ]:
+        await audit.record_queued(job_id, workspace_id, "U0001", "C0001", "mention")
+        await audit.record_finished(job_id, "completed", input_tokens=tokens_in, output_tokens=tokens_out)
+    await audit.record_queued("running", "T0001", "U0001", "C0001", "mention")
+
+    assert await audit.tokens_used("T0001", since=T0) == 330
+    assert await audit.tokens_used("T0001", since=T0 - timedelta(days=2)) == 2_330
+    assert await audit.tokens_used("T0002", since=T0) == 440
+    assert await audit.tokens_used("T0003", since=T0) == 0
+    assert await audit.tokens_used("T0001", since=T0 + timedelta(seconds=1)) == 0
+
+
+async def test_recent_is_newest_first_and_limited(engine: AsyncEngine) -> None:
+    """recent(limit) returns the newest queued requests first, at most `limit` of them."""
+    clock = FakeClock()
+    audit = AuditLog(engine, clock=clock)
+    for index in range(5):
+        await audit.record_queued(f"Ev{index}", "T0001", "U0001", "C0001", "mention")
+        clock.advance(10)
+
+    assert [row.job_id for row in await audit.recent(limit=3)] == ["Ev4", "Ev3", "Ev2"]
+
+
+async def test_quota_overrides_set_get_delete(engine: AsyncEngine) -> None:
+    """A quota override replaces the default, can be changed and listed, and deleting it restores the default."""
+    quotas = QuotaStore(engine)
+    assert await quotas.daily_tokens("T0001", default=50_000) == 50_000
+
+    await quotas.set_daily_tokens("T0001", 1_000)
+    await quotas.set_daily_tokens("T0002", 0)
+    await quotas.set_daily_tokens("T0001", 2_000)
+
+    assert await quotas.daily_tokens("T0001", default=50_000) == 2_000
+    assert await quotas.daily_tokens("T0002", default=50_000) == 0
+    assert await quotas.overrides() == {"T0001": 2_000, "T0002": 0}
+
+    await quotas.set_daily_tokens("T0001", None)
+    assert await quotas.daily_tokens("T0001", default=50_000) == 50_000
+    assert await quotas.overrides() == {"T0002": 0}
+    with pytest.raises(ValueError, match=">= 0"):
+        await quotas.set_daily_tokens("T0001", -1)
+
+
+async def test_engine_configured_for_its_backend(engine: AsyncEngine) -> None:
+    """SQLite runs in WAL mode with a busy timeout; PostgreSQL checks connections before use."""
+    if engine.dialect.name == "sqlite":
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
+            assert await conn.scalar(text("PRAGMA busy_timeout")) == 5_000
+    else:
+        assert engine.pool._pre_ping
+    await create_tables(engine)  # a second run (every process start) is harmless
+
+
+async def test_ping_true_on_live_database(engine: AsyncEngine) -> None:
+    """ping answers True when the database is up."""
+    assert await ping(engine) is True
+
+
+async def test_ping_false_on_unreachable_database(engine: AsyncEngine, tmp_path: Path) -> None:
+    """ping answers False, without raising, when the database of the same backend cannot be reached."""
+    if engine.dialect.name == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
+    else:
+        url = "postgresql+asyncpg://postgres@127.0.0.1:1/x"
+    unreachable = create_engine(url)
+    try:
+        assert await ping(unreachable) is False
+    finally:
+        await unreachable.dispose()
