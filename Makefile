@@ -28,7 +28,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP) redis
-	$(BIN)/pytest
+	TEST_DATABASE_URL="$$(bash scripts/ensure-postgres.sh)" $(BIN)/pytest
 
 test: lint typecheck unit
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from slack_sdk.oauth.installation_store.models.installation import Installation
-from sqlalchemy import event, inspect, text
+from sqlalchemy import event, inspect, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -95,7 +95,8 @@ class _postgres_schema:  # noqa: N801 (used like a function: `async with _postgr
                 await conn.execute(text(f'CREATE SCHEMA "{self.name}"'))
         except Exception as exc:
             await self._admin.dispose()
-            reason = f"PostgreSQL unreachable at TEST_DATABASE_URL ({POSTGRES_URL}): {type(exc).__name__}: {exc}"
+            shown_url = make_url(POSTGRES_URL).render_as_string(hide_password=True)
+            reason = f"PostgreSQL unreachable at TEST_DATABASE_URL ({shown_url}): {type(exc).__name__}: {exc}"
             if SKIP_POSTGRES:
                 pytest.skip(f"SKIP_POSTGRES=1: {reason}")
             pytest.fail(f"{reason}. Start PostgreSQL, point TEST_DATABASE_URL at one, or set SKIP_POSTGRES=1.")

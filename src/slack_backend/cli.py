@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from slack_backend import __version__
+from slack_backend import __version__, cli_service
 from slack_backend.config import ConfigError, Settings, format_config_error, load_settings
 
 # Command groups live in their own modules and join with `app.add_typer(...)`.
@@ -61,6 +61,9 @@ def check_config(
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+cli_service.register(app, settings_or_exit)
 
 
 def main() -> None:

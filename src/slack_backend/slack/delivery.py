@@ -208,7 +208,9 @@ class SlackDelivery:
         url = data.response_url
         if url is not None and self._uses_left(url) > 0:
             try:
-                await self._post_response_url(url, {"response_type": "ephemeral", "replace_original": True, "text": text})
+                await self._post_response_url(
+                    url, {"response_type": "ephemeral", "replace_original": True, "text": text}
+                )
                 return True
             except _ResponseUrlGone as gone:
                 self._mark_gone(url, gone.error)

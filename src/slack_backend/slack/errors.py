@@ -1,8 +1,7 @@
-"""Map Slack Web API and response_url failures onto the engine's retry signals, and say in plain words what went wrong."""
+"""Map Slack API and response_url failures onto the engine's retry signals, and say what went wrong in plain words."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
 import aiohttp
@@ -92,7 +91,7 @@ def classify_slack_error(exc: BaseException) -> BaseException:
         `RetryAfter(Retry-After seconds)` for an HTTP 429 (not holding the queue: Slack limits are per method and
         workspace); `SlackRejectedError` (an `UnrecoverableError`) for permanent error codes such as invalid_auth or
         channel_not_found; anything else unchanged, which the engine treats as transient: 5xx answers, unknown
-        error codes, `aiohttp.ClientError`, `asyncio.TimeoutError`, `OSError`.
+        error codes, `aiohttp.ClientError`, `asyncio.TimeoutError` (the builtin TimeoutError), `OSError`.
     """
     if isinstance(exc, RetryAfter | UnrecoverableError):
         return exc
@@ -148,7 +147,7 @@ def user_facing_reason(exc: BaseException) -> str:
         return _BUSY_REASON
     if isinstance(classified, SlackApiError) and (_status_of(classified) or 0) >= 500:
         return _BUSY_REASON
-    if isinstance(classified, aiohttp.ClientError | asyncio.TimeoutError | OSError):
+    if isinstance(classified, aiohttp.ClientError | TimeoutError | OSError):
         return _BUSY_REASON
     return _UNKNOWN_REASON
 

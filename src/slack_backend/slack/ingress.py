@@ -226,12 +226,20 @@ class _Listeners:
             "thread_ts": _str(event.get("thread_ts")),
             "request_id": _str(context.get("request_id")),
         }
+        event_id = _str(body.get("event_id"))
         retry_num = _header(request, "x-slack-retry-num")
         try:
-            await self._enqueue(data, body.get("event_id"), retry_num=retry_num)
+            await self._enqueue(data, event_id, retry_num=retry_num)
         except InvalidJobDataError as exc:
-            log.warning("mention ignored: invalid request", reason=str(exc), **fields)
+            log.warning("mention ignored: invalid request", job_id=event_id, reason=str(exc), **fields)
         except (RedisError, OSError) as exc:
+            log.error(
+                "event not queued: redis unavailable; answering 503 so Slack retries",
+                job_id=event_id,
+                retry_num=retry_num,
+                error=_describe(exc),
+                **fields,
+            )
             raise QueueUnavailableError(_describe(exc)) from exc
 
     async def on_message(self, event: dict[str, Any]) -> None:
@@ -277,7 +285,7 @@ async def _authorize_without_token(
 async def _on_error(error: Exception) -> BoltResponse:
     """Answer a failed listener with a 5xx, so Slack delivers the event again."""
     if isinstance(error, QueueUnavailableError):
-        log.error("event not queued: redis unavailable; answering 503 so Slack retries", error=str(error))
+        # Already logged, with its ids, where it happened.
         return BoltResponse(status=503, body="queue unavailable")
     # Only the error's type and message: a traceback's frames could hold a request's text.
     log.error("slack request failed", error=_describe(error))
@@ -290,9 +298,7 @@ async def _tell_user(response_url: str | None, text: str) -> None:
         return
     try:
         async with asyncio.timeout(ERROR_NOTE_TIMEOUT_S):
-            await AsyncWebhookClient(response_url, timeout=int(ERROR_NOTE_TIMEOUT_S) + 1).send(
-                text=text, response_type="ephemeral", replace_original=False
-            )
+            await AsyncWebhookClient(response_url).send(text=text, response_type="ephemeral", replace_original=False)
     except Exception as exc:  # the note is a courtesy: failing to send it must not fail the request
         log.warning("could not tell the user why the request failed", error=_describe(exc))
 

@@ -49,7 +49,9 @@ class InstallationStoreTokenSource:
         bot = await self._store.async_find_bot(enterprise_id=enterprise_id, team_id=team_id)
         if bot is None and enterprise_id is not None:
             # An org-wide install is stored under the enterprise alone, with no team id.
-            bot = await self._store.async_find_bot(enterprise_id=enterprise_id, team_id=None, is_enterprise_install=True)
+            bot = await self._store.async_find_bot(
+                enterprise_id=enterprise_id, team_id=None, is_enterprise_install=True
+            )
         token = bot.bot_token if bot is not None else None
         if not token:
             raise AppNotInstalledError()

@@ -1,0 +1,100 @@
+"""Process lifecycle: run the web app and/or workers in one process, or supervise several worker processes.
+
+Signals: the first SIGTERM/SIGINT stops fetching, lets running jobs finish up to SHUTDOWN_TIMEOUT_S, releases the
+rest to waiting, stops the web server and closes Redis; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import structlog
+import uvicorn
+
+from slack_backend.config import Settings
+from slack_backend.jobs.workers import build_ai_worker
+from slack_backend.queue import Worker, create_redis
+from slack_backend.queue.runner import HANDLED_SIGNALS, ShutdownSignals
+
+log = structlog.get_logger("slack_backend.app")
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: this process's ShutdownSignals decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run_service(settings: Settings, *, web: bool, worker: bool, concurrency: int | None = None) -> None:
+    """Run the web app, a worker, or both in this process until a signal asks it to stop."""
+    from slack_backend.web.app import create_app
+
+    redis = create_redis(settings.redis_url_value(), client_name="slack-backend")
+    signals = ShutdownSignals()
+    signals.install()
+    tasks: list[asyncio.Task[None]] = []
+    ai_worker: Worker | None = None
+    server: _EmbeddedServer | None = None
+    cleanup = contextlib.AsyncExitStack()
+    try:
+        if worker:
+            ai_worker = await build_ai_worker(settings, redis, cleanup, concurrency=concurrency)
+            tasks.append(asyncio.create_task(ai_worker.run(), name="ai worker"))
+        if web:
+            config = uvicorn.Config(
+                create_app(settings, redis=redis),
+                host=settings.host,
+                port=settings.port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+            )
+            server = _EmbeddedServer(config)
+            tasks.append(asyncio.create_task(server.serve(), name="web"))
+        log.info("service started", web=web, worker=worker, port=settings.port if web else None)
+        stopper = asyncio.create_task(signals.requested.wait())
+        await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if ai_worker is not None:
+            await ai_worker.close(settings.shutdown_timeout_s)
+        if server is not None:
+            server.should_exit = True
+        await asyncio.gather(*tasks)
+    finally:
+        await cleanup.aclose()
+        await redis.aclose()
+        signals.remove()
+        log.info("service stopped")
+
+
+def supervise_workers(processes: int, concurrency: int | None) -> int:
+    """Start `processes` worker processes and forward signals to them; exit 0 when all exited cleanly."""
+    args = [sys.executable, "-m", "slack_backend.cli", "worker", "--processes", "1"]
+    if concurrency is not None:
+        args += ["--concurrency", str(concurrency)]
+    # Own sessions: a terminal's Ctrl-C reaches only this supervisor, which forwards it once; otherwise each child
+    # would see it twice (from the terminal and from us) and take it as the "exit now" second signal.
+    children = [subprocess.Popen(args, start_new_session=True) for _ in range(processes)]
+    log.info("worker processes started", processes=processes, pids=[c.pid for c in children])
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                os.kill(child.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in HANDLED_SIGNALS}
+    try:
+        codes = [child.wait() for child in children]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("worker processes exited", codes=codes)
+    return 0 if all(code == 0 for code in codes) else 1

@@ -1,0 +1,50 @@
+"""CLI commands that run the service: `run` (web + worker), `serve` (web only) and `worker`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+
+from slack_backend.config import Settings
+from slack_backend.logging import configure_logging
+
+Processes = Annotated[int | None, typer.Option("--processes", "-p", min=1, max=64, help="Worker processes.")]
+Concurrency = Annotated[int | None, typer.Option("--concurrency", "-c", min=1, max=1000, help="Jobs per process.")]
+
+
+def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None:
+    """Add the service commands to the root app."""
+
+    def prepared() -> Settings:
+        settings = settings_or_exit()
+        configure_logging(settings.log_level, settings.log_format)
+        return settings
+
+    @app.command()
+    def run(concurrency: Concurrency = None) -> None:
+        """Run the web app and a worker in one process (what `make run` starts)."""
+        from slack_backend.app import run_service
+
+        asyncio.run(run_service(prepared(), web=True, worker=True, concurrency=concurrency))
+
+    @app.command()
+    def serve() -> None:
+        """Run the web app only (Slack ingress, health, metrics, dashboard)."""
+        from slack_backend.app import run_service
+
+        asyncio.run(run_service(prepared(), web=True, worker=False))
+
+    @app.command()
+    def worker(processes: Processes = None, concurrency: Concurrency = None) -> None:
+        """Run ai-responses workers: SIGTERM finishes running jobs (up to SHUTDOWN_TIMEOUT_S) and exits 0."""
+        from slack_backend.app import run_service, supervise_workers
+
+        settings = prepared()
+        count = processes or settings.worker_processes
+        if count == 1:
+            asyncio.run(run_service(settings, web=False, worker=True, concurrency=concurrency))
+            return
+        raise typer.Exit(supervise_workers(count, concurrency))

@@ -1,0 +1,192 @@
+"""The ai-responses processor: validate, read the thread, ask Claude, deliver the draft; and its worker."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from slack_sdk.web.async_client import AsyncWebClient
+
+from slack_backend.ai import ContextMessage, Drafter, DraftRequest, make_drafter
+from slack_backend.ai.errors import AIRejectedError, TransientAIError, user_message
+from slack_backend.config import Settings
+from slack_backend.jobs.ledger import RedisDeliveryLedger
+from slack_backend.jobs.queues import ai_responses_queue
+from slack_backend.jobs.types import AIResponseJobData, AIResponseJobResult, TriggerKind
+from slack_backend.queue import Job, JobEvent, KeepJobs, QueueLimits, RateLimit, UnrecoverableError, Worker
+from slack_backend.slack import SlackDelivery, StaticTokenSource, TokenSource, read_thread, user_facing_reason
+from slack_backend.slack.tokens import InstallationStoreTokenSource
+from slack_backend.store import AuditLog, create_engine, create_tables, installation_store
+
+log = structlog.get_logger("slack_backend.jobs.workers")
+
+# Thread context read for the model: enough to sound right, bounded so one job stays one small prompt.
+CONTEXT_MAX_MESSAGES = 30
+CONTEXT_MAX_CHARS = 12_000
+
+
+class AIResponseProcessor:
+    """Turns one ai-responses job into a delivered draft. Tokens are fetched per use and never kept."""
+
+    def __init__(
+        self,
+        *,
+        drafter: Drafter,
+        delivery: SlackDelivery,
+        tokens: TokenSource | None,
+        slack_api_url: str,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self._drafter = drafter
+        self._delivery = delivery
+        self._tokens = tokens
+        self._slack_api_url = slack_api_url
+        self._audit = audit
+
+    async def __call__(self, job: Job) -> dict[str, Any]:
+        started = time.monotonic()
+        data = parse_job_data(job)
+        await self._audit_started(job)
+        token = await self._token(data)
+        await self._delivery.progress(data, token, "Drafting a reply...")
+        context = await self._context(data, token)
+        request = DraftRequest(trigger_text=data.trigger_text, context=context, requester_user_id=data.user_id)
+        draft = await self._drafter.draft(request)
+        receipt = await self._delivery.deliver(job.id, data, token, draft.text, offline=draft.offline)
+        result = AIResponseJobResult(
+            delivered_via=receipt.via,
+            delivery_parts=receipt.parts,
+            input_tokens=draft.input_tokens,
+            output_tokens=draft.output_tokens,
+            model=draft.model,
+            offline=draft.offline,
+            processing_time_ms=int((time.monotonic() - started) * 1000),
+            draft_chars=len(draft.text),
+        )
+        await self._audit_finished(job.id, "completed", result.input_tokens, result.output_tokens, None)
+        return result.model_dump(mode="json")
+
+    async def on_failed(self, event: JobEvent) -> None:
+        """A job failed for good: tell the user in plain words when we can reach them, and audit it."""
+        if event.job is None or not event.final:
+            return
+        await self._audit_finished(event.job.id, "failed", 0, 0, _error_kind(event.error))
+        try:
+            data = parse_job_data(event.job)
+        except UnrecoverableError:
+            return  # nothing tells us who to answer
+        token = ""
+        with contextlib.suppress(Exception):
+            token = await self._token(data)
+        reason = _reason_for_user(event.error)
+        await self._delivery.tell_failure(data, token, reason)
+
+    async def _token(self, data: AIResponseJobData) -> str:
+        if self._tokens is None:
+            return ""  # offline demo: delivery goes through response_url, which needs no token
+        return await self._tokens.bot_token(data.workspace_id, data.enterprise_id)
+
+    async def _context(self, data: AIResponseJobData, token: str) -> tuple[ContextMessage, ...]:
+        if data.context_messages:
+            return tuple(ContextMessage(m.user_id, m.text, m.ts) for m in data.context_messages)
+        if data.thread_ts is None or not token or data.trigger is TriggerKind.SLASH_COMMAND:
+            return ()
+        client = AsyncWebClient(token=token, base_url=self._slack_api_url)
+        return await read_thread(
+            client,
+            data.channel_id,
+            data.thread_ts,
+            max_messages=CONTEXT_MAX_MESSAGES,
+            max_chars=CONTEXT_MAX_CHARS,
+            exclude_ts=data.message_ts,
+        )
+
+    async def _audit_started(self, job: Job) -> None:
+        if self._audit is None:
+            return
+        try:
+            await self._audit.record_started(job.id, job.attempts_made + 1)
+        except Exception as exc:  # the audit is a record, never a reason to fail a user's draft
+            log.warning("audit write failed", job_id=job.id, error=type(exc).__name__)
+
+    async def _audit_finished(self, job_id: str, status: Any, input_tokens: int, output_tokens: int, kind: Any) -> None:
+        if self._audit is None:
+            return
+        try:
+            await self._audit.record_finished(
+                job_id, status, input_tokens=input_tokens, output_tokens=output_tokens, error_kind=kind
+            )
+        except Exception as exc:  # see _audit_started
+            log.warning("audit write failed", job_id=job_id, error=type(exc).__name__)
+
+
+def parse_job_data(job: Job) -> AIResponseJobData:
+    """The job's data as AIResponseJobData; invalid data can never succeed, so it fails the job at once."""
+    try:
+        return AIResponseJobData.model_validate(job.data)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "data" for e in exc.errors())
+        raise UnrecoverableError(f"invalid job data ({fields})") from exc
+
+
+def _reason_for_user(error: BaseException | None) -> str:
+    if isinstance(error, AIRejectedError | TransientAIError):
+        return user_message(error)
+    if error is None:
+        return "something went wrong while drafting your reply"
+    return user_facing_reason(error)
+
+
+def _error_kind(error: BaseException | None) -> str | None:
+    return None if error is None else type(error).__name__.lower()[:64]
+
+
+async def build_ai_worker(
+    settings: Settings, redis: Redis, cleanup: contextlib.AsyncExitStack, *, concurrency: int | None = None
+) -> Worker:
+    """The ai-responses worker with the configured limits; what it opens is closed by `cleanup`."""
+    queue = ai_responses_queue(redis, settings)
+    engine = create_engine(settings.database_url)
+    cleanup.push_async_callback(engine.dispose)
+    await create_tables(engine)
+    tokens: TokenSource | None = None
+    if settings.slack_bot_token is not None:
+        tokens = StaticTokenSource(settings.slack_bot_token.get_secret_value())
+    elif settings.slack_client_id is not None:
+        tokens = InstallationStoreTokenSource(installation_store(engine, settings.slack_client_id))
+    else:
+        log.warning("no SLACK_BOT_TOKEN or OAuth app configured: drafts go through response_url only")
+    api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+    drafter = make_drafter(api_key, settings.anthropic_model, settings.anthropic_base_url, settings.ai_max_tokens)
+    cleanup.push_async_callback(drafter.aclose)
+    if api_key is None:
+        log.warning("no ANTHROPIC_API_KEY: using the offline stand-in; drafts are clearly labelled placeholders")
+    slack_api_url = settings.slack_api_url
+
+    def client_factory(token: str) -> AsyncWebClient:
+        return AsyncWebClient(token=token, base_url=slack_api_url)
+
+    delivery = SlackDelivery(client_factory, RedisDeliveryLedger(redis, queue))
+    processor = AIResponseProcessor(
+        drafter=drafter,
+        delivery=delivery,
+        tokens=tokens,
+        slack_api_url=slack_api_url,
+        audit=AuditLog(engine),
+    )
+    worker = Worker(
+        queue,
+        processor,
+        concurrency=concurrency or settings.worker_concurrency,
+        limits=QueueLimits(rate=RateLimit(settings.ai_rate_limit_max, settings.ai_rate_limit_duration_ms)),
+        lease_ms=settings.job_lease_ms,
+        stalled_interval_ms=settings.stalled_check_interval_ms,
+        keep_completed=KeepJobs(count=settings.keep_completed),
+        keep_failed=KeepJobs(count=settings.keep_failed),
+    )
+    worker.on("failed", processor.on_failed)
+    return worker

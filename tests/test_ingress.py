@@ -1,0 +1,456 @@
+"""Slack ingress end to end: the real Starlette app and Bolt, signed requests, a real Redis, and a fake Slack."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from slack_sdk.oauth.installation_store import FileInstallationStore
+from slack_sdk.oauth.state_store import FileOAuthStateStore
+from structlog.testing import capture_logs
+
+from slack_backend.config import Settings, load_settings
+from slack_backend.jobs.queues import DIRECT_PRIORITY, ai_responses_queue
+from slack_backend.queue import Job, JobState, Queue, create_redis
+from slack_backend.slack.ingress import ACK_TEXT, TRY_AGAIN_TEXT, too_long_text
+from slack_backend.slack.signing import sign_request
+from slack_backend.web import MAX_SLACK_BODY_BYTES, create_app, web_state
+from tests.fakes.slack_server import FakeSlack
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+BOT_TOKEN = "xoxb-test"
+TEAM = "T0FAKE"
+USER = "U0USER1"
+CHANNEL = "C0CHAN1"
+TS = "1700000000.000100"
+THREAD_TS = "1699999999.000200"
+TRIGGER_ID = "944799105734.773906753841.38b5894552bdd4a780554ee59d1f3638"
+EVENT_ID = "Ev0PV52K21"
+CLOSED_REDIS_URL = "redis://127.0.0.1:1/0"
+
+Serve = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack(bot_token=BOT_TOKEN, team_id=TEAM) as fake:
+        yield fake
+
+
+@pytest.fixture
+def make_settings(redis_url: str, prefix: str, fake_slack: FakeSlack) -> Callable[..., Settings]:
+    """Factory: settings for this test's Redis prefix and the fake Slack; keyword arguments override variables."""
+
+    def factory(**overrides: str) -> Settings:
+        env = {
+            "REDIS_URL": redis_url,
+            "REDIS_PREFIX": prefix,
+            "SLACK_SIGNING_SECRET": SECRET,
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_API_URL": fake_slack.base_url,
+        }
+        env.update(overrides)
+        return load_settings(env)
+
+    return factory
+
+
+@pytest.fixture
+def serve(make_settings: Callable[..., Settings]) -> Serve:
+    """Factory: `async with serve(**env) as client:` runs the real app's lifespan and gives an HTTP client to it."""
+
+    @asynccontextmanager
+    async def run(**overrides: str) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(make_settings(**overrides))
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+        ):
+            yield client
+
+    return run
+
+
+@pytest.fixture
+def queue(redis_client: Redis, make_settings: Callable[..., Settings]) -> Queue:
+    """The ai-responses queue the app writes to, read through the test's own client."""
+    return ai_responses_queue(redis_client, make_settings())
+
+
+def form(fields: Mapping[str, str]) -> tuple[bytes, str]:
+    return urlencode(fields).encode(), "application/x-www-form-urlencoded"
+
+
+def shortcut_body(fake: FakeSlack, *, text: str = "Can you send me the Q3 numbers?") -> tuple[bytes, str]:
+    payload = {
+        "type": "message_action",
+        "callback_id": "draft_reply",
+        "trigger_id": TRIGGER_ID,
+        "response_url": fake.response_url("shortcut1"),
+        "action_ts": "1700000001.000000",
+        "team": {"id": TEAM, "domain": "fake"},
+        "user": {"id": USER, "username": "ana", "team_id": TEAM},
+        "channel": {"id": CHANNEL, "name": "general"},
+        "message_ts": TS,
+        "message": {"type": "message", "user": "U0OTHER1", "text": text, "ts": TS, "thread_ts": THREAD_TS},
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }
+    return form({"payload": json.dumps(payload)})
+
+
+def command_body(fake: FakeSlack, *, text: str = "Can you review my PR today?") -> tuple[bytes, str]:
+    return form(
+        {
+            "command": "/draft",
+            "text": text,
+            "team_id": TEAM,
+            "team_domain": "fake",
+            "channel_id": CHANNEL,
+            "channel_name": "general",
+            "user_id": USER,
+            "user_name": "ana",
+            "response_url": fake.response_url("command1"),
+            "trigger_id": TRIGGER_ID,
+            "api_app_id": "A0APP1",
+        }
+    )
+
+
+def mention_body(*, text: str = "<@U0FAKEBOT> how should I answer this?", **event: str) -> tuple[bytes, str]:
+    body = {
+        "token": "legacy",
+        "team_id": TEAM,
+        "api_app_id": "A0APP1",
+        "type": "event_callback",
+        "event_id": EVENT_ID,
+        "event_time": 1700000000,
+        "event": {
+            "type": "app_mention",
+            "user": USER,
+            "text": text,
+            "ts": TS,
+            "thread_ts": THREAD_TS,
+            "channel": CHANNEL,
+            "event_ts": TS,
+            **event,
+        },
+    }
+    return json.dumps(body).encode(), "application/json"
+
+
+async def post_signed(
+    client: httpx.AsyncClient,
+    body_and_type: tuple[bytes, str],
+    *,
+    secret: str = SECRET,
+    timestamp: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    body, content_type = body_and_type
+    signed = {**sign_request(secret, body, timestamp), "Content-Type": content_type, **(headers or {})}
+    return await client.post("/slack/events", content=body, headers=signed)
+
+
+async def waiting_jobs(queue: Queue) -> list[Job]:
+    return await queue.get_jobs(JobState.WAITING)
+
+
+async def test_message_shortcut_is_acked_quickly_and_queues_one_job(
+    serve: Serve, fake_slack: FakeSlack, queue: Queue
+) -> None:
+    """A signed "Draft a reply" shortcut is acked 200 fast and leaves one job, id = trigger_id, group = team."""
+    async with serve() as client:
+        with capture_logs() as logs:
+            started = time.monotonic()
+            response = await post_signed(client, shortcut_body(fake_slack))
+            elapsed_s = time.monotonic() - started
+    assert response.status_code == 200
+    assert elapsed_s < 1.0
+    [job] = await waiting_jobs(queue)
+    assert job.id == TRIGGER_ID
+    assert job.group == TEAM
+    assert job.priority == DIRECT_PRIORITY
+    assert job.data == {
+        "workspace_id": TEAM,
+        "user_id": USER,
+        "channel_id": CHANNEL,
+        "trigger": "message_action",
+        "trigger_text": "Can you send me the Q3 numbers?",
+        "message_ts": TS,
+        "thread_ts": THREAD_TS,
+        "response_url": fake_slack.response_url("shortcut1"),
+        "request_id": response.headers["X-Request-ID"],
+        "context_messages": [],
+    }
+    queued = [entry for entry in logs if entry["event"] == "request queued"]
+    assert (queued[0]["job_id"], queued[0]["team"], queued[0]["user"]) == (TRIGGER_ID, TEAM, USER)
+    assert "Q3 numbers" not in repr(logs)
+
+
+async def test_slash_command_queues_one_job_and_acks_ephemerally(
+    serve: Serve, fake_slack: FakeSlack, queue: Queue
+) -> None:
+    """A signed /draft command is acked with the ephemeral "Drafting" text and queues one job without a thread."""
+    async with serve() as client:
+        response = await post_signed(client, command_body(fake_slack))
+    assert response.status_code == 200
+    assert response.json() == {"text": ACK_TEXT, "response_type": "ephemeral"}
+    [job] = await waiting_jobs(queue)
+    assert (job.id, job.group) == (TRIGGER_ID, TEAM)
+    assert job.data["trigger"] == "slash_command"
+    assert job.data["trigger_text"] == "Can you review my PR today?"
+    assert (job.data["workspace_id"], job.data["user_id"], job.data["channel_id"]) == (TEAM, USER, CHANNEL)
+    assert job.data["response_url"] == fake_slack.response_url("command1")
+    assert "message_ts" not in job.data
+    assert "thread_ts" not in job.data
+
+
+async def test_app_mention_queues_one_job_under_its_event_id(serve: Serve, queue: Queue) -> None:
+    """An app_mention event is acked 200 and queued under its event_id, with the bot's mention stripped."""
+    async with serve() as client:
+        response = await post_signed(client, mention_body())
+    assert response.status_code == 200
+    [job] = await waiting_jobs(queue)
+    assert (job.id, job.group) == (EVENT_ID, TEAM)
+    assert job.data["trigger"] == "mention"
+    assert job.data["trigger_text"] == "how should I answer this?"
+    assert (job.data["message_ts"], job.data["thread_ts"]) == (TS, THREAD_TS)
+    assert (job.data["workspace_id"], job.data["user_id"], job.data["channel_id"]) == (TEAM, USER, CHANNEL)
+    assert "response_url" not in job.data
+
+
+async def test_retried_event_deliveries_create_one_job(serve: Serve, queue: Queue) -> None:
+    """The same event delivered three times (X-Slack-Retry-Num 1 and 2 on the re-deliveries) leaves one job."""
+    async with serve() as client:
+        statuses = [(await post_signed(client, mention_body())).status_code]
+        for retry_num in (1, 2):
+            retry = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
+            statuses.append((await post_signed(client, mention_body(), headers=retry)).status_code)
+    assert statuses == [200, 200, 200]
+    assert (await queue.counts())[JobState.WAITING] == 1
+    assert [job.id for job in await waiting_jobs(queue)] == [EVENT_ID]
+
+
+async def test_duplicate_shortcut_delivery_creates_one_job(serve: Serve, fake_slack: FakeSlack, queue: Queue) -> None:
+    """A shortcut delivered twice with the same trigger_id is acked both times and queued once."""
+    async with serve() as client:
+        first = await post_signed(client, shortcut_body(fake_slack))
+        second = await post_signed(client, shortcut_body(fake_slack))
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert (await queue.counts())[JobState.WAITING] == 1
+
+
+@pytest.mark.parametrize(
+    "forgery",
+    ["forged signature", "wrong secret", "stale timestamp", "future timestamp", "missing headers"],
+)
+async def test_unverified_requests_get_401_and_queue_nothing(
+    serve: Serve, fake_slack: FakeSlack, queue: Queue, forgery: str
+) -> None:
+    """Requests whose signature does not verify (bad, wrong secret, over 5 minutes off, absent) get 401, no job."""
+    body, content_type = command_body(fake_slack)
+    now_s = int(time.time())
+    headers = {**sign_request(SECRET, body), "Content-Type": content_type}
+    if forgery == "forged signature":
+        headers["X-Slack-Signature"] = "v0=" + "0" * 64
+    elif forgery == "wrong secret":
+        headers.update(sign_request("not-the-secret", body))
+    elif forgery == "stale timestamp":
+        headers.update(sign_request(SECRET, body, now_s - 6 * 60))
+    elif forgery == "future timestamp":
+        headers.update(sign_request(SECRET, body, now_s + 6 * 60))
+    else:
+        headers = {"Content-Type": content_type}
+    async with serve() as client:
+        response = await client.post("/slack/events", content=body, headers=headers)
+    assert response.status_code == 401
+    assert sum((await queue.counts()).values()) == 0
+
+
+async def test_body_over_one_megabyte_gets_413(serve: Serve, queue: Queue) -> None:
+    """A body over 1 MB is refused with 413, whether it declares its length or streams it in chunks."""
+    big = b"payload=" + b"x" * MAX_SLACK_BODY_BYTES
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(big), 64 * 1024):
+            yield big[start : start + 64 * 1024]
+
+    async with serve() as client:
+        declared = await post_signed(client, (big, "application/x-www-form-urlencoded"))
+        streamed = await client.post(
+            "/slack/events",
+            content=chunks(),
+            headers={**sign_request(SECRET, big), "Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert declared.status_code == 413
+    assert streamed.status_code == 413
+    assert "content-length" not in streamed.request.headers
+    assert sum((await queue.counts()).values()) == 0
+
+
+async def test_redis_down_event_gets_5xx_and_command_gets_try_again(serve: Serve, fake_slack: FakeSlack) -> None:
+    """With Redis unreachable, an event is answered 5xx (Slack re-delivers) and a command is told to try again."""
+    async with serve(REDIS_URL=CLOSED_REDIS_URL) as client:
+        event = await post_signed(client, mention_body())
+        command = await post_signed(client, command_body(fake_slack))
+    assert event.status_code == 503
+    assert command.status_code == 200
+    assert command.json()["text"] == TRY_AGAIN_TEXT
+
+
+async def test_redis_down_shortcut_is_acked_and_the_user_told_via_response_url(
+    serve: Serve, fake_slack: FakeSlack
+) -> None:
+    """With Redis unreachable, a shortcut is acked 200 and the try-again note is posted to its response_url."""
+    async with serve(REDIS_URL=CLOSED_REDIS_URL) as client:
+        response = await post_signed(client, shortcut_body(fake_slack))
+    assert response.status_code == 200
+    [note] = fake_slack.response_posts["shortcut1"]
+    assert note["text"] == TRY_AGAIN_TEXT
+    assert note["response_type"] == "ephemeral"
+
+
+async def test_oversize_text_gets_a_plain_message_and_no_job(serve: Serve, fake_slack: FakeSlack, queue: Queue) -> None:
+    """Text over MAX_TRIGGER_TEXT_CHARS gets a plain "too long" message (ack or response_url) and no job."""
+    too_long = "x" * 101
+    async with serve(MAX_TRIGGER_TEXT_CHARS="100") as client:
+        command = await post_signed(client, command_body(fake_slack, text=too_long))
+        shortcut = await post_signed(client, shortcut_body(fake_slack, text=too_long))
+        mention = await post_signed(client, mention_body(text=f"<@U0FAKEBOT> {too_long}"))
+    assert command.status_code == 200
+    assert command.json()["text"] == too_long_text(100)
+    assert too_long_text(100) == "Your message is too long to draft a reply for (limit 100 characters)."
+    assert shortcut.status_code == 200
+    assert [post["text"] for post in fake_slack.response_posts["shortcut1"]] == [too_long_text(100)]
+    assert mention.status_code == 200
+    assert sum((await queue.counts()).values()) == 0
+
+
+async def test_empty_slash_command_gets_usage_help(serve: Serve, fake_slack: FakeSlack, queue: Queue) -> None:
+    """A slash command with no text is answered with usage help and queues nothing."""
+    async with serve() as client:
+        response = await post_signed(client, command_body(fake_slack, text="  "))
+    assert response.status_code == 200
+    assert "/draft" in response.json()["text"]
+    assert sum((await queue.counts()).values()) == 0
+
+
+async def test_bot_mentions_and_subtypes_are_acked_and_ignored(serve: Serve, queue: Queue) -> None:
+    """Mentions from bots or with a message subtype, and plain message events, are acked 200 and queue nothing."""
+    message_event = json.dumps(
+        {
+            "team_id": TEAM,
+            "type": "event_callback",
+            "event_id": "Ev0MSG",
+            "event": {"type": "message", "user": USER, "text": "hi", "ts": TS, "channel": CHANNEL},
+        }
+    ).encode()
+    async with serve() as client:
+        from_bot = await post_signed(client, mention_body(bot_id="B0OTHER"))
+        edited = await post_signed(client, mention_body(subtype="message_changed"))
+        message = await post_signed(client, (message_event, "application/json"))
+    assert [r.status_code for r in (from_bot, edited, message)] == [200, 200, 200]
+    assert sum((await queue.counts()).values()) == 0
+
+
+async def test_healthz_is_always_ok(serve: Serve) -> None:
+    """/healthz answers 200 {"status": "ok"} even when Redis is unreachable."""
+    async with serve(REDIS_URL=CLOSED_REDIS_URL) as client:
+        response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_follows_redis(serve: Serve) -> None:
+    """/readyz answers 200 while Redis answers PING, and 503 with a redis reason when it does not."""
+    async with serve() as client:
+        up = await client.get("/readyz")
+    async with serve(REDIS_URL=CLOSED_REDIS_URL) as client:
+        down = await client.get("/readyz")
+    assert (up.status_code, up.json()) == (200, {"status": "ok"})
+    assert down.status_code == 503
+    assert down.json()["status"] == "unavailable"
+    assert down.json()["reason"].startswith("redis: ")
+
+
+async def test_oauth_routes_are_404_in_single_workspace_mode(serve: Serve) -> None:
+    """Without SLACK_CLIENT_ID the install and redirect routes answer 404 saying OAuth is off."""
+    async with serve() as client:
+        install = await client.get("/slack/install")
+        redirect = await client.get("/slack/oauth_redirect")
+    assert (install.status_code, redirect.status_code) == (404, 404)
+    assert "OAuth is not enabled" in install.text
+
+
+async def test_request_id_is_echoed_or_generated(serve: Serve) -> None:
+    """A plain X-Request-ID is echoed back; a missing or unsafe one is replaced by a generated id."""
+    async with serve() as client:
+        given = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+        unsafe = await client.get("/healthz", headers={"X-Request-ID": "bad id\twith tab"})
+        missing = await client.get("/healthz")
+    assert given.headers["X-Request-ID"] == "abc-123"
+    assert unsafe.headers["X-Request-ID"] != "bad id\twith tab"
+    assert len(missing.headers["X-Request-ID"]) == 32
+
+
+async def test_offline_demo_starts_with_a_random_signing_secret_and_no_token(
+    make_settings: Callable[..., Settings], fake_slack: FakeSlack, redis_url: str
+) -> None:
+    """Offline demo (no signing secret, no token): the app starts, and only its random secret's requests queue."""
+    settings = make_settings(SLACK_SIGNING_SECRET="", SLACK_BOT_TOKEN="")
+    assert settings.slack_signing_secret is None
+    assert settings.slack_bot_token is None
+    redis = create_redis(redis_url)
+    app = create_app(settings, redis=redis)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
+        ):
+            secret = web_state(app).signing_secret
+            assert secret != SECRET
+            assert app.state.signing_secret == secret
+            response = await post_signed(client, command_body(fake_slack), secret=secret)
+            refused = await post_signed(client, command_body(fake_slack))
+        assert response.status_code == 200
+        assert refused.status_code == 401
+        assert (await ai_responses_queue(redis, settings).counts())[JobState.WAITING] == 1
+    finally:
+        await redis.aclose()
+
+
+async def test_url_verification_challenge_is_answered(serve: Serve) -> None:
+    """Slack's url_verification handshake gets its challenge back."""
+    body = json.dumps({"type": "url_verification", "challenge": "c-123", "token": "legacy"}).encode()
+    async with serve() as client:
+        response = await post_signed(client, (body, "application/json"))
+    assert response.status_code == 200
+    assert response.json() == {"challenge": "c-123"}
+
+
+async def test_oauth_mode_serves_the_install_page(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """With SLACK_CLIENT_ID/SECRET set, /slack/install links to Slack's authorize URL with our scopes."""
+    settings = make_settings(SLACK_BOT_TOKEN="", SLACK_CLIENT_ID="111.222", SLACK_CLIENT_SECRET="client-secret")
+    app = create_app(
+        settings,
+        installation_store=FileInstallationStore(base_dir=str(tmp_path / "installations")),
+        oauth_state_store=FileOAuthStateStore(expiration_seconds=600, base_dir=str(tmp_path / "states")),
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
+    ):
+        install = await client.get("/slack/install")
+    assert install.status_code == 200
+    assert "https://slack.com/oauth/v2/authorize?" in install.text
+    assert "client_id=111.222" in install.text
+    assert "scope=commands,chat:write,app_mentions:read,channels:history,groups:history" in install.text
