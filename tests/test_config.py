@@ -229,3 +229,10 @@ def test_version_command_prints_the_version() -> None:
     result = run_cli("version", env={})
     assert result.returncode == 0
     assert result.stdout.strip() == __version__
+
+
+def test_default_model_is_not_deprecated() -> None:
+    """The default ANTHROPIC_MODEL is not on the SDK's list of models near their end of life."""
+    from anthropic._data import DEPRECATED_MODELS
+
+    assert load_settings({}).anthropic_model not in DEPRECATED_MODELS

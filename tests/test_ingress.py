@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -23,17 +22,22 @@ from slack_backend.slack.ingress import ACK_TEXT, TRY_AGAIN_TEXT, too_long_text
 from slack_backend.slack.signing import sign_request
 from slack_backend.web import MAX_SLACK_BODY_BYTES, create_app, web_state
 from tests.fakes.slack_server import FakeSlack
-
-SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-BOT_TOKEN = "xoxb-test"
-TEAM = "T0FAKE"
-USER = "U0USER1"
-CHANNEL = "C0CHAN1"
-TS = "1700000000.000100"
-THREAD_TS = "1699999999.000200"
-TRIGGER_ID = "944799105734.773906753841.38b5894552bdd4a780554ee59d1f3638"
-EVENT_ID = "Ev0PV52K21"
-CLOSED_REDIS_URL = "redis://127.0.0.1:1/0"
+from tests.support.slack_requests import (
+    BOT_TOKEN,
+    CHANNEL,
+    CLOSED_REDIS_URL,
+    EVENT_ID,
+    SECRET,
+    TEAM,
+    THREAD_TS,
+    TRIGGER_ID,
+    TS,
+    USER,
+    command_body,
+    mention_body,
+    post_signed,
+    shortcut_body,
+)
 
 Serve = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -83,81 +87,6 @@ def serve(make_settings: Callable[..., Settings]) -> Serve:
 def queue(redis_client: Redis, make_settings: Callable[..., Settings]) -> Queue:
     """The ai-responses queue the app writes to, read through the test's own client."""
     return ai_responses_queue(redis_client, make_settings())
-
-
-def form(fields: Mapping[str, str]) -> tuple[bytes, str]:
-    return urlencode(fields).encode(), "application/x-www-form-urlencoded"
-
-
-def shortcut_body(fake: FakeSlack, *, text: str = "Can you send me the Q3 numbers?") -> tuple[bytes, str]:
-    payload = {
-        "type": "message_action",
-        "callback_id": "draft_reply",
-        "trigger_id": TRIGGER_ID,
-        "response_url": fake.response_url("shortcut1"),
-        "action_ts": "1700000001.000000",
-        "team": {"id": TEAM, "domain": "fake"},
-        "user": {"id": USER, "username": "ana", "team_id": TEAM},
-        "channel": {"id": CHANNEL, "name": "general"},
-        "message_ts": TS,
-        "message": {"type": "message", "user": "U0OTHER1", "text": text, "ts": TS, "thread_ts": THREAD_TS},
-        "is_enterprise_install": False,
-        "enterprise": None,
-    }
-    return form({"payload": json.dumps(payload)})
-
-
-def command_body(fake: FakeSlack, *, text: str = "Can you review my PR today?") -> tuple[bytes, str]:
-    return form(
-        {
-            "command": "/draft",
-            "text": text,
-            "team_id": TEAM,
-            "team_domain": "fake",
-            "channel_id": CHANNEL,
-            "channel_name": "general",
-            "user_id": USER,
-            "user_name": "ana",
-            "response_url": fake.response_url("command1"),
-            "trigger_id": TRIGGER_ID,
-            "api_app_id": "A0APP1",
-        }
-    )
-
-
-def mention_body(*, text: str = "<@U0FAKEBOT> how should I answer this?", **event: str) -> tuple[bytes, str]:
-    body = {
-        "token": "legacy",
-        "team_id": TEAM,
-        "api_app_id": "A0APP1",
-        "type": "event_callback",
-        "event_id": EVENT_ID,
-        "event_time": 1700000000,
-        "event": {
-            "type": "app_mention",
-            "user": USER,
-            "text": text,
-            "ts": TS,
-            "thread_ts": THREAD_TS,
-            "channel": CHANNEL,
-            "event_ts": TS,
-            **event,
-        },
-    }
-    return json.dumps(body).encode(), "application/json"
-
-
-async def post_signed(
-    client: httpx.AsyncClient,
-    body_and_type: tuple[bytes, str],
-    *,
-    secret: str = SECRET,
-    timestamp: int | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> httpx.Response:
-    body, content_type = body_and_type
-    signed = {**sign_request(secret, body, timestamp), "Content-Type": content_type, **(headers or {})}
-    return await client.post("/slack/events", content=body, headers=signed)
 
 
 async def waiting_jobs(queue: Queue) -> list[Job]:

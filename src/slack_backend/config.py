@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     slack_slash_command: str = "/draft"
 
     anthropic_api_key: SecretStr | None = None
-    anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_model: str = "claude-sonnet-5-5"
     anthropic_base_url: str | None = None
     ai_max_tokens: int = Field(1024, ge=1, le=64000)
 

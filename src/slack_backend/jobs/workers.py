@@ -96,14 +96,20 @@ class AIResponseProcessor:
         if data.thread_ts is None or not token or data.trigger is TriggerKind.SLASH_COMMAND:
             return ()
         client = AsyncWebClient(token=token, base_url=self._slack_api_url)
-        return await read_thread(
-            client,
-            data.channel_id,
-            data.thread_ts,
-            max_messages=CONTEXT_MAX_MESSAGES,
-            max_chars=CONTEXT_MAX_CHARS,
-            exclude_ts=data.message_ts,
-        )
+        try:
+            return await read_thread(
+                client,
+                data.channel_id,
+                data.thread_ts,
+                max_messages=CONTEXT_MAX_MESSAGES,
+                max_chars=CONTEXT_MAX_CHARS,
+                exclude_ts=data.message_ts,
+            )
+        except UnrecoverableError as exc:
+            # The bot may not be in the channel (a shortcut works anywhere): draft without the thread rather than
+            # fail the user's request. Transient errors still propagate and retry.
+            log.warning("thread context unavailable", channel=data.channel_id, reason=str(exc))
+            return ()
 
     async def _audit_started(self, job: Job) -> None:
         if self._audit is None:

@@ -97,6 +97,8 @@ class Worker:
         self.hooks = Hooks()
         self._running: dict[str, _Running] = {}
         self._slot_freed = asyncio.Event()
+        self._idle_now = asyncio.Event()
+        self._woken = asyncio.Event()
         self._closing = asyncio.Event()
         self._closed = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -124,6 +126,7 @@ class Worker:
         background = [
             asyncio.create_task(self._renew_leases_loop(), name=f"{self.id} leases"),
             asyncio.create_task(self._stalled_loop(), name=f"{self.id} stalled"),
+            asyncio.create_task(self._waker_loop(self._blocking), name=f"{self.id} waker"),
         ]
         try:
             await self._configure()
@@ -215,17 +218,29 @@ class Worker:
             timeout_s = min(timeout_s, 0.25)
         if timeout_s <= 0:
             return
-        await _wait_first(self._block_on_wake(timeout_s), self._closing.wait(), timeout_s=timeout_s)
-
-    async def _block_on_wake(self, timeout_s: float) -> None:
-        if self._blocking is None:
-            return
+        # The exact deadline (a delayed job falling due) is kept here: Redis checks blocking timeouts only about
+        # ten times a second. New work arrives through the waker.
+        self._woken.clear()
+        self._idle_now.set()
         try:
-            # Redis checks blocking timeouts only ~10 times a second, so the exact deadline is kept here
-            # (the caller's timeout) and the server's is a fallback.
-            await self._blocking.blpop([self.queue.keys.key("wake")], timeout=timeout_s + 1)
-        except RedisError as exc:
-            await self._redis_failed(exc)
+            await _wait_first(self._woken.wait(), self._closing.wait(), timeout_s=timeout_s)
+        finally:
+            self._idle_now.clear()
+
+    async def _waker_loop(self, blocking: Redis) -> None:
+        """Block on the queue's wake list while this worker is idle; a token wakes the fetch loop.
+
+        The BLPOP is never cancelled half-way (only at close, before its pool is closed): a cancel that lands
+        while redis-py reconnects can leak the socket. Listening only while idle leaves tokens to idle peers.
+        """
+        wake_key = self.queue.keys.key("wake")
+        while True:
+            await self._idle_now.wait()
+            try:
+                if await blocking.blpop([wake_key], timeout=1):
+                    self._woken.set()
+            except RedisError as exc:
+                await self._redis_failed(exc)
 
     # -- running --------------------------------------------------------------------------------------------
 

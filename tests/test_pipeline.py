@@ -1,0 +1,305 @@
+"""The whole pipeline: signed Slack request -> real web app -> Redis -> real worker -> fake Claude -> fake Slack."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from slack_backend.config import Settings, load_settings
+from slack_backend.jobs.ledger import RedisDeliveryLedger
+from slack_backend.jobs.queues import ai_responses_queue
+from slack_backend.jobs.workers import build_ai_worker
+from slack_backend.queue import Job, JobState, Queue, Worker, create_redis
+from slack_backend.web import create_app
+from tests.fakes.anthropic_server import Behaviour, FakeAnthropic
+from tests.fakes.slack_server import FakeSlack
+from tests.support.engine import running, wait_until
+from tests.support.slack_requests import (
+    BOT_TOKEN,
+    CHANNEL,
+    EVENT_ID,
+    SECRET,
+    TEAM,
+    THREAD_TS,
+    TS,
+    USER,
+    command_body,
+    mention_body,
+    post_signed,
+    shortcut_body,
+)
+
+API_KEY = "sk-ant-test-0123456789"
+
+
+@dataclass
+class Pipeline:
+    client: httpx.AsyncClient
+    queue: Queue
+    worker: Worker | None
+    slack: FakeSlack
+    claude: FakeAnthropic
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack(bot_token=BOT_TOKEN, team_id=TEAM) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def claude() -> AsyncIterator[FakeAnthropic]:
+    async with FakeAnthropic(api_key=API_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+def settings_for(
+    redis_url: str, prefix: str, slack: FakeSlack, claude: FakeAnthropic, tmp_path: Path
+) -> Callable[..., Settings]:
+    def factory(**overrides: str) -> Settings:
+        env = {
+            "REDIS_URL": redis_url,
+            "REDIS_PREFIX": prefix,
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+            "SLACK_SIGNING_SECRET": SECRET,
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_API_URL": slack.base_url,
+            "ANTHROPIC_API_KEY": API_KEY,
+            "ANTHROPIC_BASE_URL": claude.base_url,
+            "JOB_BACKOFF_MS": "200",
+            "AI_RATE_LIMIT_MAX": "50",
+        }
+        env.update(overrides)
+        return load_settings(env)
+
+    return factory
+
+
+@pytest.fixture
+def pipeline(
+    settings_for: Callable[..., Settings], slack: FakeSlack, claude: FakeAnthropic
+) -> Callable[..., contextlib.AbstractAsyncContextManager[Pipeline]]:
+    """`async with pipeline() as p:` runs the web app (lifespan and all) and an ai-responses worker."""
+
+    @asynccontextmanager
+    async def run(*, with_worker: bool = True, **overrides: str) -> AsyncIterator[Pipeline]:
+        settings = settings_for(**overrides)
+        redis = create_redis(settings.redis_url_value())
+        app = create_app(settings, redis=redis)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(redis.aclose)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+            )
+            worker = None
+            if with_worker:
+                worker = await build_ai_worker(settings, redis, stack)
+                await stack.enter_async_context(running(worker))
+            yield Pipeline(client, ai_responses_queue(redis, settings), worker, slack, claude)
+
+    return run
+
+
+def draft_posts(posts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [p for p in posts if "blocks" in p]
+
+
+def block_text(post: dict[str, Any]) -> str:
+    return "\n".join(str(b.get("text", {}).get("text", "")) for b in post.get("blocks", []) if "text" in b)
+
+
+def posts_to(slack: FakeSlack, response_id: str) -> Callable[[], Any]:
+    async def check() -> bool:
+        return bool(draft_posts(slack.response_posts.get(response_id, [])))
+
+    return check
+
+
+async def job_ended(queue: Queue, job_id: str) -> Job:
+    async def ended() -> bool:
+        job = await queue.get(job_id)
+        return job is not None and job.state in (JobState.COMPLETED, JobState.FAILED)
+
+    await wait_until(ended, timeout_s=15)
+    job = await queue.get(job_id)
+    assert job is not None
+    return job
+
+
+async def test_shortcut_gets_progress_then_the_models_draft(pipeline: Any) -> None:
+    """A signed shortcut is acked within 3 s; the user gets a progress update, then the fake model's draft."""
+    async with pipeline() as p:
+        started = time.monotonic()
+        response = await post_signed(p.client, shortcut_body(p.slack, text="Can you send me the Q3 numbers?"))
+        assert response.status_code == 200
+        assert time.monotonic() - started < 3
+        await wait_until(posts_to(p.slack, "shortcut1"))
+        job = await job_ended(p.queue, response.headers.get("X-Job-Id") or await _only_job_id(p.queue))
+    posts = p.slack.response_posts["shortcut1"]
+    assert "blocks" not in posts[0], "a progress update comes first"
+    assert "Drafting" in posts[0]["text"]
+    [draft] = draft_posts(posts)
+    assert "Draft: " in block_text(draft)
+    assert "Q3 numbers" in block_text(draft)
+    assert draft["response_type"] == "ephemeral"
+    [request] = p.claude.message_requests
+    assert "Q3 numbers" in str(request.body["messages"])
+    assert job.state is JobState.COMPLETED
+    assert job.result["delivered_via"] == "response_url"
+    assert job.result["input_tokens"] > 0
+    assert job.result["output_tokens"] > 0
+
+
+async def test_slash_command_gets_the_draft(pipeline: Any) -> None:
+    """A slash command's user gets the draft through its response_url."""
+    async with pipeline() as p:
+        response = await post_signed(p.client, command_body(p.slack, text="Can you review my PR today?"))
+        assert response.status_code == 200
+        await wait_until(posts_to(p.slack, "command1"))
+    [draft] = draft_posts(p.slack.response_posts["command1"])
+    assert "review my PR" in block_text(draft)
+
+
+async def test_mention_in_a_thread_reads_the_thread_and_posts_ephemerally(pipeline: Any) -> None:
+    """An @mention in a thread: context read from the thread; the draft goes ephemerally to that user in that thread."""
+    async with pipeline() as p:
+        p.slack.add_thread(
+            CHANNEL,
+            THREAD_TS,
+            [
+                {"user": "U0OTHER1", "text": "Launch moved to Friday, thoughts?", "ts": THREAD_TS},
+                {"user": USER, "text": "<@U0FAKEBOT> how should I answer this?", "ts": TS},
+            ],
+        )
+        response = await post_signed(p.client, mention_body())
+        assert response.status_code == 200
+        job = await job_ended(p.queue, EVENT_ID)
+    assert job.state is JobState.COMPLETED
+    [request] = p.claude.message_requests
+    assert "Launch moved to Friday" in str(request.body["messages"]), "thread context reached the model"
+    drafts = [c for c in p.slack.calls_to("chat.postEphemeral") if c.params.get("blocks")]
+    assert len(drafts) == 1
+    params = drafts[0].params
+    assert (params["channel"], params["user"], params["thread_ts"]) == (CHANNEL, USER, THREAD_TS)
+    assert drafts[0].token == BOT_TOKEN
+
+
+async def test_the_same_event_delivered_three_times_makes_one_draft(pipeline: Any) -> None:
+    """Slack's retries of one event (same event_id) make one job and one draft."""
+    async with pipeline() as p:
+        for retry in (None, "1", "2"):
+            headers = {"X-Slack-Retry-Num": retry, "X-Slack-Retry-Reason": "http_timeout"} if retry else None
+            response = await post_signed(p.client, mention_body(), headers=headers)
+            assert response.status_code == 200
+        await job_ended(p.queue, EVENT_ID)
+        assert sum((await p.queue.counts()).values()) == 1
+    drafts = [c for c in p.slack.calls_to("chat.postEphemeral") if c.params.get("blocks")]
+    assert len(drafts) == 1
+    assert len(p.claude.message_requests) == 1
+
+
+async def test_model_429_waits_retry_after_without_spending_an_attempt(pipeline: Any) -> None:
+    """The model answers 429 retry-after 2: the job waits ~2 s, its attempts stay unchanged, the draft arrives."""
+    async with pipeline() as p:
+        p.claude.script(Behaviour.rate_limited(retry_after_s=2))
+        await post_signed(p.client, command_body(p.slack))
+        job_id = await _only_job_id(p.queue)
+        job = await job_ended(p.queue, job_id)
+    first, second = p.claude.message_requests
+    assert job.state is JobState.COMPLETED
+    assert job.attempts_made == 1, "the rate-limited run spent no attempt"
+    assert draft_posts(p.slack.response_posts["command1"])
+    assert second is not first
+
+
+async def test_model_overloaded_twice_then_delivered_after_backoff(pipeline: Any) -> None:
+    """529 twice then 200: the draft is delivered after two backoffs, on the third attempt."""
+    async with pipeline() as p:
+        p.claude.script(Behaviour.overloaded(), Behaviour.overloaded())
+        await post_signed(p.client, command_body(p.slack))
+        job = await job_ended(p.queue, await _only_job_id(p.queue))
+    assert job.state is JobState.COMPLETED
+    assert job.attempts_made == 3
+    assert len(p.claude.message_requests) == 3
+    assert len(draft_posts(p.slack.response_posts["command1"])) == 1
+
+
+async def test_model_400_fails_at_once_and_the_user_is_told(pipeline: Any) -> None:
+    """A 400 from the model fails the job on its first attempt and tells the user in plain words."""
+    async with pipeline() as p:
+        p.claude.script(Behaviour.bad_request())
+        await post_signed(p.client, command_body(p.slack))
+        job = await job_ended(p.queue, await _only_job_id(p.queue))
+
+        async def told() -> bool:
+            return any("Sorry" in str(post.get("text")) for post in p.slack.response_posts["command1"])
+
+        await wait_until(told)
+    assert job.state is JobState.FAILED
+    assert job.attempts_made == 1
+    assert len(p.claude.message_requests) == 1
+
+
+async def test_slack_429_on_delivery_is_honoured_then_delivered(pipeline: Any) -> None:
+    """Slack answers 429 (Retry-After 1) to the draft post: the worker waits and delivers it once."""
+    async with pipeline() as p:
+        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
+        # The first postEphemeral is the progress note (best effort, not waited for); the second is the draft.
+        p.slack.rate_limit_next("chat.postEphemeral", retry_after_s=1, times=2)
+        started = time.monotonic()
+        await post_signed(p.client, mention_body())
+        job = await job_ended(p.queue, EVENT_ID)
+        took_s = time.monotonic() - started
+    assert job.state is JobState.COMPLETED
+    drafts = [c for c in p.slack.calls_to("chat.postEphemeral") if c.params.get("blocks")]
+    assert len(drafts) >= 1
+    assert took_s >= 1.0
+
+
+async def test_a_rerun_after_posting_posts_nothing_new(pipeline: Any, settings_for: Callable[..., Settings]) -> None:
+    """A worker that posted the draft but died before completing: the rerun after its lease expires posts nothing."""
+    settings = settings_for()
+    redis = create_redis(settings.redis_url_value())
+    queue = ai_responses_queue(redis, settings)
+    try:
+        async with pipeline(with_worker=False) as p:
+            await post_signed(p.client, command_body(p.slack))
+            job_id = await _only_job_id(p.queue)
+            async with contextlib.AsyncExitStack() as stack:
+                doomed = await build_ai_worker(settings, redis, stack)
+                reply = await queue.call("fetch", "doomed", 300, 1)
+                job = Job.from_record(str(reply[3]), str(reply[4]))
+                await doomed.processor(job)  # posts the draft, then "dies": never completes
+            assert len(draft_posts(p.slack.response_posts["command1"])) == 1
+            assert await RedisDeliveryLedger(redis, queue).delivered(job_id)
+            async with contextlib.AsyncExitStack() as stack:
+                rescuer = await build_ai_worker(settings, redis, stack)
+                await stack.enter_async_context(running(rescuer))
+                ended = await job_ended(p.queue, job_id)
+        assert ended.state is JobState.COMPLETED
+        assert ended.stalls == 1
+        assert len(draft_posts(p.slack.response_posts["command1"])) == 1, "the rerun posted nothing new"
+    finally:
+        await redis.aclose()
+
+
+async def _only_job_id(queue: Queue) -> str:
+    async def one() -> bool:
+        return sum((await queue.counts()).values()) == 1
+
+    await wait_until(one)
+    for state in JobState:
+        ids = await queue.job_ids(state)
+        if ids:
+            return ids[0]
+    raise AssertionError("no job")
