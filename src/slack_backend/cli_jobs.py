@@ -291,42 +291,31 @@ async def retry_failed(queue: Queue, limit: int | None, *, shown: bool) -> Doc:
     with progress_bar("retrying failed jobs", total, shown=shown) as (progress, task):
         while limit is None or retried < limit:
             ids = await queue.job_ids(JobState.FAILED, offset, offset + ID_PAGE - 1)
-            if not ids:
+            # A job seen before has failed again since it was retried here: leave it, or this would never end.
+            fresh = [job_id for job_id in ids if job_id not in seen]
+            if limit is not None:
+                fresh = fresh[: limit - retried]
+            if not fresh:
                 break
-            # Retried jobs leave the failed set, so the next page starts where this one did, moved past what
-            # stayed: jobs that could not be retried, and ones seen before that have failed again since.
-            stayed = 0
-            for job_id in ids:
-                if limit is not None and retried >= limit:
-                    break
-                if job_id in seen:
-                    stayed += 1
-                    continue
-                seen.add(job_id)
-                try:
-                    await queue.retry(job_id)
-                    retried += 1
-                except (JobNotFoundError, JobStateError):
-                    skipped += 1  # removed or retried by someone else meanwhile
-                    stayed += 1
-                progress.advance(task)
-            offset += stayed
+            seen.update(fresh)
+            done = await queue.retry_many(fresh)
+            retried += done
+            skipped += len(fresh) - done  # removed or retried by someone else meanwhile
+            # Retried jobs leave the failed set: the next page starts past what stayed in it.
+            offset += len(ids) - done
+            progress.advance(task, len(fresh))
     return {"queue": queue.name, "retried": retried, "skipped": skipped}
 
 
 async def clean(queue: Queue, state: JobState, older_than_ms: int, *, shown: bool) -> Doc:
     """Delete jobs of `state` older than the cutoff, a batch per atomic call so Redis never stalls on one."""
     in_state = (await queue.counts())[state]
-    removed = 0
     with progress_bar(f"cleaning {state.value} jobs", in_state, shown=shown) as (progress, task):
-        while True:
-            n = await queue.clean(state, older_than_ms=older_than_ms, limit=CLEAN_BATCH)
-            removed += n
-            progress.advance(task, n)
-            if n < CLEAN_BATCH:
-                break
+        removed = await queue.clean(
+            state, older_than_ms=older_than_ms, on_progress=lambda n: progress.update(task, completed=n)
+        )
         # The count was only an upper bound (younger jobs stay); end the bar complete.
-        progress.update(task, total=removed)
+        progress.update(task, total=removed, completed=removed)
     return {"queue": queue.name, "state": state.value, "older_than_ms": older_than_ms, "removed": removed}
 
 

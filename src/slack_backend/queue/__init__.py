@@ -17,7 +17,7 @@ from slack_backend.queue.events import EVENT_NAMES, Hook, JobEvent
 from slack_backend.queue.job import Backoff, BackoffStrategy, Job, JobOptions, JobState
 from slack_backend.queue.limits import GroupSettings, QueueLimits, RateLimit
 from slack_backend.queue.queue import AddResult, BulkJob, GroupInfo, JobDefaults, Queue
-from slack_backend.queue.worker import KeepJobs, Processor, Worker
+from slack_backend.queue.worker import KeepJobs, Processor, Worker, WorkerStats
 
 __all__ = [
     "EVENT_NAMES",
@@ -46,6 +46,7 @@ __all__ = [
     "RetryAfter",
     "UnrecoverableError",
     "Worker",
+    "WorkerStats",
     "create_redis",
     "ping",
 ]

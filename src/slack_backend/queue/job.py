@@ -140,6 +140,9 @@ class Job:
     failed_reason: str | None = None
     stacktrace: list[str] = field(default_factory=list)
     data_error: str | None = None
+    seq: int = 0
+    worker: str | None = None
+    first_processed_ms: int | None = None
     _reporter: ProgressReporter | None = field(default=None, repr=False, compare=False)
 
     async def update_progress(self, progress: Any) -> None:
@@ -189,6 +192,9 @@ class Job:
             failed_reason=rec.get("failed_reason"),
             stacktrace=[str(s) for s in stack] if isinstance(stack, list) else [],
             data_error=data_error,
+            seq=int(rec.get("seq", 0)),
+            worker=rec.get("worker"),
+            first_processed_ms=_opt_int(rec.get("first_processed_ms")),
         )
 
 

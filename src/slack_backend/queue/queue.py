@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +152,7 @@ class Queue:
         return jobs[0] if jobs else None
 
     async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        """The jobs still kept among `job_ids`, in the same order (ids no longer kept are left out)."""
         if not job_ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -201,6 +202,7 @@ class Queue:
         return infos[:limit]
 
     async def is_paused(self) -> bool:
+        """Whether the queue is paused (no worker starts jobs)."""
         return bool(await self.redis.hexists(self.keys.key("meta"), "paused"))
 
     async def hold_remaining_ms(self) -> int:
@@ -209,6 +211,7 @@ class Queue:
         return max(0, int(raw) - int(time.time() * 1000)) if raw else 0
 
     async def limits(self) -> QueueLimits:
+        """The limits every worker of this queue obeys."""
         raw = await self.redis.hget(self.keys.key("meta"), "config")
         return QueueLimits.from_json(None if raw is None else str(raw))
 
@@ -230,19 +233,49 @@ class Queue:
 
     async def retry(self, job_id: str) -> None:
         """Send a failed or completed job back to waiting with its attempts reset."""
-        raise_for_code(int((await self.call("retry", job_id, self.max_events))[0]), job_id)
+        code = int((await self.call("retry", self.max_events, job_id))[0])
+        raise_for_code(code, job_id, "only failed or completed jobs can be retried")
+
+    async def retry_many(self, job_ids: Sequence[str]) -> int:
+        """Retry many failed or completed jobs, a thousand per atomic call; returns how many went back to waiting.
+
+        Ids that are gone or in another state are skipped.
+        """
+        retried = 0
+        for start in range(0, len(job_ids), BATCH):
+            codes = await self.call("retry", self.max_events, *job_ids[start : start + BATCH])
+            retried += sum(1 for code in codes if int(code) == 0)
+        return retried
 
     async def remove(self, job_id: str) -> None:
         """Delete a job that is not running."""
         code = int((await self.call("remove", job_id, self.max_events))[0])
         raise_for_code(code, job_id, "job is running; it can be removed once it finishes")
 
-    async def clean(self, state: JobState, *, older_than_ms: int = 0, limit: int = BATCH) -> int:
-        """Delete up to `limit` jobs of `state` older than `older_than_ms`; returns how many went."""
+    async def clean(
+        self,
+        state: JobState,
+        *,
+        older_than_ms: int = 0,
+        limit: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete jobs of `state` older than `older_than_ms` (all of them, or up to `limit`); returns how many went.
+
+        Works in atomic batches of a thousand; `on_progress(deleted_so_far)` is called after each.
+        """
         if state is JobState.ACTIVE:
             raise ValueError("active jobs cannot be cleaned; they are recovered by stall detection")
+        # One cutoff for the whole run, so a long clean does not reach newer and newer jobs as it goes.
         cutoff = int(time.time() * 1000) - older_than_ms
-        return int(await self.call("clean", state.value, cutoff, limit))
+        deleted, rank = 0, 0
+        while rank >= 0 and (limit is None or deleted < limit):
+            batch = BATCH if limit is None else min(BATCH, limit - deleted)
+            n, rank = (int(x) for x in await self.call("clean", state.value, cutoff, batch, rank))
+            deleted += n
+            if on_progress is not None:
+                on_progress(deleted)
+        return deleted
 
     async def drain(self, *, include_delayed: bool = False) -> int:
         """Delete every waiting job (and delayed, if asked); running jobs go on. Returns how many went."""
@@ -258,6 +291,7 @@ class Queue:
         await self.call("pause", 1, self.max_events)
 
     async def resume(self) -> None:
+        """Let workers start jobs again."""
         await self.call("pause", 0, self.max_events)
 
     async def events(self, count: int = 100) -> list[dict[str, str]]:

@@ -49,6 +49,24 @@ class KeepJobs:
 
 
 @dataclass
+class WorkerStats:
+    """Counters of what this worker did, for metrics; they only grow."""
+
+    fetches: int = 0
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    stalled_recovered: int = 0
+    leases_lost: int = 0
+    rate_limited_waits: int = 0
+    rate_limited_wait_ms: int = 0
+    held_waits: int = 0
+    redis_errors: int = 0
+
+
+@dataclass
 class _Running:
     job: Job
     token: str
@@ -95,6 +113,7 @@ class Worker:
         self.idle_block_s = idle_block_s
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.hooks = Hooks()
+        self.stats = WorkerStats()
         self._running: dict[str, _Running] = {}
         self._slot_freed = asyncio.Event()
         self._idle_now = asyncio.Event()
@@ -172,6 +191,8 @@ class Worker:
                 self._slot_freed.clear()
                 await _wait_first(self._slot_freed.wait(), self._closing.wait())
                 continue
+            # Cleared before the fetch, not after: a wake-up that lands while it runs must not be lost.
+            self._woken.clear()
             try:
                 # Never cancelled half-way: a fetch that ran in Redis must be seen here, or its jobs would
                 # sit leased to nobody until the stall check.
@@ -180,6 +201,7 @@ class Worker:
                 await self._redis_failed(exc)
                 continue
             self._watch.ready()
+            self.stats.fetches += 1
             status, wait_ms = int(reply[0]), int(reply[1])
             started = self._start_jobs(reply[2:])
             if started:
@@ -197,6 +219,7 @@ class Worker:
             else:
                 task = asyncio.create_task(self._run_job(job, str(token)), name=f"job {job_id}")
             self._running[str(job_id)] = _Running(job, str(token), task)
+            self.stats.started += 1
             task.add_done_callback(self._job_done_callback(str(job_id)))
             count += 1
         return count
@@ -211,6 +234,11 @@ class Worker:
     async def _idle(self, status: int, wait_ms: int) -> None:
         """Sleep exactly until a start may be allowed; block on the wake list when only new work can help."""
         if status in (STATUS_LIMITED, STATUS_HELD):
+            if status == STATUS_LIMITED:
+                self.stats.rate_limited_waits += 1
+                self.stats.rate_limited_wait_ms += max(wait_ms, 1)
+            else:
+                self.stats.held_waits += 1
             await _wait_first(asyncio.sleep(max(wait_ms, 1) / 1000), self._closing.wait())
             return
         timeout_s = self.idle_block_s if wait_ms < 0 else min(self.idle_block_s, wait_ms / 1000)
@@ -220,7 +248,6 @@ class Worker:
             return
         # The exact deadline (a delayed job falling due) is kept here: Redis checks blocking timeouts only about
         # ten times a second. New work arrives through the waker.
-        self._woken.clear()
         self._idle_now.set()
         try:
             await _wait_first(self._woken.wait(), self._closing.wait(), timeout_s=timeout_s)
@@ -273,6 +300,7 @@ class Worker:
             return
         job.attempts_made += 1
         job.result = result
+        self.stats.completed += 1
         bound.info("job completed", run_ms=int(time.time() * 1000) - (job.processed_ms or 0))
         await self.hooks.emit(JobEvent("completed", job, result=result))
 
@@ -292,9 +320,11 @@ class Worker:
         job.attempts_made = attempts_made
         job.failed_reason = reason
         if final:
+            self.stats.failed += 1
             bound.warning("job failed", reason=reason, unrecoverable=unrecoverable)
             await self.hooks.emit(JobEvent("failed", job, error=exc, final=True))
         else:
+            self.stats.retried += 1
             bound.info("job will retry", reason=reason, delay_ms=delay_ms)
             await self.hooks.emit(JobEvent("retrying", job, error=exc, delay_ms=delay_ms))
 
@@ -307,6 +337,7 @@ class Worker:
         reply = await self._finish_call("release", job, job.id, token, delay_ms, 1 if hold else 0, reason, _ev(self))
         if reply is None:
             return
+        self.stats.released += 1
         self._log.info("job released", job_id=job.id, delay_ms=delay_ms, hold_queue=hold, reason=reason)
         await self.hooks.emit(JobEvent("released", job, delay_ms=delay_ms))
 
@@ -323,6 +354,7 @@ class Worker:
                 self._watch.ready()
                 return reply
             except LeaseLostError as exc:
+                self.stats.leases_lost += 1
                 self._log.warning("lease lost; result discarded", job_id=job.id, action=script)
                 await self.hooks.emit(JobEvent("error", job, error=exc))
                 return None
@@ -366,6 +398,7 @@ class Worker:
                 flat = await self.queue.call("stalled", self.max_stalls, count, age_ms, _ev(self))
                 for i in range(0, len(flat), 2):
                     job_id, outcome = str(flat[i]), str(flat[i + 1])
+                    self.stats.stalled_recovered += 1
                     self._log.warning("stalled job recovered", job_id=job_id, outcome=outcome)
                     await self.hooks.emit(JobEvent("stalled", job_id=job_id, final=outcome == "failed"))
             except RedisError as exc:
@@ -387,6 +420,7 @@ class Worker:
             await self.queue.redis.hdel(self.queue.keys.key("workers"), self.id)
 
     async def _redis_failed(self, exc: RedisError) -> None:
+        self.stats.redis_errors += 1
         await self.hooks.emit(JobEvent("error", error=exc))
         await self._watch.failed(exc)
 
