@@ -17,9 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def spawn_worker(cfg: dict[str, Any], log_path: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start one worker process with the given config; its logs go to `log_path` (or are dropped)."""
+    """Start one engine test worker process with the given config; its logs go to `log_path` (or are dropped)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "tests.support.worker_proc", json.dumps(cfg)]
+    return spawn([sys.executable, "-m", "tests.support.worker_proc", json.dumps(cfg)], env, log_path)
+
+
+def spawn(args: list[str], env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a process from the project root; stdout and stderr go to `log_path` (or are dropped)."""
     if log_path is None:
         return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor

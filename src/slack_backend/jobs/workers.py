@@ -50,6 +50,7 @@ class AIResponseProcessor:
     async def __call__(self, job: Job) -> dict[str, Any]:
         started = time.monotonic()
         data = parse_job_data(job)
+        structlog.contextvars.bind_contextvars(workspace=data.workspace_id)
         await self._audit_started(job)
         token = await self._token(data)
         await self._delivery.progress(data, token, "Drafting a reply...")

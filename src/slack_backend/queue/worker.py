@@ -272,8 +272,16 @@ class Worker:
     # -- running --------------------------------------------------------------------------------------------
 
     async def _run_job(self, job: Job, token: str) -> None:
+        # Every log line written while the job runs (ours, the processor's, libraries') carries the job's context;
+        # each job is its own task, so the binding ends with it.
+        structlog.contextvars.bind_contextvars(
+            job_id=job.id, queue=self.queue.name, group=job.group, attempt=job.attempts_made + 1
+        )
+        await self._run_bound(job, token)
+
+    async def _run_bound(self, job: Job, token: str) -> None:
         job._reporter = lambda value: self._report_progress(job, token, value)
-        bound = self._log.bind(job_id=job.id, group=job.group, attempt=job.attempts_made + 1)
+        bound = self._log
         await self.hooks.emit(JobEvent("active", job))
         if job.data_error is not None:
             await self._fail(job, token, UnrecoverableError(job.data_error), bound)
