@@ -100,4 +100,4 @@ async def test_worker_logs_and_redis_never_hold_a_token(
         else:
             dump = repr(await redis_client.get(key))
         for secret in (BOT_TOKEN, API_KEY, SIGNING_SECRET):
-            assert secret not in dump, f"a secret reached Redis key {key}"
+            assert secret not in dump, f"a secret reached Redis key {key!r}"
