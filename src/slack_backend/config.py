@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
+    # A worker process serves /metrics here; with `--processes N`, child i listens on this port + i.
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
     max_trigger_text_chars: int = Field(4000, ge=1)
 
     @classmethod

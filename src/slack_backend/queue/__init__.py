@@ -15,7 +15,7 @@ from slack_backend.queue.errors import (
 )
 from slack_backend.queue.events import EVENT_NAMES, Hook, JobEvent
 from slack_backend.queue.job import Backoff, BackoffStrategy, Job, JobOptions, JobState
-from slack_backend.queue.limits import GroupSettings, QueueLimits, RateLimit
+from slack_backend.queue.limits import GroupSettings, QueueLimits, RateLimit, TokenBudget
 from slack_backend.queue.queue import AddResult, BulkJob, GroupInfo, JobDefaults, Queue
 from slack_backend.queue.worker import KeepJobs, Processor, Worker, WorkerStats
 
@@ -44,6 +44,7 @@ __all__ = [
     "QueueLimits",
     "RateLimit",
     "RetryAfter",
+    "TokenBudget",
     "UnrecoverableError",
     "Worker",
     "WorkerStats",

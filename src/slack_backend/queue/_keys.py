@@ -25,6 +25,8 @@ KEY_NAMES: tuple[str, ...] = (
     "events",
     "wake",
     "workers",
+    "budget",
+    "budget_cost",
 )
 
 

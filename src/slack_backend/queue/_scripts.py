@@ -21,6 +21,7 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "extend",
     "fail",
     "fetch",
+    "hold",
     "pause",
     "progress",
     "release",

@@ -87,6 +87,7 @@ class JobOptions:
     attempts: int | None = None
     backoff: Backoff | None = None
     group: str | None = None
+    cost: int | None = None
 
     def __post_init__(self) -> None:
         if self.job_id is not None:
@@ -101,6 +102,8 @@ class JobOptions:
             raise InvalidJobDataError("delay_ms must be >= 0")
         if self.attempts is not None and self.attempts < 1:
             raise InvalidJobDataError("attempts must be >= 1")
+        if self.cost is not None and self.cost < 0:
+            raise InvalidJobDataError("cost must be >= 0")
 
 
 def check_identifier(label: str, value: str) -> None:
@@ -143,6 +146,9 @@ class Job:
     seq: int = 0
     worker: str | None = None
     first_processed_ms: int | None = None
+    cost: int = 0
+    cost_used: int | None = None
+    """Set by the processor to what the run really used; settles the job's token-budget reservation."""
     _reporter: ProgressReporter | None = field(default=None, repr=False, compare=False)
 
     async def update_progress(self, progress: Any) -> None:
@@ -195,6 +201,8 @@ class Job:
             seq=int(rec.get("seq", 0)),
             worker=rec.get("worker"),
             first_processed_ms=_opt_int(rec.get("first_processed_ms")),
+            cost=int(rec.get("cost") or 0),
+            cost_used=_opt_int(rec.get("cost_used")),
         )
 
 

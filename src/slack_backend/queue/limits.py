@@ -20,6 +20,22 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class TokenBudget:
+    """At most `tokens` of estimated cost started in any window of `window_ms` (reserved at start, settled at finish).
+
+    A job's `cost` is reserved when it starts and settled to what it really used when it completes; a job released
+    by RetryAfter or shutdown gives its reservation back. Estimates should be upper bounds (prompt + max output).
+    """
+
+    tokens: int
+    window_ms: int
+
+    def __post_init__(self) -> None:
+        if self.tokens < 1 or self.window_ms < 1:
+            raise ValueError("token budget tokens and window_ms must be >= 1")
+
+
+@dataclass(frozen=True)
 class GroupSettings:
     """One group's own settings: a weight for its share of starts, and optional cap and rate of its own."""
 
@@ -55,6 +71,7 @@ class QueueLimits:
     global_concurrency: int | None = None
     group_concurrency: int | None = None
     group_rate: RateLimit | None = None
+    budget: TokenBudget | None = None
 
     def to_json(self) -> str:
         out: dict[str, int] = {}
@@ -68,6 +85,9 @@ class QueueLimits:
         if self.group_rate:
             out["group_rate_max"] = self.group_rate.max
             out["group_rate_duration_ms"] = self.group_rate.duration_ms
+        if self.budget:
+            out["budget_tokens"] = self.budget.tokens
+            out["budget_window_ms"] = self.budget.window_ms
         return json.dumps(out, sort_keys=True)
 
     @classmethod
@@ -79,9 +99,11 @@ class QueueLimits:
         group_rate = (
             RateLimit(int(d["group_rate_max"]), int(d["group_rate_duration_ms"])) if d.get("group_rate_max") else None
         )
+        budget = TokenBudget(int(d["budget_tokens"]), int(d["budget_window_ms"])) if d.get("budget_tokens") else None
         return cls(
             rate=rate,
             global_concurrency=d.get("global_concurrency"),
             group_concurrency=d.get("group_concurrency"),
             group_rate=group_rate,
+            budget=budget,
         )

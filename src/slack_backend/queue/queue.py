@@ -94,6 +94,7 @@ class Queue:
         attempts: int | None = None,
         backoff: Backoff | None = None,
         group: str | None = None,
+        cost: int | None = None,
     ) -> AddResult:
         """Add one job; with `job_id`, a second add of the same id while the job is kept does nothing.
 
@@ -106,6 +107,7 @@ class Queue:
             attempts=attempts,
             backoff=backoff,
             group=group,
+            cost=cost,
         )
         return (await self.add_bulk([BulkJob(name, data, options)]))[0]
 
@@ -142,6 +144,8 @@ class Queue:
         }
         if o.job_id is not None:
             spec["id"] = o.job_id
+        if o.cost:
+            spec["cost"] = o.cost
         return spec
 
     # -- reading ------------------------------------------------------------------------------------------
@@ -209,6 +213,15 @@ class Queue:
         """How long the queue is still held by an upstream Retry-After (0 when it is not)."""
         raw = await self.redis.hget(self.keys.key("meta"), "hold_until_ms")
         return max(0, int(raw) - int(time.time() * 1000)) if raw else 0
+
+    async def budget_used(self) -> int:
+        """Tokens reserved or spent by starts inside the budget's current window."""
+        raw = await self.redis.hget(self.keys.key("meta"), "budget_used")
+        return int(raw or 0)
+
+    async def hold(self, delay_ms: int) -> None:
+        """Start no job of this queue for `delay_ms` (an upstream limit says so); a longer hold already set stays."""
+        await self.call("hold", delay_ms, self.max_events)
 
     async def limits(self) -> QueueLimits:
         """The limits every worker of this queue obeys."""

@@ -27,7 +27,7 @@ from slack_backend.queue.queue import Queue
 
 log = structlog.get_logger("slack_backend.queue.worker")
 
-STATUS_STARTED, STATUS_EMPTY, STATUS_LIMITED, STATUS_PAUSED, STATUS_HELD, STATUS_CAPPED = range(6)
+STATUS_STARTED, STATUS_EMPTY, STATUS_LIMITED, STATUS_PAUSED, STATUS_HELD, STATUS_CAPPED, STATUS_BUDGET = range(7)
 STACKS_KEPT = 10
 
 
@@ -63,6 +63,7 @@ class WorkerStats:
     rate_limited_waits: int = 0
     rate_limited_wait_ms: int = 0
     held_waits: int = 0
+    budget_waits: int = 0
     redis_errors: int = 0
 
 
@@ -233,12 +234,14 @@ class Worker:
 
     async def _idle(self, status: int, wait_ms: int) -> None:
         """Sleep exactly until a start may be allowed; block on the wake list when only new work can help."""
-        if status in (STATUS_LIMITED, STATUS_HELD):
+        if status in (STATUS_LIMITED, STATUS_HELD, STATUS_BUDGET):
             if status == STATUS_LIMITED:
                 self.stats.rate_limited_waits += 1
                 self.stats.rate_limited_wait_ms += max(wait_ms, 1)
-            else:
+            elif status == STATUS_HELD:
                 self.stats.held_waits += 1
+            else:
+                self.stats.budget_waits += 1
             await _wait_first(asyncio.sleep(max(wait_ms, 1) / 1000), self._closing.wait())
             return
         timeout_s = self.idle_block_s if wait_ms < 0 else min(self.idle_block_s, wait_ms / 1000)
@@ -303,7 +306,8 @@ class Worker:
             await self._fail(job, token, UnrecoverableError(f"result is not JSON-serializable: {exc}"), bound)
             return
         count, age_ms = self.keep_completed.args()
-        reply = await self._finish_call("complete", job, job.id, token, result_json, count, age_ms, _ev(self))
+        used = -1 if job.cost_used is None else max(0, int(job.cost_used))
+        reply = await self._finish_call("complete", job, job.id, token, result_json, count, age_ms, _ev(self), used)
         if reply is None:
             return
         job.attempts_made += 1

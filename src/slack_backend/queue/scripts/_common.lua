@@ -12,7 +12,8 @@
 --   group_limiter HASH  group -> JSON array of its last start times (ms), oldest first
 --   delayed / active / completed / failed  ZSET id -> due ms / lease deadline ms / finish ms
 --   limiter       LIST  the last `rate_max` start times (ms), newest first: an exact sliding window
---   meta          HASH  seq, vclock, paused, hold_until_ms, config (JSON)
+--   meta          HASH  seq, vclock, paused, hold_until_ms, budget_used, config (JSON)
+--   budget        ZSET  reservation (id:starts) -> ms it was made;  budget_cost HASH reservation -> tokens
 --   events        STREAM (MAXLEN ~);  wake  LIST workers block on
 local rcall = redis.call
 
@@ -128,6 +129,32 @@ local function trim_finished(k, set, keep_count, keep_age_ms, now)
       for _, id in ipairs(victims) do delete_job(k, id) end
       rcall('ZREMRANGEBYRANK', set, 0, excess - 1)
     end
+  end
+end
+
+-- Token budget: reservations made at start, settled at finish, counted while younger than the window.
+local function reservation(rec)
+  return rec.id .. ':' .. (rec.starts or 0)
+end
+
+local function budget_add(k, tokens)
+  local used = tonumber(rcall('HINCRBY', k.meta, 'budget_used', tokens))
+  if used < 0 then rcall('HSET', k.meta, 'budget_used', 0) end
+end
+
+-- Settle a reservation to `tokens` (nil: drop it, nothing was spent); a reservation already out of the
+-- window no longer counts and is left alone.
+local function budget_settle(k, rec, tokens)
+  local member = reservation(rec)
+  local reserved = rcall('HGET', k.budget_cost, member)
+  if not reserved then return end
+  if tokens == nil then
+    rcall('ZREM', k.budget, member)
+    rcall('HDEL', k.budget_cost, member)
+    budget_add(k, -tonumber(reserved))
+  else
+    rcall('HSET', k.budget_cost, member, tokens)
+    budget_add(k, tokens - tonumber(reserved))
   end
 end
 

@@ -1,6 +1,6 @@
 -- add: put new jobs in the queue (waiting, or delayed when a delay is given); idempotent by job id.
 -- KEYS: the queue's key set (QueueKeys order, bound as `k` by the loader)
--- ARGV[1] JSON array of specs {id?, name, data (text), group, priority, delay_ms, opts}
+-- ARGV[1] JSON array of specs {id?, name, data (text), group, priority, delay_ms, cost, opts}
 -- ARGV[2] max events kept in the stream
 -- Returns: flat array {id, created (1 new | 0 already there), ...}
 -- Events: none per job (the stream carries finishes); wakes idle workers.
@@ -21,7 +21,7 @@ for _, spec in ipairs(specs) do
     if not id then id = tostring(seq) end
     local rec = {
       id = id, name = spec.name, group = spec.group, priority = spec.priority, seq = seq,
-      attempts_made = 0, starts = 0, stalls = 0, created_ms = now, opts = spec.opts,
+      attempts_made = 0, starts = 0, stalls = 0, created_ms = now, opts = spec.opts, cost = spec.cost,
     }
     rcall('HSET', k.data, id, spec.data)
     local delay = tonumber(spec.delay_ms or 0)

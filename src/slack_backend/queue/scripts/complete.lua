@@ -2,6 +2,7 @@
 -- KEYS: the queue's key set (QueueKeys order, bound as `k` by the loader)
 -- ARGV[1] job id  ARGV[2] lease token  ARGV[3] result (JSON text)
 -- ARGV[4] keep count (-1 = all)  ARGV[5] keep age ms (0 = no age limit)  ARGV[6] max events
+-- ARGV[7] tokens the run really used (-1 = unknown: its budget reservation stands)
 -- Returns: {code, finished_ms}; code 0 ok | -1 job not found | -2 lease lost
 -- Events: completed (with wait_ms: enqueue to first start, run_ms: this run)
 --@include _common.lua
@@ -12,6 +13,11 @@ if rcall('HGET', k.leases, id) ~= token then return {-2, 0} end
 local now = now_ms()
 local cfg = load_config(k)
 local woke = leave_active(k, cfg, rec, id)
+local used = tonumber(ARGV[7] or '-1')
+if used >= 0 then
+  budget_settle(k, rec, used)
+  rec.cost_used = used
+end
 rec.state = 'completed'
 rec.finished_ms = now
 rec.attempts_made = rec.attempts_made + 1

@@ -4,9 +4,11 @@
 -- ARGV[2] lease length ms
 -- ARGV[3] most jobs to start
 -- Order of checks: paused, queue hold (upstream Retry-After), global rate limit, global concurrency cap,
--- then per group: rate limit (group set aside until due), concurrency cap (group set aside until a slot frees).
+-- then per group: rate limit (group set aside until due), concurrency cap (group set aside until a slot frees),
+-- then the token budget for the job about to start (its `cost` is reserved in the sliding window).
 -- Returns: {status, wait_ms, id1, rec1, data1, token1, id2, ...}
 --   status 0 started jobs | 1 nothing waiting | 2 rate limited | 3 paused | 4 held | 5 at global concurrency cap
+--   | 6 token budget spent until the window frees room
 --   wait_ms: how long until something may change (next due delayed job, limiter slot, hold end); -1 = unknown
 -- Events: none (a start is visible in the active set); a fetch that finds nothing clears stale wake tokens.
 --@include _common.lua
@@ -50,6 +52,22 @@ end
 if rcall('HGET', k.meta, 'paused') then return {3, -1} end
 local hold_until = tonumber(rcall('HGET', k.meta, 'hold_until_ms') or '0')
 if hold_until > now then return {4, hold_until - now} end
+
+-- Reservations older than the window no longer count against the budget.
+local budget_max = tonumber(cfg.budget_tokens or 0)
+local budget_window = tonumber(cfg.budget_window_ms or 0)
+if budget_max > 0 then
+  local old = rcall('ZRANGEBYSCORE', k.budget, '-inf', now - budget_window, 'LIMIT', 0, 1000)
+  if #old > 0 then
+    local freed_tokens = 0
+    for _, member in ipairs(old) do
+      freed_tokens = freed_tokens + tonumber(rcall('HGET', k.budget_cost, member) or '0')
+      rcall('HDEL', k.budget_cost, member)
+    end
+    rcall('ZREM', k.budget, unpack(old))
+    budget_add(k, -freed_tokens)
+  end
+end
 
 local rate_max = tonumber(cfg.rate_max or 0)
 local rate_duration = tonumber(cfg.rate_duration_ms or 0)
@@ -95,8 +113,25 @@ while started < want and tries < want + 32 do
       blocked = true
     end
   end
+  local members = {}
   if not blocked then
-    local members = rcall('ZRANGEBYLEX', k.wait, '[' .. group .. '\0', '(' .. group .. '\1', 'LIMIT', 0, 1)
+    members = rcall('ZRANGEBYLEX', k.wait, '[' .. group .. '\0', '(' .. group .. '\1', 'LIMIT', 0, 1)
+  end
+  if not blocked and #members > 0 and budget_max > 0 then
+    local _, head_id = split_member(members[1])
+    local head = load_rec(k, head_id)
+    local cost = math.min(tonumber(head and head.cost or 0), budget_max)
+    local used = tonumber(rcall('HGET', k.meta, 'budget_used') or '0')
+    if cost > 0 and used + cost > budget_max then
+      -- Wait for the oldest reservation to leave the window; then look again (more may need to leave).
+      local oldest = rcall('ZRANGE', k.budget, 0, 0, 'WITHSCORES')
+      status = 6
+      wait_ms = 1
+      if #oldest > 0 then wait_ms = math.max(1, tonumber(oldest[2]) + budget_window - now) end
+      break
+    end
+  end
+  if not blocked then
     if #members == 0 then
       -- Bookkeeping said the group had work; repair rather than spin.
       rcall('ZREM', k.groups, group)
@@ -135,6 +170,13 @@ while started < want and tries < want + 32 do
         rec.worker = worker_id
         save_rec(k, rec)
         rcall('HSET', k.leases, id, token)
+        local cost = tonumber(rec.cost or 0)
+        if budget_max > 0 and cost > 0 then
+          local member = reservation(rec)
+          rcall('ZADD', k.budget, now, member)
+          rcall('HSET', k.budget_cost, member, cost)
+          budget_add(k, cost)
+        end
         rcall('ZADD', k.active, now + lease_ms, id)
         out[#out + 1] = id
         out[#out + 1] = cjson.encode(rec)

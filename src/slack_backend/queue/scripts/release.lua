@@ -12,6 +12,8 @@ if rcall('HGET', k.leases, id) ~= token then return {-2} end
 local now = now_ms()
 local cfg = load_config(k)
 leave_active(k, cfg, rec, id)
+-- A released run spent nothing of the budget (an upstream 429, or a shutdown before the call finished).
+budget_settle(k, rec, nil)
 local delay = tonumber(ARGV[3])
 if delay > 0 then
   rec.state = 'delayed'
