@@ -13,6 +13,9 @@ from slack_backend.queue import JobDefaults, Queue, create_redis
 from tests.support.engine import QueueFactory
 from tests.support.redis_server import RedisServer
 
+# The pipeline fixtures (fake Slack, fake Claude, the running app and worker) for every test module.
+pytest_plugins = ["tests.support.pipeline"]
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import httpx
-import pytest
-
-from slack_backend.config import Settings, load_settings
+from slack_backend.config import Settings
 from slack_backend.jobs.ledger import RedisDeliveryLedger
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.jobs.workers import build_ai_worker
-from slack_backend.queue import Job, JobState, Queue, Worker, create_redis
-from slack_backend.web import create_app
-from tests.fakes.anthropic_server import Behaviour, FakeAnthropic
+from slack_backend.queue import Job, JobState, Queue, create_redis
+from tests.fakes.anthropic_server import Behaviour
 from tests.fakes.slack_server import FakeSlack
 from tests.support.engine import running, wait_until
+from tests.support.pipeline import PipelineFactory
 from tests.support.slack_requests import (
     BOT_TOKEN,
     CHANNEL,
     EVENT_ID,
-    SECRET,
-    TEAM,
     THREAD_TS,
     TS,
     USER,
@@ -36,78 +28,6 @@ from tests.support.slack_requests import (
     post_signed,
     shortcut_body,
 )
-
-API_KEY = "sk-ant-test-0123456789"
-
-
-@dataclass
-class Pipeline:
-    client: httpx.AsyncClient
-    queue: Queue
-    worker: Worker | None
-    slack: FakeSlack
-    claude: FakeAnthropic
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack(bot_token=BOT_TOKEN, team_id=TEAM) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def claude() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key=API_KEY) as fake:
-        yield fake
-
-
-@pytest.fixture
-def settings_for(
-    redis_url: str, prefix: str, slack: FakeSlack, claude: FakeAnthropic, tmp_path: Path
-) -> Callable[..., Settings]:
-    def factory(**overrides: str) -> Settings:
-        env = {
-            "REDIS_URL": redis_url,
-            "REDIS_PREFIX": prefix,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
-            "SLACK_SIGNING_SECRET": SECRET,
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_API_URL": slack.base_url,
-            "ANTHROPIC_API_KEY": API_KEY,
-            "ANTHROPIC_BASE_URL": claude.base_url,
-            "JOB_BACKOFF_MS": "200",
-            "AI_RATE_LIMIT_MAX": "50",
-        }
-        env.update(overrides)
-        return load_settings(env)
-
-    return factory
-
-
-@pytest.fixture
-def pipeline(
-    settings_for: Callable[..., Settings], slack: FakeSlack, claude: FakeAnthropic
-) -> Callable[..., contextlib.AbstractAsyncContextManager[Pipeline]]:
-    """`async with pipeline() as p:` runs the web app (lifespan and all) and an ai-responses worker."""
-
-    @asynccontextmanager
-    async def run(*, with_worker: bool = True, **overrides: str) -> AsyncIterator[Pipeline]:
-        settings = settings_for(**overrides)
-        redis = create_redis(settings.redis_url_value())
-        app = create_app(settings, redis=redis)
-        async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(redis.aclose)
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
-            )
-            worker = None
-            if with_worker:
-                worker = await build_ai_worker(settings, redis, stack)
-                await stack.enter_async_context(running(worker))
-            yield Pipeline(client, ai_responses_queue(redis, settings), worker, slack, claude)
-
-    return run
 
 
 def draft_posts(posts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -136,7 +56,7 @@ async def job_ended(queue: Queue, job_id: str) -> Job:
     return job
 
 
-async def test_shortcut_gets_progress_then_the_models_draft(pipeline: Any) -> None:
+async def test_shortcut_gets_progress_then_the_models_draft(pipeline: PipelineFactory) -> None:
     """A signed shortcut is acked within 3 s; the user gets a progress update, then the fake model's draft."""
     async with pipeline() as p:
         started = time.monotonic()
@@ -160,7 +80,7 @@ async def test_shortcut_gets_progress_then_the_models_draft(pipeline: Any) -> No
     assert job.result["output_tokens"] > 0
 
 
-async def test_slash_command_gets_the_draft(pipeline: Any) -> None:
+async def test_slash_command_gets_the_draft(pipeline: PipelineFactory) -> None:
     """A slash command's user gets the draft through its response_url."""
     async with pipeline() as p:
         response = await post_signed(p.client, command_body(p.slack, text="Can you review my PR today?"))
@@ -170,7 +90,7 @@ async def test_slash_command_gets_the_draft(pipeline: Any) -> None:
     assert "review my PR" in block_text(draft)
 
 
-async def test_mention_in_a_thread_reads_the_thread_and_posts_ephemerally(pipeline: Any) -> None:
+async def test_mention_in_a_thread_reads_the_thread_and_posts_ephemerally(pipeline: PipelineFactory) -> None:
     """An @mention in a thread: context read from the thread; the draft goes ephemerally to that user in that thread."""
     async with pipeline() as p:
         p.slack.add_thread(
@@ -194,7 +114,7 @@ async def test_mention_in_a_thread_reads_the_thread_and_posts_ephemerally(pipeli
     assert drafts[0].token == BOT_TOKEN
 
 
-async def test_the_same_event_delivered_three_times_makes_one_draft(pipeline: Any) -> None:
+async def test_the_same_event_delivered_three_times_makes_one_draft(pipeline: PipelineFactory) -> None:
     """Slack's retries of one event (same event_id) make one job and one draft."""
     async with pipeline() as p:
         for retry in (None, "1", "2"):
@@ -208,7 +128,7 @@ async def test_the_same_event_delivered_three_times_makes_one_draft(pipeline: An
     assert len(p.claude.message_requests) == 1
 
 
-async def test_model_429_waits_retry_after_without_spending_an_attempt(pipeline: Any) -> None:
+async def test_model_429_waits_retry_after_without_spending_an_attempt(pipeline: PipelineFactory) -> None:
     """The model answers 429 retry-after 2: the job waits ~2 s, its attempts stay unchanged, the draft arrives."""
     async with pipeline() as p:
         p.claude.script(Behaviour.rate_limited(retry_after_s=2))
@@ -222,7 +142,7 @@ async def test_model_429_waits_retry_after_without_spending_an_attempt(pipeline:
     assert second is not first
 
 
-async def test_model_overloaded_twice_then_delivered_after_backoff(pipeline: Any) -> None:
+async def test_model_overloaded_twice_then_delivered_after_backoff(pipeline: PipelineFactory) -> None:
     """529 twice then 200: the draft is delivered after two backoffs, on the third attempt."""
     async with pipeline() as p:
         p.claude.script(Behaviour.overloaded(), Behaviour.overloaded())
@@ -234,7 +154,7 @@ async def test_model_overloaded_twice_then_delivered_after_backoff(pipeline: Any
     assert len(draft_posts(p.slack.response_posts["command1"])) == 1
 
 
-async def test_model_400_fails_at_once_and_the_user_is_told(pipeline: Any) -> None:
+async def test_model_400_fails_at_once_and_the_user_is_told(pipeline: PipelineFactory) -> None:
     """A 400 from the model fails the job on its first attempt and tells the user in plain words."""
     async with pipeline() as p:
         p.claude.script(Behaviour.bad_request())
@@ -250,7 +170,7 @@ async def test_model_400_fails_at_once_and_the_user_is_told(pipeline: Any) -> No
     assert len(p.claude.message_requests) == 1
 
 
-async def test_slack_429_on_delivery_is_honoured_then_delivered(pipeline: Any) -> None:
+async def test_slack_429_on_delivery_is_honoured_then_delivered(pipeline: PipelineFactory) -> None:
     """Slack answers 429 (Retry-After 1) to the draft post: the worker waits and delivers it once."""
     async with pipeline() as p:
         p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
@@ -266,7 +186,9 @@ async def test_slack_429_on_delivery_is_honoured_then_delivered(pipeline: Any) -
     assert took_s >= 1.0
 
 
-async def test_a_rerun_after_posting_posts_nothing_new(pipeline: Any, settings_for: Callable[..., Settings]) -> None:
+async def test_a_rerun_after_posting_posts_nothing_new(
+    pipeline: PipelineFactory, settings_for: Callable[..., Settings]
+) -> None:
     """A worker that posted the draft but died before completing: the rerun after its lease expires posts nothing."""
     settings = settings_for()
     redis = create_redis(settings.redis_url_value())

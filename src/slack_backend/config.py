@@ -87,6 +87,12 @@ class Settings(BaseSettings):
 
     ai_rate_limit_max: int = Field(10, ge=1)
     ai_rate_limit_duration_ms: int = Field(1000, ge=1)
+    # Estimated tokens the ai-responses queue may start per minute (0: no budget); see docs/architecture.md.
+    ai_tokens_per_minute: int = Field(0, ge=0)
+    # Tokens a workspace may use per UTC day (0: no quota); per-workspace overrides live in the database.
+    workspace_daily_token_quota: int = Field(0, ge=0)
+    # Jobs of one workspace running at once across all workers (0: no cap of its own).
+    workspace_concurrency: int = Field(0, ge=0)
     worker_concurrency: int = Field(5, ge=1, le=1000)
     worker_processes: int = Field(1, ge=1, le=64)
     job_attempts: int = Field(4, ge=1, le=100)

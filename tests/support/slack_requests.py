@@ -45,7 +45,9 @@ def shortcut_body(fake: FakeSlack, *, text: str = "Can you send me the Q3 number
     return form({"payload": json.dumps(payload)})
 
 
-def command_body(fake: FakeSlack, *, text: str = "Can you review my PR today?") -> tuple[bytes, str]:
+def command_body(
+    fake: FakeSlack, *, text: str = "Can you review my PR today?", trigger_id: str = TRIGGER_ID
+) -> tuple[bytes, str]:
     return form(
         {
             "command": "/draft",
@@ -57,7 +59,7 @@ def command_body(fake: FakeSlack, *, text: str = "Can you review my PR today?") 
             "user_id": USER,
             "user_name": "ana",
             "response_url": fake.response_url("command1"),
-            "trigger_id": TRIGGER_ID,
+            "trigger_id": trigger_id,
             "api_app_id": "A0APP1",
         }
     )

@@ -42,6 +42,7 @@ async def main(cfg: dict[str, Any]) -> None:
                 await client.delete(marker)
             run = {
                 "id": job.id,
+                "group": job.group,
                 "worker": worker.id,
                 "start_ms": start_ms,
                 "end_ms": int(time.time() * 1000),
@@ -51,11 +52,17 @@ async def main(cfg: dict[str, Any]) -> None:
         return {"ok": True}
 
     limit = cfg.get("rate")
+    limits = None
+    if limit or cfg.get("group_concurrency"):
+        limits = QueueLimits(
+            rate=RateLimit(limit[0], limit[1]) if limit else None,
+            group_concurrency=cfg.get("group_concurrency"),
+        )
     worker = Worker(
         queue,
         processor,
         concurrency=int(cfg.get("concurrency", 5)),
-        limits=QueueLimits(rate=RateLimit(limit[0], limit[1])) if limit else None,
+        limits=limits,
         lease_ms=int(cfg.get("lease_ms", 30_000)),
         stalled_interval_ms=int(cfg.get("stalled_ms", 5_000)),
         keep_completed=KeepJobs(count=None),

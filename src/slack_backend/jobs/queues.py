@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from slack_backend.config import Settings
+from slack_backend.jobs.cost import estimate_cost
 from slack_backend.jobs.types import AIResponseJobData
 from slack_backend.queue import AddResult, Backoff, InvalidJobDataError, JobDefaults, Queue
 
@@ -17,6 +18,7 @@ JOB_NAME = "ai-response"
 # A direct request (shortcut, slash command, mention) goes before passive work of the same workspace.
 DIRECT_PRIORITY = 10
 PASSIVE_PRIORITY = 100
+DEFAULT_MAX_OUTPUT_TOKENS = 1024
 
 
 def ai_responses_queue(redis: Redis, settings: Settings) -> Queue:
@@ -47,10 +49,12 @@ async def queue_ai_response(
     job_id: str | None = None,
     priority: int | None = None,
     delay_ms: int = 0,
+    max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
 ) -> AddResult:
     """Validate and enqueue one AI response request in its workspace's group.
 
     `job_id` (the Slack event_id or trigger_id) makes Slack's retries and duplicate deliveries add nothing.
+    The job's cost (an upper-bound token estimate) is what the AI token budget reserves when it starts.
     Raises InvalidJobDataError, with nothing written, when the data is invalid.
     """
     valid = validate_job_data(data)
@@ -63,4 +67,5 @@ async def queue_ai_response(
         priority=priority,
         delay_ms=delay_ms,
         group=valid.workspace_id,
+        cost=estimate_cost(valid, max_output_tokens),
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -11,22 +13,30 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 
-from slack_backend.ai import ContextMessage, Drafter, DraftRequest, make_drafter
+from slack_backend.ai import ContextMessage, Draft, Drafter, DraftRequest, make_drafter
 from slack_backend.ai.errors import AIRejectedError, TransientAIError, user_message
 from slack_backend.config import Settings
+from slack_backend.jobs.cost import CONTEXT_MAX_CHARS, CONTEXT_MAX_MESSAGES
 from slack_backend.jobs.ledger import RedisDeliveryLedger
 from slack_backend.jobs.queues import ai_responses_queue
+from slack_backend.jobs.quota import QuotaGuard, QuotaVerdict
 from slack_backend.jobs.types import AIResponseJobData, AIResponseJobResult, TriggerKind
-from slack_backend.queue import Job, JobEvent, KeepJobs, QueueLimits, RateLimit, UnrecoverableError, Worker
+from slack_backend.queue import (
+    Job,
+    JobEvent,
+    KeepJobs,
+    QueueLimits,
+    RateLimit,
+    TokenBudget,
+    UnrecoverableError,
+    Worker,
+)
 from slack_backend.slack import SlackDelivery, StaticTokenSource, TokenSource, read_thread, user_facing_reason
 from slack_backend.slack.tokens import InstallationStoreTokenSource
-from slack_backend.store import AuditLog, create_engine, create_tables, installation_store
+from slack_backend.store import AuditLog, QuotaStore, create_engine, create_tables, installation_store
+from slack_backend.store.db import utc_now
 
 log = structlog.get_logger("slack_backend.jobs.workers")
-
-# Thread context read for the model: enough to sound right, bounded so one job stays one small prompt.
-CONTEXT_MAX_MESSAGES = 30
-CONTEXT_MAX_CHARS = 12_000
 
 
 class AIResponseProcessor:
@@ -40,23 +50,33 @@ class AIResponseProcessor:
         tokens: TokenSource | None,
         slack_api_url: str,
         audit: AuditLog | None = None,
+        quota: QuotaGuard | None = None,
+        hold_queue: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._drafter = drafter
         self._delivery = delivery
         self._tokens = tokens
         self._slack_api_url = slack_api_url
         self._audit = audit
+        self._quota = quota
+        self._hold_queue = hold_queue
 
     async def __call__(self, job: Job) -> dict[str, Any]:
         started = time.monotonic()
         data = parse_job_data(job)
         structlog.contextvars.bind_contextvars(workspace=data.workspace_id)
-        await self._audit_started(job)
+        await self._audit_started(job, data)
         token = await self._token(data)
+        if self._quota is not None:
+            verdict = await self._quota.check(data.workspace_id)
+            if not verdict.allowed:
+                return await self._refuse_over_quota(job, data, token, verdict, started)
         await self._delivery.progress(data, token, "Drafting a reply...")
         context = await self._context(data, token)
         request = DraftRequest(trigger_text=data.trigger_text, context=context, requester_user_id=data.user_id)
         draft = await self._drafter.draft(request)
+        job.cost_used = draft.input_tokens + draft.output_tokens
+        await self._respect_provider_limits(draft)
         receipt = await self._delivery.deliver(job.id, data, token, draft.text, offline=draft.offline)
         result = AIResponseJobResult(
             delivered_via=receipt.via,
@@ -70,6 +90,35 @@ class AIResponseProcessor:
         )
         await self._audit_finished(job.id, "completed", result.input_tokens, result.output_tokens, None)
         return result.model_dump(mode="json")
+
+    async def _refuse_over_quota(
+        self, job: Job, data: AIResponseJobData, token: str, verdict: QuotaVerdict, started: float
+    ) -> dict[str, Any]:
+        """No AI call: tell the user when the quota resets, and finish the job (it did what it could)."""
+        now = self._quota.clock() if self._quota else datetime.now(UTC)
+        log.info("over daily quota: no AI call", used=verdict.used, quota=verdict.quota)
+        told = await self._delivery.tell_failure(data, token, verdict.user_text(now))
+        job.cost_used = 0
+        await self._audit_finished(job.id, "completed", 0, 0, "over_quota")
+        return AIResponseJobResult(
+            delivered_via="quota_notice" if told else "none",
+            delivery_parts=1 if told else 0,
+            input_tokens=0,
+            output_tokens=0,
+            model="",
+            offline=False,
+            processing_time_ms=int((time.monotonic() - started) * 1000),
+            draft_chars=0,
+        ).model_dump(mode="json")
+
+    async def _respect_provider_limits(self, draft: Draft) -> None:
+        """When the provider says a limit is spent until its reset, hold every start of the queue until then."""
+        if self._hold_queue is None or draft.rate_limits is None:
+            return
+        hold_s = draft.rate_limits.hold_until_s(datetime.now(UTC))
+        if hold_s:
+            log.warning("AI provider limit spent: holding the queue", hold_ms=int(hold_s * 1000))
+            await self._hold_queue(int(hold_s * 1000))
 
     async def on_failed(self, event: JobEvent) -> None:
         """A job failed for good: tell the user in plain words when we can reach them, and audit it."""
@@ -112,10 +161,12 @@ class AIResponseProcessor:
             log.warning("thread context unavailable", channel=data.channel_id, reason=str(exc))
             return ()
 
-    async def _audit_started(self, job: Job) -> None:
+    async def _audit_started(self, job: Job, data: AIResponseJobData) -> None:
         if self._audit is None:
             return
         try:
+            # Idempotent: the row exists once, however often the job starts.
+            await self._audit.record_queued(job.id, data.workspace_id, data.user_id, data.channel_id, data.trigger)
             await self._audit.record_started(job.id, job.attempts_made + 1)
         except Exception as exc:  # the audit is a record, never a reason to fail a user's draft
             log.warning("audit write failed", job_id=job.id, error=type(exc).__name__)
@@ -129,6 +180,16 @@ class AIResponseProcessor:
             )
         except Exception as exc:  # see _audit_started
             log.warning("audit write failed", job_id=job_id, error=type(exc).__name__)
+
+
+def ai_queue_limits(settings: Settings) -> QueueLimits:
+    """The limits every ai-responses worker obeys: start rate, token budget, per-workspace cap."""
+    budget = TokenBudget(settings.ai_tokens_per_minute, 60_000) if settings.ai_tokens_per_minute else None
+    return QueueLimits(
+        rate=RateLimit(settings.ai_rate_limit_max, settings.ai_rate_limit_duration_ms),
+        group_concurrency=settings.workspace_concurrency or None,
+        budget=budget,
+    )
 
 
 def parse_job_data(job: Job) -> AIResponseJobData:
@@ -153,7 +214,12 @@ def _error_kind(error: BaseException | None) -> str | None:
 
 
 async def build_ai_worker(
-    settings: Settings, redis: Redis, cleanup: contextlib.AsyncExitStack, *, concurrency: int | None = None
+    settings: Settings,
+    redis: Redis,
+    cleanup: contextlib.AsyncExitStack,
+    *,
+    concurrency: int | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Worker:
     """The ai-responses worker with the configured limits; what it opens is closed by `cleanup`."""
     queue = ai_responses_queue(redis, settings)
@@ -178,18 +244,27 @@ async def build_ai_worker(
         return AsyncWebClient(token=token, base_url=slack_api_url)
 
     delivery = SlackDelivery(client_factory, RedisDeliveryLedger(redis, queue))
+    audit = AuditLog(engine)
+    quota = QuotaGuard(
+        QuotaStore(engine),
+        audit,
+        default_daily_tokens=settings.workspace_daily_token_quota,
+        clock=clock or utc_now,
+    )
     processor = AIResponseProcessor(
         drafter=drafter,
         delivery=delivery,
         tokens=tokens,
         slack_api_url=slack_api_url,
-        audit=AuditLog(engine),
+        audit=audit,
+        quota=quota,
+        hold_queue=queue.hold,
     )
     worker = Worker(
         queue,
         processor,
         concurrency=concurrency or settings.worker_concurrency,
-        limits=QueueLimits(rate=RateLimit(settings.ai_rate_limit_max, settings.ai_rate_limit_duration_ms)),
+        limits=ai_queue_limits(settings),
         lease_ms=settings.job_lease_ms,
         stalled_interval_ms=settings.stalled_check_interval_ms,
         keep_completed=KeepJobs(count=settings.keep_completed),

@@ -265,7 +265,9 @@ class _Listeners:
     async def _enqueue(self, data: dict[str, Any], job_id: object, *, retry_num: str | None = None) -> None:
         """Validate and add the job under the Slack-given id, so a re-delivery adds nothing."""
         values = {key: value for key, value in data.items() if value is not None}
-        result = await queue_ai_response(self._queue, values, job_id=_str(job_id))
+        result = await queue_ai_response(
+            self._queue, values, job_id=_str(job_id), max_output_tokens=self._settings.ai_max_tokens
+        )
         log.info(
             "request queued" if result.created else "request already queued",
             job_id=result.job_id,

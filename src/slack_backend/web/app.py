@@ -1,9 +1,11 @@
-"""The Starlette app: Slack's endpoint, the OAuth routes, health probes, and the lifespan that owns Redis."""
+"""The Starlette app: Slack's endpoint, the OAuth routes, health probes, metrics, the admin dashboard, and the
+lifespan that owns Redis and the database engine."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -21,6 +23,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
@@ -34,6 +37,10 @@ from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.logging import get_logger
 from slack_backend.queue import Queue, create_redis
 from slack_backend.slack.ingress import INSTALL_PATH, REDIRECT_URI_PATH, build_bolt_app, resolve_signing_secret
+from slack_backend.store import create_engine
+from slack_backend.store import ping as ping_database
+from slack_backend.web.admin import AdminDashboard
+from slack_backend.web.metrics import Metrics, metrics_routes
 
 log = get_logger(__name__)
 
@@ -42,6 +49,8 @@ SLACK_EVENTS_PATH = "/slack/events"
 MAX_SLACK_BODY_BYTES = 1024 * 1024
 # A probe must answer before the orchestrator's own timeout, even when Redis does not answer at all.
 READY_TIMEOUT_S = 2.0
+# Workers renew leases (and beat) every third of JOB_LEASE_MS; three missed renewals mean no worker is alive.
+HEARTBEAT_MISSED_RENEWALS = 3
 REQUEST_ID_HEADER = "X-Request-ID"
 # An incoming id is echoed only when it is short and plain, so it cannot forge log lines or fill them.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -53,7 +62,10 @@ OAUTH_DISABLED_TEXT = (
 
 @dataclass(frozen=True)
 class WebState:
-    """What the lifespan builds and the routes use; `signing_secret` is the one Bolt verifies with."""
+    """What the lifespan builds and the routes use; `signing_secret` is the one Bolt verifies with.
+
+    `expect_workers`: /readyz also needs a recent worker heartbeat (the app runs with workers).
+    """
 
     settings: Settings
     redis: Redis
@@ -61,6 +73,9 @@ class WebState:
     bolt: AsyncApp
     slack_handler: AsyncSlackRequestHandler
     signing_secret: str
+    engine: AsyncEngine
+    metrics: Metrics
+    expect_workers: bool = False
 
 
 def web_state(app: Starlette) -> WebState:
@@ -79,25 +94,36 @@ def create_app(
     extra_routes: Sequence[BaseRoute] = (),
     installation_store: AsyncInstallationStore | None = None,
     oauth_state_store: AsyncOAuthStateStore | None = None,
+    metrics: Metrics | None = None,
+    expect_workers: bool = False,
 ) -> Starlette:
     """Build the web app. Its lifespan opens Redis (unless `redis` is given, which the caller then closes),
-    builds the queue and the Bolt app, and keeps them in `app.state.web` (a `WebState`); `app.state.redis`,
-    `.queue`, `.bolt` and `.signing_secret` name the same objects.
+    opens the database engine (for /readyz), builds the queue and the Bolt app, and keeps them in `app.state.web`
+    (a `WebState`); `app.state.redis`, `.queue`, `.bolt`, `.signing_secret` and `.metrics` name the same objects.
+    /metrics and the /admin dashboard are always mounted (the dashboard answers 503 without ADMIN_TOKEN).
 
     Args:
         settings: the service settings.
         redis: a client to use instead of one made from the settings.
         slack_client: the Slack Web API client Bolt uses (default: one made from the settings).
-        extra_routes: more routes (admin, metrics), mounted after the built-in ones.
+        extra_routes: more routes, mounted after the built-in ones.
         installation_store: OAuth mode only: where installations are kept.
         oauth_state_store: OAuth mode only: where install states are kept.
+        metrics: the metrics /metrics serves (default: new ones); pass the ones your workers are instrumented with.
+        expect_workers: /readyz also requires a worker heartbeat newer than three lease renewals (`run`: True;
+            `serve`, whose workers run elsewhere and may scale to zero: False).
     """
+    app_metrics = metrics if metrics is not None else Metrics(live_worker_age_ms=settings.job_lease_ms)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # The engine first: an unusable DATABASE_URL fails here, before anything needs closing.
+        engine = create_engine(settings.database_url)
         client = create_redis(settings.redis_url_value()) if redis is None else redis
+        queue: Queue | None = None
         try:
             queue = ai_responses_queue(client, settings)
+            app_metrics.watch(queue)
             secret = resolve_signing_secret(settings)
             bolt = build_bolt_app(
                 settings,
@@ -107,7 +133,8 @@ def create_app(
                 oauth_state_store=oauth_state_store,
                 signing_secret=secret,
             )
-            state = WebState(settings, client, queue, bolt, AsyncSlackRequestHandler(bolt), secret)
+            handler = AsyncSlackRequestHandler(bolt)
+            state = WebState(settings, client, queue, bolt, handler, secret, engine, app_metrics, expect_workers)
             app.state.web = state
             app.state.redis = client
             app.state.queue = queue
@@ -115,6 +142,9 @@ def create_app(
             app.state.signing_secret = secret
             yield
         finally:
+            if queue is not None:
+                app_metrics.unwatch(queue)
+            await engine.dispose()
             if redis is None:
                 await client.aclose()
 
@@ -124,9 +154,14 @@ def create_app(
         Route(REDIRECT_URI_PATH, slack_oauth, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        *metrics_routes(),
+        *AdminDashboard(settings).routes(),
         *extra_routes,
     ]
-    return Starlette(routes=routes, middleware=[Middleware(RequestIdMiddleware)], lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=[Middleware(RequestIdMiddleware)], lifespan=lifespan)
+    # Set now, not in the lifespan: the metrics exist (and workers may be instrumented) before the app starts.
+    app.state.metrics = app_metrics
+    return app
 
 
 async def slack_events(request: Request) -> Response:
@@ -172,7 +207,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Readiness: 200 while Redis answers PING, else 503 with the reason."""
+    """Readiness: 200 while Redis answers PING, the database answers, and (when workers are expected) a worker
+    heartbeat is recent; else 503 with the first reason."""
     state = web_state(request.app)
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
@@ -181,7 +217,32 @@ async def readyz(request: Request) -> Response:
         return _unavailable(f"redis: no answer within {READY_TIMEOUT_S:g} s")
     except (RedisError, OSError) as exc:
         return _unavailable(f"redis: {type(exc).__name__}: {exc}")
+    if not await ping_database(state.engine, timeout_s=READY_TIMEOUT_S):
+        return _unavailable(f"database: no answer within {READY_TIMEOUT_S:g} s")
+    if state.expect_workers:
+        reason = await _workers_missing(state)
+        if reason is not None:
+            return _unavailable(reason)
     return JSONResponse({"status": "ok"})
+
+
+async def _workers_missing(state: WebState) -> str | None:
+    """Why no worker counts as alive, or None when one beat recently enough."""
+    max_age_ms = HEARTBEAT_MISSED_RENEWALS * state.settings.job_lease_ms // 3
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            beats = await state.queue.workers()
+    except TimeoutError:
+        return f"redis: no answer within {READY_TIMEOUT_S:g} s"
+    except (RedisError, OSError) as exc:
+        return f"redis: {type(exc).__name__}: {exc}"
+    now_ms = int(time.time() * 1000)
+    ages = [now_ms - int(beat.get("last_seen_ms", 0)) for beat in beats.values()]
+    if any(age <= max_age_ms for age in ages):
+        return None
+    if not ages:
+        return "workers: no worker heartbeat"
+    return f"workers: newest heartbeat {min(ages) / 1000:.1f} s old (limit {max_age_ms / 1000:g} s)"
 
 
 def _unavailable(reason: str) -> Response:

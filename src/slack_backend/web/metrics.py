@@ -1,0 +1,353 @@
+"""Prometheus metrics: job outcomes and timings from worker hooks, queue state read from Redis at scrape time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+from redis.exceptions import RedisError
+from slack_sdk.errors import SlackApiError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from slack_backend.logging import get_logger
+from slack_backend.queue import Job, JobEvent, JobState, Queue, Worker
+from slack_backend.slack.errors import AppNotInstalledError, ResponseUrlError, SlackRejectedError
+
+log = get_logger(__name__)
+
+METRICS_PATH = "/metrics"
+OUTCOMES = ("completed", "failed", "retried", "released", "stalled")
+TOKEN_DIRECTIONS = ("input", "output")
+# Jobs wait behind a rate limit of a few starts a second, and an LLM call runs for seconds: buckets span both.
+WAIT_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+RUN_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+# A scrape must answer before Prometheus gives up (10 s by default), even when Redis hangs.
+REFRESH_TIMEOUT_S = 2.0
+# Label values come from error codes we did not write; anything else is folded into "other" to bound cardinality.
+_KIND = re.compile(r"^[a-z0-9_]{1,48}$")
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own (never the process-global default one).
+
+    Hooks on instrumented workers count outcomes and observe timings as they happen; queue depth and live workers
+    are read from Redis by `refresh()` just before each scrape; worker counters (rate-limit waits, Redis errors)
+    are read from `worker.stats` during collection.
+
+    Args:
+        live_worker_age_ms: a heartbeat older than this does not count as a live worker (default: the 30 s lease;
+            workers beat every third of their lease).
+    """
+
+    def __init__(self, *, live_worker_age_ms: int = 30_000) -> None:
+        self.registry = CollectorRegistry()
+        self.live_worker_age_ms = live_worker_age_ms
+        self._queues: dict[str, Queue] = {}
+        self._workers: list[Worker] = []
+        self._refresh_redis_errors = 0
+        r = self.registry
+        self.jobs = Counter(
+            "slack_backend_jobs", "Jobs finished or handed back, by outcome.", ["queue", "outcome"], registry=r
+        )
+        self.job_wait = Histogram(
+            "slack_backend_job_wait_seconds",
+            "Completed jobs: time from enqueue to first start.",
+            ["queue"],
+            buckets=WAIT_BUCKETS_S,
+            registry=r,
+        )
+        self.job_run = Histogram(
+            "slack_backend_job_run_seconds",
+            "Completed jobs: time from start to finish of the run that completed.",
+            ["queue"],
+            buckets=RUN_BUCKETS_S,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "slack_backend_queue_depth",
+            "Jobs in each state (read from Redis at scrape).",
+            ["queue", "state"],
+            registry=r,
+        )
+        self.workers = Gauge(
+            "slack_backend_workers", "Workers with a recent heartbeat (from Redis).", ["queue"], registry=r
+        )
+        self.ai_tokens = Counter(
+            "slack_backend_ai_tokens",
+            "Model tokens used by completed jobs, by workspace and direction (input/output).",
+            ["workspace", "direction"],
+            registry=r,
+        )
+        self.slack_delivery_errors = Counter(
+            "slack_backend_slack_delivery_errors",
+            "Slack API and response_url errors that failed or retried a job, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        r.register(_WorkerStatsCollector(self))
+
+    # -- wiring ---------------------------------------------------------------------------------------------
+
+    def watch(self, queue: Queue) -> None:
+        """Report `queue`'s depth and live workers; a later queue of the same name takes its place."""
+        self._queues[queue.name] = queue
+        for state in JobState:
+            self.queue_depth.labels(queue.name, state.value)
+        self.workers.labels(queue.name)
+
+    def unwatch(self, queue: Queue) -> None:
+        """Stop reading `queue` (its client is about to close); another queue of the same name stays."""
+        if self._queues.get(queue.name) is queue:
+            del self._queues[queue.name]
+
+    def instrument(self, worker: Worker) -> None:
+        """Count what `worker` does (hooks), read its stats at each scrape, and watch its queue."""
+        name = worker.queue.name
+        self._workers.append(worker)
+        if name not in self._queues:
+            self.watch(worker.queue)
+        for outcome in OUTCOMES:
+            self.jobs.labels(name, outcome)
+        self.job_wait.labels(name)
+        self.job_run.labels(name)
+
+        def completed(event: JobEvent) -> None:
+            self.jobs.labels(name, "completed").inc()
+            if event.job is not None:
+                self._observe_completed(name, event.job, event.result)
+
+        def failed(event: JobEvent) -> None:
+            self.jobs.labels(name, "failed").inc()
+            self._count_delivery_error(event.error)
+
+        def retrying(event: JobEvent) -> None:
+            self.jobs.labels(name, "retried").inc()
+            self._count_delivery_error(event.error)
+
+        def released(event: JobEvent) -> None:
+            self.jobs.labels(name, "released").inc()
+
+        def stalled(event: JobEvent) -> None:
+            self.jobs.labels(name, "stalled").inc()
+            if event.final:
+                # Too many stalls failed it for good: that is a failure as well as a stall.
+                self.jobs.labels(name, "failed").inc()
+
+        worker.on("completed", completed)
+        worker.on("failed", failed)
+        worker.on("retrying", retrying)
+        worker.on("released", released)
+        worker.on("stalled", stalled)
+
+    def count_delivery_error(self, kind: str) -> None:
+        """Count a Slack delivery error the engine never sees (a swallowed progress update, say)."""
+        self.slack_delivery_errors.labels(_safe_kind(kind)).inc()
+
+    # -- scraping -------------------------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Read queue depth and live workers from Redis; on failure keep the last values and count the error."""
+        try:
+            async with asyncio.timeout(REFRESH_TIMEOUT_S):
+                for queue in list(self._queues.values()):
+                    counts = await queue.counts()
+                    beats = await queue.workers()
+                    for state, count in counts.items():
+                        self.queue_depth.labels(queue.name, state.value).set(count)
+                    self.workers.labels(queue.name).set(_live(beats, self.live_worker_age_ms))
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._refresh_redis_errors += 1
+            log.warning("metrics refresh failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def render(self) -> bytes:
+        """Refresh from Redis, then the text exposition of every metric."""
+        await self.refresh()
+        return generate_latest(self.registry)
+
+    def worker_totals(self) -> dict[str, WorkerTotals]:
+        """Rate-limit waits by queue name, summed over the instrumented workers."""
+        totals: dict[str, WorkerTotals] = {}
+        for worker in self._workers:
+            t = totals.setdefault(worker.queue.name, WorkerTotals())
+            t.rate_limited_waits += worker.stats.rate_limited_waits
+            t.rate_limited_wait_ms += worker.stats.rate_limited_wait_ms
+        return totals
+
+    def redis_errors(self) -> int:
+        """Redis errors seen by the instrumented workers and by metric refreshes."""
+        return self._refresh_redis_errors + sum(w.stats.redis_errors for w in self._workers)
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def _observe_completed(self, queue: str, job: Job, result: Any) -> None:
+        now_ms = int(time.time() * 1000)
+        # The same definitions as the `completed` stream event: enqueue to first start, and this run alone.
+        start_ms = job.first_processed_ms if job.first_processed_ms is not None else job.processed_ms
+        if start_ms is not None:
+            self.job_wait.labels(queue).observe(max(0, start_ms - job.created_ms) / 1000)
+        if job.processed_ms is not None:
+            self.job_run.labels(queue).observe(max(0, now_ms - job.processed_ms) / 1000)
+        outcome = result if isinstance(result, dict) else job.result
+        if not isinstance(outcome, dict):
+            return
+        workspace = job.group or "none"
+        for direction in TOKEN_DIRECTIONS:
+            tokens = outcome.get(f"{direction}_tokens")
+            if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0:
+                self.ai_tokens.labels(workspace, direction).inc(tokens)
+
+    def _count_delivery_error(self, error: BaseException | None) -> None:
+        kind = delivery_error_kind(error)
+        if kind is not None:
+            self.slack_delivery_errors.labels(kind).inc()
+
+
+@dataclass
+class WorkerTotals:
+    """Counters summed over one queue's instrumented workers."""
+
+    rate_limited_waits: int = 0
+    rate_limited_wait_ms: int = 0
+
+
+class _WorkerStatsCollector:
+    """Counters that live on `worker.stats`, read at collection time (they only grow, as counters must)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families({}, 0)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self._metrics.worker_totals(), self._metrics.redis_errors())
+
+    @staticmethod
+    def _families(totals: dict[str, WorkerTotals], redis_errors: int) -> Iterator[Metric]:
+        waits = CounterMetricFamily(
+            "slack_backend_rate_limit_waits", "Times a worker slept on the rate limit.", labels=["queue"]
+        )
+        wait_s = CounterMetricFamily(
+            "slack_backend_rate_limit_wait_seconds",
+            "Time workers slept on the rate limit.",
+            labels=["queue"],
+        )
+        for queue, t in sorted(totals.items()):
+            waits.add_metric([queue], t.rate_limited_waits)
+            wait_s.add_metric([queue], t.rate_limited_wait_ms / 1000)
+        yield waits
+        yield wait_s
+        yield CounterMetricFamily(
+            "slack_backend_redis_errors", "Redis errors seen by workers and metric refreshes.", value=redis_errors
+        )
+
+
+def delivery_error_kind(error: BaseException | None) -> str | None:
+    """The metric kind of a Slack delivery error (an error code or HTTP status), or None for other errors."""
+    cause = error
+    # A classified error keeps the SlackApiError it came from as its cause.
+    while cause is not None:
+        if isinstance(cause, SlackRejectedError):
+            return _safe_kind(cause.error)
+        if isinstance(cause, AppNotInstalledError):
+            return "not_installed"
+        if isinstance(cause, ResponseUrlError):
+            return _safe_kind(f"response_url_http_{cause.status_code}")
+        if isinstance(cause, SlackApiError):
+            data = getattr(cause.response, "data", None)
+            code = data.get("error") if isinstance(data, dict) else None
+            return _safe_kind(code if isinstance(code, str) and code else "api_error")
+        cause = cause.__cause__
+    return None
+
+
+def _safe_kind(kind: str) -> str:
+    return kind if _KIND.match(kind) else "other"
+
+
+def _live(beats: dict[str, dict[str, Any]], max_age_ms: int) -> int:
+    now_ms = int(time.time() * 1000)
+    return sum(1 for beat in beats.values() if now_ms - int(beat.get("last_seen_ms", 0)) <= max_age_ms)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """GET /metrics: the text exposition of the app's `Metrics` (`app.state.metrics`)."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if not isinstance(metrics, Metrics):
+        raise RuntimeError("app.state.metrics is not set: build the app with create_app or metrics_app")
+    return Response(await metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_routes() -> list[Route]:
+    """The /metrics route; the app must hold its `Metrics` in `app.state.metrics`."""
+    return [Route(METRICS_PATH, metrics_endpoint, methods=["GET"])]
+
+
+def metrics_app(metrics: Metrics) -> Starlette:
+    """A Starlette app that serves only /metrics (what a worker process exposes)."""
+    app = Starlette(routes=metrics_routes())
+    app.state.metrics = metrics
+    return app
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the process's shutdown logic decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass(frozen=True)
+class MetricsServer:
+    """A running /metrics server: the address it listens on."""
+
+    host: str
+    port: int
+
+
+@contextlib.asynccontextmanager
+async def serve_metrics(metrics: Metrics, port: int, *, host: str = "127.0.0.1") -> AsyncIterator[MetricsServer]:
+    """Serve `metrics` at http://host:port/metrics for the block's duration (port 0: any free port).
+
+    Raises:
+        OSError: the port cannot be bound (in use, or not allowed); nothing is left running.
+    """
+    # Bound here rather than by uvicorn, which exits the process when it cannot bind.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    bound_port = int(sock.getsockname()[1])
+    config = uvicorn.Config(metrics_app(metrics), log_config=None, access_log=False, lifespan="off")
+    server = _QuietServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="metrics server")
+    try:
+        while not server.started:
+            if task.done():
+                await task
+                raise OSError(f"metrics server on {host}:{bound_port} stopped while starting")
+            await asyncio.sleep(0.01)
+        log.info("metrics server started", host=host, port=bound_port)
+        yield MetricsServer(host, bound_port)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
