@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import structlog
 import uvicorn
@@ -21,6 +22,9 @@ from slack_backend.config import Settings
 from slack_backend.jobs.workers import build_ai_worker
 from slack_backend.queue import Worker, create_redis
 from slack_backend.queue.runner import HANDLED_SIGNALS, ShutdownSignals
+
+if TYPE_CHECKING:
+    from slack_backend.web.metrics import Metrics
 
 log = structlog.get_logger("slack_backend.app")
 
@@ -33,9 +37,24 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def run_service(settings: Settings, *, web: bool, worker: bool, concurrency: int | None = None) -> None:
-    """Run the web app, a worker, or both in this process until a signal asks it to stop."""
+async def run_service(
+    settings: Settings,
+    *,
+    web: bool,
+    worker: bool,
+    concurrency: int | None = None,
+    metrics: Metrics | None = None,
+) -> None:
+    """Run the web app, a worker, or both in this process until a signal asks it to stop.
+
+    Metrics (`metrics`, or new ones) count this process's worker; the web app serves them at /metrics, and a
+    worker-only process serves them on WORKER_METRICS_PORT when it is set. With web and worker together, /readyz
+    also waits for the worker's heartbeat.
+    """
     from slack_backend.web.app import create_app
+    from slack_backend.web.metrics import Metrics, serve_metrics
+
+    app_metrics = metrics if metrics is not None else Metrics(live_worker_age_ms=settings.job_lease_ms)
 
     redis = create_redis(settings.redis_url_value(), client_name="slack-backend")
     signals = ShutdownSignals()
@@ -47,10 +66,11 @@ async def run_service(settings: Settings, *, web: bool, worker: bool, concurrenc
     try:
         if worker:
             ai_worker = await build_ai_worker(settings, redis, cleanup, concurrency=concurrency)
+            app_metrics.instrument(ai_worker)
             tasks.append(asyncio.create_task(ai_worker.run(), name="ai worker"))
         if web:
             config = uvicorn.Config(
-                create_app(settings, redis=redis),
+                create_app(settings, redis=redis, metrics=app_metrics, expect_workers=worker),
                 host=settings.host,
                 port=settings.port,
                 log_config=None,
@@ -59,6 +79,10 @@ async def run_service(settings: Settings, *, web: bool, worker: bool, concurrenc
             )
             server = _EmbeddedServer(config)
             tasks.append(asyncio.create_task(server.serve(), name="web"))
+        elif worker and settings.worker_metrics_port is not None:
+            await cleanup.enter_async_context(
+                serve_metrics(app_metrics, settings.worker_metrics_port, host=settings.host)
+            )
         log.info("service started", web=web, worker=worker, port=settings.port if web else None)
         stopper = asyncio.create_task(signals.requested.wait())
         await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)

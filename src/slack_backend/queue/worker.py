@@ -398,7 +398,9 @@ class Worker:
                 if pairs:
                     lost = await self.queue.call("extend", self.lease_ms, *pairs)
                     for job_id in lost:
-                        self._log.warning("lease lost while running", job_id=job_id)
+                        # A job that finished while the renewal was under way gave its lease up itself.
+                        if job_id in self._running:
+                            self._log.warning("lease lost while running", job_id=job_id)
                 self._watch.ready()
             except RedisError as exc:
                 await self._redis_failed(exc)
