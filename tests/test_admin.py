@@ -165,7 +165,8 @@ async def test_login_cookie_is_httponly_strict_and_never_the_token(serve: Serve,
     async with serve() as client:
         login = await client.post("/admin/login", data={"token": ADMIN_TOKEN}, headers=SAME_ORIGIN)
         page = await client.get("/admin")
-        bearer = await client.get("/admin", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, cookies={})
+        client.cookies.clear()
+        bearer = await client.get("/admin", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     cookie = login.headers["set-cookie"]
     assert cookie.startswith("sb_admin_session=")
     assert "httponly" in cookie.lower()

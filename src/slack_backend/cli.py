@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from slack_backend import __version__, cli_jobs, cli_service, cli_try
+from slack_backend import __version__, cli_jobs, cli_quota, cli_service, cli_try
 from slack_backend.config import ConfigError, Settings, format_config_error, load_settings
 
 # Command groups live in their own modules and join with `app.add_typer(...)`.
@@ -66,6 +66,7 @@ def version() -> None:
 cli_service.register(app, settings_or_exit)
 cli_jobs.register(app, settings_or_exit)
 cli_try.register(app, settings_or_exit)
+cli_quota.register(app, settings_or_exit)
 
 
 def main() -> None:

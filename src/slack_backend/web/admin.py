@@ -281,10 +281,11 @@ def _queue(request: Request) -> Queue:
 
 
 async def _read_form(request: Request) -> dict[str, str] | Response:
-    """An urlencoded form body (the only kind our pages send), bounded in size."""
+    """An urlencoded form body (the only kind our pages send), bounded in size; any other body has no fields, so
+    it fails the token or CSRF check that follows."""
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
-        return HTMLResponse("expected a form (application/x-www-form-urlencoded)", status_code=415)
+        return {}
     chunks: list[bytes] = []
     size = 0
     try:

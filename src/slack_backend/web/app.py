@@ -218,7 +218,7 @@ async def readyz(request: Request) -> Response:
     except (RedisError, OSError) as exc:
         return _unavailable(f"redis: {type(exc).__name__}: {exc}")
     if not await ping_database(state.engine, timeout_s=READY_TIMEOUT_S):
-        return _unavailable(f"database: no answer within {READY_TIMEOUT_S:g} s")
+        return _unavailable(f"database: no answer to SELECT 1 within {READY_TIMEOUT_S:g} s")
     if state.expect_workers:
         reason = await _workers_missing(state)
         if reason is not None:
