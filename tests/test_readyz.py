@@ -116,12 +116,12 @@ async def test_not_ready_while_redis_is_down_and_ready_again_after(
     assert down_after_s < 5
 
 
-async def test_not_ready_when_the_database_does_not_answer(
-    make_settings: Callable[..., Settings], tmp_path: Path
-) -> None:
-    """A database that cannot be opened: 503 with a database reason, though Redis is fine."""
-    missing = tmp_path / "no-such-dir" / "x.db"
-    async with served(make_settings(DATABASE_URL=f"sqlite+aiosqlite:///{missing}")) as client:
+async def test_not_ready_when_the_database_does_not_answer(make_settings: Callable[..., Settings]) -> None:
+    """A database that does not answer: 503 with a database reason, though Redis is fine."""
+    # PostgreSQL on a closed port: refused at once. (A SQLite file that cannot be opened would do too, but aiosqlite
+    # then stops its thread without waiting, which can call back into the test's closed event loop.)
+    closed = "postgresql+asyncpg://nobody:nothing@127.0.0.1:1/none"
+    async with served(make_settings(DATABASE_URL=closed)) as client:
         response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["reason"].startswith("database: ")

@@ -80,9 +80,13 @@ async def run_service(
             server = _EmbeddedServer(config)
             tasks.append(asyncio.create_task(server.serve(), name="web"))
         elif worker and settings.worker_metrics_port is not None:
-            await cleanup.enter_async_context(
-                serve_metrics(app_metrics, settings.worker_metrics_port, host=settings.host)
-            )
+            try:
+                await cleanup.enter_async_context(
+                    serve_metrics(app_metrics, settings.worker_metrics_port, host=settings.host)
+                )
+            except OSError as exc:
+                # Jobs matter more than their metrics: a taken port must not stop (or crash-loop) the worker.
+                log.error("worker metrics port unavailable", port=settings.worker_metrics_port, error=str(exc))
         log.info("service started", web=web, worker=worker, port=settings.port if web else None)
         stopper = asyncio.create_task(signals.requested.wait())
         await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)

@@ -2,6 +2,10 @@
 
 Each run appends {id, worker, start_ms, end_ms, overlap} to the Redis list `<tag>:test:runs`; `overlap` is true
 when another live run of the same job held the job's marker (two owners at once).
+
+Optional keys beyond the basics: `max_stalls` (default 1), `marker_ms` (the marker's lifetime, default lease_ms:
+keep it below the lease so a killed owner's marker is gone before its job can be recovered), `result_worker` (the
+result names the worker that wrote it) and `idle_block_s` (default 5).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ async def main(cfg: dict[str, Any]) -> None:
         start_ms = int(time.time() * 1000)
         marker = f"{queue.keys.tag}:test:marker:{job.id}"
         # Ownership lasts as long as a lease: a killed worker's marker expires when its lease would.
-        owned = await client.set(marker, worker.id, nx=True, px=int(cfg.get("lease_ms", 30_000)))
+        marker_ms = int(cfg.get("marker_ms", cfg.get("lease_ms", 30_000)))
+        owned = await client.set(marker, worker.id, nx=True, px=marker_ms)
         ms = float(job.data.get("ms", 0)) if isinstance(job.data, dict) else 0.0
         ms = float(cfg.get("job_ms", ms))
         try:
@@ -49,6 +54,8 @@ async def main(cfg: dict[str, Any]) -> None:
                 "overlap": not owned,
             }
             await client.rpush(runs_key, json.dumps(run))
+        if cfg.get("result_worker"):
+            return {"ok": True, "worker": worker.id}
         return {"ok": True}
 
     limit = cfg.get("rate")
@@ -67,6 +74,8 @@ async def main(cfg: dict[str, Any]) -> None:
         stalled_interval_ms=int(cfg.get("stalled_ms", 5_000)),
         keep_completed=KeepJobs(count=None),
         keep_failed=KeepJobs(count=None),
+        max_stalls=int(cfg.get("max_stalls", 1)),
+        idle_block_s=float(cfg.get("idle_block_s", 5.0)),
     )
     try:
         await run_until_signalled([worker], shutdown_timeout_s=cfg.get("shutdown_timeout_s"))

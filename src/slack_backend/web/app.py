@@ -41,6 +41,7 @@ from slack_backend.store import create_engine
 from slack_backend.store import ping as ping_database
 from slack_backend.web.admin import AdminDashboard
 from slack_backend.web.metrics import Metrics, metrics_routes
+from slack_backend.web.slack_guard import refusal
 
 log = get_logger(__name__)
 
@@ -189,7 +190,15 @@ async def slack_events(request: Request) -> Response:
         body.decode("utf-8")
     except UnicodeDecodeError:
         return PlainTextResponse("body is not UTF-8", status_code=400)
-    bolt_request = to_async_bolt_request(request, body, {"request_id": request.state.request_id})
+    refused = refusal(body, request.headers, state.signing_secret)
+    if refused is not None:
+        return PlainTextResponse(refused[1], status_code=refused[0])
+    try:
+        bolt_request = to_async_bolt_request(request, body, {"request_id": request.state.request_id})
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:
+        # Signed but not shaped like anything Slack sends: Bolt cannot read its ids, so no listener could run.
+        log.warning("malformed slack request", error=f"{type(exc).__name__}: {exc}")
+        return PlainTextResponse("malformed Slack request body", status_code=400)
     return to_starlette_response(await state.bolt.async_dispatch(bolt_request))
 
 
