@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from slack_backend.config import Settings
@@ -20,6 +21,7 @@ from tests.support.slack_requests import (
     BOT_TOKEN,
     CHANNEL,
     EVENT_ID,
+    TEAM,
     THREAD_TS,
     TS,
     USER,
@@ -225,3 +227,40 @@ async def _only_job_id(queue: Queue) -> str:
         if ids:
             return ids[0]
     raise AssertionError("no job")
+
+
+async def test_multi_workspace_token_comes_from_the_installation_store(
+    pipeline: PipelineFactory, tmp_path: Path
+) -> None:
+    """OAuth mode, no SLACK_BOT_TOKEN: the workspace's bot token is read from the database store at use time."""
+    from slack_sdk.oauth.installation_store import Installation
+
+    from slack_backend.store import create_engine, create_tables, installation_store
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        await create_tables(engine)
+        store = installation_store(engine, "1111.2222")
+        await store.async_save(
+            Installation(
+                app_id="A0APP1",
+                enterprise_id=None,
+                team_id=TEAM,
+                user_id=USER,
+                bot_token=BOT_TOKEN,
+                bot_id="B0BOT1",
+                bot_user_id="U0FAKEBOT",
+                bot_scopes=["commands", "chat:write", "app_mentions:read"],
+            )
+        )
+        oauth = {"SLACK_BOT_TOKEN": "", "SLACK_CLIENT_ID": "1111.2222", "SLACK_CLIENT_SECRET": "oauth-secret-000"}
+        async with pipeline(**oauth) as p:
+            p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
+            response = await post_signed(p.client, mention_body())
+            assert response.status_code == 200
+            job = await job_ended(p.queue, EVENT_ID)
+        assert job.state is JobState.COMPLETED
+        drafts = [c for c in p.slack.calls_to("chat.postEphemeral") if c.params.get("blocks")]
+        assert [c.token for c in drafts] == [BOT_TOKEN]
+    finally:
+        await engine.dispose()

@@ -103,14 +103,26 @@ async def run_service(
         log.info("service stopped")
 
 
-def supervise_workers(processes: int, concurrency: int | None) -> int:
-    """Start `processes` worker processes and forward signals to them; exit 0 when all exited cleanly."""
+def supervise_workers(processes: int, concurrency: int | None, metrics_port: int | None = None) -> int:
+    """Start `processes` worker processes and forward signals to them; exit 0 when all exited cleanly.
+
+    With `metrics_port`, child i serves its /metrics on metrics_port + i.
+    """
+    if metrics_port is not None and metrics_port + processes - 1 > 65535:
+        raise ValueError(f"WORKER_METRICS_PORT {metrics_port} leaves no room for {processes} processes")
     args = [sys.executable, "-m", "slack_backend.cli", "worker", "--processes", "1"]
     if concurrency is not None:
         args += ["--concurrency", str(concurrency)]
+
+    def child_env(i: int) -> dict[str, str]:
+        env = dict(os.environ)
+        if metrics_port is not None:
+            env["WORKER_METRICS_PORT"] = str(metrics_port + i)
+        return env
+
     # Own sessions: a terminal's Ctrl-C reaches only this supervisor, which forwards it once; otherwise each child
     # would see it twice (from the terminal and from us) and take it as the "exit now" second signal.
-    children = [subprocess.Popen(args, start_new_session=True) for _ in range(processes)]
+    children = [subprocess.Popen(args, start_new_session=True, env=child_env(i)) for i in range(processes)]
     log.info("worker processes started", processes=processes, pids=[c.pid for c in children])
 
     def forward(signum: int, _frame: object) -> None:

@@ -47,4 +47,9 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
         if count == 1:
             asyncio.run(run_service(settings, web=False, worker=True, concurrency=concurrency))
             return
-        raise typer.Exit(supervise_workers(count, concurrency))
+        try:
+            code = supervise_workers(count, concurrency, settings.worker_metrics_port)
+        except ValueError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+        raise typer.Exit(code)

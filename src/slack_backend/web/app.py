@@ -37,7 +37,9 @@ from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.logging import get_logger
 from slack_backend.queue import Queue, create_redis
 from slack_backend.slack.ingress import INSTALL_PATH, REDIRECT_URI_PATH, build_bolt_app, resolve_signing_secret
-from slack_backend.store import create_engine
+from slack_backend.store import create_engine, create_tables
+from slack_backend.store import installation_store as store_installations
+from slack_backend.store import oauth_state_store as store_oauth_states
 from slack_backend.store import ping as ping_database
 from slack_backend.web.admin import AdminDashboard
 from slack_backend.web.metrics import Metrics, metrics_routes
@@ -126,12 +128,18 @@ def create_app(
             queue = ai_responses_queue(client, settings)
             app_metrics.watch(queue)
             secret = resolve_signing_secret(settings)
+            installations, states = installation_store, oauth_state_store
+            if settings.slack_client_id is not None and installations is None:
+                # The workers read bot tokens from this same database, so installs must land here too.
+                await create_tables(engine)
+                installations = store_installations(engine, settings.slack_client_id)
+                states = states or store_oauth_states(engine)
             bolt = build_bolt_app(
                 settings,
                 queue,
                 client=slack_client,
-                installation_store=installation_store,
-                oauth_state_store=oauth_state_store,
+                installation_store=installations,
+                oauth_state_store=states,
                 signing_secret=secret,
             )
             handler = AsyncSlackRequestHandler(bolt)
