@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +57,19 @@ class RateLimitView:
 
 
 @dataclass(frozen=True)
+class BudgetView:
+    """The token budget now: tokens started in its window, and the limit (None: no budget)."""
+
+    used_tokens: int
+    limit_tokens: int | None
+    window_ms: int | None
+
+
+UsageLookup = Callable[[Sequence[str]], Awaitable[dict[str, tuple[int, int]]]]
+"""Workspaces -> (daily token quota (0: none), tokens used today)."""
+
+
+@dataclass(frozen=True)
 class Overview:
     """Everything the dashboard's front page shows."""
 
@@ -67,6 +80,8 @@ class Overview:
     workers: list[WorkerRow]
     rate_limit: RateLimitView
     groups: list[GroupInfo]
+    budget: BudgetView
+    usage: dict[str, tuple[int, int]]
 
     def chart_data(self) -> dict[str, list[Any]]:
         """The charts' series, for the page's script."""
@@ -79,8 +94,10 @@ class Overview:
         }
 
 
-async def read_overview(queue: Queue, *, stale_after_ms: int, now_ms: int | None = None) -> Overview:
-    """Read the front page's numbers from Redis (a handful of reads, run together)."""
+async def read_overview(
+    queue: Queue, *, stale_after_ms: int, now_ms: int | None = None, usage: UsageLookup | None = None
+) -> Overview:
+    """Read the front page's numbers from Redis (a handful of reads, run together), and quota use if given."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     counts, events, beats, rate, groups = await asyncio.gather(
         queue.counts(),
@@ -89,6 +106,10 @@ async def read_overview(queue: Queue, *, stale_after_ms: int, now_ms: int | None
         rate_limit_view(queue, now),
         queue.groups(limit=10),
     )
+    limits, budget_used = await asyncio.gather(queue.limits(), queue.budget_used())
+    budget = limits.budget
+    budget_view = BudgetView(budget_used, budget.tokens if budget else None, budget.window_ms if budget else None)
+    quota_use = await usage([g.group for g in groups if g.group]) if usage is not None else {}
     return Overview(
         queue_name=queue.name,
         now_ms=now,
@@ -97,6 +118,8 @@ async def read_overview(queue: Queue, *, stale_after_ms: int, now_ms: int | None
         workers=worker_rows(beats, now, stale_after_ms),
         rate_limit=rate,
         groups=groups,
+        budget=budget_view,
+        usage=quota_use,
     )
 
 

@@ -10,11 +10,14 @@ and failure reasons only: never job data, results or progress, which hold users'
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -22,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from slack_backend.config import Settings
 from slack_backend.logging import get_logger
 from slack_backend.queue import Job, JobNotFoundError, JobState, JobStateError, Queue
+from slack_backend.store import AuditLog, QuotaStore
 from slack_backend.web._admin_auth import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -30,7 +34,7 @@ from slack_backend.web._admin_auth import (
     AdminSession,
     cross_site_reason,
 )
-from slack_backend.web._dashboard_data import read_overview
+from slack_backend.web._dashboard_data import UsageLookup, read_overview
 
 log = get_logger(__name__)
 
@@ -61,6 +65,7 @@ class AdminDashboard:
         self._auth = AdminAuth(token.get_secret_value()) if token is not None else None
         # Workers beat every third of their lease: a beat older than three renewals (one lease) means trouble.
         self._stale_after_ms = settings.job_lease_ms
+        self._default_quota = settings.workspace_daily_token_quota
         self._env = Environment(
             loader=PackageLoader("slack_backend.web", "templates"),
             autoescape=True,
@@ -86,12 +91,19 @@ class AdminDashboard:
 
     # -- pages ----------------------------------------------------------------------------------------------
 
+    def _usage_reader(self, request: Request) -> UsageLookup | None:
+        state = getattr(request.app.state, "web", None)
+        engine = getattr(state, "engine", None)
+        if not isinstance(engine, AsyncEngine):
+            return None
+        return _usage_today(engine, self._default_quota)
+
     async def overview(self, request: Request) -> Response:
         session = self._page_session(request)
         if isinstance(session, Response):
             return session
         queue = _queue(request)
-        overview = await read_overview(queue, stale_after_ms=self._stale_after_ms)
+        overview = await read_overview(queue, stale_after_ms=self._stale_after_ms, usage=self._usage_reader(request))
         return self._render(
             request, "overview.html", session, overview=overview, chart_data=overview.chart_data(), page="overview"
         )
@@ -271,6 +283,24 @@ class AdminDashboard:
         nonce = secrets.token_urlsafe(16)
         body = self._env.get_template("forbidden.html").render(nonce=nonce, reason=reason, page="", admin=ADMIN_PATH)
         return _secured(HTMLResponse(body, status_code=403), nonce)
+
+
+def _usage_today(engine: AsyncEngine, default_quota: int) -> UsageLookup:
+    """Each workspace's daily quota and tokens used today (UTC), from the database; empty if it does not answer."""
+
+    async def read(workspaces: Sequence[str]) -> dict[str, tuple[int, int]]:
+        since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        quotas, audit = QuotaStore(engine), AuditLog(engine)
+        try:
+            return {
+                w: (await quotas.daily_tokens(w, default_quota), await audit.tokens_used(w, since=since))
+                for w in workspaces
+            }
+        except SQLAlchemyError as exc:
+            log.warning("dashboard: quota use unavailable", error=type(exc).__name__)
+            return {}
+
+    return read
 
 
 def _queue(request: Request) -> Queue:

@@ -36,6 +36,7 @@ WAIT_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 1
 RUN_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 # A scrape must answer before Prometheus gives up (10 s by default), even when Redis hangs.
 REFRESH_TIMEOUT_S = 2.0
+TOP_WORKSPACES = 20
 # Label values come from error codes we did not write; anything else is folded into "other" to bound cardinality.
 _KIND = re.compile(r"^[a-z0-9_]{1,48}$")
 
@@ -84,6 +85,24 @@ class Metrics:
         )
         self.workers = Gauge(
             "slack_backend_workers", "Workers with a recent heartbeat (from Redis).", ["queue"], registry=r
+        )
+        self.budget_used = Gauge(
+            "slack_backend_token_budget_used",
+            "Estimated tokens started inside the token budget's current window (read from Redis at scrape).",
+            ["queue"],
+            registry=r,
+        )
+        self.budget_limit = Gauge(
+            "slack_backend_token_budget_limit",
+            "The token budget per window (0: no budget).",
+            ["queue"],
+            registry=r,
+        )
+        self.group_jobs = Gauge(
+            "slack_backend_workspace_jobs",
+            "Waiting and active jobs of the busiest workspaces (top 20 by waiting, read at scrape).",
+            ["queue", "workspace", "state"],
+            registry=r,
         )
         self.ai_tokens = Counter(
             "slack_backend_ai_tokens",
@@ -168,6 +187,14 @@ class Metrics:
                     for state, count in counts.items():
                         self.queue_depth.labels(queue.name, state.value).set(count)
                     self.workers.labels(queue.name).set(_live(beats, self.live_worker_age_ms))
+                    limits = await queue.limits()
+                    self.budget_used.labels(queue.name).set(await queue.budget_used())
+                    self.budget_limit.labels(queue.name).set(limits.budget.tokens if limits.budget else 0)
+                    # Only the current busiest are reported: workspaces come and go, so the series are rebuilt.
+                    self.group_jobs.clear()
+                    for info in await queue.groups(limit=TOP_WORKSPACES):
+                        self.group_jobs.labels(queue.name, info.group, "waiting").set(info.waiting)
+                        self.group_jobs.labels(queue.name, info.group, "active").set(info.active)
         except (RedisError, OSError, TimeoutError) as exc:
             self._refresh_redis_errors += 1
             log.warning("metrics refresh failed", error=f"{type(exc).__name__}: {exc}")
