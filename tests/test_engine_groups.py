@@ -7,11 +7,7 @@ import time
 
 from slack_backend.queue import BulkJob, GroupSettings, Job, JobOptions, QueueLimits, RateLimit, Worker
 from tests.support.engine import QueueFactory, finished, running, wait_until
-
-
-def jain_index(counts: list[int]) -> float:
-    total = sum(counts)
-    return total * total / (len(counts) * sum(c * c for c in counts)) if total else 1.0
+from tests.support.measures import jain_index
 
 
 async def test_small_groups_are_not_stuck_behind_a_big_backlog(make_queue: QueueFactory) -> None:

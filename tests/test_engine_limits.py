@@ -11,18 +11,8 @@ from redis.asyncio import Redis
 
 from slack_backend.queue import BulkJob, Job, JobState, QueueLimits, RateLimit, Worker
 from tests.support.engine import QueueFactory, finished, running, wait_until
+from tests.support.measures import max_in_window
 from tests.support.procs import live_workers, recorded_runs, spawn_worker
-
-
-def max_in_window(times_ms: list[int], window_ms: int) -> int:
-    """The largest number of events inside any half-open window [t, t + window_ms)."""
-    times = sorted(times_ms)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - window_ms:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 async def test_rate_limit_holds_across_three_processes(

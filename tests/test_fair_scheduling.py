@@ -25,24 +25,10 @@ from slack_backend.queue import (
 from slack_backend.store import QuotaStore, create_engine
 from tests.fakes.anthropic_server import Behaviour
 from tests.support.engine import QueueFactory, finished, running, wait_until
+from tests.support.measures import jain_index, max_in_window
 from tests.support.pipeline import PipelineFactory
 from tests.support.procs import recorded_runs, spawn_worker
 from tests.support.slack_requests import TEAM, command_body, post_signed
-
-
-def jain_index(counts: list[int]) -> float:
-    total = sum(counts)
-    return total * total / (len(counts) * sum(c * c for c in counts)) if total else 1.0
-
-
-def max_in_window(times_ms: list[float], window_ms: float) -> int:
-    times = sorted(times_ms)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - window_ms:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 async def test_small_workspaces_start_within_4_s_behind_a_500_job_backlog(make_queue: QueueFactory) -> None:
