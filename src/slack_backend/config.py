@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     anthropic_model: str = "claude-sonnet-5-5"
     anthropic_base_url: str | None = None
     ai_max_tokens: int = Field(1024, ge=1, le=64000)
+    # How long one model call may take before it counts as a transient failure (and is retried with backoff).
+    ai_timeout_s: float = Field(60.0, gt=0, le=600, allow_inf_nan=False)
 
     ai_rate_limit_max: int = Field(10, ge=1)
     ai_rate_limit_duration_ms: int = Field(1000, ge=1)

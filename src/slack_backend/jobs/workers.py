@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import structlog
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -234,7 +235,9 @@ async def build_ai_worker(
     else:
         log.warning("no SLACK_BOT_TOKEN or OAuth app configured: drafts go through response_url only")
     api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
-    drafter = make_drafter(api_key, settings.anthropic_model, settings.anthropic_base_url, settings.ai_max_tokens)
+    drafter = make_drafter(
+        api_key, settings.anthropic_model, settings.anthropic_base_url, settings.ai_max_tokens, settings.ai_timeout_s
+    )
     cleanup.push_async_callback(drafter.aclose)
     if api_key is None:
         log.warning("no ANTHROPIC_API_KEY: using the offline stand-in; drafts are clearly labelled placeholders")
@@ -243,7 +246,10 @@ async def build_ai_worker(
     def client_factory(token: str) -> AsyncWebClient:
         return AsyncWebClient(token=token, base_url=slack_api_url)
 
-    delivery = SlackDelivery(client_factory, RedisDeliveryLedger(redis, queue))
+    # One HTTP client for every response_url post: a client per post cost ~20 ms of set-up each.
+    http = httpx.AsyncClient(timeout=10.0)
+    cleanup.push_async_callback(http.aclose)
+    delivery = SlackDelivery(client_factory, RedisDeliveryLedger(redis, queue), http_client=http)
     audit = AuditLog(engine)
     quota = QuotaGuard(
         QuotaStore(engine),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import dataclass
 
@@ -74,22 +75,31 @@ class ReconnectBackoff:
 
 
 class ConnectionWatch:
-    """Logs `redis ready` / `redis error` once per change of state, not once per failed call."""
+    """Logs `redis ready` / `redis error` once per change of state, not once per failed call.
 
-    def __init__(self, name: str) -> None:
+    Several loops share one watch: when any of them reaches Redis again, the others' backoff sleeps end at once,
+    so an idle loop does not sit out the rest of its backoff while Redis is already back.
+    """
+
+    def __init__(self, name: str, *, cap_s: float = 5.0) -> None:
         self._name = name
         self._ok: bool | None = None
-        self.backoff = ReconnectBackoff()
+        self._recovered = asyncio.Event()
+        self.backoff = ReconnectBackoff(cap_s=cap_s)
 
     def ready(self) -> None:
         if self._ok is not True:
             log.info("redis ready", client=self._name, recovered=self._ok is False)
+            self._recovered.set()
         self._ok = True
         self.backoff.reset()
 
     async def failed(self, exc: BaseException) -> None:
-        """Log the error (once per outage) and sleep the next backoff step."""
+        """Log the error (once per outage) and sleep the next backoff step, or until another loop reconnects."""
         if self._ok is not False:
             log.error("redis error", client=self._name, error=f"{type(exc).__name__}: {exc}")
+            self._recovered.clear()
         self._ok = False
-        await asyncio.sleep(self.backoff.next_delay_s())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.backoff.next_delay_s()):
+                await self._recovered.wait()

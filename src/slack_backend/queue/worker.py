@@ -122,7 +122,8 @@ class Worker:
         self._closing = asyncio.Event()
         self._closed = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._watch = ConnectionWatch(f"worker {self.id}")
+        # A worker retries Redis at least twice a second, so it picks up work within a second of an outage ending.
+        self._watch = ConnectionWatch(f"worker {self.id}", cap_s=0.5)
         self._blocking: Redis | None = None
         self._shutdown_timeout_s: float | None = None
         self._log = log.bind(queue=queue.name, worker=self.id)
@@ -393,14 +394,18 @@ class Worker:
             try:
                 await self._heartbeat()
                 pairs: list[str] = []
-                for job_id, running in list(self._running.items()):
-                    pairs += [job_id, running.token]
+                for job_id, held in list(self._running.items()):
+                    pairs += [job_id, held.token]
                 if pairs:
                     lost = await self.queue.call("extend", self.lease_ms, *pairs)
                     for job_id in lost:
                         # A job that finished while the renewal was under way gave its lease up itself.
-                        if job_id in self._running:
-                            self._log.warning("lease lost while running", job_id=job_id)
+                        running = self._running.get(job_id)
+                        if running is not None:
+                            # Another worker owns it now: stop this run rather than duplicate its work.
+                            self._log.warning("lease lost while running; stopping this run", job_id=job_id)
+                            self.stats.leases_lost += 1
+                            running.task.cancel()
                 self._watch.ready()
             except RedisError as exc:
                 await self._redis_failed(exc)
