@@ -1,0 +1,1 @@
+"""Benchmarks of the job engine against peer queues, the limiter, Slack ingress, Redis memory and group cost."""

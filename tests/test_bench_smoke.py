@@ -1,0 +1,69 @@
+"""Smoke test of the benchmark suite: its smallest pieces run against the test Redis; speed is never asserted."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from bench.drivers import ours
+from bench.harness import ProcessSpec, RunConfig, run_driver
+from bench.render import markdown
+from bench.report import finish
+from bench.stats import max_in_window, per_second
+
+N = 200
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not math.isnan(value) and value > 0
+
+
+async def test_our_enqueue_and_process_give_positive_figures_in_the_json_shape(redis_url: str, prefix: str) -> None:
+    """Our driver enqueues (one by one and in bulk) and processes 200 jobs, and reports positive figures."""
+    phases = ["enqueue_seq", "enqueue_fast", "process"]
+    cfg = RunConfig(tag=prefix, n=N, process=[ProcessSpec("c10", 10)], phases=phases)
+    result = await run_driver(ours.DRIVER, redis_url, cfg)
+    json.dumps(result)  # the driver's line must be JSON
+    assert result["system"] == "ours"
+    for phase in ("enqueue_seq", "enqueue_fast"):
+        assert "error" not in result[phase], result[phase]
+        for key in ("per_s", "cmds_per_job", "redis_cpu_ms_per_job"):
+            assert _positive(result[phase][key]), (phase, key, result[phase][key])
+    process = result["process"]["c10"]
+    assert "error" not in process, process
+    assert process["finished"] == N
+    for key in ("per_s", "cmds_per_job", "scripts_per_job", "worker_cpu_ms_per_job", "worker_max_rss_mb"):
+        assert _positive(process[key]), (key, process[key])
+
+
+async def test_report_turns_a_run_into_targets_and_markdown(redis_url: str, prefix: str) -> None:
+    """The report judges what was measured and says NOT MEASURED for what was not (no peers, no sections)."""
+    cfg = RunConfig(tag=prefix, n=N, process=[ProcessSpec("c10", 10)], phases=["enqueue_seq", "process"])
+    result = {**await run_driver(ours.DRIVER, redis_url, cfg), "round": 0}
+    out: dict[str, Any] = {
+        "meta": {
+            "started_utc": "now",
+            "plan": {"quick": True, "rounds": 1, "n": N, "latency_n": 0, "rate": 200.0},
+            "python": "3",
+            "cpus": 2,
+            "loadavg_start": [0.0, 0.0, 0.0],
+        },
+        "systems": {"ours": {"key": "ours", "peer": False, "rounds": [result]}},
+        "groups": {"rounds": []},
+        "ingress": {"rounds": []},
+    }
+    found = finish(out)
+    json.dumps(out)
+    statuses = {t.name: t.status for t in found}
+    assert statuses["Redis cmds per processed job <= 3"] in ("PASS", "FAIL")
+    assert statuses["process/s (c10) >= 2x best peer"] == "NOT MEASURED"
+    assert out["systems"]["ours"]["summary"]["process_c10_per_s"]["median"] > 0
+    assert "| ours |" in markdown(out, found)
+
+
+def test_sliding_window_and_per_second_counts() -> None:
+    """The limiter's figures: most events in any half-open 1 s window, and counts per whole second."""
+    times = [0.0, 0.1, 0.5, 0.99, 1.0, 1.5, 2.2]
+    assert max_in_window(times, 1.0) == 4
+    assert per_second(times) == [4, 2, 1]
