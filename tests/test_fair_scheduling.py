@@ -99,14 +99,18 @@ async def test_group_rate_limit_holds_while_others_use_the_rest(make_queue: Queu
     queue = make_queue()
     await queue.set_group("A", GroupSettings(rate=RateLimit(2, 1000)))
     await queue.add_bulk([BulkJob("j", {"g": g}, JobOptions(group=g)) for g in "AB" for _ in range(30)])
-    starts: dict[str, list[float]] = {"A": [], "B": []}
 
     async def processor(job: Job) -> None:
-        starts[job.data["g"]].append(time.monotonic() * 1000)
+        return None
 
     worker = Worker(queue, processor, concurrency=10, limits=QueueLimits(rate=RateLimit(10, 1000)))
     async with running(worker, close_timeout_s=1):
         await asyncio.sleep(3.2)
+    # The limits bind starts as the engine records them (Redis time at the start), not processor entry times,
+    # which add each worker's hand-off jitter.
+    starts: dict[str, list[float]] = {"A": [], "B": []}
+    for job in await queue.get_jobs(JobState.COMPLETED):
+        starts[job.data["g"]].append(float(job.processed_ms or 0))
     both = starts["A"] + starts["B"]
     print(f"\nA {len(starts['A'])} starts, B {len(starts['B'])} in 3.2 s")
     assert max_in_window(starts["A"], 1000) <= 2

@@ -29,6 +29,7 @@ log = structlog.get_logger("slack_backend.queue.worker")
 
 STATUS_STARTED, STATUS_EMPTY, STATUS_LIMITED, STATUS_PAUSED, STATUS_HELD, STATUS_CAPPED, STATUS_BUDGET = range(7)
 STACKS_KEPT = 10
+FINISHING_GRACE_S = 5.0
 
 
 class Processor(Protocol):
@@ -72,6 +73,9 @@ class _Running:
     job: Job
     token: str
     task: asyncio.Task[None]
+    # Set once the run is writing its outcome (complete / fail / release): from then on it is never cancelled,
+    # so a shutdown cannot cut a finishing call in half and leave the job leased to nobody.
+    finishing: bool = False
 
 
 class Worker:
@@ -359,10 +363,13 @@ class Worker:
 
         Returns None when the lease was lost (another worker owns the job now) or Redis stayed away.
         """
+        held = self._running.get(job.id)
+        if held is not None:
+            held.finishing = True
         deadline = time.monotonic() + self.lease_ms / 1000
         while True:
             try:
-                reply = list(await asyncio.shield(self.queue.call(script, *args)))
+                reply = list(await self.queue.call(script, *args))
                 raise_for_code(int(reply[0]), job.id)
                 self._watch.ready()
                 return reply
@@ -401,7 +408,7 @@ class Worker:
                     for job_id in lost:
                         # A job that finished while the renewal was under way gave its lease up itself.
                         running = self._running.get(job_id)
-                        if running is not None:
+                        if running is not None and not running.finishing:
                             # Another worker owns it now: stop this run rather than duplicate its work.
                             self._log.warning("lease lost while running; stopping this run", job_id=job_id)
                             self.stats.leases_lost += 1
@@ -450,11 +457,18 @@ class Worker:
             return
         self._log.info("waiting for running jobs", count=len(tasks), timeout_s=timeout_s)
         _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
-        for task in pending:
+        if not pending:
+            return
+        unfinished = [r.task for r in self._running.values() if r.task in pending and not r.finishing]
+        for task in unfinished:
             task.cancel()
-        if pending:
-            self._log.info("releasing unfinished jobs", count=len(pending))
-            await asyncio.wait(pending)
+        self._log.info("releasing unfinished jobs", count=len(unfinished))
+        # Runs already writing their outcome get a few more seconds to finish that one call.
+        _done, stuck = await asyncio.wait(pending, timeout=FINISHING_GRACE_S)
+        for task in stuck:
+            task.cancel()
+        if stuck:
+            await asyncio.wait(stuck)
 
 
 def _ev(worker: Worker) -> int:
