@@ -167,20 +167,7 @@ def render_counts(doc: Doc, console: Console) -> None:
 
 def job_summary(job: Job) -> Doc:
     """The fields a listing shows; never the data, which holds message text."""
-    return {
-        "id": job.id,
-        "name": job.name,
-        "state": job.state.value,
-        "group": job.group,
-        "priority": job.priority,
-        "attempts_made": job.attempts_made,
-        "attempts": job.attempts,
-        "created_ms": job.created_ms,
-        "processed_ms": job.processed_ms,
-        "finished_ms": job.finished_ms,
-        "due_ms": job.due_ms,
-        "failed_reason": job.failed_reason,
-    }
+    return job.summary()
 
 
 async def list_doc(queue: Queue, state: JobState, limit: int, offset: int) -> Doc:

@@ -157,6 +157,28 @@ class Job:
             raise RuntimeError("update_progress is only available while the job runs in a worker")
         await self._reporter(progress)
 
+    def summary(self) -> dict[str, Any]:
+        """The fields an operator may see: ids, state, counts, times, worker and reason.
+
+        Never the data, result or progress: in an application they hold users' text.
+        """
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state.value,
+            "group": self.group,
+            "priority": self.priority,
+            "attempts_made": self.attempts_made,
+            "attempts": self.attempts,
+            "stalls": self.stalls,
+            "created_ms": self.created_ms,
+            "processed_ms": self.processed_ms,
+            "finished_ms": self.finished_ms,
+            "due_ms": self.due_ms,
+            "worker": self.worker,
+            "failed_reason": self.failed_reason,
+        }
+
     @property
     def attempts_left(self) -> int:
         return max(0, self.attempts - self.attempts_made)

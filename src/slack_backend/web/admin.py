@@ -360,19 +360,7 @@ def _notice(code: str | None, job_id: str) -> str:
 def _job_view(job: Job) -> dict[str, Any]:
     """The fields of a job a page may show: never its data, result or progress (users' text lives there)."""
     return {
-        "id": job.id,
-        "name": job.name,
-        "state": job.state.value,
-        "group": job.group,
-        "priority": job.priority,
-        "attempts": job.attempts,
-        "attempts_made": job.attempts_made,
-        "stalls": job.stalls,
-        "created_ms": job.created_ms,
-        "processed_ms": job.processed_ms,
-        "finished_ms": job.finished_ms,
-        "worker": job.worker,
-        "failed_reason": job.failed_reason,
+        **job.summary(),
         "stacktrace": job.stacktrace,
         "can_retry": job.state in (JobState.FAILED, JobState.COMPLETED),
         "can_remove": job.state is not JobState.ACTIVE,
