@@ -18,10 +18,11 @@ class QuotaVerdict:
     used: int
     quota: int
     resets_at: datetime
+    checked_at: datetime
 
-    def user_text(self, now: datetime) -> str:
+    def user_text(self) -> str:
         """Plain words for the user: what happened and when it resets."""
-        left = max(timedelta(0), self.resets_at - now)
+        left = max(timedelta(0), self.resets_at - self.checked_at)
         hours, rest = divmod(int(left.total_seconds()), 3600)
         minutes = rest // 60
         return (
@@ -44,14 +45,14 @@ class QuotaGuard:
         self._quotas = quotas
         self._audit = audit
         self._default = default_daily_tokens
-        self.clock = clock
+        self._clock = clock
 
     async def check(self, workspace_id: str) -> QuotaVerdict:
-        now = self.clock()
+        now = self._clock()
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         resets_at = day_start + timedelta(days=1)
         quota = await self._quotas.daily_tokens(workspace_id, self._default)
         if quota <= 0:
-            return QuotaVerdict(True, 0, 0, resets_at)
+            return QuotaVerdict(True, 0, 0, resets_at, now)
         used = await self._audit.tokens_used(workspace_id, since=day_start)
-        return QuotaVerdict(used < quota, used, quota, resets_at)
+        return QuotaVerdict(used < quota, used, quota, resets_at, now)

@@ -96,9 +96,8 @@ class AIResponseProcessor:
         self, job: Job, data: AIResponseJobData, token: str, verdict: QuotaVerdict, started: float
     ) -> dict[str, Any]:
         """No AI call: tell the user when the quota resets, and finish the job (it did what it could)."""
-        now = self._quota.clock() if self._quota else datetime.now(UTC)
         log.info("over daily quota: no AI call", used=verdict.used, quota=verdict.quota)
-        told = await self._delivery.tell_failure(data, token, verdict.user_text(now))
+        told = await self._delivery.tell_failure(data, token, verdict.user_text())
         job.cost_used = 0
         await self._audit_finished(job.id, "completed", 0, 0, "over_quota")
         return AIResponseJobResult(

@@ -114,13 +114,17 @@ while started < want and tries < want + 32 do
     end
   end
   local members = {}
+  local id, rec = nil, nil
   if not blocked then
     members = rcall('ZRANGEBYLEX', k.wait, '[' .. group .. '\0', '(' .. group .. '\1', 'LIMIT', 0, 1)
+    if #members > 0 then
+      local _
+      _, id = split_member(members[1])
+      rec = load_rec(k, id)
+    end
   end
-  if not blocked and #members > 0 and budget_max > 0 then
-    local _, head_id = split_member(members[1])
-    local head = load_rec(k, head_id)
-    local cost = math.min(tonumber(head and head.cost or 0), budget_max)
+  if rec and budget_max > 0 then
+    local cost = math.min(tonumber(rec.cost or 0), budget_max)
     local used = tonumber(rcall('HGET', k.meta, 'budget_used') or '0')
     if cost > 0 and used + cost > budget_max then
       -- Wait for the oldest reservation to leave the window; then look again (more may need to leave).
@@ -137,7 +141,6 @@ while started < want and tries < want + 32 do
       rcall('ZREM', k.groups, group)
       rcall('HDEL', k.group_waiting, group)
     else
-      local _, id = split_member(members[1])
       rcall('ZREM', k.wait, members[1])
       local left = rcall('HINCRBY', k.group_waiting, group, -1)
       rcall('HSET', k.meta, 'vclock', pass)
@@ -159,7 +162,6 @@ while started < want and tries < want + 32 do
         while #glog > s.rate_max do table.remove(glog, 1) end
         rcall('HSET', k.group_limiter, group, cjson.encode(glog))
       end
-      local rec = load_rec(k, id)
       local data = rcall('HGET', k.data, id)
       if rec then
         rec.state = 'active'
