@@ -10,7 +10,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,7 +19,13 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from slack_backend.queue.connection import ConnectionWatch
-from slack_backend.queue.errors import LeaseLostError, RetryAfter, UnrecoverableError, raise_for_code
+from slack_backend.queue.errors import (
+    JobNotFoundError,
+    LeaseLostError,
+    RetryAfter,
+    UnrecoverableError,
+    raise_for_code,
+)
 from slack_backend.queue.events import EventName, Hook, Hooks, JobEvent
 from slack_backend.queue.job import Backoff, BackoffStrategy, Job
 from slack_backend.queue.limits import QueueLimits
@@ -30,6 +36,10 @@ log = structlog.get_logger("slack_backend.queue.worker")
 STATUS_STARTED, STATUS_EMPTY, STATUS_LIMITED, STATUS_PAUSED, STATUS_HELD, STATUS_CAPPED, STATUS_BUDGET = range(7)
 STACKS_KEPT = 10
 FINISHING_GRACE_S = 5.0
+# Completions that land together go to Redis in one script call, up to this many.
+ACK_BATCH = 100
+# A finishing call's outcome when Redis stayed away for the whole lease (the job will be recovered).
+GAVE_UP = -100
 
 
 class Processor(Protocol):
@@ -66,6 +76,17 @@ class WorkerStats:
     held_waits: int = 0
     budget_waits: int = 0
     redis_errors: int = 0
+
+
+@dataclass
+class _Ack:
+    """A completion waiting for the next batched `complete` call; `done` receives its script code."""
+
+    job: Job
+    token: str
+    result_json: str
+    used: int
+    done: asyncio.Future[int]
 
 
 @dataclass
@@ -123,6 +144,8 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._idle_now = asyncio.Event()
         self._woken = asyncio.Event()
+        self._acks: list[_Ack] = []
+        self._acks_waiting = asyncio.Event()
         self._closing = asyncio.Event()
         self._closed = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -152,6 +175,7 @@ class Worker:
             asyncio.create_task(self._renew_leases_loop(), name=f"{self.id} leases"),
             asyncio.create_task(self._stalled_loop(), name=f"{self.id} stalled"),
             asyncio.create_task(self._waker_loop(self._blocking), name=f"{self.id} waker"),
+            asyncio.create_task(self._ack_loop(), name=f"{self.id} acks"),
         ]
         try:
             await self._configure()
@@ -310,10 +334,8 @@ class Worker:
         except (TypeError, ValueError) as exc:
             await self._fail(job, token, UnrecoverableError(f"result is not JSON-serializable: {exc}"), bound)
             return
-        count, age_ms = self.keep_completed.args()
         used = -1 if job.cost_used is None else max(0, int(job.cost_used))
-        reply = await self._finish_call("complete", job, job.id, token, result_json, count, age_ms, _ev(self), used)
-        if reply is None:
+        if not await self._complete(job, token, result_json, used):
             return
         job.attempts_made += 1
         job.result = result
@@ -358,32 +380,80 @@ class Worker:
         self._log.info("job released", job_id=job.id, delay_ms=delay_ms, hold_queue=hold, reason=reason)
         await self.hooks.emit(JobEvent("released", job, delay_ms=delay_ms))
 
-    async def _finish_call(self, script: str, job: Job, *args: str | int | float) -> list[Any] | None:
-        """Run a finishing script, riding out a Redis outage for as long as the lease lasts.
+    async def _complete(self, job: Job, token: str, result_json: str, used: int) -> bool:
+        """Hand the completion to the ack loop and wait for its outcome; True when it was written."""
+        self._mark_finishing(job)
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._acks.append(_Ack(job, token, result_json, used, done))
+        self._acks_waiting.set()
+        return await self._finish_outcome("complete", job, await done)
 
-        Returns None when the lease was lost (another worker owns the job now) or Redis stayed away.
+    async def _ack_loop(self) -> None:
+        """Send waiting completions, a batch per `complete` call; the first one of a batch is never delayed.
+
+        Completions that arrive while a call is in flight wait for it and go together in the next call
+        ("group commit"): at a high rate a call carries many jobs, when idle each job goes alone at once.
         """
+        count, age_ms = self.keep_completed.args()
+        while True:
+            await self._acks_waiting.wait()
+            self._acks_waiting.clear()
+            while self._acks:
+                batch, self._acks = self._acks[:ACK_BATCH], self._acks[ACK_BATCH:]
+                args: list[str | int] = [count, age_ms, _ev(self)]
+                for ack in batch:
+                    args += [ack.job.id, ack.token, ack.result_json, ack.used]
+                reply = await self._call_riding_outages("complete", args)
+                codes = [GAVE_UP] * len(batch) if reply is None else [int(c) for c in reply[1:]]
+                for ack, code in zip(batch, codes, strict=True):
+                    if not ack.done.done():
+                        ack.done.set_result(code)
+
+    async def _finish_call(self, script: str, job: Job, *args: str | int | float) -> list[Any] | None:
+        """Run a finishing script for one job; None when the lease was lost or Redis stayed away."""
+        self._mark_finishing(job)
+        reply = await self._call_riding_outages(script, args)
+        if reply is None:
+            await self._finish_outcome(script, job, GAVE_UP)
+            return None
+        return reply if await self._finish_outcome(script, job, int(reply[0])) else None
+
+    def _mark_finishing(self, job: Job) -> None:
         held = self._running.get(job.id)
         if held is not None:
             held.finishing = True
+
+    async def _call_riding_outages(self, script: str, args: Sequence[str | int | float]) -> list[Any] | None:
+        """Run a finishing script, retrying through a Redis outage for as long as a lease lasts; None: gave up."""
         deadline = time.monotonic() + self.lease_ms / 1000
         while True:
             try:
                 reply = list(await self.queue.call(script, *args))
-                raise_for_code(int(reply[0]), job.id)
                 self._watch.ready()
                 return reply
-            except LeaseLostError as exc:
-                self.stats.leases_lost += 1
-                self._log.warning("lease lost; result discarded", job_id=job.id, action=script)
-                await self.hooks.emit(JobEvent("error", job, error=exc))
-                return None
             except RedisError as exc:
                 if time.monotonic() >= deadline:
-                    self._log.error("gave up finishing job; it will be recovered", job_id=job.id)
-                    await self.hooks.emit(JobEvent("error", job, error=exc))
                     return None
                 await self._redis_failed(exc)
+
+    async def _finish_outcome(self, script: str, job: Job, code: int) -> bool:
+        """Log and report a finishing call that did not take effect; True when it did."""
+        if code == GAVE_UP:
+            self._log.error("gave up finishing job; it will be recovered", job_id=job.id, action=script)
+            await self.hooks.emit(JobEvent("error", job, error=RedisError("Redis unreachable while finishing")))
+            return False
+        try:
+            raise_for_code(code, job.id)
+        except LeaseLostError as exc:
+            self.stats.leases_lost += 1
+            self._log.warning("lease lost; result discarded", job_id=job.id, action=script)
+            await self.hooks.emit(JobEvent("error", job, error=exc))
+            return False
+        except JobNotFoundError as exc:
+            self._log.warning("job removed while it ran; outcome discarded", job_id=job.id, action=script)
+            await self.hooks.emit(JobEvent("error", job, error=exc))
+            return False
+        return True
 
     async def _report_progress(self, job: Job, token: str, value: Any) -> None:
         payload = json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -6,6 +6,7 @@ Only ids, groups, states, timings and reasons are read out; job data, results an
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -160,9 +161,9 @@ def minute_series(events: Sequence[dict[str, str]], now_ms: int, minutes: int = 
         i = (at - start) // MINUTE_MS
         kind = entry.get("event")
         if kind == "completed":
-            completed[i] += 1
-            if "wait_ms" in entry:
-                waits[i].append(max(0, _int(entry["wait_ms"])))
+            finished, entry_waits = completed_jobs(entry)
+            completed[i] += finished
+            waits[i].extend(entry_waits)
         elif kind == "failed":
             failed[i] += 1
     return [
@@ -176,6 +177,23 @@ def minute_series(events: Sequence[dict[str, str]], now_ms: int, minutes: int = 
         )
         for i in range(minutes)
     ]
+
+
+def completed_jobs(entry: dict[str, str]) -> tuple[int, list[int]]:
+    """How many jobs a `completed` entry reports, and their waits (ms).
+
+    The engine writes one entry per batch of completions, its fields JSON arrays in job order; a plain
+    number (one job per entry) is read too.
+    """
+    try:
+        ids = json.loads(entry.get("job_ids", "[]"))
+        waits = json.loads(entry.get("wait_ms", "[]"))
+    except ValueError:
+        return 1, []
+    if not isinstance(waits, list):
+        waits = [waits]
+    count = len(ids) if isinstance(ids, list) and ids else max(1, len(waits))
+    return count, [max(0, int(w)) for w in waits if isinstance(w, int | float)]
 
 
 def percentile(values: Sequence[int], q: float) -> int | None:

@@ -115,19 +115,29 @@ local function delete_job(k, id)
   rcall('HDEL', k.leases, id)
 end
 
+-- Delete many jobs' stored parts with one command per hash.
+local function delete_jobs(k, ids)
+  if #ids == 0 then return end
+  rcall('HDEL', k.jobs, unpack(ids))
+  rcall('HDEL', k.data, unpack(ids))
+  rcall('HDEL', k.leases, unpack(ids))
+end
+
 -- Keep the newest `keep_count` (when >= 0) and none older than `keep_age_ms` (when > 0) in a finished set.
 local function trim_finished(k, set, keep_count, keep_age_ms, now)
   if keep_age_ms > 0 then
     local old = rcall('ZRANGEBYSCORE', set, '-inf', now - keep_age_ms, 'LIMIT', 0, 1000)
-    for _, id in ipairs(old) do delete_job(k, id) end
+    delete_jobs(k, old)
     if #old > 0 then rcall('ZREM', set, unpack(old)) end
   end
   if keep_count >= 0 then
     local excess = rcall('ZCARD', set) - keep_count
-    if excess > 0 then
-      local victims = rcall('ZRANGE', set, 0, excess - 1)
-      for _, id in ipairs(victims) do delete_job(k, id) end
-      rcall('ZREMRANGEBYRANK', set, 0, excess - 1)
+    while excess > 0 do
+      -- In chunks, so no single command takes more arguments than Lua can unpack.
+      local victims = rcall('ZRANGE', set, 0, math.min(excess, 1000) - 1)
+      delete_jobs(k, victims)
+      rcall('ZREMRANGEBYRANK', set, 0, #victims - 1)
+      excess = excess - #victims
     end
   end
 end

@@ -11,12 +11,16 @@
 --   | 6 token budget spent until the window frees room
 --   wait_ms: how long until something may change (next due delayed job, limiter slot, hold end); -1 = unknown
 -- Events: none (a start is visible in the active set); a fetch that finds nothing clears stale wake tokens.
+-- Jobs of one group start in blocks: as many as its place in the fair order, the limits and the caps allow
+-- are taken with one command per kind (ZREM, HMGET, HSET, ZADD) rather than one round of commands per job.
 --@include _common.lua
 local worker_id = ARGV[1]
 local lease_ms = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local now = now_ms()
-local cfg = load_config(k)
+local meta = rcall('HMGET', k.meta, 'config', 'paused', 'hold_until_ms')
+local cfg = {}
+if meta[1] then cfg = cjson.decode(meta[1]) end
 
 -- Due delayed jobs become waiting first, so they compete fairly with the rest.
 local due = rcall('ZRANGEBYSCORE', k.delayed, '-inf', now, 'LIMIT', 0, 1000)
@@ -49,8 +53,8 @@ local function next_change_ms()
   return best
 end
 
-if rcall('HGET', k.meta, 'paused') then return {3, -1} end
-local hold_until = tonumber(rcall('HGET', k.meta, 'hold_until_ms') or '0')
+if meta[2] then return {3, -1} end
+local hold_until = tonumber(meta[3] or '0')
 if hold_until > now then return {4, hold_until - now} end
 
 -- Reservations older than the window no longer count against the budget.
@@ -79,30 +83,49 @@ local wait_ms = -1
 local tries = 0
 while started < want and tries < want + 32 do
   tries = tries + 1
+  local room = want - started
   if rate_max > 0 then
-    local nth = rcall('LINDEX', k.limiter, rate_max - 1)
-    if nth and tonumber(nth) > now - rate_duration then
+    -- The limiter list holds the last rate_max starts, newest first. Of its last `room` places, those
+    -- missing or older than the window are free slots: that many may start now.
+    local tail = rcall('LRANGE', k.limiter, math.max(0, rate_max - room), rate_max - 1)
+    local free = math.min(room, rate_max) - #tail
+    for _, t in ipairs(tail) do
+      if tonumber(t) <= now - rate_duration then free = free + 1 end
+    end
+    if free <= 0 then
       status = 2
-      wait_ms = tonumber(nth) + rate_duration - now
+      wait_ms = tonumber(tail[#tail]) + rate_duration - now
       break
     end
+    room = math.min(room, free)
   end
-  if global_cap > 0 and rcall('ZCARD', k.active) >= global_cap then
-    status = 5
-    break
+  if global_cap > 0 then
+    local active_n = rcall('ZCARD', k.active)
+    if active_n >= global_cap then
+      status = 5
+      break
+    end
+    room = math.min(room, global_cap - active_n)
   end
-  local head = rcall('ZRANGE', k.groups, 0, 0, 'WITHSCORES')
+  -- The group to serve, and the next one: this group may take the jobs that keep its pass below the next's.
+  local head = rcall('ZRANGE', k.groups, 0, 1, 'WITHSCORES')
   if #head == 0 then
     status = 1
     break
   end
   local group, pass = head[1], tonumber(head[2])
   local s = group_settings(k, cfg, group)
+  if #head >= 4 then room = math.min(room, math.max(1, math.ceil((tonumber(head[4]) - pass) * s.weight))) end
   local glog = nil
   local blocked = false
-  if s.concurrency > 0 and tonumber(rcall('HGET', k.group_active, group) or '0') >= s.concurrency then
-    rcall('ZREM', k.groups, group)
-    blocked = true
+  if s.concurrency > 0 then
+    local running = tonumber(rcall('HGET', k.group_active, group) or '0')
+    if running >= s.concurrency then
+      rcall('ZREM', k.groups, group)
+      blocked = true
+    else
+      room = math.min(room, s.concurrency - running)
+    end
   end
   if not blocked and s.rate_max > 0 then
     glog = cjson.decode(rcall('HGET', k.group_limiter, group) or '[]')
@@ -112,19 +135,23 @@ while started < want and tries < want + 32 do
       rcall('ZADD', k.groups_limited, tonumber(glog[n - s.rate_max + 1]) + s.rate_duration_ms, group)
       blocked = true
     end
+    room = 1
   end
-  local members = {}
-  local id, rec = nil, nil
+  -- Each start under a token budget is checked against the budget on its own.
+  if budget_max > 0 then room = 1 end
+  local members, ids, raws = {}, {}, {}
   if not blocked then
-    members = rcall('ZRANGEBYLEX', k.wait, '[' .. group .. '\0', '(' .. group .. '\1', 'LIMIT', 0, 1)
-    if #members > 0 then
+    members = rcall('ZRANGEBYLEX', k.wait, '[' .. group .. '\0', '(' .. group .. '\1', 'LIMIT', 0, room)
+    for i, member in ipairs(members) do
       local _
-      _, id = split_member(members[1])
-      rec = load_rec(k, id)
+      _, ids[i] = split_member(member)
     end
+    if #ids > 0 then raws = rcall('HMGET', k.jobs, unpack(ids)) end
   end
-  if rec and budget_max > 0 then
-    local cost = math.min(tonumber(rec.cost or 0), budget_max)
+  local first = nil
+  if raws[1] then first = cjson.decode(raws[1]) end
+  if first and budget_max > 0 then
+    local cost = math.min(tonumber(first.cost or 0), budget_max)
     local used = tonumber(rcall('HGET', k.meta, 'budget_used') or '0')
     if cost > 0 and used + cost > budget_max then
       -- Wait for the oldest reservation to leave the window; then look again (more may need to leave).
@@ -141,53 +168,71 @@ while started < want and tries < want + 32 do
       rcall('ZREM', k.groups, group)
       rcall('HDEL', k.group_waiting, group)
     else
-      rcall('ZREM', k.wait, members[1])
-      local left = rcall('HINCRBY', k.group_waiting, group, -1)
-      rcall('HSET', k.meta, 'vclock', pass)
-      local active_now = rcall('HINCRBY', k.group_active, group, 1)
+      local c = #members
+      rcall('ZREM', k.wait, unpack(members))
+      local left = rcall('HINCRBY', k.group_waiting, group, -c)
+      rcall('HSET', k.meta, 'vclock', pass + (c - 1) / s.weight)
+      local active_now = rcall('HINCRBY', k.group_active, group, c)
       if left <= 0 then
         rcall('HDEL', k.group_waiting, group)
         rcall('ZREM', k.groups, group)
       elseif s.concurrency > 0 and active_now >= s.concurrency then
         rcall('ZREM', k.groups, group)
       else
-        rcall('ZADD', k.groups, pass + 1 / s.weight, group)
+        rcall('ZADD', k.groups, pass + c / s.weight, group)
       end
-      if rate_max > 0 then
-        rcall('LPUSH', k.limiter, now)
-        rcall('LTRIM', k.limiter, 0, rate_max - 1)
-      end
-      if s.rate_max > 0 then
-        glog[#glog + 1] = now
-        while #glog > s.rate_max do table.remove(glog, 1) end
-        rcall('HSET', k.group_limiter, group, cjson.encode(glog))
-      end
-      local data = rcall('HGET', k.data, id)
-      if rec then
-        rec.state = 'active'
-        rec.starts = (rec.starts or 0) + 1
-        rec.processed_ms = now
-        if not rec.first_processed_ms then rec.first_processed_ms = now end
-        local token = worker_id .. ':' .. rec.seq .. ':' .. rec.starts
-        rec.worker = worker_id
-        save_rec(k, rec)
-        rcall('HSET', k.leases, id, token)
-        local cost = tonumber(rec.cost or 0)
-        if budget_max > 0 and cost > 0 then
-          local member = reservation(rec)
-          rcall('ZADD', k.budget, now, member)
-          rcall('HSET', k.budget_cost, member, cost)
-          budget_add(k, cost)
+      local datas = rcall('HMGET', k.data, unpack(ids))
+      local records, leases, deadlines, stamps = {}, {}, {}, {}
+      for i, id in ipairs(ids) do
+        local rec = first
+        if i > 1 and raws[i] then rec = cjson.decode(raws[i]) end
+        if raws[i] then
+          rec.state = 'active'
+          rec.starts = (rec.starts or 0) + 1
+          rec.processed_ms = now
+          if not rec.first_processed_ms then rec.first_processed_ms = now end
+          local token = worker_id .. ':' .. rec.seq .. ':' .. rec.starts
+          rec.worker = worker_id
+          local encoded = cjson.encode(rec)
+          records[#records + 1] = id
+          records[#records + 1] = encoded
+          leases[#leases + 1] = id
+          leases[#leases + 1] = token
+          deadlines[#deadlines + 1] = now + lease_ms
+          deadlines[#deadlines + 1] = id
+          stamps[#stamps + 1] = now
+          local cost = tonumber(rec.cost or 0)
+          if budget_max > 0 and cost > 0 then
+            local member = reservation(rec)
+            rcall('ZADD', k.budget, now, member)
+            rcall('HSET', k.budget_cost, member, cost)
+            budget_add(k, cost)
+          end
+          out[#out + 1] = id
+          out[#out + 1] = encoded
+          out[#out + 1] = datas[i] or false
+          out[#out + 1] = token
         end
-        rcall('ZADD', k.active, now + lease_ms, id)
-        out[#out + 1] = id
-        out[#out + 1] = cjson.encode(rec)
-        out[#out + 1] = data or false
-        out[#out + 1] = token
-        started = started + 1
-      else
-        -- A waiting entry without its record (removed by hand): drop it and give the slot back.
-        local back = rcall('HINCRBY', k.group_active, group, -1)
+      end
+      local begun = #stamps
+      started = started + begun
+      if begun > 0 then
+        rcall('HSET', k.jobs, unpack(records))
+        rcall('HSET', k.leases, unpack(leases))
+        rcall('ZADD', k.active, unpack(deadlines))
+        if rate_max > 0 then
+          rcall('LPUSH', k.limiter, unpack(stamps))
+          rcall('LTRIM', k.limiter, 0, rate_max - 1)
+        end
+        if s.rate_max > 0 then
+          glog[#glog + 1] = now
+          while #glog > s.rate_max do table.remove(glog, 1) end
+          rcall('HSET', k.group_limiter, group, cjson.encode(glog))
+        end
+      end
+      if begun < c then
+        -- Waiting entries without their records (removed by hand): dropped, and their slots given back.
+        local back = rcall('HINCRBY', k.group_active, group, begun - c)
         if back <= 0 then rcall('HDEL', k.group_active, group) end
       end
     end
