@@ -67,7 +67,7 @@ async def run_system(system: System, cfg: dict[str, Any], *, timeout_s: float, l
         args = system.command(cfg)
     except RuntimeError as exc:
         return {"system": system.name, "unavailable": str(exc)}
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with log_file(log_path) as err:
         proc = await asyncio.create_subprocess_exec(
             *args, cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=err

@@ -13,7 +13,6 @@ KEY_NAMES: tuple[str, ...] = (
     "failed",
     "jobs",
     "data",
-    "leases",
     "meta",
     "groups",
     "groups_limited",

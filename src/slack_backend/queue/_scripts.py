@@ -1,4 +1,4 @@
-"""Loads the Lua scripts once (with their shared include) and is the only place that calls them."""
+"""Loads the Lua scripts once (with their shared includes) and is the only place that calls them."""
 
 from __future__ import annotations
 
@@ -48,10 +48,12 @@ def script_keys(name: str) -> tuple[str, ...]:
     Each call then carries only these (a fetch 16 keys, an add 10, not all 21): packing key names was a
     measurable share of every call's client time. A script that indexes `k[...]` by value gets them all.
     """
-    body = _INCLUDE.sub("", _read(f"{name}.lua"))
+    text = _read(f"{name}.lua")
+    body = _INCLUDE.sub("", text)
     if "k[" in body:
         return KEY_NAMES
-    functions = {m.group(1): m.group(0) for m in _FUNCTION.finditer(_read("_common.lua"))}
+    shared = "\n".join(_read(m.group(1)) for m in _INCLUDE.finditer(text))
+    functions = {m.group(1): m.group(0) for m in _FUNCTION.finditer(shared)}
     used: set[str] = set()
     reached: set[str] = set()
     pending = [body]
@@ -77,13 +79,16 @@ def _binding_prologue(names: tuple[str, ...]) -> str:
 
 @cache
 def script_source(name: str) -> str:
-    """A script's full text: its include pasted in and the `k` table bound from KEYS."""
+    """A script's full text: its includes pasted in, the `k` table bound from KEYS before the first."""
     text = _read(f"{name}.lua")
+    pasted: list[str] = []
 
     def paste(match: re.Match[str]) -> str:
-        return _binding_prologue(script_keys(name)) + _read(match.group(1))
+        prologue = "" if pasted else _binding_prologue(script_keys(name))
+        pasted.append(match.group(1))
+        return prologue + _read(match.group(1))
 
-    return _INCLUDE.sub(paste, text, count=1)
+    return _INCLUDE.sub(paste, text)
 
 
 class Scripts:

@@ -76,6 +76,7 @@ class Queue:
         self.max_events = max_events
         self.max_data_bytes = max_data_bytes
         self._scripts = Scripts(connection, self.keys)
+        self._default_opts = _opts_json(self.defaults.attempts, self.defaults.backoff)
 
     async def call(self, script: str, *args: str | int | float) -> Any:
         """Run one of the queue's scripts (for the worker; not for application code)."""
@@ -116,37 +117,36 @@ class Queue:
         specs = [self._spec(job) for job in jobs]
         results: list[AddResult] = []
         for start in range(0, len(specs), BATCH):
-            chunk = specs[start : start + BATCH]
-            raw = await self.call("add", json.dumps(chunk, separators=(",", ":")), self.max_events)
-            pairs = list(raw)
+            args = [field for spec in specs[start : start + BATCH] for field in spec]
+            pairs = list(await self.call("add", *args))
             results.extend(AddResult(str(pairs[i]), bool(int(pairs[i + 1]))) for i in range(0, len(pairs), 2))
         return results
 
-    def _spec(self, job: BulkJob) -> dict[str, Any]:
+    def _spec(self, job: BulkJob) -> tuple[str, str, str, str, int, int, int, str]:
+        """The eight fields add.lua takes per job, in its order."""
         check_identifier("job name", job.name)
         try:
             data = json.dumps(job.data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidJobDataError(f"job data must be JSON-serializable: {exc}") from exc
-        if len(data.encode()) > self.max_data_bytes:
+        if len(data) > self.max_data_bytes // 4 and len(data.encode()) > self.max_data_bytes:
             raise InvalidJobDataError(f"job data is larger than {self.max_data_bytes} bytes")
         o = job.options
-        spec: dict[str, Any] = {
-            "name": job.name,
-            "data": data,
-            "group": o.group or "",
-            "priority": o.priority or self.defaults.priority,
-            "delay_ms": o.delay_ms,
-            "opts": {
-                "attempts": o.attempts or self.defaults.attempts,
-                "backoff": (o.backoff or self.defaults.backoff).to_json(),
-            },
-        }
-        if o.job_id is not None:
-            spec["id"] = o.job_id
-        if o.cost:
-            spec["cost"] = o.cost
-        return spec
+        if o.attempts is None and o.backoff is None:
+            opts = self._default_opts
+        else:
+            attempts = o.attempts or self.defaults.attempts
+            opts = _opts_json(attempts, o.backoff or self.defaults.backoff)
+        return (
+            o.job_id or "",
+            job.name,
+            data,
+            o.group or "",
+            o.priority or self.defaults.priority,
+            o.delay_ms,
+            o.cost or 0,
+            opts,
+        )
 
     # -- reading ------------------------------------------------------------------------------------------
 
@@ -239,6 +239,10 @@ class Queue:
         """Set the limits every worker of this queue obeys from its next fetch on."""
         await self.call("configure", limits.to_json(), "", "")
 
+    async def refresh(self) -> None:
+        """Recount the bookkeeping the scripts keep about settings (workers call this at start)."""
+        await self.call("configure", "", "", "")
+
     async def set_group(self, group: str, settings: GroupSettings | None) -> None:
         """Give one group its own weight, cap or rate (None: back to the queue's defaults)."""
         check_identifier("group", group)
@@ -315,6 +319,10 @@ class Queue:
     async def obliterate(self) -> None:
         """Delete every key of the queue (tests and tear-down only)."""
         await self.redis.delete(*self.keys.all())
+
+
+def _opts_json(attempts: int, backoff: Backoff) -> str:
+    return json.dumps({"attempts": attempts, "backoff": backoff.to_json()}, separators=(",", ":"))
 
 
 def _str_map(raw: Any) -> dict[str, str]:

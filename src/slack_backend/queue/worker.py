@@ -141,9 +141,15 @@ class Worker:
         self.hooks = Hooks()
         self.stats = WorkerStats()
         self._running: dict[str, _Running] = {}
-        self._slot_freed = asyncio.Event()
         self._idle_now = asyncio.Event()
         self._woken = asyncio.Event()
+        # The fetch loop's one wait: resolved when what it waits for happens (see _pause), without a task per wait.
+        self._waiter: asyncio.Future[None] | None = None
+        # One fetch at a time, by the fetch loop or riding on a batch of completions (see _ack_loop).
+        self._fetch_busy = False
+        # The last fetch got all it asked for: more is probably waiting, so completions ask for the next jobs.
+        self._backlog = False
+        self._waiting_for: Callable[[], bool] = _never
         self._acks: list[_Ack] = []
         self._acks_waiting = asyncio.Event()
         self._closing = asyncio.Event()
@@ -197,6 +203,7 @@ class Worker:
         """
         self._shutdown_timeout_s = timeout_s
         self._closing.set()
+        self._nudge(force=True)
         if self._loop_task is not None:
             await self._closed.wait()
 
@@ -205,8 +212,11 @@ class Worker:
     async def _configure(self) -> None:
         while not self._closing.is_set():
             try:
+                # Writing the limits (or nothing) also refreshes what the scripts keep about group settings.
                 if self.limits is not None:
                     await self.queue.set_limits(self.limits)
+                else:
+                    await self.queue.refresh()
                 await self._heartbeat()
                 self._watch.ready()
                 self._log.info("worker ready", concurrency=self.concurrency)
@@ -217,12 +227,12 @@ class Worker:
     async def _fetch_loop(self) -> None:
         while not self._closing.is_set():
             free = self.concurrency - len(self._running)
-            if free <= 0:
-                self._slot_freed.clear()
-                await _wait_first(self._slot_freed.wait(), self._closing.wait())
+            if free <= 0 or self._fetch_busy:
+                await self._pause(None, self._may_fetch)
                 continue
             # Cleared before the fetch, not after: a wake-up that lands while it runs must not be lost.
             self._woken.clear()
+            self._fetch_busy = True
             try:
                 # Never cancelled half-way: a fetch that ran in Redis must be seen here, or its jobs would
                 # sit leased to nobody until the stall check.
@@ -230,13 +240,21 @@ class Worker:
             except RedisError as exc:
                 await self._redis_failed(exc)
                 continue
+            finally:
+                self._fetch_busy = False
             self._watch.ready()
-            self.stats.fetches += 1
             status, wait_ms = int(reply[0]), int(reply[1])
-            started = self._start_jobs(reply[2:])
+            started = self._fetched(free, reply)
             if started:
                 continue
             await self._idle(status, wait_ms)
+
+    def _fetched(self, asked: int, reply: list[Any]) -> int:
+        """Start the jobs of a fetch reply ({status, wait_ms, id, rec, data, token, ...}); returns how many."""
+        self.stats.fetches += 1
+        started = self._start_jobs(reply[2:])
+        self._backlog = int(reply[0]) == STATUS_STARTED and started >= asked
+        return started
 
     def _start_jobs(self, flat: list[Any]) -> int:
         count = 0
@@ -257,7 +275,7 @@ class Worker:
     def _job_done_callback(self, job_id: str) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:
             self._running.pop(job_id, None)
-            self._slot_freed.set()
+            self._nudge()
 
         return done
 
@@ -271,7 +289,7 @@ class Worker:
                 self.stats.held_waits += 1
             else:
                 self.stats.budget_waits += 1
-            await _wait_first(asyncio.sleep(max(wait_ms, 1) / 1000), self._closing.wait())
+            await self._pause(max(wait_ms, 1) / 1000, _never)
             return
         timeout_s = self.idle_block_s if wait_ms < 0 else min(self.idle_block_s, wait_ms / 1000)
         if status == STATUS_CAPPED:
@@ -282,9 +300,34 @@ class Worker:
         # ten times a second. New work arrives through the waker.
         self._idle_now.set()
         try:
-            await _wait_first(self._woken.wait(), self._closing.wait(), timeout_s=timeout_s)
+            await self._pause(timeout_s, self._woken.is_set)
         finally:
             self._idle_now.clear()
+
+    def _may_fetch(self) -> bool:
+        return len(self._running) < self.concurrency and not self._fetch_busy
+
+    async def _pause(self, timeout_s: float | None, until: Callable[[], bool]) -> None:
+        """Wait until `until()` holds when nudged, close begins, or `timeout_s` passes (None: no limit)."""
+        if until() or self._closing.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        self._waiting_for = until
+        timer = None if timeout_s is None else loop.call_later(timeout_s, self._nudge, True)
+        try:
+            await self._waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiter = None
+            self._waiting_for = _never
+
+    def _nudge(self, force: bool = False) -> None:
+        """Something the fetch loop may be waiting for happened; resume it if so (or always, with `force`)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and (force or self._waiting_for()):
+            waiter.set_result(None)
 
     async def _waker_loop(self, blocking: Redis) -> None:
         """Block on the queue's wake list while this worker is idle; a token wakes the fetch loop.
@@ -298,6 +341,7 @@ class Worker:
             try:
                 if await blocking.blpop([wake_key], timeout=1):
                     self._woken.set()
+                    self._nudge()
             except RedisError as exc:
                 await self._redis_failed(exc)
 
@@ -400,14 +444,28 @@ class Worker:
             self._acks_waiting.clear()
             while self._acks:
                 batch, self._acks = self._acks[:ACK_BATCH], self._acks[ACK_BATCH:]
-                args: list[str | int] = [count, age_ms, _ev(self)]
+                # While a backlog lasts, the same call starts the next jobs (as BullMQ's moveToFinished does):
+                # one round trip per batch instead of two. When idle, completions go alone.
+                want = 0
+                if self._backlog and not self._fetch_busy and not self._closing.is_set():
+                    want = max(0, self.concurrency - len(self._running) + len(batch))
+                args: list[str | int] = [count, age_ms, _ev(self), self.id, self.lease_ms, want]
                 for ack in batch:
                     args += [ack.job.id, ack.token, ack.result_json, ack.used]
-                reply = await self._call_riding_outages("complete", args)
-                codes = [GAVE_UP] * len(batch) if reply is None else [int(c) for c in reply[1:]]
+                self._fetch_busy = self._fetch_busy or want > 0
+                try:
+                    reply = await self._call_riding_outages("complete", args)
+                finally:
+                    if want > 0:
+                        self._fetch_busy = False
+                codes = [GAVE_UP] * len(batch) if reply is None else [int(c) for c in reply[1 : 1 + len(batch)]]
                 for ack, code in zip(batch, codes, strict=True):
                     if not ack.done.done():
                         ack.done.set_result(code)
+                if want > 0:
+                    if reply is not None:
+                        self._fetched(want, reply[1 + len(batch) :])
+                    self._nudge()
 
     async def _finish_call(self, script: str, job: Job, *args: str | int | float) -> list[Any] | None:
         """Run a finishing script for one job; None when the lease was lost or Redis stayed away."""
@@ -541,6 +599,10 @@ class Worker:
             await asyncio.wait(stuck)
 
 
+def _never() -> bool:
+    return False
+
+
 def _ev(worker: Worker) -> int:
     return worker.queue.max_events
 
@@ -550,14 +612,3 @@ def _blocking_client(client: Redis) -> Redis:
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, "socket_timeout": None}
     return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, max_connections=2, **kwargs))
-
-
-async def _wait_first(*waits: Awaitable[Any], timeout_s: float | None = None) -> None:
-    """Return when the first of several waits finishes (or at the timeout); cancel the others."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -2,8 +2,8 @@
 --
 -- Data model (every key under one hash tag, so Redis Cluster keeps a queue in one slot):
 --   jobs          HASH  id -> job record (JSON: name, group, priority, seq, state, attempts_made, ...)
+--                 an active job's lease token is its record's worker:seq:starts (see lease_of)
 --   data          HASH  id -> job data (JSON text, opaque to Lua)
---   leases        HASH  id -> lease token of the worker that runs it
 --   wait          ZSET  score 0, member group \0 priority(10) seq(16) id: one ordered run per group
 --   groups        ZSET  group -> pass (stride scheduling): the groups that may start a job now
 --   groups_limited ZSET group -> ms when its own rate limit lets it start again
@@ -12,7 +12,8 @@
 --   group_limiter HASH  group -> JSON array of its last start times (ms), oldest first
 --   delayed / active / completed / failed  ZSET id -> due ms / lease deadline ms / finish ms
 --   limiter       LIST  the last `rate_max` start times (ms), newest first: an exact sliding window
---   meta          HASH  seq, vclock, paused, hold_until_ms, budget_used, config (JSON)
+--   meta          HASH  seq, vclock, paused, hold_until_ms, budget_used, config (JSON),
+--                       group_conf_n (how many groups have settings of their own: 0 skips the lookups)
 --   budget        ZSET  reservation (id:starts) -> ms it was made;  budget_cost HASH reservation -> tokens
 --   events        STREAM (MAXLEN ~);  wake  LIST workers block on
 local rcall = redis.call
@@ -31,10 +32,26 @@ local function split_member(member)
   return string.sub(member, 1, p - 1), string.sub(member, p + 27)
 end
 
+local function read_config(raw, group_conf_n)
+  local cfg = {}
+  if raw then cfg = cjson.decode(raw) end
+  cfg.has_group_conf = tonumber(group_conf_n or '0') > 0
+  return cfg
+end
+
 local function load_config(k)
-  local raw = rcall('HGET', k.meta, 'config')
-  if raw then return cjson.decode(raw) end
-  return {}
+  local raw = rcall('HMGET', k.meta, 'config', 'group_conf_n')
+  return read_config(raw[1], raw[2])
+end
+
+-- The config, read from Redis only if a field is looked at: a finish that touches no group bookkeeping
+-- then costs no read.
+local function lazy_config(k)
+  return setmetatable({}, {__index = function(t, name)
+    setmetatable(t, nil)
+    for key, value in pairs(load_config(k)) do rawset(t, key, value) end
+    return rawget(t, name)
+  end})
 end
 
 local function group_settings(k, cfg, group)
@@ -44,7 +61,8 @@ local function group_settings(k, cfg, group)
     rate_max = tonumber(cfg.group_rate_max or 0),
     rate_duration_ms = tonumber(cfg.group_rate_duration_ms or 0),
   }
-  local raw = rcall('HGET', k.group_conf, group)
+  local raw = nil
+  if cfg.has_group_conf then raw = rcall('HGET', k.group_conf, group) end
   if raw then
     local o = cjson.decode(raw)
     for name, value in pairs(o) do s[name] = tonumber(value) end
@@ -90,7 +108,6 @@ end
 -- A running job of the group stopped: free its slot and let the group compete again.
 local function leave_active(k, cfg, rec, id)
   rcall('ZREM', k.active, id)
-  rcall('HDEL', k.leases, id)
   local left = rcall('HINCRBY', k.group_active, rec.group, -1)
   if left <= 0 then rcall('HDEL', k.group_active, rec.group) end
   return make_ready(k, cfg, rec.group)
@@ -103,41 +120,39 @@ end
 local function wake(k, n)
   local tokens = {}
   for i = 1, math.min(n, 64) do tokens[i] = '1' end
-  if #tokens > 0 then
-    rcall('LPUSH', k.wake, unpack(tokens))
-    rcall('LTRIM', k.wake, 0, 255)
-  end
+  -- Tokens pile up while every worker is busy; trimmed back to 256 once past 512, not on every push.
+  if #tokens > 0 and rcall('LPUSH', k.wake, unpack(tokens)) > 512 then rcall('LTRIM', k.wake, 0, 255) end
 end
 
 local function delete_job(k, id)
   rcall('HDEL', k.jobs, id)
   rcall('HDEL', k.data, id)
-  rcall('HDEL', k.leases, id)
 end
 
--- Delete many jobs' stored parts with one command per hash.
-local function delete_jobs(k, ids)
-  if #ids == 0 then return end
-  rcall('HDEL', k.jobs, unpack(ids))
-  rcall('HDEL', k.data, unpack(ids))
-  rcall('HDEL', k.leases, unpack(ids))
+-- Delete finished jobs' records and data (a finished job holds no lease), a thousand per command.
+local function delete_finished(k, ids)
+  for from = 1, #ids, 1000 do
+    local chunk = {unpack(ids, from, math.min(from + 999, #ids))}
+    rcall('HDEL', k.jobs, unpack(chunk))
+    rcall('HDEL', k.data, unpack(chunk))
+  end
 end
 
 -- Keep the newest `keep_count` (when >= 0) and none older than `keep_age_ms` (when > 0) in a finished set.
 local function trim_finished(k, set, keep_count, keep_age_ms, now)
   if keep_age_ms > 0 then
     local old = rcall('ZRANGEBYSCORE', set, '-inf', now - keep_age_ms, 'LIMIT', 0, 1000)
-    delete_jobs(k, old)
-    if #old > 0 then rcall('ZREM', set, unpack(old)) end
+    if #old > 0 then
+      delete_finished(k, old)
+      rcall('ZREM', set, unpack(old))
+    end
   end
   if keep_count >= 0 then
-    local excess = rcall('ZCARD', set) - keep_count
-    while excess > 0 do
-      -- In chunks, so no single command takes more arguments than Lua can unpack.
-      local victims = rcall('ZRANGE', set, 0, math.min(excess, 1000) - 1)
-      delete_jobs(k, victims)
+    -- Everything but the newest keep_count, by rank: one read, whether there is excess or not.
+    local victims = rcall('ZRANGE', set, 0, -(keep_count + 1))
+    if #victims > 0 then
+      delete_finished(k, victims)
       rcall('ZREMRANGEBYRANK', set, 0, #victims - 1)
-      excess = excess - #victims
     end
   end
 end
@@ -172,6 +187,13 @@ local function load_rec(k, id)
   local raw = rcall('HGET', k.jobs, id)
   if not raw then return nil end
   return cjson.decode(raw)
+end
+
+-- The token of the run that holds an active job: written nowhere else, so it costs no command to keep, and
+-- a start (starts + 1) or a recovery (state no longer active) invalidates the old one.
+local function lease_of(rec)
+  if rec.state ~= 'active' or not rec.worker then return nil end
+  return rec.worker .. ':' .. rec.seq .. ':' .. rec.starts
 end
 
 local function save_rec(k, rec)

@@ -1,37 +1,49 @@
--- complete: active jobs finished; keep their results and trim the completed set, all in one step.
+-- complete: active jobs finished; keep their results, trim the completed set and (if asked) start the next
+-- jobs for the same worker, all in one step.
 -- KEYS: the queue's key set (QueueKeys order, bound as `k` by the loader)
 -- ARGV[1] keep count (-1 = all)  ARGV[2] keep age ms (0 = no age limit)  ARGV[3] max events
+-- ARGV[4] worker id  ARGV[5] lease ms  ARGV[6] jobs to start next (0 = none; the fetch transition, see fetch.lua)
 -- then per job, four arguments: job id, lease token, result (JSON text),
 --   tokens the run really used (-1 = unknown: its budget reservation stands)
--- Returns: {finished_ms, code1, code2, ...} in argument order; code 0 ok | -1 job not found | -2 lease lost
+-- Returns: {finished_ms, code1, code2, ...} in argument order; code 0 ok | -1 job not found | -2 lease lost;
+--   when jobs to start next > 0, fetch's reply follows the codes: status, wait_ms, id1, rec1, data1, token1, ...
 -- Events: one completed entry per call: job_ids, groups, wait_ms (enqueue to first start), run_ms (this run),
 --   each a JSON array in job order
 -- A worker sends the completions that land together in one call: the bookkeeping that is per call (the
 -- clock, the trim, the set updates) is then paid once per batch instead of once per job.
 --@include _common.lua
+--@include _fetch.lua
 local keep_count, keep_age, max_events = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local n = (#ARGV - 3) / 4
-if n < 1 then return {0} end
+local worker_id, lease_ms, want = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local n = (#ARGV - 6) / 4
 local ids = {}
-for i = 1, n do ids[i] = ARGV[4 * i] end
-local raws = rcall('HMGET', k.jobs, unpack(ids))
-local leases = rcall('HMGET', k.leases, unpack(ids))
+for i = 1, n do ids[i] = ARGV[4 * i + 3] end
 local now = now_ms()
 local out = {now}
+
+-- The next jobs start after the finishes are written, so the slots and group counts they free are seen.
+local function then_fetch()
+  if want <= 0 then return out end
+  for _, value in ipairs(fetch_jobs(k, now, worker_id, lease_ms, want)) do out[#out + 1] = value end
+  return out
+end
+
+if n < 1 then return then_fetch() end
+local raws = rcall('HMGET', k.jobs, unpack(ids))
 local done, records, finished_at, seen = {}, {}, {}, {}
 local groups, waits, runs = {}, {}, {}
 local per_group = {}
 for i = 1, n do
   local id = ids[i]
   local code = 0
-  if not raws[i] then
+  local rec = raws[i] and cjson.decode(raws[i])
+  if not rec then
     code = -1
-  elseif leases[i] ~= ARGV[4 * i + 1] or seen[id] then
+  elseif lease_of(rec) ~= ARGV[4 * i + 4] or seen[id] then
     code = -2
   else
     seen[id] = true
-    local rec = cjson.decode(raws[i])
-    local used = tonumber(ARGV[4 * i + 3])
+    local used = tonumber(ARGV[4 * i + 6])
     if used >= 0 then
       budget_settle(k, rec, used)
       rec.cost_used = used
@@ -39,7 +51,7 @@ for i = 1, n do
     rec.state = 'completed'
     rec.finished_ms = now
     rec.attempts_made = rec.attempts_made + 1
-    rec.result = ARGV[4 * i + 2]
+    rec.result = ARGV[4 * i + 5]
     done[#done + 1] = id
     records[#records + 1] = id
     records[#records + 1] = cjson.encode(rec)
@@ -52,12 +64,11 @@ for i = 1, n do
   end
   out[#out + 1] = code
 end
-if #done == 0 then return out end
+if #done == 0 then return then_fetch() end
 rcall('ZREM', k.active, unpack(done))
-rcall('HDEL', k.leases, unpack(done))
 rcall('HSET', k.jobs, unpack(records))
 rcall('ZADD', k.completed, unpack(finished_at))
-local cfg = load_config(k)
+local cfg = lazy_config(k)
 local woke = 0
 for group, count in pairs(per_group) do
   local left = rcall('HINCRBY', k.group_active, group, -count)
@@ -68,4 +79,4 @@ trim_finished(k, k.completed, keep_count, keep_age, now)
 rcall('XADD', k.events, 'MAXLEN', '~', max_events, '*', 'event', 'completed', 'job_ids', cjson.encode(done),
   'groups', cjson.encode(groups), 'wait_ms', cjson.encode(waits), 'run_ms', cjson.encode(runs))
 if woke > 0 then wake(k, woke) end
-return out
+return then_fetch()

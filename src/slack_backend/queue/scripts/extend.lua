@@ -5,13 +5,17 @@
 -- Events: none
 --@include _common.lua
 local deadline = now_ms() + tonumber(ARGV[1])
-local lost = {}
-for i = 2, #ARGV, 2 do
-  local id = ARGV[i]
-  if rcall('HGET', k.leases, id) == ARGV[i + 1] then
-    rcall('ZADD', k.active, 'XX', deadline, id)
+local lost, ids, renewed = {}, {}, {}
+for i = 2, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+if #ids == 0 then return lost end
+local raws = rcall('HMGET', k.jobs, unpack(ids))
+for n, id in ipairs(ids) do
+  if raws[n] and lease_of(cjson.decode(raws[n])) == ARGV[2 * n + 1] then
+    renewed[#renewed + 1] = deadline
+    renewed[#renewed + 1] = id
   else
     lost[#lost + 1] = id
   end
 end
+if #renewed > 0 then rcall('ZADD', k.active, 'XX', unpack(renewed)) end
 return lost

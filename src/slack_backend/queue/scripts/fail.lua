@@ -9,7 +9,7 @@
 local id, token = ARGV[1], ARGV[2]
 local rec = load_rec(k, id)
 if not rec then return {-1, 0, 0} end
-if rcall('HGET', k.leases, id) ~= token then return {-2, 0, 0} end
+if lease_of(rec) ~= token then return {-2, 0, 0} end
 local now = now_ms()
 local cfg = load_config(k)
 local woke = leave_active(k, cfg, rec, id)

@@ -7,7 +7,7 @@
 local id, token = ARGV[1], ARGV[2]
 local rec = load_rec(k, id)
 if not rec then return {-1} end
-if rcall('HGET', k.leases, id) ~= token then return {-2} end
+if lease_of(rec) ~= token then return {-2} end
 rec.progress = ARGV[3]
 save_rec(k, rec)
 emit(k, ARGV[4], 'progress', id, 'progress', ARGV[3])

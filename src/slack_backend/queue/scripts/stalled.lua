@@ -16,7 +16,6 @@ for _, id in ipairs(expired) do
   local rec = load_rec(k, id)
   if not rec then
     rcall('ZREM', k.active, id)
-    rcall('HDEL', k.leases, id)
   else
     if leave_active(k, cfg, rec, id) then woke = true end
     rec.stalls = (rec.stalls or 0) + 1
