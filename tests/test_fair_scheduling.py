@@ -168,6 +168,13 @@ async def test_a_429_holds_every_job_of_the_queue_without_spending_attempts(pipe
         await post_signed(p.client, command_body(p.slack, text="first"))
         await wait_until(lambda: _requests_seen(p.claude.message_requests, 1))
         limited_at = time.monotonic()
+
+        async def held() -> bool:
+            return await p.queue.hold_remaining_ms() > 0
+
+        # The second request comes once the 429 has reached the worker and held the queue: a job that
+        # started before then had been started before anyone knew of the limit.
+        await wait_until(held, timeout_s=5)
         await post_signed(p.client, command_body(p.slack, text="second", trigger_id="1.2.second"))
         started: list[float] = []
 

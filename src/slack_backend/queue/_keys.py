@@ -50,6 +50,10 @@ class QueueKeys:
             raise KeyError(name)
         return f"{self.tag}:{name}"
 
+    def worker_wake(self, worker_id: str) -> str:
+        """A worker's own wake list: only it blocks there, so a push ends exactly its wait (same hash tag)."""
+        return f"{self.tag}:wake:{worker_id}"
+
     def all(self) -> list[str]:
         """Every key, in script order."""
         return [self.key(n) for n in KEY_NAMES]

@@ -9,6 +9,7 @@ from importlib import resources
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from slack_backend.queue._keys import KEY_NAMES, QueueKeys
 
@@ -42,32 +43,51 @@ _KEY_USE = re.compile(r"\bk\.(\w+)")
 
 
 @cache
-def script_keys(name: str) -> tuple[str, ...]:
-    """The keys a script can reach: its own `k.<name>` uses and those of the shared functions it calls.
-
-    Each call then carries only these (a fetch 16 keys, an add 10, not all 21): packing key names was a
-    measurable share of every call's client time. A script that indexes `k[...]` by value gets them all.
-    """
+def _reach(name: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The shared functions a script calls (directly or through others), and the keys its code names."""
     text = _read(f"{name}.lua")
-    body = _INCLUDE.sub("", text)
-    if "k[" in body:
-        return KEY_NAMES
     shared = "\n".join(_read(m.group(1)) for m in _INCLUDE.finditer(text))
     functions = {m.group(1): m.group(0) for m in _FUNCTION.finditer(shared)}
     used: set[str] = set()
     reached: set[str] = set()
-    pending = [body]
+    pending = [_INCLUDE.sub("", text)]
     while pending:
-        text = pending.pop()
-        used.update(_KEY_USE.findall(text))
+        code = pending.pop()
+        used.update(_KEY_USE.findall(code))
         for fn, source in functions.items():
-            if fn not in reached and re.search(rf"\b{fn}\(", text):
+            if fn not in reached and re.search(rf"\b{fn}\(", code):
                 reached.add(fn)
                 pending.append(source)
+    return frozenset(reached), frozenset(used)
+
+
+@cache
+def script_keys(name: str) -> tuple[str, ...]:
+    """The keys a script can reach: its own `k.<name>` uses and those of the shared functions it calls.
+
+    Each call then carries only these (a fetch 16 keys, an add 11, not all 21): packing key names was a
+    measurable share of every call's client time. A script that indexes `k[...]` by value gets them all.
+    """
+    if "k[" in _INCLUDE.sub("", _read(f"{name}.lua")):
+        return KEY_NAMES
+    used = _reach(name)[1]
     unknown = used - set(KEY_NAMES)
     if unknown:
         raise ValueError(f"script {name} uses undeclared keys: {sorted(unknown)}")
     return tuple(n for n in KEY_NAMES if n in used)
+
+
+def _pruned(include: str, reached: frozenset[str]) -> str:
+    """An include with only the functions in `reached`: Lua builds every local function on each call."""
+    kept: list[str] = []
+    at = 0
+    for match in _FUNCTION.finditer(include):
+        kept.append(include[at : match.start()])
+        if match.group(1) in reached:
+            kept.append(match.group(0))
+        at = match.end()
+    kept.append(include[at:])
+    return re.sub(r"\n{3,}", "\n\n", "".join(kept))
 
 
 def _binding_prologue(names: tuple[str, ...]) -> str:
@@ -79,14 +99,14 @@ def _binding_prologue(names: tuple[str, ...]) -> str:
 
 @cache
 def script_source(name: str) -> str:
-    """A script's full text: its includes pasted in, the `k` table bound from KEYS before the first."""
+    """A script's full text: its includes pasted in (the functions it calls), `k` bound from KEYS before them."""
     text = _read(f"{name}.lua")
     pasted: list[str] = []
 
     def paste(match: re.Match[str]) -> str:
         prologue = "" if pasted else _binding_prologue(script_keys(name))
         pasted.append(match.group(1))
-        return prologue + _read(match.group(1))
+        return prologue + _pruned(_read(match.group(1)), _reach(name)[0])
 
     return _INCLUDE.sub(paste, text)
 
@@ -99,6 +119,25 @@ class Scripts:
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
+
+    async def call_after_blpop(
+        self, client: Redis, wait_keys: Sequence[str], timeout_s: float, name: str, args: Sequence[str | int | float]
+    ) -> object:
+        """BLPOP, then the script, pipelined on `client`; the script's reply, or None after reloading it."""
+        script = self._scripts[name]
+        keys = self._keys[name]
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.blpop(list(wait_keys), timeout=timeout_s)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            _popped, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, NoScriptError):
+            # After a SCRIPT FLUSH or a restart of Redis: the wake token is spent, so the caller fetches anew.
+            await client.script_load(script.script)
+            return None
+        if isinstance(reply, Exception):
+            raise reply
+        result: object = reply
+        return result
 
     async def call(self, name: str, args: Sequence[str | int | float | bytes]) -> object:
         """Run one script atomically on the queue's keys."""

@@ -82,6 +82,16 @@ class Queue:
         """Run one of the queue's scripts (for the worker; not for application code)."""
         return await self._scripts.call(script, args)
 
+    async def call_after_blpop(
+        self, client: Redis, wait_keys: Sequence[str], timeout_s: float, script: str, *args: str | int | float
+    ) -> Any:
+        """BLPOP on `wait_keys`, then run a script, in one pipeline: Redis runs the script as the wait ends.
+
+        Returns the script's reply, or None when Redis had lost the script (it is loaded again; call anew).
+        For the worker, on its blocking client.
+        """
+        return await self._scripts.call_after_blpop(client, wait_keys, timeout_s, script, args)
+
     # -- adding -------------------------------------------------------------------------------------------
 
     async def add(

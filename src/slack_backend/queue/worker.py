@@ -141,8 +141,9 @@ class Worker:
         self.hooks = Hooks()
         self.stats = WorkerStats()
         self._running: dict[str, _Running] = {}
-        self._idle_now = asyncio.Event()
-        self._woken = asyncio.Event()
+        # Set while the fetch loop blocks on the wake lists (see _wait_for_work); a poke ends the wait.
+        self._blocked = False
+        self._pokes: set[asyncio.Task[None]] = set()
         # The fetch loop's one wait: resolved when what it waits for happens (see _pause), without a task per wait.
         self._waiter: asyncio.Future[None] | None = None
         # One fetch at a time, by the fetch loop or riding on a batch of completions (see _ack_loop).
@@ -180,7 +181,6 @@ class Worker:
         background = [
             asyncio.create_task(self._renew_leases_loop(), name=f"{self.id} leases"),
             asyncio.create_task(self._stalled_loop(), name=f"{self.id} stalled"),
-            asyncio.create_task(self._waker_loop(self._blocking), name=f"{self.id} waker"),
             asyncio.create_task(self._ack_loop(), name=f"{self.id} acks"),
         ]
         try:
@@ -192,7 +192,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self._forget_self()
-            await self._blocking.aclose()
+            await self._blocking.aclose(close_connection_pool=True)
             self._closed.set()
             self._log.info("worker closed")
 
@@ -204,6 +204,7 @@ class Worker:
         self._shutdown_timeout_s = timeout_s
         self._closing.set()
         self._nudge(force=True)
+        self._poke()
         if self._loop_task is not None:
             await self._closed.wait()
 
@@ -230,8 +231,6 @@ class Worker:
             if free <= 0 or self._fetch_busy:
                 await self._pause(None, self._may_fetch)
                 continue
-            # Cleared before the fetch, not after: a wake-up that lands while it runs must not be lost.
-            self._woken.clear()
             self._fetch_busy = True
             try:
                 # Never cancelled half-way: a fetch that ran in Redis must be seen here, or its jobs would
@@ -296,13 +295,56 @@ class Worker:
             timeout_s = min(timeout_s, 0.25)
         if timeout_s <= 0:
             return
-        # The exact deadline (a delayed job falling due) is kept here: Redis checks blocking timeouts only about
-        # ten times a second. New work arrives through the waker.
-        self._idle_now.set()
+        await self._wait_for_work(timeout_s)
+
+    async def _wait_for_work(self, timeout_s: float) -> None:
+        """Block on the wake lists for up to `timeout_s`, with a fetch pipelined behind the wait.
+
+        Redis runs the fetch the moment the wait ends (a wake token, or a poke of this worker's own list), so a
+        job added to an idle queue starts after one hop, as with a plain BLPOP queue. Redis checks blocking
+        timeouts only about ten times a second, so the exact deadline (a delayed job falling due) is a timer
+        here that pokes the worker's own list; close() pokes it too.
+        """
+        free = self.concurrency - len(self._running)
+        if free <= 0 or self._fetch_busy or self._closing.is_set() or self._blocking is None:
+            return
+        timer = asyncio.get_running_loop().call_later(timeout_s, self._poke)
+        keys = [self.queue.keys.key("wake"), self._own_wake_key]
+        self._fetch_busy = self._blocked = True
         try:
-            await self._pause(timeout_s, self._woken.is_set)
+            # The BLPOP's own timeout is only a safety net behind the timer.
+            reply = await self.queue.call_after_blpop(
+                self._blocking, keys, timeout_s + 1, "fetch", self.id, self.lease_ms, free
+            )
+        except RedisError as exc:
+            await self._redis_failed(exc)
+            return
         finally:
-            self._idle_now.clear()
+            timer.cancel()
+            self._fetch_busy = self._blocked = False
+        self._watch.ready()
+        if reply is not None:
+            self._fetched(free, reply)
+
+    @property
+    def _own_wake_key(self) -> str:
+        return self.queue.keys.worker_wake(self.id)
+
+    def _poke(self) -> None:
+        """End a blocking wait of this worker now (its deadline came, or close began)."""
+        if not self._blocked:
+            return
+        task = asyncio.ensure_future(self._push_own_wake())
+        self._pokes.add(task)
+        task.add_done_callback(self._pokes.discard)
+
+    async def _push_own_wake(self) -> None:
+        with contextlib.suppress(RedisError):
+            async with self.queue.redis.pipeline(transaction=False) as pipe:
+                # Expires, so the list of a worker that dies blocked does not outlive it for long.
+                pipe.lpush(self._own_wake_key, "1")
+                pipe.pexpire(self._own_wake_key, 60_000)
+                await pipe.execute()
 
     def _may_fetch(self) -> bool:
         return len(self._running) < self.concurrency and not self._fetch_busy
@@ -328,22 +370,6 @@ class Worker:
         waiter = self._waiter
         if waiter is not None and not waiter.done() and (force or self._waiting_for()):
             waiter.set_result(None)
-
-    async def _waker_loop(self, blocking: Redis) -> None:
-        """Block on the queue's wake list while this worker is idle; a token wakes the fetch loop.
-
-        The BLPOP is never cancelled half-way (only at close, before its pool is closed): a cancel that lands
-        while redis-py reconnects can leak the socket. Listening only while idle leaves tokens to idle peers.
-        """
-        wake_key = self.queue.keys.key("wake")
-        while True:
-            await self._idle_now.wait()
-            try:
-                if await blocking.blpop([wake_key], timeout=1):
-                    self._woken.set()
-                    self._nudge()
-            except RedisError as exc:
-                await self._redis_failed(exc)
 
     # -- running --------------------------------------------------------------------------------------------
 
@@ -572,6 +598,7 @@ class Worker:
     async def _forget_self(self) -> None:
         with contextlib.suppress(RedisError):
             await self.queue.redis.hdel(self.queue.keys.key("workers"), self.id)
+            await self.queue.redis.delete(self._own_wake_key)
 
     async def _redis_failed(self, exc: RedisError) -> None:
         self.stats.redis_errors += 1
