@@ -79,3 +79,20 @@ async def test_limited_worker_sleeps_until_the_next_slot(make_queue: QueueFactor
         await wait_until(lambda: finished(queue, 6))
     gap_ms = (starts[5] - starts[0]) * 1000
     assert 495 <= gap_ms <= 550, gap_ms
+
+
+async def test_a_start_holds_its_slot_for_the_window_plus_the_guard_band(make_queue: QueueFactory) -> None:
+    """RateLimit(2, 200, margin_ms=800): after two starts the next may come 1,000 ms later, not 200."""
+    queue = make_queue()
+    await queue.set_limits(QueueLimits(rate=RateLimit(2, 200, margin_ms=800)))
+    assert (await queue.limits()).rate == RateLimit(2, 200, margin_ms=800)
+    await queue.add_bulk([BulkJob("n", {}) for _ in range(3)])
+    first = list(await queue.call("fetch", "w", 30_000, 3))
+    assert (len(first) - 2) // 4 == 2
+    limited = list(await queue.call("fetch", "w", 30_000, 1))
+    assert int(limited[0]) == 2
+    assert 900 < int(limited[1]) <= 1000, "the wait runs to the window's end plus the margin"
+    await asyncio.sleep(0.3)
+    assert int((await queue.call("fetch", "w", 30_000, 1))[0]) == 2, "past the window, still inside the margin"
+    await asyncio.sleep(0.75)
+    assert int((await queue.call("fetch", "w", 30_000, 1))[0]) == 0

@@ -8,7 +8,7 @@
 --   groups        ZSET  group -> pass (stride scheduling): the groups that may start a job now
 --   groups_limited ZSET group -> ms when its own rate limit lets it start again
 --   group_waiting HASH  group -> waiting jobs;  group_active HASH group -> jobs running
---   group_conf    HASH  group -> JSON {weight, concurrency, rate_max, rate_duration_ms}
+--   group_conf    HASH  group -> JSON {weight, concurrency, rate_max, rate_duration_ms, rate_margin_ms}
 --   group_limiter HASH  group -> JSON array of its last start times (ms), oldest first
 --   delayed / active / completed / failed  ZSET id -> due ms / lease deadline ms / finish ms
 --   limiter       LIST  the last `rate_max` start times (ms), newest first: an exact sliding window
@@ -60,6 +60,7 @@ local function group_settings(k, cfg, group)
     concurrency = tonumber(cfg.group_concurrency or 0),
     rate_max = tonumber(cfg.group_rate_max or 0),
     rate_duration_ms = tonumber(cfg.group_rate_duration_ms or 0),
+    rate_margin_ms = tonumber(cfg.group_rate_margin_ms or 0),
   }
   local raw = nil
   if cfg.has_group_conf then raw = rcall('HGET', k.group_conf, group) end
@@ -68,6 +69,7 @@ local function group_settings(k, cfg, group)
     for name, value in pairs(o) do s[name] = tonumber(value) end
   end
   if s.weight <= 0 then s.weight = 1 end
+  s.rate_duration_ms = s.rate_duration_ms + s.rate_margin_ms
   return s
 end
 

@@ -56,7 +56,8 @@ local function fetch_jobs(k, now, worker_id, lease_ms, want)
   end
 
   local rate_max = tonumber(cfg.rate_max or 0)
-  local rate_duration = tonumber(cfg.rate_duration_ms or 0)
+  -- A start holds its slot for the window plus the guard band (see RateLimit.margin_ms).
+  local rate_duration = tonumber(cfg.rate_duration_ms or 0) + tonumber(cfg.rate_margin_ms or 0)
   local global_cap = tonumber(cfg.global_concurrency or 0)
   local out = {0, -1}
   local started = 0
