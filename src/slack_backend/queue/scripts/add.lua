@@ -1,18 +1,32 @@
 -- add: put new jobs in the queue (waiting, or delayed when a delay is given); idempotent by job id.
 -- KEYS: the queue's key set (QueueKeys order, bound as `k` by the loader)
--- ARGV[1] to ARGV[8] the first job, ARGV[9] to ARGV[16] the next, and so on; per job, eight fields:
---   id ('' = the queue numbers it), name, data (JSON text, stored as is), group, priority, delay ms,
---   cost (tokens, 0 = none), options (JSON: attempts, backoff)
+-- ARGV[1] the first job, ARGV[2] the next, and so on; each job is eight fields joined by NUL (none of them
+--   holds one: ids, names and groups are refused with NUL, JSON escapes it):
+--   id ('' = the queue numbers it), name, group, priority, delay ms, cost (tokens, 0 = none),
+--   options (JSON: attempts, backoff), data (JSON text, stored as is; last, so it is never scanned)
 -- Returns: flat array {id, created (1 new | 0 already there), ...}
 -- Events: none per job (the stream carries finishes); wakes idle workers.
--- Fields travel as plain arguments, not as one JSON document: the data is encoded once, by the client.
+-- Fields travel as plain text, not as one JSON document: the data is encoded once, by the client, and a job
+-- is one argument to pack, not eight.
 --@include _common.lua
 local now = now_ms()
 local cfg = lazy_config(k)
 local out = {}
 local added = 0
-for base = 0, #ARGV - 8, 8 do
-  local id = ARGV[base + 1]
+local function fields(spec)
+  local out, at = {}, 1
+  for i = 1, 7 do
+    local stop = string.find(spec, '\0', at, true)
+    out[i] = string.sub(spec, at, stop - 1)
+    at = stop + 1
+  end
+  out[8] = string.sub(spec, at)
+  return out
+end
+
+for _, spec in ipairs(ARGV) do
+  local f = fields(spec)
+  local id = f[1]
   if id ~= '' and rcall('HEXISTS', k.jobs, id) == 1 then
     out[#out + 1] = id
     out[#out + 1] = 0
@@ -20,13 +34,13 @@ for base = 0, #ARGV - 8, 8 do
     local seq = rcall('HINCRBY', k.meta, 'seq', 1)
     if id == '' then id = tostring(seq) end
     local rec = {
-      id = id, name = ARGV[base + 2], group = ARGV[base + 4], priority = tonumber(ARGV[base + 5]), seq = seq,
-      attempts_made = 0, starts = 0, stalls = 0, created_ms = now, opts = cjson.decode(ARGV[base + 8]),
+      id = id, name = f[2], group = f[3], priority = tonumber(f[4]), seq = seq,
+      attempts_made = 0, starts = 0, stalls = 0, created_ms = now, opts = cjson.decode(f[7]),
     }
-    local cost = tonumber(ARGV[base + 7])
+    local cost = tonumber(f[6])
     if cost > 0 then rec.cost = cost end
-    rcall('HSET', k.data, id, ARGV[base + 3])
-    local delay = tonumber(ARGV[base + 6])
+    rcall('HSET', k.data, id, f[8])
+    local delay = tonumber(f[5])
     if delay > 0 then
       rec.state = 'delayed'
       rec.due_ms = now + delay
