@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from typing import Any
 
 from bench.drivers import ours
@@ -67,3 +69,13 @@ def test_sliding_window_and_per_second_counts() -> None:
     times = [0.0, 0.1, 0.5, 0.99, 1.0, 1.5, 2.2]
     assert max_in_window(times, 1.0) == 4
     assert per_second(times) == [4, 2, 1]
+
+
+def test_the_cli_runs_the_bench_entry_point() -> None:
+    """`slack-backend bench --help` reaches `python -m bench` and its options."""
+    done = subprocess.run(
+        [sys.executable, "-m", "slack_backend.cli", "bench", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--quick" in done.stdout
+    assert "--only" in done.stdout

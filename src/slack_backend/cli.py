@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -61,6 +64,16 @@ def check_config(
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark suite of a source checkout (`python -m bench`); options pass through, e.g. --quick."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "bench" / "__main__.py").is_file():
+        typer.echo("slack-backend bench: the benchmark suite (bench/) comes with the source checkout only", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "bench", *ctx.args], cwd=root))
 
 
 cli_service.register(app, settings_or_exit)
