@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 
-from slack_backend.queue import BulkJob, Job, JobOptions, JobState, KeepJobs, Worker
+from slack_backend.queue import BulkJob, Job, JobOptions, JobState, KeepJobs, Queue, Worker
 from slack_backend.queue.limits import GroupSettings, QueueLimits, RateLimit
 from slack_backend.web._dashboard_data import minute_series
 from tests.support.engine import QueueFactory, finished, running, wait_until
@@ -92,3 +92,30 @@ async def test_batched_completions_lose_nothing_and_report_every_job(make_queue:
 
 def _in(group: str) -> JobOptions:
     return JobOptions(group=group)
+
+
+async def test_the_event_stream_holds_about_max_events_jobs_not_entries(make_queue: QueueFactory) -> None:
+    """30,000 jobs at concurrency 50 with max_events 10,000: the stream keeps at most about 1.5x that many jobs.
+
+    Batched entries carry up to a batch of jobs each; capped by entries alone, the stream would keep all 30,000.
+    """
+    base = make_queue()
+    queue = Queue(base.name, connection=base.redis, prefix=base.keys.prefix, max_events=10_000)
+    for _ in range(6):
+        await queue.add_bulk([BulkJob("n", {}) for _n in range(5_000)])
+
+    async def noop(job: Job) -> None:
+        return None
+
+    worker = Worker(queue, noop, concurrency=50)
+    async with running(worker):
+        await wait_until(lambda: _drained(queue), timeout_s=90)
+    assert worker.stats.completed == 30_000
+    entries = [e for e in await queue.events(100_000) if e["event"] == "completed"]
+    kept = sum(len(json.loads(e["job_ids"])) for e in entries)
+    assert 0 < kept <= 15_000, kept
+
+
+async def _drained(queue: Queue) -> bool:
+    counts = await queue.counts()
+    return counts[JobState.WAITING] + counts[JobState.ACTIVE] == 0

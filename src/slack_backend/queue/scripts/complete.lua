@@ -8,7 +8,7 @@
 -- Returns: {finished_ms, code1, code2, ...} in argument order; code 0 ok | -1 job not found | -2 lease lost;
 --   when jobs to start next > 0, fetch's reply follows the codes: status, wait_ms, id1, rec1, data1, token1, ...
 -- Events: one completed entry per call: job_ids, groups, wait_ms (enqueue to first start), run_ms (this run),
---   each a JSON array in job order
+--   each a JSON array in job order; the stream is then trimmed to hold about max events jobs
 -- A worker sends the completions that land together in one call: the bookkeeping that is per call (the
 -- clock, the trim, the set updates) is then paid once per batch instead of once per job.
 --@include _common.lua
@@ -76,7 +76,10 @@ for group, count in pairs(per_group) do
   if make_ready(k, cfg, group) then woke = woke + 1 end
 end
 trim_finished(k, k.completed, keep_count, keep_age, now)
-rcall('XADD', k.events, 'MAXLEN', '~', max_events, '*', 'event', 'completed', 'job_ids', cjson.encode(done),
+-- The stream is capped near max_events jobs, not entries: an entry of n jobs trims to max_events / n entries
+-- (at least 100), so a busy spell's big entries never pile up to max_events of them.
+local cap = math.max(100, math.floor(tonumber(max_events) / #done))
+rcall('XADD', k.events, 'MAXLEN', '~', cap, '*', 'event', 'completed', 'job_ids', cjson.encode(done),
   'groups', cjson.encode(groups), 'wait_ms', cjson.encode(waits), 'run_ms', cjson.encode(runs))
 if woke > 0 then wake(k, woke) end
 return then_fetch()
