@@ -148,11 +148,11 @@ class Worker:
         self._pokes: set[asyncio.Task[None]] = set()
         # The fetch loop's one wait: resolved when what it waits for happens (see _pause), without a task per wait.
         self._waiter: asyncio.Future[None] | None = None
+        self._waiting_for: Callable[[], bool] = _never
         # One fetch at a time, by the fetch loop or riding on a batch of completions (see _ack_loop).
         self._fetch_busy = False
         # The last fetch got all it asked for: more is probably waiting, so completions ask for the next jobs.
         self._backlog = False
-        self._waiting_for: Callable[[], bool] = _never
         self._acks: list[_Ack] = []
         self._acks_waiting = asyncio.Event()
         self._closing = asyncio.Event()
@@ -200,7 +200,8 @@ class Worker:
         """Cancel the background loops and wait for them, cancelling again any that go on.
 
         Idle shutdowns under load hung here about once in 40 (tests/faults/test_sigterm.py): one loop went on
-        after its cancel. Which one, and why, is logged when it happens; a second cancel ends it.
+        after its cancel. Which one, and why, was not found; it is logged by name when it happens, cancelled
+        again (at most HOUSEKEEPING_CANCELS times), and close goes on either way.
         """
         pending = set(tasks)
         for attempt in range(1, HOUSEKEEPING_CANCELS + 1):
@@ -243,10 +244,10 @@ class Worker:
 
     async def _fetch_loop(self) -> None:
         while not self._closing.is_set():
-            free = self.concurrency - len(self._running)
-            if free <= 0 or self._fetch_busy:
+            if not self._may_fetch():
                 await self._pause(None, self._may_fetch)
                 continue
+            free = self.concurrency - len(self._running)
             self._fetch_busy = True
             try:
                 # Never cancelled half-way: a fetch that ran in Redis must be seen here, or its jobs would
@@ -321,9 +322,9 @@ class Worker:
         timeouts only about ten times a second, so the exact deadline (a delayed job falling due) is a timer
         here that pokes the worker's own list; close() pokes it too.
         """
-        free = self.concurrency - len(self._running)
-        if free <= 0 or self._fetch_busy or self._closing.is_set() or self._blocking is None:
+        if not self._may_fetch() or self._closing.is_set() or self._blocking is None:
             return
+        free = self.concurrency - len(self._running)
         timer = asyncio.get_running_loop().call_later(timeout_s, self._poke)
         keys = [self.queue.keys.key("wake"), self._own_wake_key]
         self._fetch_busy = self._blocked = True
@@ -494,7 +495,8 @@ class Worker:
                 args: list[str | int] = [count, age_ms, _ev(self), self.id, self.lease_ms, want]
                 for ack in batch:
                     args += [ack.job.id, ack.token, ack.result_json, ack.used]
-                self._fetch_busy = self._fetch_busy or want > 0
+                if want > 0:
+                    self._fetch_busy = True
                 try:
                     reply = await self._call_riding_outages("complete", args)
                 finally:
