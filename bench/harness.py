@@ -199,9 +199,9 @@ async def run_driver(driver: Driver, url: str, cfg: RunConfig) -> dict[str, Any]
     stats_client = redis.Redis.from_url(url)
     try:
         if "enqueue_seq" in cfg.phases:
-            out["enqueue_seq"] = await _guard(_enqueue_seq(driver, url, cfg, stats_client))
+            out["enqueue_seq"] = await _guard(_enqueue(driver, url, cfg, stats_client, "seq", _one_by_one))
         if "enqueue_fast" in cfg.phases:
-            out["enqueue_fast"] = await _guard(_enqueue_fast(driver, url, cfg, stats_client))
+            out["enqueue_fast"] = await _guard(_enqueue(driver, url, cfg, stats_client, "fast", _in_bulk))
         if "process" in cfg.phases:
             out["process"] = {
                 spec.label: await _guard(_process(driver, url, cfg, spec, stats_client)) for spec in cfg.process
@@ -220,28 +220,30 @@ async def _guard(phase: Awaitable[dict[str, Any]]) -> dict[str, Any]:
         return {"error": _describe(exc)}
 
 
-async def _enqueue_seq(driver: Driver, url: str, cfg: RunConfig, stats: redis.Redis) -> dict[str, Any]:
-    enq = await driver.open_enqueuer(url, f"{cfg.tag}-seq")
+async def _one_by_one(enq: Enqueuer, datas: list[dict[str, Any]]) -> None:
+    for data in datas:
+        await enq.one(data)
+
+
+async def _in_bulk(enq: Enqueuer, datas: list[dict[str, Any]]) -> None:
+    await enq.fast(datas)
+
+
+async def _enqueue(
+    driver: Driver,
+    url: str,
+    cfg: RunConfig,
+    stats: redis.Redis,
+    queue_suffix: str,
+    add_all: Callable[[Enqueuer, list[dict[str, Any]]], Awaitable[None]],
+) -> dict[str, Any]:
+    """Time `add_all` putting cfg.n payloads on a fresh queue, with Redis's command counts around it."""
+    enq = await driver.open_enqueuer(url, f"{cfg.tag}-{queue_suffix}")
     try:
         datas = [payload(i) for i in range(cfg.n)]
         before = redis_stats.snapshot(stats)
         t0 = time.perf_counter()
-        for data in datas:
-            await enq.one(data)
-        elapsed = time.perf_counter() - t0
-        after = redis_stats.snapshot(stats)
-    finally:
-        await enq.close()
-    return {"per_s": cfg.n / elapsed, "elapsed_s": elapsed, **redis_stats.per_job(before, after, cfg.n)}
-
-
-async def _enqueue_fast(driver: Driver, url: str, cfg: RunConfig, stats: redis.Redis) -> dict[str, Any]:
-    enq = await driver.open_enqueuer(url, f"{cfg.tag}-fast")
-    try:
-        datas = [payload(i) for i in range(cfg.n)]
-        before = redis_stats.snapshot(stats)
-        t0 = time.perf_counter()
-        await enq.fast(datas)
+        await add_all(enq, datas)
         elapsed = time.perf_counter() - t0
         after = redis_stats.snapshot(stats)
     finally:
