@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from slack_backend.queue import (
     Job,
     JobOptions,
     JobState,
+    Queue,
     QueueLimits,
     RateLimit,
     Worker,
@@ -29,6 +31,9 @@ from tests.support.measures import jain_index, max_in_window
 from tests.support.pipeline import PipelineFactory
 from tests.support.procs import recorded_runs, spawn_worker
 from tests.support.slack_requests import TEAM, command_body, post_signed
+
+# Status and reply layout of fetch.lua: {status, wait_ms, id1, rec1, data1, token1, ...}.
+NOTHING_READY = 1
 
 
 async def test_small_workspaces_start_within_4_s_behind_a_500_job_backlog(make_queue: QueueFactory) -> None:
@@ -229,3 +234,117 @@ async def test_over_quota_gets_plain_words_and_no_model_call_until_the_next_day(
 
 async def _requests_seen(requests: Sequence[object], n: int) -> bool:
     return len(requests) >= n
+
+
+async def _start_order(worker_queue: Queue, concurrency: int, limits: QueueLimits, n: int, run_s: float = 0.02) -> str:
+    """Run one worker until n jobs have started; the groups of the started jobs, in start order, as one string."""
+    order: list[str] = []
+
+    async def processor(job: Job) -> None:
+        order.append(job.group or "")
+        await asyncio.sleep(run_s)
+
+    async def all_started() -> bool:
+        return len(order) >= n
+
+    async with running(Worker(worker_queue, processor, concurrency=concurrency, limits=limits), close_timeout_s=5):
+        await wait_until(all_started, timeout_s=30)
+    return "".join(order)
+
+
+def _prefix_fairness(order: Sequence[str], groups: Sequence[str], step: int) -> list[float]:
+    """Jain's index of the groups' start counts over each prefix of the order whose length is a multiple of step."""
+    return [jain_index([list(order[:end]).count(g) for g in groups]) for end in range(step, len(order) + 1, step)]
+
+
+async def test_cap_of_1_gives_six_groups_a_rotation_over_two_slots(make_queue: QueueFactory) -> None:
+    """6 groups x 5 jobs, group cap 1, 2 slots: every group starts within the first 12 starts; Jain >= 0.95."""
+    queue = make_queue()
+    limits = QueueLimits(group_concurrency=1)
+    await queue.set_limits(limits)
+    await queue.add_bulk([BulkJob("j", {}, JobOptions(group=g)) for _ in range(5) for g in "abcdef"])
+    order = await _start_order(queue, 2, limits, 30)
+    print(f"\nstart order under a group cap of 1: {order}")
+    assert set(order[:12]) == set("abcdef"), order
+    # Over the run: every prefix of two rounds or more shares the starts evenly.
+    assert min(_prefix_fairness(order, "abcdef", 6)[1:]) >= 0.95, order
+
+
+async def test_a_capped_group_rejoins_at_its_turn_not_by_name(make_queue: QueueFactory) -> None:
+    """Groups c, b, a arrive in that order, cap 1, one slot: starts rotate c b a, the order of arrival, not of names."""
+    queue = make_queue()
+    limits = QueueLimits(group_concurrency=1)
+    await queue.set_limits(limits)
+    await queue.add_bulk([BulkJob("j", {}, JobOptions(group=g)) for g in "cba" for _ in range(3)])
+    order = await _start_order(queue, 1, limits, 9, run_s=0)
+    assert order == "cbacbacba"
+
+
+async def test_groups_held_by_their_own_rate_keep_their_place(make_queue: QueueFactory) -> None:
+    """Groups c, b, a (arrived in that order) each limited to 1 start per 150 ms: every round starts c, b, a."""
+    queue = make_queue()
+    limits = QueueLimits(group_rate=RateLimit(1, 150))
+    await queue.set_limits(limits)
+    await queue.add_bulk([BulkJob("j", {}, JobOptions(group=g)) for g in "cba" for _ in range(4)])
+    order = await _start_order(queue, 3, limits, 12, run_s=0)
+    # Each round the three groups come off their rate limit together; the place each held decides, not names.
+    assert order == "cba" * 4
+
+
+async def test_workspace_cap_of_1_starves_no_workspace_by_id(make_queue: QueueFactory) -> None:
+    """WORKSPACE_CONCURRENCY=1, 12 workspaces x 3 requests, 2 slots: each workspace starts within the first 24 starts."""
+    queue = make_queue()
+    workspaces = [f"T{i:04d}" for i in range(12)]
+    base = {"user_id": "U0USER1", "channel_id": "C0CHAN1", "trigger_text": "hi", "trigger": TriggerKind.SLASH_COMMAND}
+    for _ in range(3):
+        for ws in workspaces:
+            await queue_ai_response(queue, {**base, "workspace_id": ws})
+    limits = QueueLimits(group_concurrency=1)
+    starts = await _start_order_groups(queue, 2, limits, 36)
+    first = {ws: starts.index(ws) for ws in workspaces}
+    print(f"\nfirst start of each workspace: {first}")
+    assert max(first.values()) < 2 * len(workspaces)
+    assert min(_prefix_fairness(starts, workspaces, len(workspaces))) >= 0.95
+
+
+async def _start_order_groups(queue: Queue, concurrency: int, limits: QueueLimits, n: int) -> list[str]:
+    """Like _start_order, for group names longer than one letter: the started jobs' groups in start order."""
+    order: list[str] = []
+
+    async def processor(job: Job) -> None:
+        order.append(job.group or "")
+        await asyncio.sleep(0.01)
+
+    async def all_started() -> bool:
+        return len(order) >= n
+
+    async with running(Worker(queue, processor, concurrency=concurrency, limits=limits), close_timeout_s=5):
+        await wait_until(all_started, timeout_s=30)
+    return order
+
+
+async def test_a_fetch_past_more_blocked_groups_than_it_tries_says_look_again(make_queue: QueueFactory) -> None:
+    """40 capped groups ahead of a ready one: a fetch that gives up says "look again now" (wait 0), never "idle"."""
+    queue = make_queue()
+    blocked = [f"g{i:02d}" for i in range(40)]
+    await queue.add_bulk([BulkJob("j", {}, JobOptions(group=g)) for g in blocked for _ in range(2)])
+    await queue.add_bulk([BulkJob("j", {}, JobOptions(group="zz")) for _ in range(3)])
+    # One start per group, zz last: every group is then one pass on, zz behind the 40 in the fair order.
+    first = await queue.call("fetch", "w1", 60_000, 41)
+    assert [json.loads(first[3 + 4 * i])["group"] for i in range(41)][-1] == "zz"
+    # Now the 40 are at a cap of 1 while still in the ready set; zz has a cap of its own that leaves it room.
+    await queue.set_group("zz", GroupSettings(concurrency=5))
+    await queue.set_limits(QueueLimits(group_concurrency=1))
+    reply = await queue.call("fetch", "w1", 60_000, 1)
+    if len(reply) == 2:
+        status, wait_ms = int(reply[0]), int(reply[1])
+        assert (status, wait_ms) == (NOTHING_READY, 0), "ready work remains: the worker must fetch again at once"
+    started: list[str] = [json.loads(reply[3])["group"]] if len(reply) > 2 else []
+    for _ in range(3):
+        if started:
+            break
+        again = await queue.call("fetch", "w1", 60_000, 1)
+        if len(again) > 2:
+            started.append(json.loads(again[3])["group"])
+    assert started == ["zz"]
+
