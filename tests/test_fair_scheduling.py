@@ -236,8 +236,10 @@ async def _requests_seen(requests: Sequence[object], n: int) -> bool:
     return len(requests) >= n
 
 
-async def _start_order(worker_queue: Queue, concurrency: int, limits: QueueLimits, n: int, run_s: float = 0.02) -> str:
-    """Run one worker until n jobs have started; the groups of the started jobs, in start order, as one string."""
+async def _start_order(
+    worker_queue: Queue, concurrency: int, limits: QueueLimits, n: int, run_s: float = 0.02
+) -> list[str]:
+    """Run one worker until n jobs have started; the groups of the started jobs, in start order."""
     order: list[str] = []
 
     async def processor(job: Job) -> None:
@@ -249,7 +251,7 @@ async def _start_order(worker_queue: Queue, concurrency: int, limits: QueueLimit
 
     async with running(Worker(worker_queue, processor, concurrency=concurrency, limits=limits), close_timeout_s=5):
         await wait_until(all_started, timeout_s=30)
-    return "".join(order)
+    return order
 
 
 def _prefix_fairness(order: Sequence[str], groups: Sequence[str], step: int) -> list[float]:
@@ -263,7 +265,7 @@ async def test_cap_of_1_gives_six_groups_a_rotation_over_two_slots(make_queue: Q
     limits = QueueLimits(group_concurrency=1)
     await queue.set_limits(limits)
     await queue.add_bulk([BulkJob("j", {}, JobOptions(group=g)) for _ in range(5) for g in "abcdef"])
-    order = await _start_order(queue, 2, limits, 30)
+    order = "".join(await _start_order(queue, 2, limits, 30))
     print(f"\nstart order under a group cap of 1: {order}")
     assert set(order[:12]) == set("abcdef"), order
     # Over the run: every prefix of two rounds or more shares the starts evenly.
@@ -276,7 +278,7 @@ async def test_a_capped_group_rejoins_at_its_turn_not_by_name(make_queue: QueueF
     limits = QueueLimits(group_concurrency=1)
     await queue.set_limits(limits)
     await queue.add_bulk([BulkJob("j", {}, JobOptions(group=g)) for g in "cba" for _ in range(3)])
-    order = await _start_order(queue, 1, limits, 9, run_s=0)
+    order = "".join(await _start_order(queue, 1, limits, 9, run_s=0))
     assert order == "cbacbacba"
 
 
@@ -286,13 +288,13 @@ async def test_groups_held_by_their_own_rate_keep_their_place(make_queue: QueueF
     limits = QueueLimits(group_rate=RateLimit(1, 150))
     await queue.set_limits(limits)
     await queue.add_bulk([BulkJob("j", {}, JobOptions(group=g)) for g in "cba" for _ in range(4)])
-    order = await _start_order(queue, 3, limits, 12, run_s=0)
+    order = "".join(await _start_order(queue, 3, limits, 12, run_s=0))
     # Each round the three groups come off their rate limit together; the place each held decides, not names.
     assert order == "cba" * 4
 
 
 async def test_workspace_cap_of_1_starves_no_workspace_by_id(make_queue: QueueFactory) -> None:
-    """WORKSPACE_CONCURRENCY=1, 12 workspaces x 3 requests, 2 slots: each workspace starts within the first 24 starts."""
+    """WORKSPACE_CONCURRENCY=1, 12 workspaces x 3 requests, 2 slots: each starts within the first 24 starts."""
     queue = make_queue()
     workspaces = [f"T{i:04d}" for i in range(12)]
     base = {"user_id": "U0USER1", "channel_id": "C0CHAN1", "trigger_text": "hi", "trigger": TriggerKind.SLASH_COMMAND}
@@ -300,27 +302,11 @@ async def test_workspace_cap_of_1_starves_no_workspace_by_id(make_queue: QueueFa
         for ws in workspaces:
             await queue_ai_response(queue, {**base, "workspace_id": ws})
     limits = QueueLimits(group_concurrency=1)
-    starts = await _start_order_groups(queue, 2, limits, 36)
+    starts = await _start_order(queue, 2, limits, 36, run_s=0.01)
     first = {ws: starts.index(ws) for ws in workspaces}
     print(f"\nfirst start of each workspace: {first}")
     assert max(first.values()) < 2 * len(workspaces)
     assert min(_prefix_fairness(starts, workspaces, len(workspaces))) >= 0.95
-
-
-async def _start_order_groups(queue: Queue, concurrency: int, limits: QueueLimits, n: int) -> list[str]:
-    """Like _start_order, for group names longer than one letter: the started jobs' groups in start order."""
-    order: list[str] = []
-
-    async def processor(job: Job) -> None:
-        order.append(job.group or "")
-        await asyncio.sleep(0.01)
-
-    async def all_started() -> bool:
-        return len(order) >= n
-
-    async with running(Worker(queue, processor, concurrency=concurrency, limits=limits), close_timeout_s=5):
-        await wait_until(all_started, timeout_s=30)
-    return order
 
 
 async def test_a_fetch_past_more_blocked_groups_than_it_tries_says_look_again(make_queue: QueueFactory) -> None:
@@ -347,4 +333,3 @@ async def test_a_fetch_past_more_blocked_groups_than_it_tries_says_look_again(ma
         if len(again) > 2:
             started.append(json.loads(again[3])["group"])
     assert started == ["zz"]
-

@@ -5,14 +5,17 @@
 --                 an active job's lease token is its record's worker:seq:starts (see lease_of)
 --   data          HASH  id -> job data (JSON text, opaque to Lua)
 --   wait          ZSET  score 0, member group \0 priority(10) seq(16) id: one ordered run per group
---   groups        ZSET  group -> pass (stride scheduling): the groups that may start a job now
+--   groups        ZSET  group -> place (stride scheduling): the groups that may start a job now, ordered by
+--                       pass, then by the tick the pass was taken at (see place_score), never by name
+--   group_pass    HASH  group -> "pass tick": a group's place, kept while the group is parked at its cap or
+--                       rate, dropped once it has nothing waiting or running
 --   groups_limited ZSET group -> ms when its own rate limit lets it start again
 --   group_waiting HASH  group -> waiting jobs;  group_active HASH group -> jobs running
 --   group_conf    HASH  group -> JSON {weight, concurrency, rate_max, rate_duration_ms, rate_margin_ms}
 --   group_limiter HASH  group -> JSON array of its last start times (ms), oldest first
 --   delayed / active / completed / failed  ZSET id -> due ms / lease deadline ms / finish ms
 --   limiter       LIST  the last `rate_max` start times (ms), newest first: an exact sliding window
---   meta          HASH  seq, vclock, paused, hold_until_ms, budget_used, config (JSON),
+--   meta          HASH  seq, vclock (the lowest pass of the ready set), tick (places handed out), paused, hold_until_ms, budget_used, config (JSON),
 --                       group_conf_n (how many groups have settings of their own: 0 skips the lookups)
 --   budget        ZSET  reservation (id:starts) -> ms it was made;  budget_cost HASH reservation -> tokens
 --   events        STREAM (MAXLEN ~);  wake  LIST workers block on
@@ -73,18 +76,54 @@ local function group_settings(k, cfg, group)
   return s
 end
 
+-- Ties of pass break by tick, the order places were handed out: folded into the score as a fraction below
+-- 2^-10 (a pass step is 1/weight, so weights up to 1024 keep their order). Ticks wrap every 65536 places, where
+-- one tie may break the other way; a pass beyond 2^27 starts leaves doubles too few bits to tell ticks apart.
+local TICK_SPAN = 65536
+
+local function place_score(pass, tick)
+  -- %.17g: Redis would write a Lua number with 14 digits, cutting the tick off.
+  return string.format('%.17g', pass + (tick % TICK_SPAN) * 2 ^ -26)
+end
+
+-- A group's saved place: pass and tick (nil when it has none).
+local function read_place(raw)
+  if not raw then return nil, nil end
+  local pass, tick = string.match(raw, '^(%S+) (%S+)$')
+  return tonumber(pass), tonumber(tick)
+end
+
+local function save_place(k, group, pass, tick)
+  rcall('HSET', k.group_pass, group, string.format('%.17g %d', pass, tick))
+end
+
+local function new_tick(k)
+  return rcall('HINCRBY', k.meta, 'tick', 1)
+end
+
 -- Put a group in the ready set if it has waiting work, is under its cap and is not rate-held.
 -- Returns true when it was added (so the caller can wake a worker).
 local function make_ready(k, cfg, group)
   if rcall('ZSCORE', k.groups, group) or rcall('ZSCORE', k.groups_limited, group) then return false end
-  if tonumber(rcall('HGET', k.group_waiting, group) or '0') <= 0 then return false end
+  if tonumber(rcall('HGET', k.group_waiting, group) or '0') <= 0 then
+    -- Nothing waiting and nothing running: the group is gone until new work comes, and so is its place.
+    if rcall('HEXISTS', k.group_active, group) == 0 then rcall('HDEL', k.group_pass, group) end
+    return false
+  end
   local s = group_settings(k, cfg, group)
   if s.concurrency > 0 and tonumber(rcall('HGET', k.group_active, group) or '0') >= s.concurrency then
     return false
   end
-  -- A group (re)joining starts at the current virtual time: it neither jumps ahead nor pays for its absence.
-  local vclock = rcall('HGET', k.meta, 'vclock') or '0'
-  rcall('ZADD', k.groups, vclock, group)
+  -- A group parked at its cap or rate comes back to the place it held; one new, or one whose place the
+  -- schedule has passed, starts at the virtual time (the lowest pass of the ready set): it neither jumps
+  -- ahead nor pays for time it had nothing to run.
+  local vclock = tonumber(rcall('HGET', k.meta, 'vclock') or '0')
+  local pass, tick = read_place(rcall('HGET', k.group_pass, group))
+  if not pass or pass < vclock then
+    pass, tick = vclock, new_tick(k)
+    save_place(k, group, pass, tick)
+  end
+  rcall('ZADD', k.groups, place_score(pass, tick), group)
   return true
 end
 

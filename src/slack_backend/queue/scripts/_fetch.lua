@@ -1,5 +1,6 @@
 -- The fetch transition, shared by fetch.lua and complete.lua (which starts the next jobs as it finishes some).
 -- Returns {status, wait_ms, id1, rec1, data1, token1, ...}: see fetch.lua.
+-- Fair order: the ready group with the lowest place (pass, then tick) goes first; see make_ready.
 local function fetch_jobs(k, now, worker_id, lease_ms, want)
   local meta = rcall('HMGET', k.meta, 'config', 'group_conf_n', 'paused', 'hold_until_ms')
   local cfg = read_config(meta[1], meta[2])
@@ -96,9 +97,14 @@ local function fetch_jobs(k, now, worker_id, lease_ms, want)
       status = 1
       break
     end
-    local group, pass = head[1], tonumber(head[2])
+    local group = head[1]
+    local places = rcall('HMGET', k.group_pass, group, head[3] or group)
+    -- A place not saved (a ready set written before places were kept) is its score.
+    local pass = read_place(places[1]) or tonumber(head[2])
+    local next_pass = nil
+    if #head >= 4 then next_pass = read_place(places[2]) or tonumber(head[4]) end
     local s = group_settings(k, cfg, group)
-    if #head >= 4 then room = math.min(room, math.max(1, math.ceil((tonumber(head[4]) - pass) * s.weight))) end
+    if next_pass then room = math.min(room, math.max(1, math.ceil((next_pass - pass) * s.weight))) end
     local glog = nil
     local blocked = false
     if s.concurrency > 0 then
@@ -154,15 +160,21 @@ local function fetch_jobs(k, now, worker_id, lease_ms, want)
         local c = #members
         rcall('ZREM', k.wait, unpack(members))
         local left = rcall('HINCRBY', k.group_waiting, group, -c)
-        rcall('HSET', k.meta, 'vclock', pass + (c - 1) / s.weight)
         local active_now = rcall('HINCRBY', k.group_active, group, c)
+        -- The group moves on by what it took and keeps that place, in the ready set or parked beside it.
+        local new_pass, tick = pass + c / s.weight, new_tick(k)
+        save_place(k, group, new_pass, tick)
+        -- The virtual time is the lowest pass of the ready set, this group counted even if it parks now.
+        local vclock = new_pass
+        if next_pass and next_pass < vclock then vclock = next_pass end
+        rcall('HSET', k.meta, 'vclock', string.format('%.17g', vclock))
         if left <= 0 then
           rcall('HDEL', k.group_waiting, group)
           rcall('ZREM', k.groups, group)
         elseif s.concurrency > 0 and active_now >= s.concurrency then
           rcall('ZREM', k.groups, group)
         else
-          rcall('ZADD', k.groups, pass + c / s.weight, group)
+          rcall('ZADD', k.groups, place_score(new_pass, tick), group)
         end
         local datas = rcall('HMGET', k.data, unpack(ids))
         local records, deadlines, stamps = {}, {}, {}
@@ -221,8 +233,14 @@ local function fetch_jobs(k, now, worker_id, lease_ms, want)
   if started > 0 then
     status = 0
   elseif status == 1 then
-    wait_ms = next_change_ms()
-    if rcall('ZCARD', k.groups) == 0 then rcall('DEL', k.wake) end
+    if rcall('ZCARD', k.groups) == 0 then
+      wait_ms = next_change_ms()
+      rcall('DEL', k.wake)
+    else
+      -- The try cap ended the search with groups still ready (each blocked one tried has left the set):
+      -- there may be work to start, so the worker is to fetch again at once rather than idle.
+      wait_ms = 0
+    end
   end
   if status == 1 or status == 5 then
     local w = next_change_ms()
