@@ -258,6 +258,9 @@ class EngineMachine(RuleBasedStateMachine):
         reply = self.call("stalled", MAX_STALLS, KEEP, 0, MAX_EVENTS)
         got = [(str(reply[i]), str(reply[i + 1])) for i in range(0, len(reply), 2)]
         assert got == self.model.stalled(MAX_STALLS)
+        for job_id, outcome in got:
+            if outcome == FAILED:
+                self.read_times(self.model.jobs[job_id])
 
     @precondition(lambda self: bool(self.model.jobs))
     @rule(pick=PICK)
@@ -289,6 +292,13 @@ class EngineMachine(RuleBasedStateMachine):
         assert self.run(self.queue.clean(state)) == len(victims)
         for job in victims:
             self.model.remove(job)
+
+    @rule(group_cap=st.sampled_from([0, 1, 2]), global_cap=st.sampled_from([0, 2, 3]))
+    def set_limits(self, group_cap: int, global_cap: int) -> None:
+        """New limits bind from the next fetch; groups already parked or ready stay where they are until then."""
+        limits = QueueLimits(group_concurrency=group_cap or None, global_concurrency=global_cap or None)
+        self.run(self.queue.set_limits(limits))
+        self.model.group_concurrency, self.model.global_concurrency = group_cap, global_cap
 
     @rule(paused=st.booleans())
     def pause(self, paused: bool) -> None:
