@@ -178,7 +178,11 @@ class EngineMachine(RuleBasedStateMachine):
     def fetch(self, want: int, expired_lease: bool) -> None:
         lease_ms = 0 if expired_lease else LONG_MS
         reply = self.call("fetch", WORKER, lease_ms, want)
-        status, expected = self.model.fetch(want)
+        self.check_started(reply, self.model.fetch(want), expired_lease)
+
+    def check_started(self, reply: list[Any], model: tuple[int, list[str]], expired_lease: bool) -> None:
+        """A fetch reply starts exactly the model's jobs, in its order, each under a token never granted before."""
+        status, expected = model
         flat = reply[2:]
         got = [str(flat[i]) for i in range(0, len(flat), 4)]
         assert got == expected, f"fair order: started {got}, the model starts {expected}"
@@ -200,6 +204,26 @@ class EngineMachine(RuleBasedStateMachine):
         reply = self.call("complete", KEEP, 0, MAX_EVENTS, WORKER, LONG_MS, 0, job.id, job.token, "1", -1)
         assert int(reply[1]) == 0
         self.model.complete(job, int(reply[0]))
+
+    @precondition(lambda self: bool(self.model.in_state(ACTIVE)))
+    @rule(pick=PICK, size=st.integers(min_value=1, max_value=3), twice=st.booleans(), want=st.integers(0, 3))
+    def complete_batch_and_fetch(self, pick: int, size: int, twice: bool, want: int) -> None:
+        """Completions of one group sent together (group commit), maybe one twice, then the next starts (want)."""
+        group = self.pick(self.model.in_state(ACTIVE), pick).group
+        batch = sorted((j for j in self.model.in_state(ACTIVE) if j.group == group), key=lambda j: j.id)[:size]
+        sent = batch + batch[:1] if twice else batch
+        args: list[str | int] = [KEEP, 0, MAX_EVENTS, WORKER, LONG_MS, want]
+        for job in sent:
+            assert job.token is not None
+            args += [job.id, job.token, "1", -1]
+        reply = self.call("complete", *args)
+        codes = [int(c) for c in reply[1 : 1 + len(sent)]]
+        # A job sent twice in one call is finished once: the second is refused as a lost lease.
+        assert codes == [0] * len(batch) + ([-2] if twice else [])
+        for job in batch:
+            self.model.complete(job, int(reply[0]))
+        if want > 0:
+            self.check_started(reply[1 + len(sent) :], self.model.fetch(want), expired_lease=False)
 
     @precondition(lambda self: bool(self.model.in_state(ACTIVE)))
     @rule(pick=PICK, unrecoverable=st.booleans(), delay=st.sampled_from(DELAY_KINDS))
@@ -416,7 +440,7 @@ def _run(redis_url: str, examples: int, steps: int) -> None:
 
 def test_engine_matches_its_model_step_by_step(redis_url: str) -> None:
     """Random runs of add/fetch/finish/fail/release/stall/retry/remove/clean/pause keep every invariant."""
-    _run(redis_url, examples=200, steps=30)
+    _run(redis_url, examples=200, steps=25)
 
 
 @pytest.mark.slow
