@@ -61,7 +61,7 @@ async def test_a_worker_whose_lease_expired_cannot_complete_or_fail(make_queue: 
     old_token = str(reply[5])
     await asyncio.sleep(0.3)
     recovered = await queue.call("stalled", 1, -1, 0, 1000)
-    assert list(recovered) == [added.job_id, "waiting"]
+    assert list(recovered) == [added.job_id, "waiting", "", ""]
     new = await queue.call("fetch", "new-owner", 30_000, 1)
     new_token = str(new[5])
     with pytest.raises(LeaseLostError):

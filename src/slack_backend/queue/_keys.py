@@ -26,6 +26,7 @@ KEY_NAMES: tuple[str, ...] = (
     "workers",
     "budget",
     "budget_cost",
+    "dedup",
 )
 
 

@@ -18,6 +18,9 @@ from slack_backend.queue.job import DEFAULT_PRIORITY, Backoff, Job, JobOptions, 
 from slack_backend.queue.limits import GroupSettings, QueueLimits
 
 DEFAULT_MAX_DATA_BYTES = 512 * 1024
+# Slack re-delivers an event it saw no ack for after about 1 and 5 minutes, and a user may retry a shortcut for
+# longer: a caller-chosen id is refused for a day, however soon retention trims the finished job.
+DEFAULT_DEDUP_TTL_MS = 24 * 3600 * 1000
 BATCH = 1000
 
 
@@ -68,8 +71,18 @@ class Queue:
         defaults: JobDefaults | None = None,
         max_events: int = DEFAULT_MAX_EVENTS,
         max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
+        dedup_ttl_ms: int = DEFAULT_DEDUP_TTL_MS,
     ) -> None:
+        """A queue named `name` on `connection`.
+
+        Args:
+            dedup_ttl_ms: how long a caller-chosen job id is refused after its job was added, whether or not
+                the job is still kept (0: only while its record is kept).
+        """
+        if dedup_ttl_ms < 0:
+            raise ValueError("dedup_ttl_ms must be >= 0")
         self.name = name
+        self.dedup_ttl_ms = dedup_ttl_ms
         self.keys = QueueKeys(prefix, name)
         self.redis = connection
         self.defaults = defaults or JobDefaults()
@@ -107,7 +120,8 @@ class Queue:
         group: str | None = None,
         cost: int | None = None,
     ) -> AddResult:
-        """Add one job; with `job_id`, a second add of the same id while the job is kept does nothing.
+        """Add one job; with `job_id`, a second add of the same id within the de-duplication TTL (or while the
+        job is kept) does nothing and answers `created=False`.
 
         Raises InvalidJobDataError (nothing written) when the data is not JSON or the options are invalid.
         """
@@ -127,7 +141,7 @@ class Queue:
         specs = [self._spec(job) for job in jobs]
         results: list[AddResult] = []
         for start in range(0, len(specs), BATCH):
-            pairs = list(await self.call("add", *specs[start : start + BATCH]))
+            pairs = list(await self.call("add", self.dedup_ttl_ms, *specs[start : start + BATCH]))
             results.extend(AddResult(str(pairs[i]), bool(int(pairs[i + 1]))) for i in range(0, len(pairs), 2))
         return results
 

@@ -107,12 +107,15 @@ local function pull_wait(k, rec)
   end
 end
 
--- A running job of the group stopped: free its slot and let the group compete again.
+-- A running job of the group stopped: free its slot and let the group compete again. True when a worker
+-- should be woken: the group became ready, or a slot under the global cap freed (workers blocked at the cap
+-- wait on the wake list, not on a timer).
 local function leave_active(k, cfg, rec, id)
   rcall('ZREM', k.active, id)
   local left = rcall('HINCRBY', k.group_active, rec.group, -1)
   if left <= 0 then rcall('HDEL', k.group_active, rec.group) end
-  return make_ready(k, cfg, rec.group)
+  local ready = make_ready(k, cfg, rec.group)
+  return ready or tonumber(cfg.global_concurrency or 0) > 0
 end
 
 local function emit(k, max_events, event, id, ...)
@@ -170,11 +173,12 @@ local function budget_add(k, tokens)
 end
 
 -- Settle a reservation to `tokens` (nil: drop it, nothing was spent); a reservation already out of the
--- window no longer counts and is left alone.
+-- window no longer counts and is left alone. Returns true when budget was given back (a worker blocked on the
+-- budget may start now).
 local function budget_settle(k, rec, tokens)
   local member = reservation(rec)
   local reserved = rcall('HGET', k.budget_cost, member)
-  if not reserved then return end
+  if not reserved then return false end
   if tokens == nil then
     rcall('ZREM', k.budget, member)
     rcall('HDEL', k.budget_cost, member)
@@ -183,6 +187,7 @@ local function budget_settle(k, rec, tokens)
     rcall('HSET', k.budget_cost, member, tokens)
     budget_add(k, tokens - tonumber(reserved))
   end
+  return tokens == nil or tokens < tonumber(reserved)
 end
 
 local function load_rec(k, id)

@@ -33,6 +33,7 @@ local raws = rcall('HMGET', k.jobs, unpack(ids))
 local done, records, finished_at, seen = {}, {}, {}, {}
 local groups, waits, runs = {}, {}, {}
 local per_group = {}
+local budget_freed = false
 for i = 1, n do
   local id = ids[i]
   local code = 0
@@ -45,7 +46,7 @@ for i = 1, n do
     seen[id] = true
     local used = tonumber(ARGV[4 * i + 6])
     if used >= 0 then
-      budget_settle(k, rec, used)
+      if budget_settle(k, rec, used) then budget_freed = true end
       rec.cost_used = used
     end
     rec.state = 'completed'
@@ -75,6 +76,10 @@ for group, count in pairs(per_group) do
   if left <= 0 then rcall('HDEL', k.group_active, group) end
   if make_ready(k, cfg, group) then woke = woke + 1 end
 end
+-- Workers blocked at the global cap or on the budget wait on the wake list: a freed slot or settled budget
+-- must end their wait, as a new job would.
+if tonumber(cfg.global_concurrency or 0) > 0 then woke = woke + 1 end
+if budget_freed then woke = woke + 1 end
 trim_finished(k, k.completed, keep_count, keep_age, now)
 -- The stream is capped near max_events jobs, not entries: an entry of n jobs trims to max_events / n entries
 -- (at least 100), so a busy spell's big entries never pile up to max_events of them.
