@@ -27,6 +27,7 @@ KEY_NAMES: tuple[str, ...] = (
     "budget",
     "budget_cost",
     "dedup",
+    "fetches",
 )
 
 

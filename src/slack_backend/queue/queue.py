@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +91,11 @@ class Queue:
         self.max_events = max_events
         self.max_data_bytes = max_data_bytes
         self._scripts = Scripts(connection, self.keys)
+        # Ids for jobs added without one are chosen here, before the first send, so an add re-sent after a lost
+        # reply finds its job instead of making a second. All digits (callers' ids never are): the time, a salt
+        # of this Queue object, and a counter.
+        self._id_salt = f"{random.randrange(10**6):06d}"
+        self._id_seq = itertools.count()
         self._default_opts = _opts_json(self.defaults.attempts, self.defaults.backoff)
 
     async def call(self, script: str, *args: str | int | float) -> Any:
@@ -161,7 +168,11 @@ class Queue:
             attempts = o.attempts or self.defaults.attempts
             opts = _opts_json(attempts, o.backoff or self.defaults.backoff)
         priority = o.priority or self.defaults.priority
-        return f"{o.job_id or ''}\0{job.name}\0{o.group or ''}\0{priority}\0{o.delay_ms}\0{o.cost or 0}\0{opts}\0{data}"
+        job_id = o.job_id or self._new_id()
+        return f"{job_id}\0{job.name}\0{o.group or ''}\0{priority}\0{o.delay_ms}\0{o.cost or 0}\0{opts}\0{data}"
+
+    def _new_id(self) -> str:
+        return f"{int(time.time() * 1000)}{self._id_salt}{next(self._id_seq) % 10**6:06d}"
 
     # -- reading ------------------------------------------------------------------------------------------
 

@@ -12,11 +12,13 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.exceptions import BusyLoadingError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from slack_backend.queue.connection import ConnectionWatch
 from slack_backend.queue.errors import (
@@ -34,6 +36,7 @@ from slack_backend.queue.limits import QueueLimits
 from slack_backend.queue.queue import Queue
 
 log = structlog.get_logger("slack_backend.queue.worker")
+T = TypeVar("T")
 
 STATUS_STARTED, STATUS_EMPTY, STATUS_LIMITED, STATUS_PAUSED, STATUS_HELD, STATUS_CAPPED, STATUS_BUDGET = range(7)
 STACKS_KEPT = 10
@@ -46,6 +49,9 @@ LOOP_RESTART_MAX_S = 5.0
 # Each RetryAfter counts at least this against the job's hold bound, so one that keeps asking to retry at once
 # also ends.
 MIN_COUNTED_HOLD_MS = 1000
+# A blocking wait that has not answered this long after its own timeout has lost its link (a partition drops
+# packets without a reset, and the socket would wait for ever): it is abandoned and the worker fetches anew.
+BLOCKING_SLACK_S = 1.0
 DEFAULT_MAX_RETRY_AFTER_MS = 15 * 60 * 1000
 # Completions that land together go to Redis in one script call, up to this many.
 ACK_BATCH = 100
@@ -172,6 +178,9 @@ class Worker:
         self._waiting_for: Callable[[], bool] = _never
         # One fetch at a time, by the fetch loop or riding on a batch of completions (see _ack_loop).
         self._fetch_busy = False
+        # The request id of the next fetch. Kept after a fetch whose reply never came, so the next one (from either
+        # loop) replays it in Redis and gets those jobs back instead of leaving them leased to nobody.
+        self._fetch_req: str | None = None
         # The last fetch got all it asked for: more is probably waiting, so completions ask for the next jobs.
         self._backlog = False
         self._acks: list[_Ack] = []
@@ -302,7 +311,8 @@ class Worker:
             try:
                 # Never cancelled half-way: a fetch that ran in Redis must be seen here, or its jobs would
                 # sit leased to nobody until the stall check.
-                reply = await asyncio.shield(self.queue.call("fetch", self.id, self.lease_ms, free))
+                fetch = self.queue.call("fetch", self.id, self.lease_ms, free, self._req())
+                reply = await self._bounded(asyncio.shield(fetch))
             except RedisError as exc:
                 await self._redis_failed(exc)
                 continue
@@ -315,8 +325,27 @@ class Worker:
                 continue
             await self._idle(status, wait_ms)
 
+    async def _bounded(self, call: Awaitable[T], timeout_s: float | None = None) -> T:
+        """Await a Redis call for at most `timeout_s` (default: a third of the lease); past it, a Redis timeout.
+
+        A partition drops packets without a reset: a call on such a link would wait for the socket timeout or
+        for ever. Abandoning it is safe, since every state-changing script answers a re-send as the first call.
+        """
+        limit_s = timeout_s if timeout_s is not None else max(1.0, self.lease_ms / 3000)
+        try:
+            async with asyncio.timeout(limit_s):
+                return await call
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"no reply from Redis within {limit_s:g} s") from exc
+
+    def _req(self) -> str:
+        if self._fetch_req is None:
+            self._fetch_req = uuid.uuid4().hex[:16]
+        return self._fetch_req
+
     def _fetched(self, asked: int, reply: list[Any]) -> int:
         """Start the jobs of a fetch reply ({status, wait_ms, id, rec, data, token, ...}); returns how many."""
+        self._fetch_req = None  # answered: the next fetch is a new request
         self.stats.fetches += 1
         started = self._start_jobs(reply[2:])
         self._backlog = int(reply[0]) == STATUS_STARTED and started >= asked
@@ -388,10 +417,12 @@ class Worker:
         keys = [self.queue.keys.key("wake"), self._own_wake_key]
         self._fetch_busy = self._blocked = True
         try:
-            # The BLPOP's own timeout is only a safety net behind the timer.
-            reply = await self.queue.call_after_blpop(
-                self._blocking, keys, timeout_s + 1, "fetch", self.id, self.lease_ms, free
+            # The BLPOP's own timeout is only a safety net behind the timer; the client-side bound is the net
+            # behind that, for a link that died silently.
+            wait = self.queue.call_after_blpop(
+                self._blocking, keys, timeout_s + 1, "fetch", self.id, self.lease_ms, free, self._req()
             )
+            reply = await self._bounded(wait, timeout_s + 1 + BLOCKING_SLACK_S)
         except RedisError as exc:
             await self._redis_failed(exc)
             return
@@ -602,7 +633,8 @@ class Worker:
         want = 0
         if self._backlog and not self._fetch_busy and not self._closing.is_set():
             want = max(0, self.concurrency - len(self._running) + len(batch))
-        args: list[str | int] = [count, age_ms, _ev(self), self.id, self.lease_ms, want]
+        req = self._req() if want > 0 else ""
+        args: list[str | int] = [count, age_ms, _ev(self), self.id, self.lease_ms, want, req]
         for ack in batch:
             args += [ack.job.id, ack.token, ack.result_json, ack.used]
         if want > 0:
@@ -644,14 +676,23 @@ class Worker:
             held.finishing = True
 
     async def _call_riding_outages(self, script: str, args: Sequence[str | int | float]) -> list[Any] | None:
-        """Run a finishing script, retrying through a Redis outage for as long as a lease lasts; None: gave up."""
+        """Run a finishing script, retrying through a Redis outage for as long as a lease lasts; None: gave up.
+
+        Safe to repeat: a finishing script re-sent after a lost reply answers as the first call did. A
+        deterministic error (a script bug) is not ridden out: it is logged once and the job left to recovery.
+        """
         deadline = time.monotonic() + self.lease_ms / 1000
         while True:
             try:
-                reply = list(await self.queue.call(script, *args))
+                reply = list(await self._bounded(self.queue.call(script, *args)))
                 self._watch.ready()
                 return reply
             except RedisError as exc:
+                if not _transient(exc):
+                    self._log.error(
+                        "finishing script failed; the job will be recovered", action=script, error=repr(exc)
+                    )
+                    return None
                 if time.monotonic() >= deadline:
                     return None
                 await self._redis_failed(exc)
@@ -678,7 +719,7 @@ class Worker:
 
     async def _report_progress(self, job: Job, token: str, value: Any) -> None:
         payload = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-        code = int((await self.queue.call("progress", job.id, token, payload, _ev(self)))[0])
+        code = int((await self._bounded(self.queue.call("progress", job.id, token, payload, _ev(self))))[0])
         raise_for_code(code, job.id)
         job.progress = value
         await self.hooks.emit(JobEvent("progress", job, progress=value))
@@ -695,7 +736,7 @@ class Worker:
                 for token, held in list(self._running.items()):
                     pairs += [held.job_id, token]
                 if pairs:
-                    for token in await self.queue.call("extend", self.lease_ms, *pairs):
+                    for token in await self._bounded(self.queue.call("extend", self.lease_ms, *pairs)):
                         # A run that finished while the renewal was under way gave its lease up itself.
                         running = self._running.get(str(token))
                         if running is not None and not running.finishing:
@@ -713,7 +754,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 count, age_ms = self.keep_failed.args()
-                flat = await self.queue.call("stalled", self.max_stalls, count, age_ms, _ev(self))
+                flat = await self._bounded(self.queue.call("stalled", self.max_stalls, count, age_ms, _ev(self)))
                 for i in range(0, len(flat), 4):
                     job_id, outcome = str(flat[i]), str(flat[i + 1])
                     self.stats.stalled_recovered += 1
@@ -747,7 +788,7 @@ class Worker:
             "pid": os.getpid(),
             "host": socket.gethostname(),
         }
-        await self.queue.redis.hset(self.queue.keys.key("workers"), self.id, json.dumps(beat))
+        await self._bounded(self.queue.redis.hset(self.queue.keys.key("workers"), self.id, json.dumps(beat)))
 
     async def _forget_self(self) -> None:
         with contextlib.suppress(RedisError):
@@ -799,6 +840,17 @@ class Worker:
 
 def _never() -> bool:
     return False
+
+
+# Replies of a Redis that is there but not ready (loading, busy with a script, out of memory, a replica during
+# failover): worth waiting out, like a dropped connection. Any other error reply is deterministic.
+_TRANSIENT_REPLIES = ("LOADING", "BUSY", "OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
+
+
+def _transient(exc: RedisError) -> bool:
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | BusyLoadingError):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
 
 
 def _ev(worker: Worker) -> int:

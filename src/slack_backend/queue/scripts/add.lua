@@ -3,7 +3,9 @@
 -- ARGV[1] de-duplication TTL ms (0 = only while the record is kept)
 -- ARGV[2] the first job, ARGV[3] the next, and so on; each job is eight fields joined by NUL (none of them
 --   holds one: ids, names and groups are refused with NUL, JSON escapes it):
---   id ('' = the queue numbers it), name, group, priority, delay ms, cost (tokens, 0 = none),
+--   id (all digits: chosen by the client library for a job given none, kept only while the job is; '' = the
+--   queue numbers it; anything else: the caller's, refused for the de-duplication TTL), name, group, priority,
+--   delay ms, cost (tokens, 0 = none),
 --   options (JSON: attempts, backoff), data (JSON text, stored as is; last, so it is never scanned)
 -- Returns: flat array {id, created (1 new | 0 already there or seen within the TTL), ...}
 -- A caller-chosen id is remembered in `dedup` (id -> expiry ms) for the TTL, so a Slack retry minutes later is
@@ -39,7 +41,7 @@ for n = 2, #ARGV do
     local seq = rcall('HINCRBY', k.meta, 'seq', 1)
     if id == '' then
       id = tostring(seq)
-    elseif dedup_ttl > 0 then
+    elseif dedup_ttl > 0 and not string.match(id, '^%d+$') then
       rcall('ZADD', k.dedup, now + dedup_ttl, id)
     end
     local rec = {

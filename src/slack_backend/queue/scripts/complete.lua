@@ -3,9 +3,11 @@
 -- KEYS: the queue's key set (QueueKeys order, bound as `k` by the loader)
 -- ARGV[1] keep count (-1 = all)  ARGV[2] keep age ms (0 = no age limit)  ARGV[3] max events
 -- ARGV[4] worker id  ARGV[5] lease ms  ARGV[6] jobs to start next (0 = none; the fetch transition, see fetch.lua)
+-- ARGV[7] the fetch's request id ('' = none; see fetch.lua)
 -- then per job, four arguments: job id, lease token, result (JSON text),
 --   tokens the run really used (-1 = unknown: its budget reservation stands)
 -- Returns: {finished_ms, code1, code2, ...} in argument order; code 0 ok | -1 job not found | -2 lease lost;
+--   a completion re-sent after a lost reply (its run is in the record's `done`) answers 0 again;
 --   when jobs to start next > 0, fetch's reply follows the codes: status, wait_ms, id1, rec1, data1, token1, ...
 -- Events: one completed entry per call: job_ids, groups, wait_ms (enqueue to first start), run_ms (this run),
 --   each a JSON array in job order; the stream is then trimmed to hold about max events jobs
@@ -15,16 +17,22 @@
 --@include _fetch.lua
 local keep_count, keep_age, max_events = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local worker_id, lease_ms, want = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local n = (#ARGV - 6) / 4
+local req = ARGV[7]
+local n = (#ARGV - 7) / 4
 local ids = {}
-for i = 1, n do ids[i] = ARGV[4 * i + 3] end
+for i = 1, n do ids[i] = ARGV[4 * i + 4] end
 local now = now_ms()
 local out = {now}
 
 -- The next jobs start after the finishes are written, so the slots and group counts they free are seen.
 local function then_fetch()
   if want <= 0 then return out end
-  for _, value in ipairs(fetch_jobs(k, now, worker_id, lease_ms, want)) do out[#out + 1] = value end
+  local fetched = fetch_replay(k, worker_id, req)
+  if not fetched then
+    fetched = fetch_jobs(k, now, worker_id, lease_ms, want)
+    fetch_remember(k, worker_id, req, fetched)
+  end
+  for _, value in ipairs(fetched) do out[#out + 1] = value end
   return out
 end
 
@@ -40,11 +48,13 @@ for i = 1, n do
   local rec = raws[i] and cjson.decode(raws[i])
   if not rec then
     code = -1
-  elseif lease_of(rec) ~= ARGV[4 * i + 4] or seen[id] then
+  elseif finished_run(rec, ARGV[4 * i + 5]) then
+    code = 0 -- this very run's completion, re-sent: already written
+  elseif lease_of(rec) ~= ARGV[4 * i + 5] or seen[id] then
     code = -2
   else
     seen[id] = true
-    local used = tonumber(ARGV[4 * i + 6])
+    local used = tonumber(ARGV[4 * i + 7])
     if used >= 0 then
       if budget_settle(k, rec, used) then budget_freed = true end
       rec.cost_used = used
@@ -52,7 +62,8 @@ for i = 1, n do
     rec.state = 'completed'
     rec.finished_ms = now
     rec.attempts_made = rec.attempts_made + 1
-    rec.result = ARGV[4 * i + 5]
+    rec.result = ARGV[4 * i + 6]
+    remember_run(rec, ARGV[4 * i + 5], rec.attempts_made, 1)
     done[#done + 1] = id
     records[#records + 1] = id
     records[#records + 1] = cjson.encode(rec)

@@ -11,6 +11,7 @@
 local id, token = ARGV[1], ARGV[2]
 local rec = load_rec(k, id)
 if not rec then return {-1} end
+if finished_run(rec, token) then return {0} end -- re-sent after a lost reply: already released
 if lease_of(rec) ~= token then return {-2} end
 local counted, bound = tonumber(ARGV[7]), tonumber(ARGV[8])
 if counted > 0 then
@@ -23,6 +24,7 @@ local cfg = load_config(k)
 leave_active(k, cfg, rec, id)
 -- A released run spent nothing of the budget (an upstream 429, or a shutdown before the call finished).
 budget_settle(k, rec, nil)
+remember_run(rec, token, rec.attempts_made, 0)
 local delay = tonumber(ARGV[3])
 if delay > 0 then
   rec.state = 'delayed'
