@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from slack_backend.queue import Job, JobEvent, JobState, LeaseLostError, Queue, Worker, create_redis
 from tests.support.engine import job_in_state, running, wait_until
@@ -31,7 +32,7 @@ async def test_a_blackholed_worker_resumes_after_the_link_returns_and_its_late_f
     ran_by: dict[str, list[str]] = {}
     started_at: dict[str, float] = {}
 
-    def processor(name: str, job_s: float) -> object:
+    def processor(name: str, job_s: float) -> Callable[[Job], Awaitable[str]]:
         async def process(job: Job) -> str:
             ran_by.setdefault(job.id, []).append(name)
             started_at.setdefault(f"{job.id}@{name}", time.monotonic())
