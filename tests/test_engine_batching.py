@@ -23,7 +23,7 @@ async def test_one_fetch_starts_a_block_and_one_call_completes_many(make_queue: 
     tokens = [str(flat[i + 3]) for i in range(0, len(flat), 4)]
     assert ids == [a.job_id for a in added], "one group's block starts in its waiting order"
     assert len(set(tokens)) == 50
-    args: list[str | int] = [-1, 0, 1000, "", 0, 0]
+    args: list[str | int] = [-1, 0, 1000, "", 0, 0, ""]
     for job_id, token in zip(ids, tokens, strict=True):
         args += [job_id, token, json.dumps({"done": job_id}), -1]
     # A repeated id in one call is refused: a job finishes once.

@@ -61,17 +61,18 @@ async def test_a_worker_whose_lease_expired_cannot_complete_or_fail(make_queue: 
     old_token = str(reply[5])
     await asyncio.sleep(0.3)
     recovered = await queue.call("stalled", 1, -1, 0, 1000)
-    assert list(recovered) == [added.job_id, "waiting"]
+    assert list(recovered) == [added.job_id, "waiting", "", ""]
     new = await queue.call("fetch", "new-owner", 30_000, 1)
     new_token = str(new[5])
     with pytest.raises(LeaseLostError):
         raise_for_code(
-            int((await queue.call("complete", -1, 0, 1000, "", 0, 0, added.job_id, old_token, '"late"', -1))[1]), "x"
+            int((await queue.call("complete", -1, 0, 1000, "", 0, 0, "", added.job_id, old_token, '"late"', -1))[1]),
+            "x",
         )
     fail_reply = await queue.call("fail", added.job_id, old_token, "late", "", -1, -1, 0, 1000, 10)
     with pytest.raises(LeaseLostError):
         raise_for_code(int(fail_reply[0]), "x")
-    assert int((await queue.call("complete", -1, 0, 1000, "", 0, 0, added.job_id, new_token, '"mine"', -1))[1]) == 0
+    assert int((await queue.call("complete", -1, 0, 1000, "", 0, 0, "", added.job_id, new_token, '"mine"', -1))[1]) == 0
     job = await queue.get(added.job_id)
     assert job is not None
     assert job.state is JobState.COMPLETED

@@ -201,9 +201,11 @@ class EngineMachine(RuleBasedStateMachine):
     def complete(self, pick: int) -> None:
         job = self.pick(self.model.in_state(ACTIVE), pick)
         assert job.token is not None
-        reply = self.call("complete", KEEP, 0, MAX_EVENTS, WORKER, LONG_MS, 0, job.id, job.token, "1", -1)
+        token = job.token
+        reply = self.call("complete", KEEP, 0, MAX_EVENTS, WORKER, LONG_MS, 0, "", job.id, token, "1", -1)
         assert int(reply[1]) == 0
         self.model.complete(job, int(reply[0]))
+        job.remember(token, 1)
 
     @precondition(lambda self: bool(self.model.in_state(ACTIVE)))
     @rule(pick=PICK, size=st.integers(min_value=1, max_value=3), twice=st.booleans(), want=st.integers(0, 3))
@@ -212,7 +214,7 @@ class EngineMachine(RuleBasedStateMachine):
         group = self.pick(self.model.in_state(ACTIVE), pick).group
         batch = sorted((j for j in self.model.in_state(ACTIVE) if j.group == group), key=lambda j: j.id)[:size]
         sent = batch + batch[:1] if twice else batch
-        args: list[str | int] = [KEEP, 0, MAX_EVENTS, WORKER, LONG_MS, want]
+        args: list[str | int] = [KEEP, 0, MAX_EVENTS, WORKER, LONG_MS, want, ""]
         for job in sent:
             assert job.token is not None
             args += [job.id, job.token, "1", -1]
@@ -221,7 +223,9 @@ class EngineMachine(RuleBasedStateMachine):
         # A job sent twice in one call is finished once: the second is refused as a lost lease.
         assert codes == [0] * len(batch) + ([-2] if twice else [])
         for job in batch:
+            token = job.token
             self.model.complete(job, int(reply[0]))
+            job.remember(token, 1)
         if want > 0:
             self.check_started(reply[1 + len(sent) :], self.model.fetch(want), expired_lease=False)
 
@@ -232,9 +236,11 @@ class EngineMachine(RuleBasedStateMachine):
         assert job.token is not None
         final = unrecoverable or job.attempts_made + 1 >= job.attempts
         delay_ms = -1 if final else _delay_ms(delay)
-        reply = self.call("fail", job.id, job.token, "boom", "", delay_ms, KEEP, 0, MAX_EVENTS, 3)
+        token = job.token
+        reply = self.call("fail", job.id, token, "boom", "", delay_ms, KEEP, 0, MAX_EVENTS, 3)
         assert [int(x) for x in reply] == [0, job.attempts_made + 1, 1 if final else 0]
         self.model.fail(job, final, delay)
+        job.remember(token, 1 if final else 0)
         self.read_times(job)
         if delay == "short" and not final:
             time.sleep(0.003)
@@ -246,9 +252,13 @@ class EngineMachine(RuleBasedStateMachine):
         job = self.pick(self.model.in_state(ACTIVE), pick)
         assert job.token is not None
         hold = hold and delay == "short"
-        reply = self.call("release", job.id, job.token, _delay_ms(delay), 1 if hold else 0, "later", MAX_EVENTS)
+        token = job.token
+        delay_ms = _delay_ms(delay)
+        # A RetryAfter hold counts against the job's bound (none set here); a shutdown release (0) does not.
+        reply = self.call("release", job.id, token, delay_ms, 1 if hold else 0, "later", MAX_EVENTS, delay_ms, 0)
         assert [int(x) for x in reply] == [0]
         self.model.release(job, delay)
+        job.remember(token, 0)
         self.read_times(job)
         if delay == "short":
             time.sleep(0.003)
@@ -256,14 +266,24 @@ class EngineMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(self.stale(r) for r in self.runs))
     @rule(pick=PICK, as_failure=st.booleans())
     def finish_with_a_lost_lease(self, pick: int, as_failure: bool) -> None:
-        """A run whose lease was lost (recovered, finished, or re-leased) cannot write its outcome."""
+        """A finish by a run that no longer holds the lease changes nothing: refused (-2, or -1 once the job is gone),
+        or, re-sent by a run that did finish (one of the job's last 4), answered as the first call was."""
         stale = [r for r in self.runs if self.stale(r)]
         job_id, token = stale[pick % len(stale)]
+        job = self.model.jobs.get(job_id)
+        first = None if job is None else next((d for d in job.done if d[0] == token), None)
         if as_failure:
-            code = int(self.call("fail", job_id, token, "late", "", -1, KEEP, 0, MAX_EVENTS, 3)[0])
+            reply = [int(x) for x in self.call("fail", job_id, token, "late", "", -1, KEEP, 0, MAX_EVENTS, 3)]
+            if job is None:
+                assert reply[0] == -1
+            elif first is None:
+                assert reply[0] == -2
+            else:
+                assert reply == [0, first[1], first[2]]
         else:
-            code = int(self.call("complete", KEEP, 0, MAX_EVENTS, WORKER, LONG_MS, 0, job_id, token, "1", -1)[1])
-        assert code == (-2 if job_id in self.model.jobs else -1)
+            args: list[str | int] = [KEEP, 0, MAX_EVENTS, WORKER, LONG_MS, 0, "", job_id, token, "1", -1]
+            code = int(self.call("complete", *args)[1])
+            assert code == (-1 if job is None else -2 if first is None else 0)
 
     def stale(self, run: tuple[str, str]) -> bool:
         job = self.model.jobs.get(run[0])
@@ -280,7 +300,7 @@ class EngineMachine(RuleBasedStateMachine):
     @rule()
     def check_stalled(self) -> None:
         reply = self.call("stalled", MAX_STALLS, KEEP, 0, MAX_EVENTS)
-        got = [(str(reply[i]), str(reply[i + 1])) for i in range(0, len(reply), 2)]
+        got = [(str(reply[i]), str(reply[i + 1])) for i in range(0, len(reply), 4)]
         assert got == self.model.stalled(MAX_STALLS)
         for job_id, outcome in got:
             if outcome == FAILED:

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     stalled_check_interval_ms: int = Field(5000, ge=100)
     keep_completed: int = Field(100, ge=0)
     keep_failed: int = Field(500, ge=0)
+    # How long a Slack event or trigger id is refused after its job was queued, however soon retention trims the
+    # job: Slack re-delivers unacknowledged events after about 1 and 5 minutes.
+    job_dedup_ttl_s: int = Field(86400, ge=0)
+    # The most one job may be held back by upstream Retry-After answers in total; past it, it fails.
+    job_max_retry_after_s: int = Field(900, ge=1)
     shutdown_timeout_s: float = Field(25.0, ge=0, allow_inf_nan=False)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

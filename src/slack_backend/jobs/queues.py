@@ -28,7 +28,13 @@ def ai_responses_queue(redis: Redis, settings: Settings) -> Queue:
         backoff=Backoff("exponential", settings.job_backoff_ms),
         priority=PASSIVE_PRIORITY,
     )
-    return Queue(AI_RESPONSES_QUEUE, connection=redis, prefix=settings.redis_prefix, defaults=defaults)
+    return Queue(
+        AI_RESPONSES_QUEUE,
+        connection=redis,
+        prefix=settings.redis_prefix,
+        defaults=defaults,
+        dedup_ttl_ms=settings.job_dedup_ttl_s * 1000,
+    )
 
 
 def validate_job_data(data: AIResponseJobData | Mapping[str, Any]) -> AIResponseJobData:

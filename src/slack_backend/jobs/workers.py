@@ -274,6 +274,7 @@ async def build_ai_worker(
         stalled_interval_ms=settings.stalled_check_interval_ms,
         keep_completed=KeepJobs(count=settings.keep_completed),
         keep_failed=KeepJobs(count=settings.keep_failed),
+        max_retry_after_ms=settings.job_max_retry_after_s * 1000,
     )
     worker.on("failed", processor.on_failed)
     return worker

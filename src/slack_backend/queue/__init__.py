@@ -11,6 +11,7 @@ from slack_backend.queue.errors import (
     LeaseLostError,
     QueueError,
     RetryAfter,
+    StalledError,
     UnrecoverableError,
 )
 from slack_backend.queue.events import EVENT_NAMES, Hook, JobEvent
@@ -44,6 +45,7 @@ __all__ = [
     "QueueLimits",
     "RateLimit",
     "RetryAfter",
+    "StalledError",
     "TokenBudget",
     "UnrecoverableError",
     "Worker",

@@ -26,6 +26,8 @@ KEY_NAMES: tuple[str, ...] = (
     "workers",
     "budget",
     "budget_cost",
+    "dedup",
+    "fetches",
     "group_pass",
 )
 

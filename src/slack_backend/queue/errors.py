@@ -37,6 +37,7 @@ class ScriptCode(IntEnum):
     NOT_ACTIVE = -3
     NOT_IN_STATE = -4
     DUPLICATE = -5
+    OVER_HOLD_BOUND = -6
 
 
 class JobNotFoundError(QueueError):
@@ -53,6 +54,14 @@ class LeaseLostError(QueueError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"lease on job {job_id!r} was lost; another worker owns it or it was recovered")
+
+
+class StalledError(QueueError):
+    """A job failed because it stalled too often: its workers stopped renewing its lease (crashed or froze)."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        self.job_id = job_id
+        super().__init__(reason)
 
 
 class JobStateError(QueueError):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +20,9 @@ from slack_backend.queue.job import DEFAULT_PRIORITY, Backoff, Job, JobOptions, 
 from slack_backend.queue.limits import GroupSettings, QueueLimits
 
 DEFAULT_MAX_DATA_BYTES = 512 * 1024
+# Slack re-delivers an event it saw no ack for after about 1 and 5 minutes, and a user may retry a shortcut for
+# longer: a caller-chosen id is refused for a day, however soon retention trims the finished job.
+DEFAULT_DEDUP_TTL_MS = 24 * 3600 * 1000
 BATCH = 1000
 
 
@@ -68,14 +73,29 @@ class Queue:
         defaults: JobDefaults | None = None,
         max_events: int = DEFAULT_MAX_EVENTS,
         max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
+        dedup_ttl_ms: int = DEFAULT_DEDUP_TTL_MS,
     ) -> None:
+        """A queue named `name` on `connection`.
+
+        Args:
+            dedup_ttl_ms: how long a caller-chosen job id is refused after its job was added, whether or not
+                the job is still kept (0: only while its record is kept).
+        """
+        if dedup_ttl_ms < 0:
+            raise ValueError("dedup_ttl_ms must be >= 0")
         self.name = name
+        self.dedup_ttl_ms = dedup_ttl_ms
         self.keys = QueueKeys(prefix, name)
         self.redis = connection
         self.defaults = defaults or JobDefaults()
         self.max_events = max_events
         self.max_data_bytes = max_data_bytes
         self._scripts = Scripts(connection, self.keys)
+        # Ids for jobs added without one are chosen here, before the first send, so an add re-sent after a lost
+        # reply finds its job instead of making a second. All digits (callers' ids never are): the time, a salt
+        # of this Queue object, and a counter.
+        self._id_salt = f"{random.randrange(10**6):06d}"
+        self._id_seq = itertools.count()
         self._default_opts = _opts_json(self.defaults.attempts, self.defaults.backoff)
 
     async def call(self, script: str, *args: str | int | float) -> Any:
@@ -107,7 +127,8 @@ class Queue:
         group: str | None = None,
         cost: int | None = None,
     ) -> AddResult:
-        """Add one job; with `job_id`, a second add of the same id while the job is kept does nothing.
+        """Add one job; with `job_id`, a second add of the same id within the de-duplication TTL (or while the
+        job is kept) does nothing and answers `created=False`.
 
         Raises InvalidJobDataError (nothing written) when the data is not JSON or the options are invalid.
         """
@@ -127,7 +148,7 @@ class Queue:
         specs = [self._spec(job) for job in jobs]
         results: list[AddResult] = []
         for start in range(0, len(specs), BATCH):
-            pairs = list(await self.call("add", *specs[start : start + BATCH]))
+            pairs = list(await self.call("add", self.dedup_ttl_ms, *specs[start : start + BATCH]))
             results.extend(AddResult(str(pairs[i]), bool(int(pairs[i + 1]))) for i in range(0, len(pairs), 2))
         return results
 
@@ -147,7 +168,11 @@ class Queue:
             attempts = o.attempts or self.defaults.attempts
             opts = _opts_json(attempts, o.backoff or self.defaults.backoff)
         priority = o.priority or self.defaults.priority
-        return f"{o.job_id or ''}\0{job.name}\0{o.group or ''}\0{priority}\0{o.delay_ms}\0{o.cost or 0}\0{opts}\0{data}"
+        job_id = o.job_id or self._new_id()
+        return f"{job_id}\0{job.name}\0{o.group or ''}\0{priority}\0{o.delay_ms}\0{o.cost or 0}\0{opts}\0{data}"
+
+    def _new_id(self) -> str:
+        return f"{int(time.time() * 1000)}{self._id_salt}{next(self._id_seq) % 10**6:06d}"
 
     # -- reading ------------------------------------------------------------------------------------------
 

@@ -10,19 +10,23 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.exceptions import BusyLoadingError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from slack_backend.queue.connection import ConnectionWatch
 from slack_backend.queue.errors import (
     JobNotFoundError,
     LeaseLostError,
     RetryAfter,
+    ScriptCode,
+    StalledError,
     UnrecoverableError,
     raise_for_code,
 )
@@ -32,12 +36,23 @@ from slack_backend.queue.limits import QueueLimits
 from slack_backend.queue.queue import Queue
 
 log = structlog.get_logger("slack_backend.queue.worker")
+T = TypeVar("T")
 
 STATUS_STARTED, STATUS_EMPTY, STATUS_LIMITED, STATUS_PAUSED, STATUS_HELD, STATUS_CAPPED, STATUS_BUDGET = range(7)
 STACKS_KEPT = 10
 FINISHING_GRACE_S = 5.0
+# Background loops end on the stop flag within a Redis round trip; past this they are cancelled as a safety net.
 HOUSEKEEPING_STOP_S = 2.0
-HOUSEKEEPING_CANCELS = 3
+# A background loop that raised is restarted after this, doubling up to LOOP_RESTART_MAX_S while it keeps failing.
+LOOP_RESTART_S = 0.05
+LOOP_RESTART_MAX_S = 5.0
+# Each RetryAfter counts at least this against the job's hold bound, so one that keeps asking to retry at once
+# also ends.
+MIN_COUNTED_HOLD_MS = 1000
+# A blocking wait that has not answered this long after its own timeout has lost its link (a partition drops
+# packets without a reset, and the socket would wait for ever): it is abandoned and the worker fetches anew.
+BLOCKING_SLACK_S = 1.0
+DEFAULT_MAX_RETRY_AFTER_MS = 15 * 60 * 1000
 # Completions that land together go to Redis in one script call, up to this many.
 ACK_BATCH = 100
 # A finishing call's outcome when Redis stayed away for the whole lease (the job will be recovered).
@@ -73,6 +88,7 @@ class WorkerStats:
     released: int = 0
     stalled_recovered: int = 0
     leases_lost: int = 0
+    loop_restarts: int = 0
     rate_limited_waits: int = 0
     rate_limited_wait_ms: int = 0
     held_waits: int = 0
@@ -93,9 +109,12 @@ class _Ack:
 
 @dataclass
 class _Running:
-    job: Job
+    """One run of a job, known by its lease token: the same job may run again here while an old run's task
+    still finishes its hooks, and each run's bookkeeping must stay its own."""
+
+    job_id: str
     token: str
-    task: asyncio.Task[None]
+    task: asyncio.Task[object]
     # Set once the run is writing its outcome (complete / fail / release): from then on it is never cancelled,
     # so a shutdown cannot cut a finishing call in half and leave the job leased to nobody.
     finishing: bool = False
@@ -122,8 +141,15 @@ class Worker:
         keep_failed: KeepJobs | None = None,
         backoff_strategy: BackoffStrategy | None = None,
         idle_block_s: float = 5.0,
+        max_retry_after_ms: int | None = DEFAULT_MAX_RETRY_AFTER_MS,
         name: str | None = None,
     ) -> None:
+        """A worker for `queue` running `processor`.
+
+        Args:
+            max_retry_after_ms: the most a job may be held by RetryAfter in total (each counts at least 1 s);
+                past it the job fails with that reason. None: no bound.
+        """
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         if lease_ms < 100:
@@ -139,6 +165,7 @@ class Worker:
         self.keep_failed = keep_failed or KeepJobs(count=500)
         self.backoff_strategy = backoff_strategy
         self.idle_block_s = idle_block_s
+        self.max_retry_after_ms = max_retry_after_ms
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.hooks = Hooks()
         self.stats = WorkerStats()
@@ -151,11 +178,17 @@ class Worker:
         self._waiting_for: Callable[[], bool] = _never
         # One fetch at a time, by the fetch loop or riding on a batch of completions (see _ack_loop).
         self._fetch_busy = False
+        # The request id of the next fetch. Kept after a fetch whose reply never came, so the next one (from either
+        # loop) replays it in Redis and gets those jobs back instead of leaving them leased to nobody.
+        self._fetch_req: str | None = None
         # The last fetch got all it asked for: more is probably waiting, so completions ask for the next jobs.
         self._backlog = False
         self._acks: list[_Ack] = []
         self._acks_waiting = asyncio.Event()
         self._closing = asyncio.Event()
+        # Tells the background loops to end. They check it rather than rely on cancellation alone: on Python
+        # 3.11 a cancel that lands as a redis-py send (wrapped in asyncio.wait_for) finishes is swallowed.
+        self._stopping = asyncio.Event()
         self._closed = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         # A worker retries Redis at least twice a second, so it picks up work within a second of an outage ending.
@@ -181,9 +214,9 @@ class Worker:
         self._loop_task = asyncio.current_task()
         self._blocking = _blocking_client(self.queue.redis)
         background = [
-            asyncio.create_task(self._renew_leases_loop(), name=f"{self.id} leases"),
-            asyncio.create_task(self._stalled_loop(), name=f"{self.id} stalled"),
-            asyncio.create_task(self._ack_loop(), name=f"{self.id} acks"),
+            asyncio.create_task(self._supervised("leases", self._renew_leases_loop), name=f"{self.id} leases"),
+            asyncio.create_task(self._supervised("stalled", self._stalled_loop), name=f"{self.id} stalled"),
+            asyncio.create_task(self._supervised("acks", self._ack_loop), name=f"{self.id} acks"),
         ]
         try:
             await self._configure()
@@ -197,21 +230,47 @@ class Worker:
             self._log.info("worker closed")
 
     async def _stop_housekeeping(self, tasks: list[asyncio.Task[None]]) -> None:
-        """Cancel the background loops and wait for them, cancelling again any that go on.
+        """Tell the background loops to stop and wait for them; cancel (once) any still going after a while.
 
-        Idle shutdowns under load hung here about once in 40 (tests/faults/test_sigterm.py): one loop went on
-        after its cancel. Which one, and why, was not found; it is logged by name when it happens, cancelled
-        again (at most HOUSEKEEPING_CANCELS times), and close goes on either way.
+        The loops end on `_stopping`, not on a cancel: Python 3.11's `asyncio.wait_for`, which redis-py wraps
+        around every send when a socket timeout is set, swallows a cancel that lands just as the send finishes
+        (CPython gh-86296), and a loop cancelled there went on for ever.
         """
-        pending = set(tasks)
-        for attempt in range(1, HOUSEKEEPING_CANCELS + 1):
-            for task in pending:
-                task.cancel()
-            _done, pending = await asyncio.wait(pending, timeout=HOUSEKEEPING_STOP_S)
-            if not pending:
+        self._stopping.set()
+        self._acks_waiting.set()
+        _done, pending = await asyncio.wait(tasks, timeout=HOUSEKEEPING_STOP_S)
+        if not pending:
+            return
+        self._log.error("background loop did not stop; cancelling it", loops=sorted(t.get_name() for t in pending))
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=HOUSEKEEPING_STOP_S)
+
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop until the stop flag; if it raises, log it by name and start it again.
+
+        A worker that looks alive must be doing its work: a lease loop or ack loop that died silently would
+        leave jobs renewed for ever, or completions waiting for ever.
+        """
+        delay_s = LOOP_RESTART_S
+        while not self._stopping.is_set():
+            began = time.monotonic()
+            try:
+                await loop()
                 return
-            stuck = sorted(t.get_name() for t in pending)
-            self._log.warning("housekeeping task went on after cancel", tasks=stuck, attempt=attempt)
+            except Exception:
+                self.stats.loop_restarts += 1
+                self._log.exception("background loop failed; restarting it", loop=name, restart_in_s=delay_s)
+            if time.monotonic() - began > 10 * LOOP_RESTART_MAX_S:
+                delay_s = LOOP_RESTART_S  # it ran well for a while: a new failure starts the backoff afresh
+            await self._sleep_unless_stopping(delay_s)
+            delay_s = min(LOOP_RESTART_MAX_S, delay_s * 2)
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: it never swallows a cancel on 3.11.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def close(self, timeout_s: float | None = None) -> None:
         """Stop fetching, let running jobs finish for up to `timeout_s`, then release the rest to waiting.
@@ -252,7 +311,8 @@ class Worker:
             try:
                 # Never cancelled half-way: a fetch that ran in Redis must be seen here, or its jobs would
                 # sit leased to nobody until the stall check.
-                reply = await asyncio.shield(self.queue.call("fetch", self.id, self.lease_ms, free))
+                fetch = self.queue.call("fetch", self.id, self.lease_ms, free, self._req())
+                reply = await self._bounded(asyncio.shield(fetch))
             except RedisError as exc:
                 await self._redis_failed(exc)
                 continue
@@ -265,8 +325,27 @@ class Worker:
                 continue
             await self._idle(status, wait_ms)
 
+    async def _bounded(self, call: Awaitable[T], timeout_s: float | None = None) -> T:
+        """Await a Redis call for at most `timeout_s` (default: a third of the lease); past it, a Redis timeout.
+
+        A partition drops packets without a reset: a call on such a link would wait for the socket timeout or
+        for ever. Abandoning it is safe, since every state-changing script answers a re-send as the first call.
+        """
+        limit_s = timeout_s if timeout_s is not None else max(1.0, self.lease_ms / 3000)
+        try:
+            async with asyncio.timeout(limit_s):
+                return await call
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"no reply from Redis within {limit_s:g} s") from exc
+
+    def _req(self) -> str:
+        if self._fetch_req is None:
+            self._fetch_req = uuid.uuid4().hex[:16]
+        return self._fetch_req
+
     def _fetched(self, asked: int, reply: list[Any]) -> int:
         """Start the jobs of a fetch reply ({status, wait_ms, id, rec, data, token, ...}); returns how many."""
+        self._fetch_req = None  # answered: the next fetch is a new request
         self.stats.fetches += 1
         started = self._start_jobs(reply[2:])
         self._backlog = int(reply[0]) == STATUS_STARTED and started >= asked
@@ -275,41 +354,50 @@ class Worker:
     def _start_jobs(self, flat: list[Any]) -> int:
         count = 0
         for i in range(0, len(flat), 4):
-            job_id, record, data, token = flat[i], flat[i + 1], flat[i + 2], flat[i + 3]
-            job = Job.from_record(str(record), None if data is None else str(data))
-            if self._closing.is_set():
-                # Fetched as close() began: give it straight back rather than start new work.
-                task = asyncio.create_task(self._release(job, str(token), 0, False, "worker closing"))
+            job_id, record, data, token = str(flat[i]), flat[i + 1], flat[i + 2], str(flat[i + 3])
+            run: Coroutine[Any, Any, object]
+            try:
+                job = Job.from_record(str(record), None if data is None else str(data))
+            except (ValueError, KeyError, TypeError) as exc:
+                run = self._fail_unreadable(job_id, token, f"the job's record cannot be read: {exc!r}")
             else:
-                task = asyncio.create_task(self._run_job(job, str(token)), name=f"job {job_id}")
-            self._running[str(job_id)] = _Running(job, str(token), task)
+                if self._closing.is_set():
+                    # Fetched as close() began: give it straight back rather than start new work.
+                    run = self._release(job, token, 0, False, "worker closing")
+                else:
+                    run = self._run_job(job, token)
+            task = asyncio.create_task(run, name=f"job {job_id}")
+            self._running[token] = _Running(job_id, token, task)
             self.stats.started += 1
-            task.add_done_callback(self._job_done_callback(str(job_id)))
+            task.add_done_callback(self._job_done_callback(token))
             count += 1
         return count
 
-    def _job_done_callback(self, job_id: str) -> Callable[[asyncio.Task[None]], None]:
-        def done(_task: asyncio.Task[None]) -> None:
-            self._running.pop(job_id, None)
+    def _job_done_callback(self, token: str) -> Callable[[asyncio.Task[object]], None]:
+        def done(_task: asyncio.Task[object]) -> None:
+            self._running.pop(token, None)
             self._nudge()
 
         return done
 
     async def _idle(self, status: int, wait_ms: int) -> None:
-        """Sleep exactly until a start may be allowed; block on the wake list when only new work can help."""
-        if status in (STATUS_LIMITED, STATUS_HELD, STATUS_BUDGET):
+        """Sleep exactly until a start may be allowed; block on the wake list when an event can end the wait.
+
+        A freed slot under the global cap and budget given back by a settlement push a wake token, as new
+        work does, so those waits block on the wake list (up to their deadline) instead of polling.
+        """
+        if status in (STATUS_LIMITED, STATUS_HELD):
             if status == STATUS_LIMITED:
                 self.stats.rate_limited_waits += 1
                 self.stats.rate_limited_wait_ms += max(wait_ms, 1)
-            elif status == STATUS_HELD:
-                self.stats.held_waits += 1
             else:
-                self.stats.budget_waits += 1
+                self.stats.held_waits += 1
             await self._pause(max(wait_ms, 1) / 1000, _never)
             return
+        if status == STATUS_BUDGET:
+            self.stats.budget_waits += 1
+            wait_ms = max(wait_ms, 1)
         timeout_s = self.idle_block_s if wait_ms < 0 else min(self.idle_block_s, wait_ms / 1000)
-        if status == STATUS_CAPPED:
-            timeout_s = min(timeout_s, 0.25)
         if timeout_s <= 0:
             return
         await self._wait_for_work(timeout_s)
@@ -329,10 +417,12 @@ class Worker:
         keys = [self.queue.keys.key("wake"), self._own_wake_key]
         self._fetch_busy = self._blocked = True
         try:
-            # The BLPOP's own timeout is only a safety net behind the timer.
-            reply = await self.queue.call_after_blpop(
-                self._blocking, keys, timeout_s + 1, "fetch", self.id, self.lease_ms, free
+            # The BLPOP's own timeout is only a safety net behind the timer; the client-side bound is the net
+            # behind that, for a link that died silently.
+            wait = self.queue.call_after_blpop(
+                self._blocking, keys, timeout_s + 1, "fetch", self.id, self.lease_ms, free, self._req()
             )
+            reply = await self._bounded(wait, timeout_s + 1 + BLOCKING_SLACK_S)
         except RedisError as exc:
             await self._redis_failed(exc)
             return
@@ -401,17 +491,18 @@ class Worker:
     async def _run_bound(self, job: Job, token: str) -> None:
         job._reporter = lambda value: self._report_progress(job, token, value)
         bound = self._log
-        await self.hooks.emit(JobEvent("active", job))
-        if job.data_error is not None:
-            await self._fail(job, token, UnrecoverableError(job.data_error), bound)
-            return
         try:
+            # Inside the try: a cancel during the `active` hook (shutdown, lost lease) releases the job too.
+            await self.hooks.emit(JobEvent("active", job))
+            if job.data_error is not None:
+                await self._fail(job, token, UnrecoverableError(job.data_error), bound)
+                return
             result = await self.processor(job)
         except asyncio.CancelledError:
             await self._release(job, token, 0, False, "worker shut down before the job finished")
             return
         except RetryAfter as exc:
-            await self._release(job, token, int(exc.delay_s * 1000), exc.hold_queue, str(exc))
+            await self._retry_after(job, token, exc, bound)
             return
         except Exception as exc:
             await self._fail(job, token, exc, bound)
@@ -439,7 +530,7 @@ class Worker:
         count, age_ms = self.keep_failed.args()
         reason = str(exc) or type(exc).__name__
         reply = await self._finish_call(
-            "fail", job, job.id, token, reason, stack, delay_ms, count, age_ms, _ev(self), STACKS_KEPT
+            "fail", token, job.id, token, reason, stack, delay_ms, count, age_ms, _ev(self), STACKS_KEPT, job=job
         )
         if reply is None:
             return
@@ -459,107 +550,176 @@ class Worker:
             return max(0, int(self.backoff_strategy(attempts_made, exc)))
         return (job.backoff or Backoff()).delay_for(attempts_made)
 
-    async def _release(self, job: Job, token: str, delay_ms: int, hold: bool, reason: str) -> None:
-        reply = await self._finish_call("release", job, job.id, token, delay_ms, 1 if hold else 0, reason, _ev(self))
-        if reply is None:
+    async def _retry_after(self, job: Job, token: str, exc: RetryAfter, bound: Any) -> None:
+        """Release the job for the delay RetryAfter asked, or fail it once its holds pass the bound."""
+        delay_ms = int(exc.delay_s * 1000)
+        counted_ms = max(delay_ms, MIN_COUNTED_HOLD_MS)
+        if await self._release(job, token, delay_ms, exc.hold_queue, str(exc), counted_ms):
             return
+        limit_s = (self.max_retry_after_ms or 0) / 1000
+        reason = f"held by RetryAfter for more than {limit_s:g} s in total (last: {exc})"
+        await self._fail(job, token, UnrecoverableError(reason), bound)
+
+    async def _release(self, job: Job, token: str, delay_ms: int, hold: bool, reason: str, counted_ms: int = 0) -> bool:
+        """Give the job back; False only when it is over its RetryAfter bound (nothing changed; still leased)."""
+        bound_ms = self.max_retry_after_ms or 0
+        reply = await self._finish_call(
+            "release",
+            token,
+            job.id,
+            token,
+            delay_ms,
+            1 if hold else 0,
+            reason,
+            _ev(self),
+            counted_ms,
+            bound_ms,
+            job=job,
+        )
+        if reply is not None and int(reply[0]) == ScriptCode.OVER_HOLD_BOUND:
+            return False
+        if reply is None:
+            return True
         self.stats.released += 1
         self._log.info("job released", job_id=job.id, delay_ms=delay_ms, hold_queue=hold, reason=reason)
         await self.hooks.emit(JobEvent("released", job, delay_ms=delay_ms))
+        return True
+
+    async def _fail_unreadable(self, job_id: str, token: str, reason: str) -> None:
+        """Fail at once a fetched job whose record this worker cannot read; retrying cannot help."""
+        self._log.error("fetched job's record cannot be read; failing it", job_id=job_id, reason=reason)
+        count, age_ms = self.keep_failed.args()
+        error = UnrecoverableError(reason)
+        reply = await self._finish_call(
+            "fail", token, job_id, token, reason, "", -1, count, age_ms, _ev(self), STACKS_KEPT
+        )
+        if reply is None:
+            return
+        self.stats.failed += 1
+        await self.hooks.emit(JobEvent("failed", error=error, final=True, job_id=job_id))
 
     async def _complete(self, job: Job, token: str, result_json: str, used: int) -> bool:
         """Hand the completion to the ack loop and wait for its outcome; True when it was written."""
-        self._mark_finishing(job)
+        self._mark_finishing(token)
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._acks.append(_Ack(job, token, result_json, used, done))
         self._acks_waiting.set()
-        return await self._finish_outcome("complete", job, await done)
+        return await self._finish_outcome("complete", job.id, await done, job)
 
     async def _ack_loop(self) -> None:
         """Send waiting completions, a batch per `complete` call; the first one of a batch is never delayed.
 
         Completions that arrive while a call is in flight wait for it and go together in the next call
         ("group commit"): at a high rate a call carries many jobs, when idle each job goes alone at once.
+        Ends on the stop flag once no completion waits.
         """
         count, age_ms = self.keep_completed.args()
-        while True:
+        while not (self._stopping.is_set() and not self._acks):
             await self._acks_waiting.wait()
             self._acks_waiting.clear()
             while self._acks:
                 batch, self._acks = self._acks[:ACK_BATCH], self._acks[ACK_BATCH:]
-                # While a backlog lasts, the same call starts the next jobs (as BullMQ's moveToFinished does):
-                # one round trip per batch instead of two. When idle, completions go alone.
-                want = 0
-                if self._backlog and not self._fetch_busy and not self._closing.is_set():
-                    want = max(0, self.concurrency - len(self._running) + len(batch))
-                args: list[str | int] = [count, age_ms, _ev(self), self.id, self.lease_ms, want]
-                for ack in batch:
-                    args += [ack.job.id, ack.token, ack.result_json, ack.used]
-                if want > 0:
-                    self._fetch_busy = True
                 try:
-                    reply = await self._call_riding_outages("complete", args)
+                    await self._send_acks(batch, count, age_ms)
                 finally:
-                    if want > 0:
-                        self._fetch_busy = False
-                codes = [GAVE_UP] * len(batch) if reply is None else [int(c) for c in reply[1 : 1 + len(batch)]]
-                for ack, code in zip(batch, codes, strict=True):
-                    if not ack.done.done():
-                        ack.done.set_result(code)
-                if want > 0:
-                    if reply is not None:
-                        self._fetched(want, reply[1 + len(batch) :])
-                    self._nudge()
+                    # Whatever happened, no run waits for ever: an unanswered one gives up (and is recovered).
+                    for ack in batch:
+                        if not ack.done.done():
+                            ack.done.set_result(GAVE_UP)
 
-    async def _finish_call(self, script: str, job: Job, *args: str | int | float) -> list[Any] | None:
-        """Run a finishing script for one job; None when the lease was lost or Redis stayed away."""
-        self._mark_finishing(job)
-        reply = await self._call_riding_outages(script, args)
+    async def _send_acks(self, batch: list[_Ack], count: int, age_ms: int) -> None:
+        # While a backlog lasts, the same call starts the next jobs (as BullMQ's moveToFinished does):
+        # one round trip per batch instead of two. When idle, completions go alone.
+        want = 0
+        if self._backlog and not self._fetch_busy and not self._closing.is_set():
+            want = max(0, self.concurrency - len(self._running) + len(batch))
+        req = self._req() if want > 0 else ""
+        args: list[str | int] = [count, age_ms, _ev(self), self.id, self.lease_ms, want, req]
+        for ack in batch:
+            args += [ack.job.id, ack.token, ack.result_json, ack.used]
+        if want > 0:
+            self._fetch_busy = True
+        try:
+            reply = await self._call_riding_outages("complete", args)
+        finally:
+            if want > 0:
+                self._fetch_busy = False
+        codes = [GAVE_UP] * len(batch) if reply is None else [int(c) for c in reply[1 : 1 + len(batch)]]
+        for ack, code in zip(batch, codes, strict=True):
+            if not ack.done.done():
+                ack.done.set_result(code)
+        if want > 0:
+            if reply is not None:
+                self._fetched(want, reply[1 + len(batch) :])
+            self._nudge()
+
+    async def _finish_call(
+        self, script: str, token: str, job_id: str, *args: str | int | float, job: Job | None = None
+    ) -> list[Any] | None:
+        """Run a finishing script for one run; None when the lease was lost or Redis stayed away.
+
+        A release over the RetryAfter bound comes back as is: nothing changed, and the caller fails the job.
+        """
+        self._mark_finishing(token)
+        reply = await self._call_riding_outages(script, (job_id, *args))
         if reply is None:
-            await self._finish_outcome(script, job, GAVE_UP)
+            await self._finish_outcome(script, job_id, GAVE_UP, job)
             return None
-        return reply if await self._finish_outcome(script, job, int(reply[0])) else None
+        code = int(reply[0])
+        if code == ScriptCode.OVER_HOLD_BOUND:
+            return reply
+        return reply if await self._finish_outcome(script, job_id, code, job) else None
 
-    def _mark_finishing(self, job: Job) -> None:
-        held = self._running.get(job.id)
+    def _mark_finishing(self, token: str) -> None:
+        held = self._running.get(token)
         if held is not None:
             held.finishing = True
 
     async def _call_riding_outages(self, script: str, args: Sequence[str | int | float]) -> list[Any] | None:
-        """Run a finishing script, retrying through a Redis outage for as long as a lease lasts; None: gave up."""
+        """Run a finishing script, retrying through a Redis outage for as long as a lease lasts; None: gave up.
+
+        Safe to repeat: a finishing script re-sent after a lost reply answers as the first call did. A
+        deterministic error (a script bug) is not ridden out: it is logged once and the job left to recovery.
+        """
         deadline = time.monotonic() + self.lease_ms / 1000
         while True:
             try:
-                reply = list(await self.queue.call(script, *args))
+                reply = list(await self._bounded(self.queue.call(script, *args)))
                 self._watch.ready()
                 return reply
             except RedisError as exc:
+                if not _transient(exc):
+                    self._log.error(
+                        "finishing script failed; the job will be recovered", action=script, error=repr(exc)
+                    )
+                    return None
                 if time.monotonic() >= deadline:
                     return None
                 await self._redis_failed(exc)
 
-    async def _finish_outcome(self, script: str, job: Job, code: int) -> bool:
+    async def _finish_outcome(self, script: str, job_id: str, code: int, job: Job | None) -> bool:
         """Log and report a finishing call that did not take effect; True when it did."""
         if code == GAVE_UP:
-            self._log.error("gave up finishing job; it will be recovered", job_id=job.id, action=script)
-            await self.hooks.emit(JobEvent("error", job, error=RedisError("Redis unreachable while finishing")))
+            self._log.error("gave up finishing job; it will be recovered", job_id=job_id, action=script)
+            error = RedisError("Redis unreachable while finishing")
+            await self.hooks.emit(JobEvent("error", job, error=error, job_id=job_id))
             return False
         try:
-            raise_for_code(code, job.id)
+            raise_for_code(code, job_id)
         except LeaseLostError as exc:
             self.stats.leases_lost += 1
-            self._log.warning("lease lost; result discarded", job_id=job.id, action=script)
-            await self.hooks.emit(JobEvent("error", job, error=exc))
+            self._log.warning("lease lost; result discarded", job_id=job_id, action=script)
+            await self.hooks.emit(JobEvent("error", job, error=exc, job_id=job_id))
             return False
         except JobNotFoundError as exc:
-            self._log.warning("job removed while it ran; outcome discarded", job_id=job.id, action=script)
-            await self.hooks.emit(JobEvent("error", job, error=exc))
+            self._log.warning("job removed while it ran; outcome discarded", job_id=job_id, action=script)
+            await self.hooks.emit(JobEvent("error", job, error=exc, job_id=job_id))
             return False
         return True
 
     async def _report_progress(self, job: Job, token: str, value: Any) -> None:
         payload = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-        code = int((await self.queue.call("progress", job.id, token, payload, _ev(self)))[0])
+        code = int((await self._bounded(self.queue.call("progress", job.id, token, payload, _ev(self))))[0])
         raise_for_code(code, job.id)
         job.progress = value
         await self.hooks.emit(JobEvent("progress", job, progress=value))
@@ -567,41 +727,58 @@ class Worker:
     # -- housekeeping ---------------------------------------------------------------------------------------
 
     async def _renew_leases_loop(self) -> None:
+        # Renews first, then sleeps: a loop restarted after a failure renews at once, before leases run out.
         interval_s = self.lease_ms / 3000
-        while True:
-            await asyncio.sleep(interval_s)
+        while not self._stopping.is_set():
             try:
                 await self._heartbeat()
                 pairs: list[str] = []
-                for job_id, held in list(self._running.items()):
-                    pairs += [job_id, held.token]
+                for token, held in list(self._running.items()):
+                    pairs += [held.job_id, token]
                 if pairs:
-                    lost = await self.queue.call("extend", self.lease_ms, *pairs)
-                    for job_id in lost:
-                        # A job that finished while the renewal was under way gave its lease up itself.
-                        running = self._running.get(job_id)
+                    for token in await self._bounded(self.queue.call("extend", self.lease_ms, *pairs)):
+                        # A run that finished while the renewal was under way gave its lease up itself.
+                        running = self._running.get(str(token))
                         if running is not None and not running.finishing:
-                            # Another worker owns it now: stop this run rather than duplicate its work.
-                            self._log.warning("lease lost while running; stopping this run", job_id=job_id)
+                            # Another worker owns it now: stop this run rather than duplicate its work. A cancel
+                            # lost in a Redis call is sent again at the next renewal, which finds it lost again.
+                            self._log.warning("lease lost while running; stopping this run", job_id=running.job_id)
                             self.stats.leases_lost += 1
                             running.task.cancel()
                 self._watch.ready()
             except RedisError as exc:
                 await self._redis_failed(exc)
+            await self._sleep_unless_stopping(interval_s)
 
     async def _stalled_loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 count, age_ms = self.keep_failed.args()
-                flat = await self.queue.call("stalled", self.max_stalls, count, age_ms, _ev(self))
-                for i in range(0, len(flat), 2):
+                flat = await self._bounded(self.queue.call("stalled", self.max_stalls, count, age_ms, _ev(self)))
+                for i in range(0, len(flat), 4):
                     job_id, outcome = str(flat[i]), str(flat[i + 1])
                     self.stats.stalled_recovered += 1
                     self._log.warning("stalled job recovered", job_id=job_id, outcome=outcome)
-                    await self.hooks.emit(JobEvent("stalled", job_id=job_id, final=outcome == "failed"))
+                    final = outcome == "failed"
+                    await self.hooks.emit(JobEvent("stalled", job_id=job_id, final=final))
+                    if final:
+                        await self._stall_failed(job_id, str(flat[i + 2]), str(flat[i + 3]))
+                self._watch.ready()
             except RedisError as exc:
                 await self._redis_failed(exc)
-            await asyncio.sleep(self.stalled_interval_ms / 1000)
+            await self._sleep_unless_stopping(self.stalled_interval_ms / 1000)
+
+    async def _stall_failed(self, job_id: str, record: str, data: str) -> None:
+        """Fire `failed` for a job the stall limit failed: once, here, on the worker whose check failed it."""
+        job: Job | None = None
+        reason = "job stalled too often"
+        try:
+            job = Job.from_record(record, data or None)
+            reason = job.failed_reason or reason
+        except (ValueError, KeyError, TypeError) as exc:
+            self._log.error("stall-failed job's record cannot be read", job_id=job_id, error=repr(exc))
+        self.stats.failed += 1
+        await self.hooks.emit(JobEvent("failed", job, error=StalledError(job_id, reason), final=True, job_id=job_id))
 
     async def _heartbeat(self) -> None:
         beat = {
@@ -611,7 +788,7 @@ class Worker:
             "pid": os.getpid(),
             "host": socket.gethostname(),
         }
-        await self.queue.redis.hset(self.queue.keys.key("workers"), self.id, json.dumps(beat))
+        await self._bounded(self.queue.redis.hset(self.queue.keys.key("workers"), self.id, json.dumps(beat)))
 
     async def _forget_self(self) -> None:
         with contextlib.suppress(RedisError):
@@ -624,28 +801,56 @@ class Worker:
         await self._watch.failed(exc)
 
     async def _finish_in_flight(self) -> None:
+        """Let running jobs finish until the shutdown timeout, then release the rest; return when none is left.
+
+        Runs keep appearing while this waits (a release started by a fetch that returned as close began), so it
+        waits for whatever is running, again and again, until nothing is.
+        """
+        loop = asyncio.get_running_loop()
         timeout_s = self._shutdown_timeout_s
-        tasks = [r.task for r in self._running.values()]
-        if not tasks:
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        if self._running:
+            self._log.info("waiting for running jobs", count=len(self._running), timeout_s=timeout_s)
+        if await self._wait_running(deadline):
             return
-        self._log.info("waiting for running jobs", count=len(tasks), timeout_s=timeout_s)
-        _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
-        if not pending:
-            return
-        unfinished = [r.task for r in self._running.values() if r.task in pending and not r.finishing]
+        unfinished = [r.task for r in self._running.values() if not r.task.done() and not r.finishing]
         for task in unfinished:
             task.cancel()
         self._log.info("releasing unfinished jobs", count=len(unfinished))
-        # Runs already writing their outcome get a few more seconds to finish that one call.
-        _done, stuck = await asyncio.wait(pending, timeout=FINISHING_GRACE_S)
+        # Released and finishing runs get a few more seconds to write their outcome.
+        if await self._wait_running(loop.time() + FINISHING_GRACE_S):
+            return
+        stuck = [r.task for r in self._running.values() if not r.task.done()]
         for task in stuck:
             task.cancel()
-        if stuck:
-            await asyncio.wait(stuck)
+        await asyncio.wait(stuck)
+
+    async def _wait_running(self, deadline: float | None) -> bool:
+        """Wait until no run is left (True) or the deadline (loop time; None: none) passes (False)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            tasks = [r.task for r in self._running.values() if not r.task.done()]
+            if not tasks:
+                return True
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            await asyncio.wait(tasks, timeout=remaining)
 
 
 def _never() -> bool:
     return False
+
+
+# Replies of a Redis that is there but not ready (loading, busy with a script, out of memory, a replica during
+# failover): worth waiting out, like a dropped connection. Any other error reply is deterministic.
+_TRANSIENT_REPLIES = ("LOADING", "BUSY", "OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
+
+
+def _transient(exc: RedisError) -> bool:
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | BusyLoadingError):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
 
 
 def _ev(worker: Worker) -> int:

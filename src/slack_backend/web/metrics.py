@@ -160,10 +160,8 @@ class Metrics:
             self.jobs.labels(name, "released").inc()
 
         def stalled(event: JobEvent) -> None:
+            # A job that too many stalls failed for good also fires `failed`, counted there.
             self.jobs.labels(name, "stalled").inc()
-            if event.final:
-                # Too many stalls failed it for good: that is a failure as well as a stall.
-                self.jobs.labels(name, "failed").inc()
 
         worker.on("completed", completed)
         worker.on("failed", failed)

@@ -19,6 +19,10 @@
 --                       group_conf_n (how many groups have settings of their own: 0 skips the lookups)
 --   budget        ZSET  reservation (id:starts) -> ms it was made;  budget_cost HASH reservation -> tokens
 --   events        STREAM (MAXLEN ~);  wake  LIST workers block on
+--   dedup         ZSET  caller-chosen job id -> ms until which a new add of it is refused
+--   fetches       HASH  worker id -> JSON {req, jobs = {id, token, ...}}: its last fetch, replayed when re-sent
+--   A finished run leaves its token and answer in the record (`done`, the last 4 runs): a finishing call re-sent
+--   after a lost reply finds it there and answers as the first did, changing nothing, even if the job ran again.
 local rcall = redis.call
 
 local function now_ms()
@@ -146,12 +150,15 @@ local function pull_wait(k, rec)
   end
 end
 
--- A running job of the group stopped: free its slot and let the group compete again.
+-- A running job of the group stopped: free its slot and let the group compete again. True when a worker
+-- should be woken: the group became ready, or a slot under the global cap freed (workers blocked at the cap
+-- wait on the wake list, not on a timer).
 local function leave_active(k, cfg, rec, id)
   rcall('ZREM', k.active, id)
   local left = rcall('HINCRBY', k.group_active, rec.group, -1)
   if left <= 0 then rcall('HDEL', k.group_active, rec.group) end
-  return make_ready(k, cfg, rec.group)
+  local ready = make_ready(k, cfg, rec.group)
+  return ready or tonumber(cfg.global_concurrency or 0) > 0
 end
 
 local function emit(k, max_events, event, id, ...)
@@ -209,11 +216,12 @@ local function budget_add(k, tokens)
 end
 
 -- Settle a reservation to `tokens` (nil: drop it, nothing was spent); a reservation already out of the
--- window no longer counts and is left alone.
+-- window no longer counts and is left alone. Returns true when budget was given back (a worker blocked on the
+-- budget may start now).
 local function budget_settle(k, rec, tokens)
   local member = reservation(rec)
   local reserved = rcall('HGET', k.budget_cost, member)
-  if not reserved then return end
+  if not reserved then return false end
   if tokens == nil then
     rcall('ZREM', k.budget, member)
     rcall('HDEL', k.budget_cost, member)
@@ -222,6 +230,7 @@ local function budget_settle(k, rec, tokens)
     rcall('HSET', k.budget_cost, member, tokens)
     budget_add(k, tokens - tonumber(reserved))
   end
+  return tokens == nil or tokens < tonumber(reserved)
 end
 
 local function load_rec(k, id)
@@ -237,6 +246,61 @@ local function lease_of(rec)
   return rec.worker .. ':' .. rec.seq .. ':' .. rec.starts
 end
 
+-- The answer given to a finishing call of the run holding `token` ({token, attempts_made, final}), if it
+-- finished: the same call re-sent after a lost reply gets it again.
+local function finished_run(rec, token)
+  if type(rec.done) ~= 'table' then return nil end
+  for _, d in ipairs(rec.done) do
+    if d[1] == token then return d end
+  end
+  return nil
+end
+
+local function remember_run(rec, token, attempts_made, final)
+  local done = rec.done
+  if type(done) ~= 'table' or done[1] == nil then done = {} end
+  table.insert(done, 1, {token, attempts_made, final})
+  while #done > 4 do table.remove(done) end
+  rec.done = done
+end
+
 local function save_rec(k, rec)
   rcall('HSET', k.jobs, rec.id, cjson.encode(rec))
+end
+
+-- A fetch re-sent after its reply was lost (same worker, same request id) answers with the same jobs, as long as
+-- their leases are still that run's; it never leases a second batch nobody would run.
+local function fetch_replay(k, worker_id, req)
+  if req == '' then return nil end
+  local raw = rcall('HGET', k.fetches, worker_id)
+  if not raw then return nil end
+  local last = cjson.decode(raw)
+  if last.req ~= req then return nil end
+  local out = {0, -1}
+  for i = 1, #last.jobs, 2 do
+    local id, token = last.jobs[i], last.jobs[i + 1]
+    local rec = load_rec(k, id)
+    if rec and lease_of(rec) == token then
+      out[#out + 1] = id
+      out[#out + 1] = cjson.encode(rec)
+      out[#out + 1] = rcall('HGET', k.data, id) or false
+      out[#out + 1] = token
+    end
+  end
+  return out
+end
+
+-- Remember what a fetch started, for fetch_replay (a fetch that started nothing forgets the last one).
+local function fetch_remember(k, worker_id, req, out)
+  if req == '' then return end
+  if #out <= 2 then
+    rcall('HDEL', k.fetches, worker_id)
+    return
+  end
+  local jobs = {}
+  for i = 3, #out, 4 do
+    jobs[#jobs + 1] = out[i]
+    jobs[#jobs + 1] = out[i + 3]
+  end
+  rcall('HSET', k.fetches, worker_id, cjson.encode({req = req, jobs = jobs}))
 end

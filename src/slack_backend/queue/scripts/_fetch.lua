@@ -36,7 +36,12 @@ local function fetch_jobs(k, now, worker_id, lease_ms, want)
     return best
   end
 
-  if meta[3] then return {3, -1} end
+  -- Wake tokens pushed before a fetch that cannot start anything (paused, or at the global cap) are stale:
+  -- left in the list, each would send an idle worker round again for nothing. Resume and a freed slot push anew.
+  if meta[3] then
+    rcall('DEL', k.wake)
+    return {3, -1}
+  end
   local hold_until = tonumber(meta[4] or '0')
   if hold_until > now then return {4, hold_until - now} end
 
@@ -87,6 +92,7 @@ local function fetch_jobs(k, now, worker_id, lease_ms, want)
       local active_n = rcall('ZCARD', k.active)
       if active_n >= global_cap then
         status = 5
+        if started == 0 then rcall('DEL', k.wake) end
         break
       end
       room = math.min(room, global_cap - active_n)

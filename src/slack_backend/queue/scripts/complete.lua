@@ -3,9 +3,11 @@
 -- KEYS: the queue's key set (QueueKeys order, bound as `k` by the loader)
 -- ARGV[1] keep count (-1 = all)  ARGV[2] keep age ms (0 = no age limit)  ARGV[3] max events
 -- ARGV[4] worker id  ARGV[5] lease ms  ARGV[6] jobs to start next (0 = none; the fetch transition, see fetch.lua)
+-- ARGV[7] the fetch's request id ('' = none; see fetch.lua)
 -- then per job, four arguments: job id, lease token, result (JSON text),
 --   tokens the run really used (-1 = unknown: its budget reservation stands)
 -- Returns: {finished_ms, code1, code2, ...} in argument order; code 0 ok | -1 job not found | -2 lease lost;
+--   a completion re-sent after a lost reply (its run is in the record's `done`) answers 0 again;
 --   when jobs to start next > 0, fetch's reply follows the codes: status, wait_ms, id1, rec1, data1, token1, ...
 -- Events: one completed entry per call: job_ids, groups, wait_ms (enqueue to first start), run_ms (this run),
 --   each a JSON array in job order; the stream is then trimmed to hold about max events jobs
@@ -15,16 +17,22 @@
 --@include _fetch.lua
 local keep_count, keep_age, max_events = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local worker_id, lease_ms, want = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local n = (#ARGV - 6) / 4
+local req = ARGV[7]
+local n = (#ARGV - 7) / 4
 local ids = {}
-for i = 1, n do ids[i] = ARGV[4 * i + 3] end
+for i = 1, n do ids[i] = ARGV[4 * i + 4] end
 local now = now_ms()
 local out = {now}
 
 -- The next jobs start after the finishes are written, so the slots and group counts they free are seen.
 local function then_fetch()
   if want <= 0 then return out end
-  for _, value in ipairs(fetch_jobs(k, now, worker_id, lease_ms, want)) do out[#out + 1] = value end
+  local fetched = fetch_replay(k, worker_id, req)
+  if not fetched then
+    fetched = fetch_jobs(k, now, worker_id, lease_ms, want)
+    fetch_remember(k, worker_id, req, fetched)
+  end
+  for _, value in ipairs(fetched) do out[#out + 1] = value end
   return out
 end
 
@@ -33,25 +41,29 @@ local raws = rcall('HMGET', k.jobs, unpack(ids))
 local done, records, finished_at, seen = {}, {}, {}, {}
 local groups, waits, runs = {}, {}, {}
 local per_group = {}
+local budget_freed = false
 for i = 1, n do
   local id = ids[i]
   local code = 0
   local rec = raws[i] and cjson.decode(raws[i])
   if not rec then
     code = -1
-  elseif lease_of(rec) ~= ARGV[4 * i + 4] or seen[id] then
+  elseif finished_run(rec, ARGV[4 * i + 5]) then
+    code = 0 -- this very run's completion, re-sent: already written
+  elseif lease_of(rec) ~= ARGV[4 * i + 5] or seen[id] then
     code = -2
   else
     seen[id] = true
-    local used = tonumber(ARGV[4 * i + 6])
+    local used = tonumber(ARGV[4 * i + 7])
     if used >= 0 then
-      budget_settle(k, rec, used)
+      if budget_settle(k, rec, used) then budget_freed = true end
       rec.cost_used = used
     end
     rec.state = 'completed'
     rec.finished_ms = now
     rec.attempts_made = rec.attempts_made + 1
-    rec.result = ARGV[4 * i + 5]
+    rec.result = ARGV[4 * i + 6]
+    remember_run(rec, ARGV[4 * i + 5], rec.attempts_made, 1)
     done[#done + 1] = id
     records[#records + 1] = id
     records[#records + 1] = cjson.encode(rec)
@@ -75,6 +87,10 @@ for group, count in pairs(per_group) do
   if left <= 0 then rcall('HDEL', k.group_active, group) end
   if make_ready(k, cfg, group) then woke = woke + 1 end
 end
+-- Workers blocked at the global cap or on the budget wait on the wake list: a freed slot or settled budget
+-- must end their wait, as a new job would.
+if tonumber(cfg.global_concurrency or 0) > 0 then woke = woke + 1 end
+if budget_freed then woke = woke + 1 end
 trim_finished(k, k.completed, keep_count, keep_age, now)
 -- The stream is capped near max_events jobs, not entries: an entry of n jobs trims to max_events / n entries
 -- (at least 100), so a busy spell's big entries never pile up to max_events of them.

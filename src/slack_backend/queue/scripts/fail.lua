@@ -3,12 +3,15 @@
 -- ARGV[1] job id  ARGV[2] lease token  ARGV[3] reason  ARGV[4] stack trace
 -- ARGV[5] retry delay ms (-1 = final: no retry)  ARGV[6] keep count (-1 = all)  ARGV[7] keep age ms
 -- ARGV[8] max events  ARGV[9] stack traces kept per job
--- Returns: {code, attempts_made, final (1|0)}; code 0 ok | -1 job not found | -2 lease lost
+-- Returns: {code, attempts_made, final (1|0)}; code 0 ok | -1 job not found | -2 lease lost;
+--   re-sent after a lost reply (its run is in the record's `done`), it answers as the first call did
 -- Events: retrying (with delay_ms) or failed
 --@include _common.lua
 local id, token = ARGV[1], ARGV[2]
 local rec = load_rec(k, id)
 if not rec then return {-1, 0, 0} end
+local replay = finished_run(rec, token)
+if replay then return {0, replay[2], replay[3]} end
 if lease_of(rec) ~= token then return {-2, 0, 0} end
 local now = now_ms()
 local cfg = load_config(k)
@@ -22,8 +25,9 @@ if ARGV[4] ~= '' then table.insert(stacks, 1, ARGV[4]) end
 while #stacks > tonumber(ARGV[9]) do table.remove(stacks) end
 if #stacks > 0 then rec.stacktrace = stacks else rec.stacktrace = nil end
 local final = 0
-if delay < 0 then
-  final = 1
+if delay < 0 then final = 1 end
+remember_run(rec, token, rec.attempts_made, final)
+if final == 1 then
   rec.state = 'failed'
   rec.finished_ms = now
   save_rec(k, rec)

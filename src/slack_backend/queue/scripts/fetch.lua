@@ -3,6 +3,7 @@
 -- ARGV[1] worker id (a lease token is worker_id:seq:starts)
 -- ARGV[2] lease length ms
 -- ARGV[3] most jobs to start
+-- ARGV[4] request id ('' = none): the same id re-sent after a lost reply gets the same jobs back
 -- Order of checks: paused, queue hold (upstream Retry-After), global rate limit, global concurrency cap,
 -- then per group: rate limit (group set aside until due), concurrency cap (group set aside until a slot frees),
 -- then the token budget for the job about to start (its `cost` is reserved in the sliding window).
@@ -16,4 +17,9 @@
 -- are taken with one command per kind (ZREM, HMGET, HSET, ZADD) rather than one round of commands per job.
 --@include _common.lua
 --@include _fetch.lua
-return fetch_jobs(k, now_ms(), ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+local req = ARGV[4] or ''
+local replay = fetch_replay(k, ARGV[1], req)
+if replay then return replay end
+local out = fetch_jobs(k, now_ms(), ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+fetch_remember(k, ARGV[1], req, out)
+return out

@@ -3,6 +3,7 @@
 -- ARGV[1] job id  ARGV[2] max events
 -- Returns: {code}; code 0 ok | -1 job not found | -3 job is active (finish or wait for it first)
 -- Events: removed
+-- An operator's remove also forgets the id for de-duplication: adding it again is then deliberate.
 --@include _common.lua
 local id = ARGV[1]
 local rec = load_rec(k, id)
@@ -16,5 +17,6 @@ else
   rcall('ZREM', k.failed, id)
 end
 delete_job(k, id)
+rcall('ZREM', k.dedup, id)
 emit(k, ARGV[2], 'removed', id)
 return {0}

@@ -3,7 +3,8 @@
 -- KEYS: the queue's key set (QueueKeys order, bound as `k` by the loader)
 -- ARGV[1] stalls allowed before failing  ARGV[2] keep failed count  ARGV[3] keep failed age ms
 -- ARGV[4] max events
--- Returns: flat array {id, outcome ('waiting' | 'failed'), ...}
+-- Returns: flat array {id, outcome ('waiting' | 'failed'), record ('' unless failed), data ('' unless failed), ...};
+--   a failed job's record and data let the one worker whose call failed it fire the `failed` hook, exactly once
 -- Events: stalled; failed (when over the limit)
 --@include _common.lua
 local now = now_ms()
@@ -31,13 +32,17 @@ for _, id in ipairs(expired) do
       trim_finished(k, k.failed, tonumber(ARGV[2]), tonumber(ARGV[3]), now)
       out[#out + 1] = id
       out[#out + 1] = 'failed'
+      out[#out + 1] = cjson.encode(rec)
+      out[#out + 1] = rcall('HGET', k.data, id) or ''
     else
       if push_wait(k, cfg, rec) then woke = true end
       save_rec(k, rec)
       out[#out + 1] = id
       out[#out + 1] = 'waiting'
+      out[#out + 1] = ''
+      out[#out + 1] = ''
     end
   end
 end
-if woke then wake(k, #out) end
+if woke then wake(k, #out / 4) end
 return out
