@@ -99,7 +99,8 @@ class EngineMachine(RuleBasedStateMachine):
         return None if raw is None else dict(json.loads(raw))
 
     def pick(self, jobs: list[MJob], pick: int) -> MJob:
-        ordered = sorted(jobs, key=lambda j: j.id)
+        # By seq, not id: ids the client chooses are random, the queue's seq replays the same, so a failure does too.
+        ordered = sorted(jobs, key=lambda j: j.seq)
         return ordered[pick % len(ordered)]
 
     def teardown(self) -> None:
@@ -212,7 +213,7 @@ class EngineMachine(RuleBasedStateMachine):
     def complete_batch_and_fetch(self, pick: int, size: int, twice: bool, want: int) -> None:
         """Completions of one group sent together (group commit), maybe one twice, then the next starts (want)."""
         group = self.pick(self.model.in_state(ACTIVE), pick).group
-        batch = sorted((j for j in self.model.in_state(ACTIVE) if j.group == group), key=lambda j: j.id)[:size]
+        batch = sorted((j for j in self.model.in_state(ACTIVE) if j.group == group), key=lambda j: j.seq)[:size]
         sent = batch + batch[:1] if twice else batch
         args: list[str | int] = [KEEP, 0, MAX_EVENTS, WORKER, LONG_MS, want, ""]
         for job in sent:
@@ -400,7 +401,8 @@ class EngineMachine(RuleBasedStateMachine):
         pipe.hgetall(self.key("group_waiting"))
         pipe.hgetall(self.key("group_active"))
         pipe.zrange(self.key("groups"), 0, -1)
-        records, wait, delayed, active, completed, failed, g_waiting, g_active, ready = pipe.execute()
+        pipe.hgetall(self.key("group_pass"))
+        records, wait, delayed, active, completed, failed, g_waiting, g_active, ready, places = pipe.execute()
         where: dict[str, list[str]] = {}
         wait_ids = [str(m).split("\0", 1)[1][26:] for m in wait]
         for state, ids in zip(STATES, (wait_ids, delayed, active, completed, failed), strict=True):
@@ -418,6 +420,9 @@ class EngineMachine(RuleBasedStateMachine):
         assert {str(g): int(n) for g, n in g_waiting.items()} == self.model.waiting
         assert {str(g): int(n) for g, n in g_active.items()} == self.model.active
         assert [str(g) for g in ready] == self.model.ready_order()
+        # Places (pass, tick): kept by parked groups, dropped by groups with nothing waiting or running.
+        saved = {str(g): (float(p.split()[0]), int(p.split()[1])) for g, p in places.items()}
+        assert saved == self.model.places
         self.check_events()
 
     def check_events(self) -> None:

@@ -109,6 +109,8 @@ class Model:
         if left <= 0:
             del self.waiting[job.group]
             self.ready.discard(job.group)
+            if self.active.get(job.group, 0) <= 0:
+                self.places.pop(job.group, None)
         else:
             self.waiting[job.group] = left
 

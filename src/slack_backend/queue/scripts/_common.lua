@@ -146,6 +146,8 @@ local function pull_wait(k, rec)
       rcall('HDEL', k.group_waiting, rec.group)
       rcall('ZREM', k.groups, rec.group)
       rcall('ZREM', k.groups_limited, rec.group)
+      -- Nothing left to run: its place goes too (see make_ready), or removed groups' places would pile up.
+      if rcall('HEXISTS', k.group_active, rec.group) == 0 then rcall('HDEL', k.group_pass, rec.group) end
     end
   end
 end
