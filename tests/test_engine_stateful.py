@@ -206,7 +206,7 @@ class EngineMachine(RuleBasedStateMachine):
         reply = self.call("complete", KEEP, 0, MAX_EVENTS, WORKER, LONG_MS, 0, "", job.id, token, "1", -1)
         assert int(reply[1]) == 0
         self.model.complete(job, int(reply[0]))
-        job.remember(token, 1)
+        job.remember(token, 1, "complete")
 
     @precondition(lambda self: bool(self.model.in_state(ACTIVE)))
     @rule(pick=PICK, size=st.integers(min_value=1, max_value=3), twice=st.booleans(), want=st.integers(0, 3))
@@ -226,7 +226,7 @@ class EngineMachine(RuleBasedStateMachine):
         for job in batch:
             token = job.token
             self.model.complete(job, int(reply[0]))
-            job.remember(token, 1)
+            job.remember(token, 1, "complete")
         if want > 0:
             self.check_started(reply[1 + len(sent) :], self.model.fetch(want), expired_lease=False)
 
@@ -241,7 +241,7 @@ class EngineMachine(RuleBasedStateMachine):
         reply = self.call("fail", job.id, token, "boom", "", delay_ms, KEEP, 0, MAX_EVENTS, 3)
         assert [int(x) for x in reply] == [0, job.attempts_made + 1, 1 if final else 0]
         self.model.fail(job, final, delay)
-        job.remember(token, 1 if final else 0)
+        job.remember(token, 1 if final else 0, "fail")
         self.read_times(job)
         if delay == "short" and not final:
             time.sleep(0.003)
@@ -259,7 +259,7 @@ class EngineMachine(RuleBasedStateMachine):
         reply = self.call("release", job.id, token, delay_ms, 1 if hold else 0, "later", MAX_EVENTS, delay_ms, 0)
         assert [int(x) for x in reply] == [0]
         self.model.release(job, delay)
-        job.remember(token, 0)
+        job.remember(token, 0, "release")
         self.read_times(job)
         if delay == "short":
             time.sleep(0.003)
@@ -272,7 +272,8 @@ class EngineMachine(RuleBasedStateMachine):
         stale = [r for r in self.runs if self.stale(r)]
         job_id, token = stale[pick % len(stale)]
         job = self.model.jobs.get(job_id)
-        first = None if job is None else next((d for d in job.done if d[0] == token), None)
+        call = "fail" if as_failure else "complete"
+        first = None if job is None else next((d for d in job.done if d[0] == token and d[3] == call), None)
         if as_failure:
             reply = [int(x) for x in self.call("fail", job_id, token, "late", "", -1, KEEP, 0, MAX_EVENTS, 3)]
             if job is None:

@@ -35,13 +35,13 @@ class MJob:
     # The lease deadline when it has run out (a lease of 0 ms); None for a lease that outlives the test.
     expired_at_ms: int | None = None
     finished_ms: int | None = None
-    # The runs that finished, newest first (the record's `done`, last 4): (token, attempts_made, final).
-    done: list[tuple[str, int, int]] = field(default_factory=list)
+    # The runs that finished, newest first (the record's `done`, last 4): (token, attempts_made, final, call).
+    done: list[tuple[str, int, int, str]] = field(default_factory=list)
 
-    def remember(self, token: str | None, final: int) -> None:
-        """A run finished (completed, failed or released): its re-sent finish answers as this one did."""
+    def remember(self, token: str | None, final: int, call: str) -> None:
+        """A run finished (completed, failed or released): the same call re-sent answers as this one did."""
         if token is not None:
-            self.done = [(token, self.attempts_made, final), *self.done][:4]
+            self.done = [(token, self.attempts_made, final, call), *self.done][:4]
 
 
 @dataclass

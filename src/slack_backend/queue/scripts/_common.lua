@@ -248,20 +248,21 @@ local function lease_of(rec)
   return rec.worker .. ':' .. rec.seq .. ':' .. rec.starts
 end
 
--- The answer given to a finishing call of the run holding `token` ({token, attempts_made, final}), if it
--- finished: the same call re-sent after a lost reply gets it again.
-local function finished_run(rec, token)
+-- The answer given to the finishing call `kind` ('complete' | 'fail' | 'release') of the run holding `token`
+-- ({token, attempts_made, final, kind}), if that run finished so: the same call re-sent after a lost reply gets it
+-- again. Another kind of call with that token is refused as any stale run's is.
+local function finished_run(rec, token, kind)
   if type(rec.done) ~= 'table' then return nil end
   for _, d in ipairs(rec.done) do
-    if d[1] == token then return d end
+    if d[1] == token and d[4] == kind then return d end
   end
   return nil
 end
 
-local function remember_run(rec, token, attempts_made, final)
+local function remember_run(rec, token, attempts_made, final, kind)
   local done = rec.done
   if type(done) ~= 'table' or done[1] == nil then done = {} end
-  table.insert(done, 1, {token, attempts_made, final})
+  table.insert(done, 1, {token, attempts_made, final, kind})
   while #done > 4 do table.remove(done) end
   rec.done = done
 end

@@ -48,7 +48,7 @@ for i = 1, n do
   local rec = raws[i] and cjson.decode(raws[i])
   if not rec then
     code = -1
-  elseif finished_run(rec, ARGV[4 * i + 5]) then
+  elseif finished_run(rec, ARGV[4 * i + 5], 'complete') then
     code = 0 -- this very run's completion, re-sent: already written
   elseif lease_of(rec) ~= ARGV[4 * i + 5] or seen[id] then
     code = -2
@@ -63,7 +63,7 @@ for i = 1, n do
     rec.finished_ms = now
     rec.attempts_made = rec.attempts_made + 1
     rec.result = ARGV[4 * i + 6]
-    remember_run(rec, ARGV[4 * i + 5], rec.attempts_made, 1)
+    remember_run(rec, ARGV[4 * i + 5], rec.attempts_made, 1, 'complete')
     done[#done + 1] = id
     records[#records + 1] = id
     records[#records + 1] = cjson.encode(rec)

@@ -10,7 +10,7 @@
 local id, token = ARGV[1], ARGV[2]
 local rec = load_rec(k, id)
 if not rec then return {-1, 0, 0} end
-local replay = finished_run(rec, token)
+local replay = finished_run(rec, token, 'fail')
 if replay then return {0, replay[2], replay[3]} end
 if lease_of(rec) ~= token then return {-2, 0, 0} end
 local now = now_ms()
@@ -26,7 +26,7 @@ while #stacks > tonumber(ARGV[9]) do table.remove(stacks) end
 if #stacks > 0 then rec.stacktrace = stacks else rec.stacktrace = nil end
 local final = 0
 if delay < 0 then final = 1 end
-remember_run(rec, token, rec.attempts_made, final)
+remember_run(rec, token, rec.attempts_made, final, 'fail')
 if final == 1 then
   rec.state = 'failed'
   rec.finished_ms = now

@@ -11,9 +11,9 @@
 local id, token = ARGV[1], ARGV[2]
 local rec = load_rec(k, id)
 if not rec then return {-1} end
-if finished_run(rec, token) then return {0} end -- re-sent after a lost reply: already released
+if finished_run(rec, token, 'release') then return {0} end -- re-sent after a lost reply: already released
 if lease_of(rec) ~= token then return {-2} end
-local counted, bound = tonumber(ARGV[7]), tonumber(ARGV[8])
+local counted, bound = tonumber(ARGV[7] or '0'), tonumber(ARGV[8] or '0')
 if counted > 0 then
   local held = (rec.held_ms or 0) + counted
   if bound > 0 and held > bound then return {-6} end
@@ -24,7 +24,7 @@ local cfg = load_config(k)
 leave_active(k, cfg, rec, id)
 -- A released run spent nothing of the budget (an upstream 429, or a shutdown before the call finished).
 budget_settle(k, rec, nil)
-remember_run(rec, token, rec.attempts_made, 0)
+remember_run(rec, token, rec.attempts_made, 0, 'release')
 local delay = tonumber(ARGV[3])
 if delay > 0 then
   rec.state = 'delayed'
