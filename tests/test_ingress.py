@@ -18,9 +18,9 @@ from structlog.testing import capture_logs
 from slack_backend.config import Settings, load_settings
 from slack_backend.jobs.queues import DIRECT_PRIORITY, ai_responses_queue
 from slack_backend.queue import Job, JobState, Queue, create_redis
-from slack_backend.slack.ingress import ACK_TEXT, TRY_AGAIN_TEXT, too_long_text
 from slack_backend.slack.signing import sign_request
 from slack_backend.web import MAX_SLACK_BODY_BYTES, create_app, web_state
+from slack_backend.web.ingress import ACK_TEXT, TRY_AGAIN_TEXT, too_long_text
 from tests.fakes.slack_server import FakeSlack
 from tests.support.slack_requests import (
     BOT_TOKEN,

@@ -36,12 +36,12 @@ from slack_backend.config import Settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.logging import get_logger
 from slack_backend.queue import Queue, create_redis
-from slack_backend.slack.ingress import INSTALL_PATH, REDIRECT_URI_PATH, build_bolt_app, resolve_signing_secret
 from slack_backend.store import create_engine, create_tables
 from slack_backend.store import installation_store as store_installations
 from slack_backend.store import oauth_state_store as store_oauth_states
 from slack_backend.store import ping as ping_database
 from slack_backend.web.admin import AdminDashboard
+from slack_backend.web.ingress import INSTALL_PATH, REDIRECT_URI_PATH, build_bolt_app, resolve_signing_secret
 from slack_backend.web.metrics import Metrics, metrics_routes
 from slack_backend.web.slack_guard import refusal
 
