@@ -15,7 +15,6 @@ import httpx
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from slack_backend.jobs.types import AIResponseJobData, TriggerKind
 from slack_backend.logging import get_logger
 from slack_backend.queue.errors import RetryAfter, UnrecoverableError
 from slack_backend.slack.errors import (
@@ -40,9 +39,36 @@ _MAX_TRACKED_URLS = 4_096
 # Errors meaning the response_url can no longer be used: the draft goes through chat.postEphemeral instead.
 _GONE_ERRORS = frozenset({"used_url", "expired_url", "invalid_url"})
 
+# The trigger kind (jobs' TriggerKind.THREAD) of a request made in a thread whose parent is the trigger message.
+THREAD_TRIGGER = "thread"
+
 Via = Literal["response_url", "ephemeral"]
 ClientFactory = Callable[[str], AsyncWebClient]
 _T = TypeVar("_T")
+
+
+class Recipient(Protocol):
+    """Who asked and where: the fields of a job's data that delivery reads (jobs' Recipient has them).
+
+    A protocol, so slack/ (Slack out) needs nothing from jobs/: the arrows between the layers point one way.
+    """
+
+    @property
+    def workspace_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def channel_id(self) -> str: ...
+    @property
+    def trigger(self) -> str: ...
+    @property
+    def message_ts(self) -> str | None: ...
+    @property
+    def thread_ts(self) -> str | None: ...
+    @property
+    def response_url(self) -> str | None: ...
+    @property
+    def request_id(self) -> str | None: ...
 
 
 class DeliveryLedger(Protocol):
@@ -140,7 +166,7 @@ class SlackDelivery:
         # Ids of the job data objects (one per job run) that already showed progress; dropped when the data is freed.
         self._progressed: set[int] = set()
 
-    async def progress(self, data: AIResponseJobData, token: str, stage: str) -> None:
+    async def progress(self, data: Recipient, token: str, stage: str) -> None:
         """Tell the user the draft is on its way, at most once per job run (one fetched `data` object).
 
         Best effort: failures are logged and ignored, never failing the job, and Slack's 429s are not waited for.
@@ -163,7 +189,7 @@ class SlackDelivery:
             log.warning("slack.progress_failed", **_ids(data), stage=stage, error=_describe(exc))
 
     async def deliver(
-        self, job_id: str, data: AIResponseJobData, token: str, draft_text: str, *, offline: bool
+        self, job_id: str, data: Recipient, token: str, draft_text: str, *, offline: bool
     ) -> DeliveryReceipt:
         """Post the draft to the user as one or more ephemeral messages, unless this job already delivered it.
 
@@ -199,7 +225,7 @@ class SlackDelivery:
         log.info("slack.delivered", job_id=job_id, **_ids(data), parts=len(messages), via=",".join(vias))
         return DeliveryReceipt(via=vias[0], parts=len(messages))
 
-    async def tell_failure(self, data: AIResponseJobData, token: str, reason: str) -> bool:
+    async def tell_failure(self, data: Recipient, token: str, reason: str) -> bool:
         """Tell the user in plain words that their draft failed; True when the message was posted.
 
         Never raises (except cancellation): a user we cannot reach is logged, not retried.
@@ -223,7 +249,7 @@ class SlackDelivery:
             return False
         return True
 
-    def _first_progress(self, data: AIResponseJobData) -> bool:
+    def _first_progress(self, data: Recipient) -> bool:
         key = id(data)
         if key in self._progressed:
             return False
@@ -270,7 +296,7 @@ class SlackDelivery:
         )
 
     async def _post_ephemeral(
-        self, client: AsyncWebClient, data: AIResponseJobData, *, text: str, blocks: list[BlockDict] | None = None
+        self, client: AsyncWebClient, data: Recipient, *, text: str, blocks: list[BlockDict] | None = None
     ) -> None:
         try:
             await client.chat_postEphemeral(
@@ -308,16 +334,16 @@ def _response_error(response: httpx.Response) -> str:
     return ""
 
 
-def _thread_ts(data: AIResponseJobData) -> str | None:
+def _thread_ts(data: Recipient) -> str | None:
     if data.thread_ts:
         return data.thread_ts
     # A request made inside a thread whose parent is the trigger message itself: show the draft in that thread.
-    if data.trigger is TriggerKind.THREAD:
+    if data.trigger == THREAD_TRIGGER:
         return data.message_ts
     return None
 
 
-def _ids(data: AIResponseJobData) -> dict[str, str | None]:
+def _ids(data: Recipient) -> dict[str, str | None]:
     return {
         "workspace_id": data.workspace_id,
         "channel_id": data.channel_id,
