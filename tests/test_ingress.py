@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
@@ -383,3 +384,32 @@ async def test_oauth_mode_serves_the_install_page(make_settings: Callable[..., S
     assert "https://slack.com/oauth/v2/authorize?" in install.text
     assert "client_id=111.222" in install.text
     assert "scope=commands,chat:write,app_mentions:read,channels:history,groups:history" in install.text
+
+
+@pytest.mark.parametrize(
+    "field",
+    [("text", "What is the payload size limit?"), ("channel_name", "api-payloads"), ("user_name", "payload-pat")],
+    ids=["text", "channel_name", "user_name"],
+)
+async def test_slash_command_with_payload_in_a_field_is_queued(
+    serve: Serve, fake_slack: FakeSlack, queue: Queue, field: tuple[str, str]
+) -> None:
+    """A /draft whose text, channel or user name holds "payload" is acked and queued (Bolt alone drops it)."""
+    body, content_type = command_body(fake_slack)
+    fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
+    fields[field[0]] = field[1]
+    async with serve() as client:
+        response = await post_signed(client, (urlencode(fields).encode(), content_type))
+    assert response.status_code == 200
+    assert response.json() == {"text": ACK_TEXT, "response_type": "ephemeral"}
+    [job] = await waiting_jobs(queue)
+    assert job.data["trigger_text"] == fields["text"]
+
+
+async def test_form_body_whose_payload_field_is_not_json_gets_400(serve: Serve, queue: Queue) -> None:
+    """A signed form whose `payload` field is not a JSON object is refused 400 with a reason, and queues nothing."""
+    async with serve() as client:
+        response = await post_signed(client, (b"payload=not-json", "application/x-www-form-urlencoded"))
+    assert response.status_code == 400
+    assert "payload" in response.text
+    assert sum((await queue.counts()).values()) == 0

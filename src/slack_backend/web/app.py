@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -19,7 +20,8 @@ from slack_bolt.adapter.starlette.async_handler import (
     to_async_bolt_request,
     to_starlette_response,
 )
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncBoltRequest
+from slack_bolt.request.async_internals import build_async_context
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 from slack_sdk.web.async_client import AsyncWebClient
@@ -43,7 +45,7 @@ from slack_backend.store import ping as ping_database
 from slack_backend.web.admin import AdminDashboard
 from slack_backend.web.ingress import INSTALL_PATH, REDIRECT_URI_PATH, build_bolt_app, resolve_signing_secret
 from slack_backend.web.metrics import Metrics, metrics_routes
-from slack_backend.web.slack_guard import refusal
+from slack_backend.web.slack_guard import Refusal, read_slack_request
 
 log = get_logger(__name__)
 
@@ -198,16 +200,28 @@ async def slack_events(request: Request) -> Response:
         body.decode("utf-8")
     except UnicodeDecodeError:
         return PlainTextResponse("body is not UTF-8", status_code=400)
-    refused = refusal(body, request.headers, state.signing_secret)
-    if refused is not None:
-        return PlainTextResponse(refused[1], status_code=refused[0])
+    parsed = read_slack_request(body, request.headers, state.signing_secret)
+    if isinstance(parsed, Refusal):
+        return PlainTextResponse(parsed.reason, status_code=parsed.status)
     try:
-        bolt_request = to_async_bolt_request(request, body, {"request_id": request.state.request_id})
+        bolt_request = bolt_request_for(request, body, parsed)
     except (TypeError, AttributeError, KeyError, ValueError) as exc:
         # Signed but not shaped like anything Slack sends: Bolt cannot read its ids, so no listener could run.
         log.warning("malformed slack request", error=f"{type(exc).__name__}: {exc}")
         return PlainTextResponse("malformed Slack request body", status_code=400)
     return to_starlette_response(await state.bolt.async_dispatch(bolt_request))
+
+
+def bolt_request_for(request: Request, body: bytes, parsed: dict[str, Any]) -> AsyncBoltRequest:
+    """Bolt's request for a verified body, carrying our parse of it (Bolt keeps the raw text to verify it again).
+
+    Bolt's parser would read a form that merely contains "payload" as empty; the context is rebuilt from our body.
+    """
+    bolt_request = to_async_bolt_request(request, body, {"request_id": request.state.request_id})
+    bolt_request.body = parsed
+    context = AsyncBoltContext({"request_id": request.state.request_id})
+    bolt_request.context = build_async_context(context, parsed)
+    return bolt_request
 
 
 async def slack_oauth(request: Request) -> Response:
