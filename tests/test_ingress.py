@@ -145,14 +145,15 @@ async def test_slash_command_queues_one_job_and_acks_ephemerally(
 
 
 async def test_app_mention_queues_one_job_under_its_event_id(serve: Serve, queue: Queue) -> None:
-    """An app_mention event is acked 200 and queued under its event_id, with the bot's mention stripped."""
+    """A mention in a thread is queued under its event_id; its words (mention stripped) are the instruction."""
     async with serve() as client:
         response = await post_signed(client, mention_body())
     assert response.status_code == 200
     [job] = await waiting_jobs(queue)
     assert (job.id, job.group) == (EVENT_ID, TEAM)
     assert job.data["trigger"] == "mention"
-    assert job.data["trigger_text"] == "how should I answer this?"
+    assert job.data["instruction"] == "how should I answer this?"
+    assert job.data.get("trigger_text", "") == "", "the words are not the message to reply to"
     assert (job.data["message_ts"], job.data["thread_ts"]) == (TS, THREAD_TS)
     assert (job.data["workspace_id"], job.data["user_id"], job.data["channel_id"]) == (TEAM, USER, CHANNEL)
     assert "response_url" not in job.data
@@ -413,3 +414,34 @@ async def test_form_body_whose_payload_field_is_not_json_gets_400(serve: Serve, 
     assert response.status_code == 400
     assert "payload" in response.text
     assert sum((await queue.counts()).values()) == 0
+
+
+def top_level_mention(text: str) -> tuple[bytes, str]:
+    """An app_mention posted in the channel itself, outside any thread."""
+    body = json.loads(mention_body(text=text)[0])
+    del body["event"]["thread_ts"]
+    return json.dumps(body).encode(), "application/json"
+
+
+async def test_bare_mention_in_a_thread_queues_a_reply_to_the_thread(serve: Serve, queue: Queue) -> None:
+    """A bare @app in a thread is queued (a draft replying to the thread, no instruction), not dropped."""
+    async with serve() as client:
+        response = await post_signed(client, mention_body(text="<@U0FAKEBOT>"))
+    assert response.status_code == 200
+    [job] = await waiting_jobs(queue)
+    assert (job.data["thread_ts"], job.data["message_ts"]) == (THREAD_TS, TS)
+    assert "instruction" not in job.data
+    assert job.data.get("trigger_text", "") == ""
+
+
+async def test_mention_outside_a_thread_keeps_its_words_as_the_message(serve: Serve, queue: Queue) -> None:
+    """Outside a thread a mention's words are the message to reply to, and a bare mention queues nothing."""
+    async with serve() as client:
+        worded = await post_signed(client, top_level_mention("<@U0FAKEBOT> Can we meet at 3?"))
+        [job] = await waiting_jobs(queue)
+        await queue.remove(job.id)
+        bare = await post_signed(client, top_level_mention("<@U0FAKEBOT>"))
+    assert (worded.status_code, bare.status_code) == (200, 200)
+    assert job.data["trigger_text"] == "Can we meet at 3?"
+    assert "instruction" not in job.data
+    assert await waiting_jobs(queue) == []

@@ -109,3 +109,14 @@ def test_try_prints_a_delivered_draft_with_no_credentials(redis_url: str, prefix
     assert "delivered ephemeral message:" in done.stdout
     assert "[offline draft - no ANTHROPIC_API_KEY set]" in done.stdout
     assert "hello" in done.stdout.split("delivered ephemeral message:")[1]
+
+
+def test_mention_job_data_with_an_instruction_and_old_data_both_parse() -> None:
+    """A thread mention parses with an instruction and no trigger text; data queued before either change still does."""
+    old = {"workspace_id": "T1", "user_id": "U1", "channel_id": "C1", "trigger": "mention", "trigger_text": "hi"}
+    assert AIResponseJobData.model_validate(old).instruction is None
+    thread = {**old, "trigger_text": "", "thread_ts": "1.2", "instruction": "say no"}
+    parsed = AIResponseJobData.model_validate(thread)
+    assert (parsed.replies_to_thread, parsed.instruction) == (True, "say no")
+    with pytest.raises(ValueError, match="no thread to reply to"):
+        AIResponseJobData.model_validate({**old, "trigger_text": ""})

@@ -116,9 +116,57 @@ async def test_mention_in_a_thread_reads_the_thread_and_posts_ephemerally(pipeli
     assert drafts[0].token == BOT_TOKEN
 
 
+async def test_mention_in_a_thread_drafts_a_reply_to_the_thread_following_the_words(
+    pipeline: PipelineFactory,
+) -> None:
+    """@app <words> in a thread: the model gets the thread to answer and the words as instructions, not a message."""
+    async with pipeline() as p:
+        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "Can you join at 9?", "ts": THREAD_TS}])
+        await post_signed(p.client, mention_body(text="<@U0FAKEBOT> decline politely"))
+        job = await job_ended(p.queue, EVENT_ID)
+    assert job.state is JobState.COMPLETED
+    [request] = p.claude.message_requests
+    prompt = str(request.body["messages"])
+    assert "<instructions>\\ndecline politely\\n</instructions>" in prompt
+    assert "<message>" not in prompt, "the user's words are not the message to reply to"
+    assert "Can you join at 9?" in prompt
+    assert "Draft my reply to the thread above" in prompt
+
+
+async def test_thread_mention_whose_thread_cannot_be_read_fails_plainly_without_a_model_call(
+    pipeline: PipelineFactory,
+) -> None:
+    """A thread mention whose thread the bot cannot read fails at once, calls no model, and tells the user why."""
+    async with pipeline() as p:
+        await post_signed(p.client, mention_body(text="<@U0FAKEBOT>"))
+        job = await job_ended(p.queue, EVENT_ID)
+
+        async def told() -> bool:
+            return any("Invite" in str(c.params.get("text")) for c in p.slack.calls_to("chat.postEphemeral"))
+
+        await wait_until(told)
+    assert (job.state, job.attempts_made) == (JobState.FAILED, 1)
+    assert p.claude.message_requests == []
+
+
+async def test_bare_mention_in_a_thread_drafts_a_reply_to_the_thread(pipeline: PipelineFactory) -> None:
+    """A bare @app in a thread gets a draft answering the thread, posted ephemerally in that thread."""
+    async with pipeline() as p:
+        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "Lunch on Friday?", "ts": THREAD_TS}])
+        await post_signed(p.client, mention_body(text="<@U0FAKEBOT>"))
+        job = await job_ended(p.queue, EVENT_ID)
+    assert job.state is JobState.COMPLETED
+    [request] = p.claude.message_requests
+    assert "Lunch on Friday?" in str(request.body["messages"])
+    assert "<instructions>" not in str(request.body["messages"])
+    drafts = [c for c in p.slack.calls_to("chat.postEphemeral") if c.params.get("blocks")]
+    assert [d.params["thread_ts"] for d in drafts] == [THREAD_TS]
+
+
 async def test_the_same_event_delivered_three_times_makes_one_draft(pipeline: PipelineFactory) -> None:
     """Slack's retries of one event (same event_id) make one job and one draft."""
     async with pipeline() as p:
+        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
         for retry in (None, "1", "2"):
             headers = {"X-Slack-Retry-Num": retry, "X-Slack-Retry-Reason": "http_timeout"} if retry else None
             response = await post_signed(p.client, mention_body(), headers=headers)

@@ -32,7 +32,14 @@ from slack_backend.queue import (
     UnrecoverableError,
     Worker,
 )
-from slack_backend.slack import SlackDelivery, StaticTokenSource, TokenSource, read_thread, user_facing_reason
+from slack_backend.slack import (
+    SlackDelivery,
+    SlackRejectedError,
+    StaticTokenSource,
+    TokenSource,
+    read_thread,
+    user_facing_reason,
+)
 from slack_backend.slack.tokens import InstallationStoreTokenSource
 from slack_backend.store import AuditLog, QuotaStore, create_engine, create_tables, installation_store
 from slack_backend.store.db import utc_now
@@ -74,7 +81,15 @@ class AIResponseProcessor:
                 return await self._refuse_over_quota(job, data, token, verdict, started)
         await self._delivery.progress(data, token, "Drafting a reply...")
         context = await self._context(data, token)
-        request = DraftRequest(trigger_text=data.trigger_text, context=context, requester_user_id=data.user_id)
+        if data.replies_to_thread and not context:
+            # A mention in a thread whose messages the app could not read leaves nothing to reply to.
+            raise SlackRejectedError("the thread could not be read", error="not_in_channel")
+        request = DraftRequest(
+            trigger_text=data.trigger_text,
+            context=context,
+            requester_user_id=data.user_id,
+            instruction=data.instruction,
+        )
         draft = await self._drafter.draft(request)
         job.cost_used = draft.input_tokens + draft.output_tokens
         await self._respect_provider_limits(draft)

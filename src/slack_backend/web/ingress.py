@@ -198,7 +198,11 @@ class _Listeners:
         context: AsyncBoltContext,
         request: AsyncBoltRequest,
     ) -> None:
-        """An @-mention of the bot: queue a draft for the rest of the message.
+        """An @-mention of the bot: queue a draft.
+
+        In a thread, the draft replies to the thread, and the words said with the mention (if any) are the user's
+        instruction for it ("@app decline politely"); a bare mention in a thread is enough. Outside a thread the
+        words are the message to reply to, and a bare mention has nothing to answer.
 
         Raises:
             QueueUnavailableError: Redis is down; the error handler answers 503 so Slack re-delivers the event.
@@ -208,8 +212,10 @@ class _Listeners:
             log.debug("mention ignored: from a bot or a message subtype", **fields)
             return
         text = strip_bot_mention(_str(event.get("text")) or "", context.bot_user_id)
-        if not text:
-            log.info("mention ignored: no text besides the mention", **fields)
+        message_ts, thread_ts = _str(event.get("ts")), _str(event.get("thread_ts"))
+        in_thread = thread_ts is not None and thread_ts != message_ts
+        if not text and not in_thread:
+            log.info("mention ignored: no text besides the mention, and no thread to reply to", **fields)
             return
         if len(text) > self._limit_chars:
             # Slack's retries would carry the same text: answer 200 and drop it.
@@ -221,9 +227,11 @@ class _Listeners:
             "user_id": _str(event.get("user")),
             "channel_id": _str(event.get("channel")),
             "trigger": TriggerKind.MENTION,
-            "trigger_text": text,
-            "message_ts": _str(event.get("ts")),
-            "thread_ts": _str(event.get("thread_ts")),
+            # In a thread the words are how to reply, not what to reply to: the worker reads the thread.
+            "trigger_text": None if in_thread else text,
+            "instruction": (text or None) if in_thread else None,
+            "message_ts": message_ts,
+            "thread_ts": thread_ts,
             "request_id": _str(context.get("request_id")),
         }
         event_id = _str(body.get("event_id"))
