@@ -445,3 +445,58 @@ async def test_mention_outside_a_thread_keeps_its_words_as_the_message(serve: Se
     assert job.data["trigger_text"] == "Can we meet at 3?"
     assert "instruction" not in job.data
     assert await waiting_jobs(queue) == []
+
+
+BAD_RESPONSE_URLS = [
+    "https://evil.example/hooks",
+    "http://hooks.slack.com/commands/T0FAKE/1/abc",
+    "https://hooks.slack.com.evil.example/commands/1",
+    "https://user@hooks.slack.com/commands/1",
+    "http://localhost.evil.example/response",
+    "http://localhost@evil.example/response",
+    "http://127.0.0.1.nip.io/response",
+]
+
+
+@pytest.mark.parametrize("url", BAD_RESPONSE_URLS)
+@pytest.mark.parametrize("kind", ["command", "shortcut"])
+async def test_response_url_off_slacks_hook_hosts_is_refused_at_the_edge(
+    serve: Serve, fake_slack: FakeSlack, queue: Queue, url: str, kind: str
+) -> None:
+    """A request whose response_url is not https on Slack's hook hosts gets 400 with a reason and queues nothing."""
+    if kind == "command":
+        body, content_type = command_body(fake_slack)
+        fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
+        fields["response_url"] = url
+        request = (urlencode(fields).encode(), content_type)
+    else:
+        payload = json.loads(dict(parse_qsl(shortcut_body(fake_slack)[0].decode()))["payload"])
+        request = (urlencode({"payload": json.dumps({**payload, "response_url": url})}).encode(), content_type_form())
+    async with serve() as client:
+        response = await post_signed(client, request)
+    assert response.status_code == 400
+    assert "response_url" in response.text
+    assert sum((await queue.counts()).values()) == 0
+
+
+def content_type_form() -> str:
+    return "application/x-www-form-urlencoded"
+
+
+async def test_loopback_response_url_is_refused_unless_slack_itself_is_loopback(
+    serve: Serve, fake_slack: FakeSlack, queue: Queue
+) -> None:
+    """A loopback response_url is refused (never fetched) when SLACK_API_URL is Slack's; a hooks URL is queued."""
+    hooks_url = "https://hooks.slack.com/commands/T0FAKE/1/abc"
+    body, content_type = command_body(fake_slack)
+    fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
+    async with serve(SLACK_API_URL="https://slack.com/api/", REDIS_URL=CLOSED_REDIS_URL) as client:
+        loopback = await post_signed(client, shortcut_body(fake_slack))
+    # No token: Bolt would otherwise ask the real slack.com who the token is before any listener runs.
+    async with serve(SLACK_API_URL="https://slack.com/api/", SLACK_BOT_TOKEN="") as client:
+        hooks = await post_signed(client, (urlencode({**fields, "response_url": hooks_url}).encode(), content_type))
+    assert loopback.status_code == 400
+    assert fake_slack.calls == [], "the refused URL was never fetched, not even for a 'try again' note"
+    assert hooks.status_code == 200
+    [job] = await waiting_jobs(queue)
+    assert job.data["response_url"] == hooks_url

@@ -40,6 +40,7 @@ from slack_backend.slack import (
     read_thread,
     user_facing_reason,
 )
+from slack_backend.slack.response_urls import is_loopback_url
 from slack_backend.slack.tokens import InstallationStoreTokenSource
 from slack_backend.store import AuditLog, QuotaStore, create_engine, create_tables, installation_store
 from slack_backend.store.db import utc_now
@@ -263,7 +264,13 @@ async def build_ai_worker(
     # One HTTP client for every response_url post: a client per post cost ~20 ms of set-up each.
     http = httpx.AsyncClient(timeout=10.0)
     cleanup.push_async_callback(http.aclose)
-    delivery = SlackDelivery(client_factory, RedisDeliveryLedger(redis, queue), http_client=http)
+    delivery = SlackDelivery(
+        client_factory,
+        RedisDeliveryLedger(redis, queue),
+        http_client=http,
+        # Loopback response_urls only beside a loopback Slack (tests, the offline demo); never in production.
+        allow_loopback_response_url=is_loopback_url(slack_api_url),
+    )
     audit = AuditLog(engine)
     quota = QuotaGuard(
         QuotaStore(engine),

@@ -38,6 +38,7 @@ from slack_backend.config import Settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.logging import get_logger
 from slack_backend.queue import Queue, create_redis
+from slack_backend.slack.response_urls import is_loopback_url, response_url_problem
 from slack_backend.store import create_engine, create_tables
 from slack_backend.store import installation_store as store_installations
 from slack_backend.store import oauth_state_store as store_oauth_states
@@ -203,6 +204,11 @@ async def slack_events(request: Request) -> Response:
     parsed = read_slack_request(body, request.headers, state.signing_secret)
     if isinstance(parsed, Refusal):
         return PlainTextResponse(parsed.reason, status_code=parsed.status)
+    url_problem = _response_url_problem(parsed, state.settings)
+    if url_problem is not None:
+        # Refused before any listener runs, so nothing (not even a "try again" note) is ever posted to it.
+        log.warning("slack request refused", reason=url_problem)
+        return PlainTextResponse(url_problem, status_code=400)
     try:
         bolt_request = bolt_request_for(request, body, parsed)
     except (TypeError, AttributeError, KeyError, ValueError) as exc:
@@ -210,6 +216,16 @@ async def slack_events(request: Request) -> Response:
         log.warning("malformed slack request", error=f"{type(exc).__name__}: {exc}")
         return PlainTextResponse("malformed Slack request body", status_code=400)
     return to_starlette_response(await state.bolt.async_dispatch(bolt_request))
+
+
+def _response_url_problem(parsed: dict[str, Any], settings: Settings) -> str | None:
+    """Why the request's response_url may not be used (off Slack's hook hosts), or None (fine, or none given)."""
+    url = parsed.get("response_url")
+    if url is None:
+        return None
+    if not isinstance(url, str):
+        return "response_url must be a string"
+    return response_url_problem(url, allow_loopback=is_loopback_url(settings.slack_api_url))
 
 
 def bolt_request_for(request: Request, body: bytes, parsed: dict[str, Any]) -> AsyncBoltRequest:
