@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -500,3 +501,41 @@ async def test_loopback_response_url_is_refused_unless_slack_itself_is_loopback(
     assert hooks.status_code == 200
     [job] = await waiting_jobs(queue)
     assert job.data["response_url"] == hooks_url
+
+
+@pytest.fixture
+async def silent_redis_url() -> AsyncIterator[str]:
+    """A TCP server that accepts connections and never answers: a hung Redis, as a partition makes one."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+async def test_hung_redis_gets_try_again_and_5xx_within_slacks_deadline(
+    serve: Serve, fake_slack: FakeSlack, silent_redis_url: str
+) -> None:
+    """With Redis accepting but never answering, a command hears "try again" and an event gets 503, each < 3 s."""
+    async with serve(REDIS_URL=silent_redis_url) as client:
+        answers: list[tuple[httpx.Response, float]] = []
+        for body in (command_body(fake_slack), mention_body()):
+            started = time.monotonic()
+            # Bounded here too, so the old code (no deadline) fails in seconds instead of hanging the suite.
+            async with asyncio.timeout(10):
+                answers.append((await post_signed(client, body), time.monotonic() - started))
+    (command, command_s), (event, event_s) = answers
+    assert command.status_code == 200
+    assert command.json()["text"] == TRY_AGAIN_TEXT
+    assert event.status_code == 503
+    # The deadline is ~1.5 s; Slack's own is 3 s. Generous under a loaded CI machine, still under Slack's.
+    assert command_s < 2.8
+    assert event_s < 2.8

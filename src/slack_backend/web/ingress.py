@@ -36,8 +36,12 @@ TRY_AGAIN_TEXT = "I couldn't queue your request right now, please try again in a
 NO_TEXT_TEXT = "That message has no text I can draft a reply to."
 INVALID_TEXT = "I couldn't draft a reply for that: Slack sent a request I didn't expect. Please try again."
 
-# A user-facing note after a failed enqueue must not push the answer to Slack past its 3 s deadline.
-ERROR_NOTE_TIMEOUT_S = 1.5
+# A user-facing note after a failed enqueue must not push the answer to Slack past its 3 s deadline (with the
+# enqueue deadline below, a shortcut answers within 2.5 s at worst).
+ERROR_NOTE_TIMEOUT_S = 1.0
+# Slack gives up on an answer after 3 s: an enqueue that has not finished by then (a hung Redis) is abandoned
+# in time for the user to hear "try again", or for an event to get the 5xx that makes Slack deliver it again.
+ENQUEUE_DEADLINE_S = 1.5
 _SIGNING_SECRET_BYTES = 32
 # Mentions look like <@U0123> or <@U0123|name>; the trailing blanks go too, so "hi <@B> there" reads "hi there".
 _LEADING_MENTION = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>[ \t]*")
@@ -240,7 +244,7 @@ class _Listeners:
             await self._enqueue(data, event_id, retry_num=retry_num)
         except InvalidJobDataError as exc:
             log.warning("mention ignored: invalid request", job_id=event_id, reason=str(exc), **fields)
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             log.error(
                 "event not queued: redis unavailable; answering 503 so Slack retries",
                 job_id=event_id,
@@ -265,17 +269,23 @@ class _Listeners:
         except InvalidJobDataError as exc:
             log.warning("request refused: invalid", reason=str(exc), **_log_fields(data))
             return INVALID_TEXT
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             log.error("request not queued: redis unavailable", error=_describe(exc), **_log_fields(data))
             return TRY_AGAIN_TEXT
         return None
 
     async def _enqueue(self, data: dict[str, Any], job_id: object, *, retry_num: str | None = None) -> None:
-        """Validate and add the job under the Slack-given id, so a re-delivery adds nothing."""
+        """Validate and add the job under the Slack-given id, so a re-delivery adds nothing.
+
+        Raises:
+            TimeoutError: Redis did not answer within ENQUEUE_DEADLINE_S. The add may still land; the same id
+                (event_id, trigger_id) keeps a re-delivery from adding it twice.
+        """
         values = {key: value for key, value in data.items() if value is not None}
-        result = await queue_ai_response(
-            self._queue, values, job_id=_str(job_id), max_output_tokens=self._settings.ai_max_tokens
-        )
+        async with asyncio.timeout(ENQUEUE_DEADLINE_S):
+            result = await queue_ai_response(
+                self._queue, values, job_id=_str(job_id), max_output_tokens=self._settings.ai_max_tokens
+            )
         log.info(
             "request queued" if result.created else "request already queued",
             job_id=result.job_id,
