@@ -236,3 +236,12 @@ def test_default_model_is_not_deprecated() -> None:
     from anthropic._data import DEPRECATED_MODELS
 
     assert load_settings({}).anthropic_model not in DEPRECATED_MODELS
+
+
+def test_slack_allowed_teams_reads_a_comma_list_of_slack_ids() -> None:
+    """SLACK_ALLOWED_TEAMS is a comma list of T.../E... ids (blanks ignored); anything else is a config error."""
+    assert load_settings({}).allowed_teams() == frozenset()
+    assert load_settings({"SLACK_ALLOWED_TEAMS": " T0ONE, E0ORG ,"}).allowed_teams() == {"T0ONE", "E0ORG"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SLACK_ALLOWED_TEAMS": "T0ONE,acme.slack.com"})
+    assert problem_names(caught.value) == {"SLACK_ALLOWED_TEAMS"}

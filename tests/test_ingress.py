@@ -22,7 +22,7 @@ from slack_backend.jobs.queues import DIRECT_PRIORITY, ai_responses_queue
 from slack_backend.queue import Job, JobState, Queue, create_redis
 from slack_backend.slack.signing import sign_request
 from slack_backend.web import MAX_SLACK_BODY_BYTES, create_app, web_state
-from slack_backend.web.ingress import ACK_TEXT, TRY_AGAIN_TEXT, too_long_text
+from slack_backend.web.ingress import ACK_TEXT, NOT_ALLOWED_TEXT, TRY_AGAIN_TEXT, too_long_text
 from tests.fakes.slack_server import FakeSlack
 from tests.support.slack_requests import (
     BOT_TOKEN,
@@ -540,3 +540,34 @@ async def test_hung_redis_gets_try_again_and_5xx_within_slacks_deadline(
     # The deadline is ~1.5 s; Slack's own is 3 s. Generous under a loaded CI machine, still under Slack's.
     assert command_s < 2.8
     assert event_s < 2.8
+
+
+async def test_shared_channel_event_is_queued_under_the_authorized_workspace(serve: Serve, queue: Queue) -> None:
+    """A Slack Connect event whose outer team is the other org's is queued under the installation Bolt authorized."""
+    body = json.loads(mention_body()[0])
+    body["team_id"] = "T0OTHERORG"
+    body["enterprise_id"] = "E0OTHERORG"
+    body["authorizations"] = [{"team_id": TEAM, "enterprise_id": "E0OURORG", "is_enterprise_install": False}]
+    async with serve() as client:
+        response = await post_signed(client, (json.dumps(body).encode(), "application/json"))
+    assert response.status_code == 200
+    [job] = await waiting_jobs(queue)
+    assert (job.data["workspace_id"], job.data["enterprise_id"], job.group) == (TEAM, "E0OURORG", TEAM)
+
+
+async def test_teams_outside_slack_allowed_teams_are_refused_politely(
+    serve: Serve, fake_slack: FakeSlack, queue: Queue
+) -> None:
+    """With SLACK_ALLOWED_TEAMS not naming the workspace: a plain refusal, no job; naming it: queued as usual."""
+    async with serve(SLACK_ALLOWED_TEAMS="T0ELSEWHERE, E0SOMEORG") as client:
+        command = await post_signed(client, command_body(fake_slack))
+        shortcut = await post_signed(client, shortcut_body(fake_slack))
+        event = await post_signed(client, mention_body())
+    assert [r.status_code for r in (command, shortcut, event)] == [200, 200, 200]
+    assert command.json() == {"text": NOT_ALLOWED_TEXT, "response_type": "ephemeral"}
+    assert [post["text"] for post in fake_slack.response_posts["shortcut1"]] == [NOT_ALLOWED_TEXT]
+    assert sum((await queue.counts()).values()) == 0
+    async with serve(SLACK_ALLOWED_TEAMS=f"T0ELSEWHERE,{TEAM}") as client:
+        allowed = await post_signed(client, command_body(fake_slack))
+    assert allowed.json()["text"] == ACK_TEXT
+    assert len(await waiting_jobs(queue)) == 1

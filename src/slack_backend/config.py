@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ NOT_SET = "(not set)"
 _OWN_PREFIX = "SLACK_BACKEND_"
 _OWN_VARS = frozenset({ENV_FILE_VAR})
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_TEAM_ID = re.compile(r"^[TE][A-Z0-9]{2,63}$")
 
 # pydantic's wording for parse failures names Python types; these read better next to a variable name.
 _PLAIN_REASONS = {
@@ -79,6 +81,8 @@ class Settings(BaseSettings):
     slack_client_secret: SecretStr | None = Field(None, validate_default=True)
     slack_api_url: str = "https://slack.com/api/"
     slack_slash_command: str = "/draft"
+    # Workspace (T...) or Enterprise Grid org (E...) ids served, comma-separated; empty serves every workspace.
+    slack_allowed_teams: str = ""
 
     anthropic_api_key: SecretStr | None = None
     anthropic_model: str = "claude-sonnet-5-5"
@@ -161,6 +165,18 @@ class Settings(BaseSettings):
             raise _VariableError("SLACK_CLIENT_ID", "is required when SLACK_CLIENT_SECRET is set")
         return value
 
+    @field_validator("slack_allowed_teams")
+    @classmethod
+    def _team_ids(cls, value: str) -> str:
+        for team in _split_ids(value):
+            if not _TEAM_ID.match(team):
+                raise ValueError("must be Slack workspace or org ids (T... or E...), separated by commas")
+        return value
+
+    def allowed_teams(self) -> frozenset[str]:
+        """The workspace and org ids SLACK_ALLOWED_TEAMS names; empty means every workspace is served."""
+        return frozenset(_split_ids(self.slack_allowed_teams))
+
     @field_validator("admin_token")
     @classmethod
     def _admin_token_length(cls, value: SecretStr | None) -> SecretStr | None:
@@ -200,6 +216,10 @@ class Settings(BaseSettings):
                 text = str(value)
             shown[name.upper()] = text
         return shown
+
+
+def _split_ids(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _mask_url(url: str) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -34,6 +35,7 @@ REDIRECT_URI_PATH = "/slack/oauth_redirect"
 ACK_TEXT = "Drafting a reply... I'll send it here shortly."
 TRY_AGAIN_TEXT = "I couldn't queue your request right now, please try again in a minute."
 NO_TEXT_TEXT = "That message has no text I can draft a reply to."
+NOT_ALLOWED_TEXT = "This app isn't enabled for this workspace. Please ask the person who runs it."
 INVALID_TEXT = "I couldn't draft a reply for that: Slack sent a request I didn't expect. Please try again."
 
 # A user-facing note after a failed enqueue must not push the answer to Slack past its 3 s deadline (with the
@@ -137,6 +139,8 @@ def build_bolt_app(
         **options,
     )
     listeners = _Listeners(settings, queue)
+    # Runs after Bolt's authorization and before every listener, so no listener can forget it.
+    app.use(listeners.allowed_teams_only)
     app.message_shortcut(DRAFT_REPLY_CALLBACK_ID)(listeners.on_draft_shortcut)
     app.command(settings.slack_slash_command)(listeners.on_slash_command)
     app.event("app_mention")(listeners.on_app_mention)
@@ -154,13 +158,30 @@ class _Listeners:
         # The job model caps the text too; the smaller limit is the one a user can be told about.
         self._limit_chars = min(settings.max_trigger_text_chars, MAX_TRIGGER_TEXT_CHARS)
 
+    async def allowed_teams_only(
+        self, body: dict[str, Any], context: AsyncBoltContext, next_: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse:
+        """Middleware: refuse, politely and with a 200, requests from workspaces SLACK_ALLOWED_TEAMS leaves out."""
+        allowed = self._settings.allowed_teams()
+        team, enterprise = _identity(context, body)
+        if not allowed or team in allowed or enterprise in allowed:
+            return await next_()
+        log.info("request refused: workspace not in SLACK_ALLOWED_TEAMS", team=team, enterprise=enterprise)
+        if "command" in body:
+            reply = {"text": NOT_ALLOWED_TEXT, "response_type": "ephemeral"}
+            return BoltResponse(status=200, body=json.dumps(reply), headers={"content-type": "application/json"})
+        # A shortcut shows nothing of its HTTP answer; an event gets a 200 so Slack does not deliver it again.
+        await _tell_user(_str(body.get("response_url")), NOT_ALLOWED_TEXT)
+        return BoltResponse(status=200, body="")
+
     async def on_draft_shortcut(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         """Message shortcut "Draft a reply": queue a draft for the message it was used on."""
         message = _mapping(body.get("message"))
         text = _str(message.get("text")) or ""
+        team, enterprise = _identity(context, body)
         data = {
-            "workspace_id": _id(body.get("team")) or _str(_mapping(body.get("user")).get("team_id")),
-            "enterprise_id": _id(body.get("enterprise")),
+            "workspace_id": team,
+            "enterprise_id": enterprise,
             "user_id": _id(body.get("user")),
             "channel_id": _id(body.get("channel")),
             "trigger": TriggerKind.MESSAGE_ACTION,
@@ -182,9 +203,10 @@ class _Listeners:
         if not text.strip():
             await ack(text=usage_text(self._settings.slack_slash_command), response_type="ephemeral")
             return
+        team, enterprise = _identity(context, command)
         data = {
-            "workspace_id": _str(command.get("team_id")),
-            "enterprise_id": _str(command.get("enterprise_id")),
+            "workspace_id": team,
+            "enterprise_id": enterprise,
             "user_id": _str(command.get("user_id")),
             "channel_id": _str(command.get("channel_id")),
             "trigger": TriggerKind.SLASH_COMMAND,
@@ -225,9 +247,10 @@ class _Listeners:
             # Slack's retries would carry the same text: answer 200 and drop it.
             log.warning("mention ignored: text too long", limit_chars=self._limit_chars, chars=len(text), **fields)
             return
+        team, enterprise = _identity(context, body)
         data = {
-            "workspace_id": _str(body.get("team_id")) or _str(event.get("team")),
-            "enterprise_id": _str(body.get("enterprise_id")),
+            "workspace_id": team,
+            "enterprise_id": enterprise,
             "user_id": _str(event.get("user")),
             "channel_id": _str(event.get("channel")),
             "trigger": TriggerKind.MENTION,
@@ -321,6 +344,21 @@ async def _tell_user(response_url: str | None, text: str) -> None:
             await AsyncWebhookClient(response_url).send(text=text, response_type="ephemeral", replace_original=False)
     except Exception as exc:  # the note is a courtesy: failing to send it must not fail the request
         log.warning("could not tell the user why the request failed", error=_describe(exc))
+
+
+def _identity(context: AsyncBoltContext, body: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(workspace id, Enterprise Grid org id) of the installation Bolt authorized this request for.
+
+    Not the body's raw ids: in a Slack Connect channel those can name the other organization, and on Enterprise
+    Grid an org-wide install has no team of its own. Bolt's authorize result (then its context, which prefers
+    `authorizations[0]`) names ours; the raw body is only the last resort.
+    """
+    result = context.authorize_result
+    team = (result.team_id if result else None) or context.team_id
+    enterprise = (result.enterprise_id if result else None) or context.enterprise_id
+    if team is None:
+        team = _id(body.get("team")) or _str(body.get("team_id")) or _str(_mapping(body.get("user")).get("team_id"))
+    return team, enterprise
 
 
 def _log_fields(data: Mapping[str, Any]) -> dict[str, Any]:
