@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from slack_backend import __version__, cli_jobs, cli_quota, cli_service, cli_try
-from slack_backend.config import ConfigError, Settings, format_config_error, load_settings
+from slack_backend.config import CONFIG_ERROR_EXIT_CODE, ConfigError, Settings, format_config_error, load_settings
 
 # Command groups live in their own modules and join with `app.add_typer(...)`.
 app = typer.Typer(
@@ -25,8 +25,6 @@ app = typer.Typer(
     # A crash report must not print local variables: settings and tokens live there.
     pretty_exceptions_show_locals=False,
 )
-
-CONFIG_ERROR_EXIT_CODE = 2
 
 
 # A root callback keeps `app` a command group even while it has few commands, so each is named on the line.

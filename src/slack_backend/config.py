@@ -18,6 +18,8 @@ from pydantic_settings import (
 )
 
 ENV_FILE_VAR = "SLACK_BACKEND_ENV_FILE"
+# Every command exits with this code when its settings are invalid or conflict.
+CONFIG_ERROR_EXIT_CODE = 2
 MASK = "********"
 NOT_SET = "(not set)"
 
@@ -163,6 +165,13 @@ class Settings(BaseSettings):
             raise _VariableError("SLACK_CLIENT_SECRET", "is required when SLACK_CLIENT_ID is set")
         if client_id is None and value is not None:
             raise _VariableError("SLACK_CLIENT_ID", "is required when SLACK_CLIENT_SECRET is set")
+        if client_id is not None and info.data.get("slack_bot_token") is not None:
+            # Otherwise the web side would run OAuth while workers used the one static token.
+            raise _VariableError(
+                "SLACK_BOT_TOKEN",
+                "conflicts with SLACK_CLIENT_ID/SLACK_CLIENT_SECRET: set the bot token (one workspace) "
+                "or the OAuth pair (many workspaces), not both",
+            )
         return value
 
     @field_validator("slack_allowed_teams")
@@ -216,6 +225,21 @@ class Settings(BaseSettings):
                 text = str(value)
             shown[name.upper()] = text
         return shown
+
+
+def serving_problems(settings: Settings, *, demo: bool) -> list[tuple[str, str]]:
+    """What stops `serve`/`run` from taking Slack's requests: no signing secret, unless it is an offline demo.
+
+    Without SLACK_SIGNING_SECRET every request from Slack would be refused with 401 while /readyz said ready.
+    """
+    if settings.slack_signing_secret is None and not demo:
+        return [
+            (
+                "SLACK_SIGNING_SECRET",
+                "is required to serve Slack (its app's Basic Information page); for an offline demo use --demo",
+            )
+        ]
+    return []
 
 
 def _split_ids(value: str) -> list[str]:
