@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     admin_token: SecretStr | None = None
+    # The bearer token /metrics asks for on the public web port (unset: that /metrics answers 403).
+    metrics_token: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
     # A worker process serves /metrics here; with `--processes N`, child i listens on this port + i.
@@ -186,7 +188,7 @@ class Settings(BaseSettings):
         """The workspace and org ids SLACK_ALLOWED_TEAMS names; empty means every workspace is served."""
         return frozenset(_split_ids(self.slack_allowed_teams))
 
-    @field_validator("admin_token")
+    @field_validator("admin_token", "metrics_token")
     @classmethod
     def _admin_token_length(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:

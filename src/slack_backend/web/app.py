@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import (
@@ -166,7 +167,8 @@ def create_app(
         Route(REDIRECT_URI_PATH, slack_oauth, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        *metrics_routes(),
+        # Public listener: /metrics answers only METRICS_TOKEN's bearer (worker processes serve theirs on loopback).
+        *metrics_routes(public=True, token=_secret(settings.metrics_token)),
         *AdminDashboard(settings).routes(),
         *extra_routes,
     ]
@@ -216,6 +218,10 @@ async def slack_events(request: Request) -> Response:
         log.warning("malformed slack request", error=f"{type(exc).__name__}: {exc}")
         return PlainTextResponse("malformed Slack request body", status_code=400)
     return to_starlette_response(await state.bolt.async_dispatch(bolt_request))
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def _response_url_problem(parsed: dict[str, Any], settings: Settings) -> str | None:
