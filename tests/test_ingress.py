@@ -22,7 +22,7 @@ from slack_backend.jobs.queues import DIRECT_PRIORITY, ai_responses_queue
 from slack_backend.queue import Job, JobState, Queue, create_redis
 from slack_backend.slack.signing import sign_request
 from slack_backend.web import MAX_SLACK_BODY_BYTES, create_app, web_state
-from slack_backend.web.ingress import ACK_TEXT, NOT_ALLOWED_TEXT, TRY_AGAIN_TEXT, too_long_text
+from slack_backend.web.ingress import ACK_TEXT, NOT_ALLOWED_TEXT, OAUTH_SCOPES, TRY_AGAIN_TEXT, too_long_text
 from tests.fakes.slack_server import FakeSlack
 from tests.support.slack_requests import (
     BOT_TOKEN,
@@ -385,7 +385,8 @@ async def test_oauth_mode_serves_the_install_page(make_settings: Callable[..., S
     assert install.status_code == 200
     assert "https://slack.com/oauth/v2/authorize?" in install.text
     assert "client_id=111.222" in install.text
-    assert "scope=commands,chat:write,app_mentions:read,channels:history,groups:history" in install.text
+    assert "scope=" + ",".join(OAUTH_SCOPES) in install.text
+    assert "reactions:write" in OAUTH_SCOPES
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,24 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command()
+def manifest(
+    url: Annotated[
+        str, typer.Option("--url", help="The service's public https address, like https://drafts.example.com")
+    ],
+    name: Annotated[str, typer.Option("--name", help="The app's name in Slack.")] = "Draft Reply",
+) -> None:
+    """Print the Slack app manifest (JSON) to paste into "Create New App > From a manifest"; see docs/slack-setup.md."""
+    from slack_backend.web.manifest import build_manifest, manifest_problem
+
+    problem = manifest_problem(url)
+    if problem is not None:
+        typer.echo(problem, err=True)
+        raise typer.Exit(2)
+    settings = settings_or_exit()
+    typer.echo(json.dumps(build_manifest(url, slash_command=settings.slack_slash_command, app_name=name), indent=2))
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def bench(ctx: typer.Context) -> None:
     """Run the benchmark suite of a source checkout (`python -m bench`); options pass through, e.g. --quick."""

@@ -28,7 +28,10 @@ from slack_backend.queue import InvalidJobDataError, Queue
 log = get_logger(__name__)
 
 DRAFT_REPLY_CALLBACK_ID = "draft_reply"
-OAUTH_SCOPES = ("commands", "chat:write", "app_mentions:read", "channels:history", "groups:history")
+# reactions:write: a mention shows an hourglass reaction while its draft is written (slack/delivery.py).
+OAUTH_SCOPES = ("commands", "chat:write", "app_mentions:read", "channels:history", "groups:history", "reactions:write")
+# The Events API events the app acts on (the manifest subscribes to exactly these); `message` is only acknowledged.
+SUBSCRIBED_EVENTS = ("app_mention",)
 INSTALL_PATH = "/slack/install"
 REDIRECT_URI_PATH = "/slack/oauth_redirect"
 
@@ -143,7 +146,7 @@ def build_bolt_app(
     app.use(listeners.allowed_teams_only)
     app.message_shortcut(DRAFT_REPLY_CALLBACK_ID)(listeners.on_draft_shortcut)
     app.command(settings.slack_slash_command)(listeners.on_slash_command)
-    app.event("app_mention")(listeners.on_app_mention)
+    app.event(SUBSCRIBED_EVENTS[0])(listeners.on_app_mention)
     app.event("message")(listeners.on_message)
     app.error(_on_error)
     return app
