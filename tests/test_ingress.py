@@ -560,11 +560,14 @@ async def test_teams_outside_slack_allowed_teams_are_refused_politely(
     serve: Serve, fake_slack: FakeSlack, queue: Queue
 ) -> None:
     """With SLACK_ALLOWED_TEAMS not naming the workspace: a plain refusal, no job; naming it: queued as usual."""
+    challenge = json.dumps({"type": "url_verification", "challenge": "c-9", "token": "legacy"}).encode()
     async with serve(SLACK_ALLOWED_TEAMS="T0ELSEWHERE, E0SOMEORG") as client:
         command = await post_signed(client, command_body(fake_slack))
         shortcut = await post_signed(client, shortcut_body(fake_slack))
         event = await post_signed(client, mention_body())
+        verification = await post_signed(client, (challenge, "application/json"))
     assert [r.status_code for r in (command, shortcut, event)] == [200, 200, 200]
+    assert verification.json() == {"challenge": "c-9"}, "Slack's URL check still passes"
     assert command.json() == {"text": NOT_ALLOWED_TEXT, "response_type": "ephemeral"}
     assert [post["text"] for post in fake_slack.response_posts["shortcut1"]] == [NOT_ALLOWED_TEXT]
     assert sum((await queue.counts()).values()) == 0
