@@ -575,3 +575,15 @@ async def test_teams_outside_slack_allowed_teams_are_refused_politely(
         allowed = await post_signed(client, command_body(fake_slack))
     assert allowed.json()["text"] == ACK_TEXT
     assert len(await waiting_jobs(queue)) == 1
+
+
+async def test_readyz_names_no_redis_host_to_the_public(serve: Serve) -> None:
+    """/readyz on the public port says redis is unreachable without the error text (host and port) redis-py gives."""
+    async with serve(REDIS_URL="redis://127.0.0.1:1/0") as client:
+        with capture_logs() as logs:
+            down = await client.get("/readyz")
+    assert down.status_code == 503
+    assert down.json()["reason"].startswith("redis: ")
+    assert "127.0.0.1" not in down.text
+    assert ":1" not in down.text
+    assert any("127.0.0.1" in str(entry.get("error")) for entry in logs), "the detail goes to the log instead"

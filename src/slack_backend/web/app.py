@@ -269,7 +269,7 @@ async def readyz(request: Request) -> Response:
     except TimeoutError:
         return _unavailable(f"redis: no answer within {READY_TIMEOUT_S:g} s")
     except (RedisError, OSError) as exc:
-        return _unavailable(f"redis: {type(exc).__name__}: {exc}")
+        return _unavailable(_redis_reason(exc))
     if not await ping_database(state.engine, timeout_s=READY_TIMEOUT_S):
         return _unavailable(f"database: no answer to SELECT 1 within {READY_TIMEOUT_S:g} s")
     if state.expect_workers:
@@ -288,7 +288,7 @@ async def _workers_missing(state: WebState) -> str | None:
     except TimeoutError:
         return f"redis: no answer within {READY_TIMEOUT_S:g} s"
     except (RedisError, OSError) as exc:
-        return f"redis: {type(exc).__name__}: {exc}"
+        return _redis_reason(exc)
     now_ms = int(time.time() * 1000)
     ages = [now_ms - int(beat.get("last_seen_ms", 0)) for beat in beats.values()]
     if any(age <= max_age_ms for age in ages):
@@ -296,6 +296,12 @@ async def _workers_missing(state: WebState) -> str | None:
     if not ages:
         return "workers: no worker heartbeat"
     return f"workers: newest heartbeat {min(ages) / 1000:.1f} s old (limit {max_age_ms / 1000:g} s)"
+
+
+def _redis_reason(exc: BaseException) -> str:
+    """The public reason for a Redis error; its text (host, port) goes to the log only."""
+    log.warning("redis unavailable", error=f"{type(exc).__name__}: {exc}")
+    return f"redis: unavailable ({type(exc).__name__})"
 
 
 def _unavailable(reason: str) -> Response:
