@@ -22,7 +22,14 @@ from slack_backend.jobs.queues import DIRECT_PRIORITY, ai_responses_queue
 from slack_backend.queue import Job, JobState, Queue, create_redis
 from slack_backend.slack.signing import sign_request
 from slack_backend.web import MAX_SLACK_BODY_BYTES, create_app, web_state
-from slack_backend.web.ingress import ACK_TEXT, NOT_ALLOWED_TEXT, OAUTH_SCOPES, TRY_AGAIN_TEXT, too_long_text
+from slack_backend.web.ingress import (
+    ACK_TEXT,
+    MENTION_USAGE_TEXT,
+    NOT_ALLOWED_TEXT,
+    OAUTH_SCOPES,
+    TRY_AGAIN_TEXT,
+    too_long_text,
+)
 from tests.fakes.slack_server import FakeSlack
 from tests.support.slack_requests import (
     BOT_TOKEN,
@@ -587,3 +594,17 @@ async def test_readyz_names_no_redis_host_to_the_public(serve: Serve) -> None:
     assert "127.0.0.1" not in down.text
     assert ":1" not in down.text
     assert any("127.0.0.1" in str(entry.get("error")) for entry in logs), "the detail goes to the log instead"
+
+
+async def test_ignored_mentions_tell_their_author_why(serve: Serve, fake_slack: FakeSlack, queue: Queue) -> None:
+    """A bare top-level mention gets usage help, a too-long one the limit, ephemerally; a Slack retry gets nothing."""
+    async with serve(MAX_TRIGGER_TEXT_CHARS="100") as client:
+        bare = await post_signed(client, top_level_mention("<@U0FAKEBOT>"))
+        long = await post_signed(client, mention_body(text="<@U0FAKEBOT> " + "x" * 101))
+        retried = await post_signed(client, top_level_mention("<@U0FAKEBOT>"), headers={"X-Slack-Retry-Num": "1"})
+    assert [r.status_code for r in (bare, long, retried)] == [200, 200, 200]
+    notes = fake_slack.calls_to("chat.postEphemeral")
+    assert [call.params["text"] for call in notes] == [MENTION_USAGE_TEXT, too_long_text(100)]
+    assert {(call.params["channel"], call.params["user"]) for call in notes} == {(CHANNEL, USER)}
+    assert notes[1].params["thread_ts"] == THREAD_TS
+    assert sum((await queue.counts()).values()) == 0

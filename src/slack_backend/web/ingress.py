@@ -39,6 +39,10 @@ ACK_TEXT = "Drafting a reply... I'll send it here shortly."
 TRY_AGAIN_TEXT = "I couldn't queue your request right now, please try again in a minute."
 NO_TEXT_TEXT = "That message has no text I can draft a reply to."
 NOT_ALLOWED_TEXT = "This app isn't enabled for this workspace. Please ask the person who runs it."
+MENTION_USAGE_TEXT = (
+    'Mention me in a thread to draft your reply to it (add words to say how, like "decline politely"), '
+    "or mention me with the message you want to answer."
+)
 INVALID_TEXT = "I couldn't draft a reply for that: Slack sent a request I didn't expect. Please try again."
 
 # A user-facing note after a failed enqueue must not push the answer to Slack past its 3 s deadline (with the
@@ -245,10 +249,12 @@ class _Listeners:
         in_thread = thread_ts is not None and thread_ts != message_ts
         if not text and not in_thread:
             log.info("mention ignored: no text besides the mention, and no thread to reply to", **fields)
+            await _tell_in_channel(context, event, request, MENTION_USAGE_TEXT)
             return
         if len(text) > self._limit_chars:
             # Slack's retries would carry the same text: answer 200 and drop it.
             log.warning("mention ignored: text too long", limit_chars=self._limit_chars, chars=len(text), **fields)
+            await _tell_in_channel(context, event, request, too_long_text(self._limit_chars))
             return
         team, enterprise = _identity(context, body)
         data = {
@@ -336,6 +342,27 @@ async def _on_error(error: Exception) -> BoltResponse:
     # Only the error's type and message: a traceback's frames could hold a request's text.
     log.error("slack request failed", error=_describe(error))
     return BoltResponse(status=500, body="")
+
+
+async def _tell_in_channel(
+    context: AsyncBoltContext, event: Mapping[str, Any], request: AsyncBoltRequest, text: str
+) -> None:
+    """Best effort: an ephemeral note to the mention's author where they wrote it, within a short deadline.
+
+    Only on Slack's first delivery (a retry already had its note) and only with a token to post with.
+    """
+    client, channel, user = context.client, _str(event.get("channel")), _str(event.get("user"))
+    if client is None or client.token is None or channel is None or user is None:
+        return
+    if _header(request, "x-slack-retry-num") is not None:
+        return
+    try:
+        async with asyncio.timeout(ERROR_NOTE_TIMEOUT_S):
+            await client.chat_postEphemeral(
+                channel=channel, user=user, text=text, thread_ts=_str(event.get("thread_ts"))
+            )
+    except Exception as exc:  # the note is a courtesy: failing to send it must not fail the request
+        log.warning("could not tell the user why the mention was ignored", error=type(exc).__name__)
 
 
 async def _tell_user(response_url: str | None, text: str) -> None:
