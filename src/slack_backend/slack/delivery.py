@@ -59,7 +59,7 @@ _T = TypeVar("_T")
 
 
 class Recipient(Protocol):
-    """Who asked and where: the fields of a job's data that delivery reads (jobs' Recipient has them).
+    """Who asked and where: the fields of a job's data that delivery reads (jobs' AIResponseJobData has them).
 
     A protocol, so slack/ (Slack out) needs nothing from jobs/: the arrows between the layers point one way.
     """
@@ -204,8 +204,9 @@ class SlackDelivery:
     ) -> DeliveryReceipt:
         """Post the draft to the user as one or more ephemeral messages, unless this job already delivered it.
 
-        Uses the response_url while it has uses left (the first part replacing the progress message), then
-        chat.postEphemeral. The ledger is marked right after the last part posts.
+        Uses the response_url while it has uses left and is Slack's (the first part of a slash command's draft
+        replacing its "Drafting" ack; nothing else replaces), then chat.postEphemeral. The ledger is marked right
+        after the last part posts; then a mention's progress reaction is taken away.
 
         Raises:
             RetryAfter: Slack is still rate limiting after `max_rate_limit_wait_s` of waiting in place.
