@@ -42,6 +42,7 @@ _APP = tuple(
         ("slack", ("slack_backend.jobs", "slack_backend.web", "slack_backend.cli", "slack_backend.app")),
         ("ai", ("slack_backend.jobs", "slack_backend.web", "slack_backend.cli", "slack_backend.app")),
         ("jobs", ("slack_backend.web", "slack_backend.cli", "slack_backend.app")),
+        ("web", ("slack_backend.cli", "slack_backend.app")),
         ("store", ("slack_backend.jobs", "slack_backend.web", "slack_backend.slack", "slack_backend.ai")),
         ("queue", _APP),
     ],
