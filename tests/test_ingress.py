@@ -535,13 +535,16 @@ async def test_hung_redis_gets_try_again_and_5xx_within_slacks_deadline(
     """With Redis accepting but never answering, a command hears "try again" and an event gets 503, each < 3 s."""
     async with serve(REDIS_URL=silent_redis_url) as client:
         answers: list[tuple[httpx.Response, float]] = []
-        for body in (command_body(fake_slack), mention_body()):
+        for body in (command_body(fake_slack), mention_body(), shortcut_body(fake_slack)):
             started = time.monotonic()
             # Bounded here too, so the old code (no deadline) fails in seconds instead of hanging the suite.
             async with asyncio.timeout(10):
                 answers.append((await post_signed(client, body), time.monotonic() - started))
-    (command, command_s), (event, event_s) = answers
-    print(f"\nhung redis: command answered in {command_s:.2f} s, event in {event_s:.2f} s")
+    (command, command_s), (event, event_s), (shortcut, shortcut_s) = answers
+    print(f"\nhung redis: command answered in {command_s:.2f} s, event {event_s:.2f} s, shortcut {shortcut_s:.2f} s")
+    assert shortcut.status_code == 200
+    assert [post["text"] for post in fake_slack.response_posts["shortcut1"]] == [TRY_AGAIN_TEXT]
+    assert shortcut_s < 2.8, "the enqueue deadline plus the note's own fit in Slack's 3 s"
     assert command.status_code == 200
     assert command.json()["text"] == TRY_AGAIN_TEXT
     assert event.status_code == 503
