@@ -60,8 +60,11 @@ def test_the_walk_sees_nested_imports(tmp_path: Path) -> None:
 
 
 def test_delivery_names_the_thread_trigger_as_jobs_does() -> None:
-    """slack/ spells the thread trigger kind without importing jobs/: the spelling must match TriggerKind."""
+    """slack/ spells trigger kinds without importing jobs/: each spelling must match TriggerKind's."""
     from slack_backend.jobs.types import TriggerKind
-    from slack_backend.slack.delivery import THREAD_TRIGGER
+    from slack_backend.slack import delivery
 
-    assert TriggerKind.THREAD.value == THREAD_TRIGGER
+    assert TriggerKind.THREAD.value == delivery.THREAD_TRIGGER
+    assert TriggerKind.SLASH_COMMAND.value == delivery.SLASH_COMMAND_TRIGGER
+    assert TriggerKind.MESSAGE_ACTION.value == delivery.MESSAGE_ACTION_TRIGGER
+    assert {TriggerKind.MENTION.value, TriggerKind.DM.value} == delivery._REACTION_TRIGGERS

@@ -383,7 +383,7 @@ async def test_read_thread_errors_are_classified(fake: FakeSlack) -> None:
 async def test_progress_is_a_reaction_once_per_run_and_never_a_note_left_behind(
     fake: FakeSlack, delivery: SlackDelivery
 ) -> None:
-    """A mention's progress is one hourglass reaction per run, removed on delivery; commands and shortcuts get none."""
+    """A mention's progress is one hourglass reaction per run, removed on delivery; commands, shortcuts get none."""
     data = _data(response_url=None)
     await delivery.progress(data, BOT_TOKEN, "drafting")
     await delivery.progress(data, BOT_TOKEN, "delivering")
@@ -396,7 +396,8 @@ async def test_progress_is_a_reaction_once_per_run_and_never_a_note_left_behind(
 
     command = _data(response_url=fake.response_url("p1"), trigger=TriggerKind.SLASH_COMMAND)
     shortcut = _data(response_url=fake.response_url("p2", replaceable=False), trigger=TriggerKind.MESSAGE_ACTION)
-    for quiet in (command, shortcut):
+    watched = _data(response_url=None, trigger=TriggerKind.REPLY)  # someone else's message: no reaction on it
+    for quiet in (command, shortcut, watched):
         await delivery.progress(quiet, BOT_TOKEN, "drafting")
     assert fake.response_posts == {}
     assert len(fake.calls_to("reactions.add")) == 2

@@ -50,6 +50,8 @@ _GONE_ERRORS = frozenset({"used_url", "expired_url", "invalid_url"})
 THREAD_TRIGGER = "thread"
 SLASH_COMMAND_TRIGGER = "slash_command"
 MESSAGE_ACTION_TRIGGER = "message_action"
+# Requests made by a message of the user's own that mentions or addresses the app: it may carry a reaction.
+_REACTION_TRIGGERS = frozenset({"mention", "dm"})
 # Shown on the user's message while its draft is written (needs the reactions:write scope).
 PROGRESS_REACTION = "hourglass_flowing_sand"
 
@@ -377,8 +379,9 @@ def _response_error(response: httpx.Response) -> str:
 
 def _reaction_ts(data: Recipient) -> str | None:
     """The user's message that carries the progress reaction, or None when this request shows none."""
-    # A shortcut's reaction would tell the channel that the user asked for a draft; a command has no message.
-    if data.trigger in (SLASH_COMMAND_TRIGGER, MESSAGE_ACTION_TRIGGER):
+    # Only the user's own message to the app: a reaction on a shortcut's (or a watched) message would tell the
+    # channel that someone asked for a draft; a command has no message at all.
+    if data.trigger not in _REACTION_TRIGGERS:
         return None
     return data.message_ts
 
