@@ -369,3 +369,13 @@ async def test_malformed_session_cookie_or_csrf_token_gets_403_not_500(serve: Se
         bad_cookie = await client.get("/admin", headers=cookie)
     assert bad_csrf.status_code == 403
     assert bad_cookie.status_code == 403
+
+
+async def test_cookie_session_survives_a_basic_auth_proxy_header(serve: Serve) -> None:
+    """Behind an auth_basic proxy (Authorization: Basic on every request) the session cookie still works."""
+    async with serve() as client:
+        await log_in(client)
+        page = await client.get("/admin", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+        wrong_bearer = await client.get("/admin", headers={"Authorization": "Bearer not-the-admin-token-at-all"})
+    assert page.status_code == 200
+    assert wrong_bearer.status_code == 401, "a wrong bearer token is not rescued by the cookie"

@@ -267,3 +267,24 @@ def test_serving_slack_without_a_signing_secret_exits_2(command: str) -> None:
     done = run_cli(command, env={"REDIS_URL": "redis://127.0.0.1:1/0"})
     assert done.returncode == 2, done.stderr
     assert "SLACK_SIGNING_SECRET" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://slack.com/api/", True),
+        ("https://slack-gov.com/api/", True),
+        ("http://127.0.0.1:8080/api/", True),
+        ("http://localhost:8080/api/", True),
+        ("http://slack.example.com/api/", False),
+        ("http://localhost.evil.example/api/", False),
+    ],
+)
+def test_slack_api_url_is_https_or_loopback(url: str, ok: bool) -> None:
+    """SLACK_API_URL carries bot tokens: plain http only to this machine (tests, proxies on loopback)."""
+    if ok:
+        assert load_settings({"SLACK_API_URL": url}).slack_api_url == url
+    else:
+        with pytest.raises(ConfigError) as caught:
+            load_settings({"SLACK_API_URL": url})
+        assert problem_names(caught.value) == {"SLACK_API_URL"}

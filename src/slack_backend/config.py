@@ -17,6 +17,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from slack_backend.slack.response_urls import is_loopback_url
+
 ENV_FILE_VAR = "SLACK_BACKEND_ENV_FILE"
 # Every command exits with this code when its settings are invalid or conflict.
 CONFIG_ERROR_EXIT_CODE = 2
@@ -174,6 +176,14 @@ class Settings(BaseSettings):
                 "conflicts with SLACK_CLIENT_ID/SLACK_CLIENT_SECRET: set the bot token (one workspace) "
                 "or the OAuth pair (many workspaces), not both",
             )
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _https_or_loopback(cls, value: str) -> str:
+        # Every Web API call carries a bot token: in clear text only to this machine (tests, a local proxy).
+        if not value.startswith("https://") and not is_loopback_url(value):
+            raise ValueError("must be an https:// URL (plain http only to 127.0.0.1 or localhost)")
         return value
 
     @field_validator("slack_allowed_teams")

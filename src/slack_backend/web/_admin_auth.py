@@ -66,12 +66,12 @@ class AdminAuth:
 
     def authenticate(self, headers: Mapping[str, str], cookies: Mapping[str, str]) -> AdminSession | None:
         """The session of a request: a right `Authorization: Bearer` token, else a valid session cookie."""
-        authorization = headers.get("authorization")
-        if authorization is not None:
-            scheme, _, credentials = authorization.partition(" ")
-            if scheme.lower() == "bearer" and self.token_matches(credentials.strip()):
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            if self.token_matches(credentials.strip()):
                 return AdminSession(_BEARER_SESSION, "bearer")
-            return None  # a wrong header is not rescued by a cookie: the caller meant the header
+            return None  # a wrong bearer token is not rescued by a cookie: the caller meant the header
+        # Any other scheme (Basic from an auth_basic proxy in front) is not ours to judge: the cookie decides.
         cookie = cookies.get(SESSION_COOKIE)
         if cookie is not None and self.session_valid(cookie):
             return AdminSession(cookie, "cookie")
