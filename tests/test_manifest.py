@@ -55,6 +55,9 @@ def test_manifest_lists_exactly_what_the_listeners_match(slash_command: str) -> 
     acted_on = {kind: {v for v in values if (kind, v) not in ACKNOWLEDGED_ONLY} for kind, values in code.items()}
     assert manifest_sets(manifest) == acted_on
     assert set(code) == {"message_shortcut", "command", "event"}, "no block_actions or view listeners to list yet"
+    home = manifest["features"]["app_home"]
+    assert not home["messages_tab_enabled"], "no listener answers DMs (no message.im), so users cannot write one"
+    assert not home["home_tab_enabled"], "no app_home_opened listener"
 
 
 def test_manifest_points_every_url_at_the_service_and_asks_for_the_scopes_in_use() -> None:

@@ -39,6 +39,13 @@ def build_manifest(base_url: str, *, slash_command: str, app_name: str = DEFAULT
         "_metadata": {"major_version": 1, "minor_version": 1},
         "display_information": {"name": app_name, "description": _DESCRIPTION},
         "features": {
+            # No listener answers a DM to the app (no message.im subscription): the Messages tab stays off, so
+            # nobody writes to it and hears nothing back.
+            "app_home": {
+                "home_tab_enabled": False,
+                "messages_tab_enabled": False,
+                "messages_tab_read_only_enabled": False,
+            },
             "bot_user": {"display_name": app_name, "always_online": False},
             "shortcuts": [
                 {
