@@ -20,8 +20,8 @@ from bench._server import free_port
 from bench.harness import ROOT, log_file
 from bench.stats import percentile
 from slack_backend.queue import Queue, create_redis
-from slack_backend.slack.ingress import ACK_TEXT
 from slack_backend.slack.signing import sign_request
+from slack_backend.web.ingress import ACK_TEXT
 
 SECRET = "bench-signing-secret-0123456789abcdef"
 PREFIX = "bench-ingress"

@@ -16,6 +16,7 @@ from slack_backend.config import Settings, load_settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.queue import Job, JobState, KeepJobs, Queue, UnrecoverableError, Worker
 from slack_backend.web import create_app
+from slack_backend.web._admin_auth import LoginThrottle
 from tests.support.engine import running, wait_until
 from tests.support.slack_requests import BOT_TOKEN, SECRET
 
@@ -317,3 +318,64 @@ async def test_pages_never_show_job_data_and_escape_reasons(serve: Serve, queue:
     assert "slack said &lt;b&gt;no&lt;/b&gt; &amp; more" in failed_page
     assert "<b>no</b>" not in failed_page
     assert "UnrecoverableError" in pages[4].text  # the stack, escaped into <pre>
+
+
+async def test_login_failures_are_throttled_per_client(
+    make_settings: Callable[..., Settings], redis_client: Redis
+) -> None:
+    """Five wrong tokens from one client in a minute: its next try gets 429 (even the right token); others do not."""
+    app = create_app(make_settings(), redis=redis_client)
+
+    def client_at(host: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(host, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+    async with app.router.lifespan_context(app), client_at("10.0.0.1") as guesser, client_at("10.0.0.2") as other:
+        wrong = [
+            (await guesser.post("/admin/login", data={"token": f"guess-{i}"}, headers=SAME_ORIGIN)).status_code
+            for i in range(5)
+        ]
+        blocked = await guesser.post("/admin/login", data={"token": ADMIN_TOKEN}, headers=SAME_ORIGIN)
+        elsewhere = await other.post("/admin/login", data={"token": ADMIN_TOKEN}, headers=SAME_ORIGIN)
+    assert wrong == [401] * 5
+    assert blocked.status_code == 429
+    assert int(blocked.headers["Retry-After"]) > 0
+    assert elsewhere.status_code == 303
+
+
+def test_login_throttle_forgets_failures_after_its_window() -> None:
+    """The throttle counts failures per client in a sliding window: past the window the client may try again."""
+    now = [1000.0]
+    throttle = LoginThrottle(max_failures=5, window_s=60, clock=lambda: now[0])
+    for _ in range(5):
+        throttle.failed("10.0.0.1")
+    assert throttle.retry_after_s("10.0.0.1") == 60
+    assert throttle.retry_after_s("10.0.0.9") == 0
+    now[0] += 59.5
+    assert throttle.retry_after_s("10.0.0.1") == 1
+    now[0] += 1
+    assert throttle.retry_after_s("10.0.0.1") == 0
+
+
+async def test_malformed_session_cookie_or_csrf_token_gets_403_not_500(serve: Serve) -> None:
+    """A non-ASCII session cookie or CSRF token is refused with 403, never a 500 from the comparison."""
+    async with serve() as client:
+        await log_in(client)
+        page = await client.get("/admin")
+        assert page.status_code == 200
+        bad_csrf = await client.post("/admin/pause", data={"csrf_token": "\u00e9\u00e9"}, headers=SAME_ORIGIN)
+        client.cookies.clear()
+        cookie = {b"Cookie": "sb_admin_session=1.2.3.\u00e9".encode()}
+        bad_cookie = await client.get("/admin", headers=cookie)
+    assert bad_csrf.status_code == 403
+    assert bad_cookie.status_code == 403
+
+
+async def test_cookie_session_survives_a_basic_auth_proxy_header(serve: Serve) -> None:
+    """Behind an auth_basic proxy (Authorization: Basic on every request) the session cookie still works."""
+    async with serve() as client:
+        await log_in(client)
+        page = await client.get("/admin", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+        wrong_bearer = await client.get("/admin", headers={"Authorization": "Bearer not-the-admin-token-at-all"})
+    assert page.status_code == 200
+    assert wrong_bearer.status_code == 401, "a wrong bearer token is not rescued by the cookie"

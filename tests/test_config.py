@@ -236,3 +236,55 @@ def test_default_model_is_not_deprecated() -> None:
     from anthropic._data import DEPRECATED_MODELS
 
     assert load_settings({}).anthropic_model not in DEPRECATED_MODELS
+
+
+def test_slack_allowed_teams_reads_a_comma_list_of_slack_ids() -> None:
+    """SLACK_ALLOWED_TEAMS is a comma list of T.../E... ids (blanks ignored); anything else is a config error."""
+    assert load_settings({}).allowed_teams() == frozenset()
+    assert load_settings({"SLACK_ALLOWED_TEAMS": " T0ONE, E0ORG ,"}).allowed_teams() == {"T0ONE", "E0ORG"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SLACK_ALLOWED_TEAMS": "T0ONE,acme.slack.com"})
+    assert problem_names(caught.value) == {"SLACK_ALLOWED_TEAMS"}
+
+
+def test_bot_token_with_oauth_credentials_exits_2_naming_both() -> None:
+    """SLACK_BOT_TOKEN together with SLACK_CLIENT_ID/SECRET is a conflict: exit 2, both variables named."""
+    env = {"SLACK_BOT_TOKEN": SLACK_TOKEN, "SLACK_CLIENT_ID": "123.456", "SLACK_CLIENT_SECRET": "s3cret-value"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert problem_names(caught.value) == {"SLACK_BOT_TOKEN"}
+    assert "SLACK_CLIENT_ID" in format_config_error(caught.value)
+    done = run_cli("check-config", env=env)
+    assert done.returncode == 2
+    assert "SLACK_BOT_TOKEN" in done.stderr
+    assert "SLACK_CLIENT_ID" in done.stderr
+    assert SLACK_TOKEN not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_serving_slack_without_a_signing_secret_exits_2(command: str) -> None:
+    """`serve` and `run` with no SLACK_SIGNING_SECRET stop at once with exit 2 naming it (not a warning)."""
+    done = run_cli(command, env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert done.returncode == 2, done.stderr
+    assert "SLACK_SIGNING_SECRET" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://slack.com/api/", True),
+        ("https://slack-gov.com/api/", True),
+        ("http://127.0.0.1:8080/api/", True),
+        ("http://localhost:8080/api/", True),
+        ("http://slack.example.com/api/", False),
+        ("http://localhost.evil.example/api/", False),
+    ],
+)
+def test_slack_api_url_is_https_or_loopback(url: str, ok: bool) -> None:
+    """SLACK_API_URL carries bot tokens: plain http only to this machine (tests, proxies on loopback)."""
+    if ok:
+        assert load_settings({"SLACK_API_URL": url}).slack_api_url == url
+    else:
+        with pytest.raises(ConfigError) as caught:
+            load_settings({"SLACK_API_URL": url})
+        assert problem_names(caught.value) == {"SLACK_API_URL"}

@@ -28,6 +28,7 @@ async def test_overview_and_metrics_show_workspaces_budget_and_quota(
             "REDIS_PREFIX": prefix,
             "DATABASE_URL": database_url,
             "ADMIN_TOKEN": ADMIN_TOKEN,
+            "METRICS_TOKEN": ADMIN_TOKEN + "-metrics",
             "WORKSPACE_DAILY_TOKEN_QUOTA": "90000",
         }
     )
@@ -51,7 +52,7 @@ async def test_overview_and_metrics_show_workspaces_budget_and_quota(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
         ):
             page = (await client.get("/admin", headers=headers)).text
-            metrics = (await client.get("/metrics")).text
+            metrics = (await client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}-metrics"})).text
     finally:
         await engine.dispose()
     busy_row = page[page.index("T0BUSY001") :].split("</tr>", 1)[0]

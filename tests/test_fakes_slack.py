@@ -10,7 +10,7 @@ import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.fakes.slack_server import RESPONSE_URL_MAX_USES, FakeSlack
+from tests.fakes.slack_server import CANNOT_REPLACE_ERROR, RESPONSE_URL_MAX_USES, FakeSlack
 
 BOT_TOKEN = "xoxb-test-token"
 
@@ -149,3 +149,31 @@ async def test_response_url_receiver_records_json_posts(fake_slack: FakeSlack) -
     assert len(fake_slack.response_posts["abc"]) == RESPONSE_URL_MAX_USES
     assert too_many.status_code == 404
     assert too_many.json()["error"] == "used_url"
+
+
+async def test_shortcut_response_url_refuses_to_replace_the_message_it_was_used_on(fake_slack: FakeSlack) -> None:
+    """A message shortcut's response_url takes only posts saying replace_original: false; others are refused."""
+    url = fake_slack.response_url("shortcut", replaceable=False)
+    async with httpx.AsyncClient() as http:
+        replacing = await http.post(url, json={"text": "x", "replace_original": True})
+        unsaid = await http.post(url, json={"text": "x"})
+        deleting = await http.post(url, json={"delete_original": True, "replace_original": False})
+        bad_type = await http.post(url, json={"text": "x", "replace_original": False, "response_type": "loud"})
+        fine = await http.post(url, json={"text": "x", "replace_original": False, "response_type": "ephemeral"})
+    assert [r.status_code for r in (replacing, unsaid, deleting, bad_type, fine)] == [400, 400, 400, 400, 200]
+    assert replacing.json()["error"] == CANNOT_REPLACE_ERROR
+    assert len(fake_slack.response_posts["shortcut"]) == 1
+
+
+async def test_reactions_are_added_once_and_removed_once(fake_slack: FakeSlack) -> None:
+    """reactions.add then a second add (already_reacted), remove, then a second remove (no_reaction), as Slack does."""
+    client = AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.base_url)
+    where = {"channel": "C1", "timestamp": "1.2", "name": "hourglass_flowing_sand"}
+    assert (await client.reactions_add(**where))["ok"] is True
+    assert fake_slack.reactions == {("C1", "1.2", "hourglass_flowing_sand")}
+    with pytest.raises(SlackApiError, match="already_reacted"):
+        await client.reactions_add(**where)
+    await client.reactions_remove(**where)
+    with pytest.raises(SlackApiError, match="no_reaction"):
+        await client.reactions_remove(**where)
+    assert fake_slack.reactions == set()

@@ -105,7 +105,42 @@ def test_try_prints_a_delivered_draft_with_no_credentials(redis_url: str, prefix
     )
     assert done.returncode == 0, done.stderr
     assert "ack: HTTP 200" in done.stdout
-    assert "progress: Drafting a reply..." in done.stdout
+    assert "Drafting a reply" in done.stdout.split("\n")[0], "the ack is the progress note"
+    assert "progress:" not in done.stdout, "no second note repeats the ack"
     assert "delivered ephemeral message:" in done.stdout
     assert "[offline draft - no ANTHROPIC_API_KEY set]" in done.stdout
     assert "hello" in done.stdout.split("delivered ephemeral message:")[1]
+
+
+def test_mention_job_data_with_an_instruction_and_old_data_both_parse() -> None:
+    """A thread mention parses with an instruction and no trigger text; data queued before either change still does."""
+    old = {"workspace_id": "T1", "user_id": "U1", "channel_id": "C1", "trigger": "mention", "trigger_text": "hi"}
+    assert AIResponseJobData.model_validate(old).instruction is None
+    thread = {**old, "trigger_text": "", "thread_ts": "1.2", "instruction": "say no"}
+    parsed = AIResponseJobData.model_validate(thread)
+    assert (parsed.replies_to_thread, parsed.instruction) == (True, "say no")
+    with pytest.raises(ValueError, match="no thread to reply to"):
+        AIResponseJobData.model_validate({**old, "trigger_text": ""})
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://hooks.slack.com/commands/T1/2/abc", True),
+        ("https://hooks.slack-gov.com/actions/T1/2/abc", True),
+        ("http://127.0.0.1:9999/response/x", True),
+        ("https://evil.example/hook", False),
+        ("http://hooks.slack.com/commands/T1/2/abc", False),
+        ("http://localhost.evil.example/x", False),
+        ("http://localhost@evil.example/x", False),
+        ("http://127.0.0.1.nip.io/x", False),
+    ],
+)
+def test_job_data_response_url_is_a_slack_hook_or_loopback(url: str, ok: bool) -> None:
+    """Job data takes a response_url only on Slack's hook hosts (https) or loopback, checked as a URL, not a prefix."""
+    data = {"workspace_id": "T1", "user_id": "U1", "channel_id": "C1", "trigger": "slash_command", "trigger_text": "x"}
+    if ok:
+        assert AIResponseJobData.model_validate({**data, "response_url": url}).response_url == url
+    else:
+        with pytest.raises(ValueError, match="response_url"):
+            AIResponseJobData.model_validate({**data, "response_url": url})

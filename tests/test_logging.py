@@ -136,3 +136,22 @@ def test_unknown_level_or_format_is_refused(level: str, fmt: str) -> None:
     """An unknown level or format raises ValueError instead of logging nothing or everything."""
     with pytest.raises(ValueError, match="unknown log"):
         configure_logging(level, fmt, stream=io.StringIO())
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "xoxe-1-My0xLTEtMTIzNDU2Nzg5MA",
+        "xoxe.xoxp-1-AbCdEf0123456789",
+        "xapp-1-A0123456789-1234567890123-abcdef0123456789",
+        "https://hooks.slack.com/commands/T0123/456789/AbCdEf012345",
+        "https://hooks.slack-gov.com/actions/T0123/456789/AbCdEf012345",
+    ],
+)
+def test_refresh_tokens_app_tokens_and_response_urls_are_redacted(secret: str) -> None:
+    """Refresh (xoxe-), app-level (xapp-) tokens and Slack response_urls are masked inside any logged text."""
+    event = redact(error=f"call failed ({secret}) at the end", nested={"list": [secret]})
+    assert secret not in json.dumps(event)
+    assert "xox" not in json.dumps(event)
+    assert "hooks.slack" not in json.dumps(event)
+    assert event["error"] == f"call failed ({REDACTED}) at the end"

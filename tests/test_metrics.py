@@ -35,6 +35,7 @@ from tests.support.engine import finished, running, wait_until
 from tests.support.slack_requests import BOT_TOKEN, SECRET
 
 ADMIN_TOKEN = "admin-token-for-metrics-0123456789"
+METRICS_TOKEN = "metrics-token-for-tests-0123456789"
 DATA_MARKER = "PRIVATE-MESSAGE-TEXT-7c1f"
 QUEUE = "ai-responses"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -48,6 +49,7 @@ def settings_for(redis_url: str, prefix: str, tmp_path: Path) -> Settings:
             "SLACK_SIGNING_SECRET": SECRET,
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "ADMIN_TOKEN": ADMIN_TOKEN,
+            "METRICS_TOKEN": METRICS_TOKEN,
             "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'metrics.db'}",
         }
     )
@@ -58,7 +60,11 @@ async def served(settings: Settings, redis: Redis, metrics: Metrics) -> AsyncIte
     app = create_app(settings, redis=redis, metrics=metrics)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://testserver",
+            headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        ) as client,
     ):
         yield client
 
@@ -224,3 +230,24 @@ async def test_metrics_scrape_survives_redis_outage(tmp_path: Path, prefix: str)
     finally:
         await client.aclose()
     assert value(samples, "slack_backend_redis_errors_total") == 1
+
+
+async def test_public_metrics_need_the_metrics_token(
+    redis_client: Redis, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """/metrics on the public app: 403 with no METRICS_TOKEN set; with it, 401 unless the right bearer token."""
+    tokened = settings_for(redis_url, prefix, tmp_path)
+    closed = tokened.model_copy(update={"metrics_token": None})
+    async with served(closed, redis_client, Metrics()) as client:
+        unset = await client.get("/metrics")
+    async with served(tokened, redis_client, Metrics()) as client:
+        missing = await client.get("/metrics", headers={"Authorization": ""})
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer not-the-metrics-token"})
+        odd = await client.get("/metrics", headers={b"Authorization": "Bearer t\u00e9".encode()})
+        right = await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert unset.status_code == 403
+    assert "METRICS_TOKEN" in unset.text
+    assert [r.status_code for r in (missing, wrong, odd)] == [401, 401, 401]
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
+    assert right.status_code == 200
+    assert "slack_backend_queue_depth" in right.text

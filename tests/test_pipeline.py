@@ -58,8 +58,10 @@ async def job_ended(queue: Queue, job_id: str) -> Job:
     return job
 
 
-async def test_shortcut_gets_progress_then_the_models_draft(pipeline: PipelineFactory) -> None:
-    """A signed shortcut is acked within 3 s; the user gets a progress update, then the fake model's draft."""
+async def test_shortcut_gets_the_models_draft_without_replacing_the_message_it_was_used_on(
+    pipeline: PipelineFactory,
+) -> None:
+    """A shortcut is acked within 3 s; its response_url gets one post, the draft, which replaces nothing."""
     async with pipeline() as p:
         started = time.monotonic()
         response = await post_signed(p.client, shortcut_body(p.slack, text="Can you send me the Q3 numbers?"))
@@ -68,12 +70,11 @@ async def test_shortcut_gets_progress_then_the_models_draft(pipeline: PipelineFa
         await wait_until(posts_to(p.slack, "shortcut1"))
         job = await job_ended(p.queue, response.headers.get("X-Job-Id") or await _only_job_id(p.queue))
     posts = p.slack.response_posts["shortcut1"]
-    assert "blocks" not in posts[0], "a progress update comes first"
-    assert "Drafting" in posts[0]["text"]
-    [draft] = draft_posts(posts)
+    assert [post.get("blocks") is not None for post in posts] == [True], "no progress note is left behind"
+    [draft] = posts
     assert "Draft: " in block_text(draft)
     assert "Q3 numbers" in block_text(draft)
-    assert draft["response_type"] == "ephemeral"
+    assert (draft["response_type"], draft["replace_original"]) == ("ephemeral", False)
     [request] = p.claude.message_requests
     assert "Q3 numbers" in str(request.body["messages"])
     assert job.state is JobState.COMPLETED
@@ -82,14 +83,49 @@ async def test_shortcut_gets_progress_then_the_models_draft(pipeline: PipelineFa
     assert job.result["output_tokens"] > 0
 
 
-async def test_slash_command_gets_the_draft(pipeline: PipelineFactory) -> None:
-    """A slash command's user gets the draft through its response_url."""
+async def test_shortcut_failure_note_replaces_nothing(pipeline: PipelineFactory) -> None:
+    """A shortcut whose draft fails gets the plain failure note on its response_url, replacing nothing."""
+    async with pipeline() as p:
+        p.claude.script(Behaviour.bad_request())
+        await post_signed(p.client, shortcut_body(p.slack))
+        await job_ended(p.queue, await _only_job_id(p.queue))
+
+        async def told() -> bool:
+            return bool(p.slack.response_posts.get("shortcut1"))
+
+        await wait_until(told)
+    [note] = p.slack.response_posts["shortcut1"]
+    assert "Sorry" in note["text"]
+    assert (note["response_type"], note["replace_original"]) == ("ephemeral", False)
+
+
+async def test_slash_command_draft_replaces_the_ack_with_no_progress_post_between(pipeline: PipelineFactory) -> None:
+    """/draft: the ack says "Drafting"; its response_url gets one post, the draft, replacing that ack."""
     async with pipeline() as p:
         response = await post_signed(p.client, command_body(p.slack, text="Can you review my PR today?"))
         assert response.status_code == 200
-        await wait_until(posts_to(p.slack, "command1"))
-    [draft] = draft_posts(p.slack.response_posts["command1"])
+        assert "Drafting" in response.json()["text"]
+        job = await job_ended(p.queue, await _only_job_id(p.queue))
+    assert job.state is JobState.COMPLETED
+    [draft] = p.slack.response_posts["command1"]
     assert "review my PR" in block_text(draft)
+    assert (draft["response_type"], draft["replace_original"]) == ("ephemeral", True)
+
+
+async def test_mention_shows_a_reaction_while_drafting_and_leaves_no_note(pipeline: PipelineFactory) -> None:
+    """A mention gets an hourglass reaction while it is drafted, removed after; no "Drafting" message stays."""
+    async with pipeline() as p:
+        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "Lunch?", "ts": THREAD_TS}])
+        await post_signed(p.client, mention_body())
+        job = await job_ended(p.queue, EVENT_ID)
+    assert job.state is JobState.COMPLETED
+    [added] = p.slack.calls_to("reactions.add")
+    [removed] = p.slack.calls_to("reactions.remove")
+    assert added.params == removed.params == {"channel": CHANNEL, "timestamp": TS, "name": "hourglass_flowing_sand"}
+    assert p.slack.reactions == set()
+    ephemerals = p.slack.calls_to("chat.postEphemeral")
+    assert [bool(c.params.get("blocks")) for c in ephemerals] == [True], "only the draft, no progress note"
+    assert p.slack.calls.index(added) < p.slack.calls.index(ephemerals[0]) < p.slack.calls.index(removed)
 
 
 async def test_mention_in_a_thread_reads_the_thread_and_posts_ephemerally(pipeline: PipelineFactory) -> None:
@@ -116,9 +152,57 @@ async def test_mention_in_a_thread_reads_the_thread_and_posts_ephemerally(pipeli
     assert drafts[0].token == BOT_TOKEN
 
 
+async def test_mention_in_a_thread_drafts_a_reply_to_the_thread_following_the_words(
+    pipeline: PipelineFactory,
+) -> None:
+    """@app <words> in a thread: the model gets the thread to answer and the words as instructions, not a message."""
+    async with pipeline() as p:
+        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "Can you join at 9?", "ts": THREAD_TS}])
+        await post_signed(p.client, mention_body(text="<@U0FAKEBOT> decline politely"))
+        job = await job_ended(p.queue, EVENT_ID)
+    assert job.state is JobState.COMPLETED
+    [request] = p.claude.message_requests
+    prompt = str(request.body["messages"])
+    assert "<instructions>\\ndecline politely\\n</instructions>" in prompt
+    assert "<message>" not in prompt, "the user's words are not the message to reply to"
+    assert "Can you join at 9?" in prompt
+    assert "Draft my reply to the thread above" in prompt
+
+
+async def test_thread_mention_whose_thread_cannot_be_read_fails_plainly_without_a_model_call(
+    pipeline: PipelineFactory,
+) -> None:
+    """A thread mention whose thread the bot cannot read fails at once, calls no model, and tells the user why."""
+    async with pipeline() as p:
+        await post_signed(p.client, mention_body(text="<@U0FAKEBOT>"))
+        job = await job_ended(p.queue, EVENT_ID)
+
+        async def told() -> bool:
+            return any("Invite" in str(c.params.get("text")) for c in p.slack.calls_to("chat.postEphemeral"))
+
+        await wait_until(told)
+    assert (job.state, job.attempts_made) == (JobState.FAILED, 1)
+    assert p.claude.message_requests == []
+
+
+async def test_bare_mention_in_a_thread_drafts_a_reply_to_the_thread(pipeline: PipelineFactory) -> None:
+    """A bare @app in a thread gets a draft answering the thread, posted ephemerally in that thread."""
+    async with pipeline() as p:
+        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "Lunch on Friday?", "ts": THREAD_TS}])
+        await post_signed(p.client, mention_body(text="<@U0FAKEBOT>"))
+        job = await job_ended(p.queue, EVENT_ID)
+    assert job.state is JobState.COMPLETED
+    [request] = p.claude.message_requests
+    assert "Lunch on Friday?" in str(request.body["messages"])
+    assert "<instructions>" not in str(request.body["messages"])
+    drafts = [c for c in p.slack.calls_to("chat.postEphemeral") if c.params.get("blocks")]
+    assert [d.params["thread_ts"] for d in drafts] == [THREAD_TS]
+
+
 async def test_the_same_event_delivered_three_times_makes_one_draft(pipeline: PipelineFactory) -> None:
     """Slack's retries of one event (same event_id) make one job and one draft."""
     async with pipeline() as p:
+        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
         for retry in (None, "1", "2"):
             headers = {"X-Slack-Retry-Num": retry, "X-Slack-Retry-Reason": "http_timeout"} if retry else None
             response = await post_signed(p.client, mention_body(), headers=headers)
@@ -164,7 +248,7 @@ async def test_model_400_fails_at_once_and_the_user_is_told(pipeline: PipelineFa
         job = await job_ended(p.queue, await _only_job_id(p.queue))
 
         async def told() -> bool:
-            return any("Sorry" in str(post.get("text")) for post in p.slack.response_posts["command1"])
+            return any("Sorry" in str(post.get("text")) for post in p.slack.response_posts.get("command1", []))
 
         await wait_until(told)
     assert job.state is JobState.FAILED
@@ -176,7 +260,7 @@ async def test_slack_429_on_delivery_is_honoured_then_delivered(pipeline: Pipeli
     """Slack answers 429 (Retry-After 1) to the draft post: the worker waits and delivers it once."""
     async with pipeline() as p:
         p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
-        # The first postEphemeral is the progress note (best effort, not waited for); the second is the draft.
+        # Both answers meet the draft: a mention's progress is a reaction, not a message.
         p.slack.rate_limit_next("chat.postEphemeral", retry_after_s=1, times=2)
         started = time.monotonic()
         await post_signed(p.client, mention_body())

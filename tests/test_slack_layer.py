@@ -33,10 +33,10 @@ from slack_backend.slack import (
     draft_blocks,
     escape_mrkdwn,
     failure_text,
-    progress_text,
     read_thread,
     user_facing_reason,
 )
+from slack_backend.slack.delivery import PROGRESS_REACTION
 from slack_backend.slack.messages import MESSAGE_MAX_BLOCKS, MESSAGE_MAX_TEXT_CHARS, SECTION_MAX_CHARS
 from tests.fakes.slack_server import RESPONSE_URL_MAX_USES, RESPONSE_URL_METHOD, FakeSlack
 
@@ -62,7 +62,10 @@ def ledger() -> InMemoryDeliveryLedger:
 @pytest.fixture
 def delivery(fake: FakeSlack, ledger: InMemoryDeliveryLedger) -> SlackDelivery:
     # No session is given to the client: slack_sdk opens and closes one per call, so nothing is left unclosed.
-    return SlackDelivery(lambda token: AsyncWebClient(token=token, base_url=fake.base_url), ledger)
+    # The fake is loopback, as SLACK_API_URL is in tests: its response_urls may be posted to.
+    return SlackDelivery(
+        lambda token: AsyncWebClient(token=token, base_url=fake.base_url), ledger, allow_loopback_response_url=True
+    )
 
 
 def _data(
@@ -123,8 +126,8 @@ def _normalized(text: str) -> str:
 async def test_draft_via_response_url_replaces_original_with_the_draft(
     fake: FakeSlack, delivery: SlackDelivery, ledger: InMemoryDeliveryLedger
 ) -> None:
-    """With a response_url the draft is posted there as ephemeral, replace_original, with header and text."""
-    data = _data(response_url=fake.response_url("r1"))
+    """A command's draft goes to its response_url, ephemeral, replacing the "Drafting" ack, with header and text."""
+    data = _data(response_url=fake.response_url("r1"), trigger=TriggerKind.SLASH_COMMAND)
     receipt = await delivery.deliver("job-1", data, BOT_TOKEN, "Sure, I'll send them by Friday.", offline=False)
     assert (receipt.via, receipt.parts, receipt.skipped) == ("response_url", 1, False)
     [post] = fake.response_posts["r1"]
@@ -187,17 +190,21 @@ def test_many_short_paragraphs_stay_within_the_block_limit() -> None:
 
 
 async def test_long_draft_is_delivered_in_parts_over_the_response_url(fake: FakeSlack, delivery: SlackDelivery) -> None:
-    """Each part of a long draft is posted: the first replaces the original, the rest are new ephemeral messages."""
+    """Each part of a long draft is posted: a command's first replaces its ack; a shortcut's replace nothing."""
     draft = _long_draft(20_000)
-    receipt = await delivery.deliver(
-        "job-3", _data(response_url=fake.response_url("r3")), BOT_TOKEN, draft, offline=False
-    )
+    command = _data(response_url=fake.response_url("r3"), trigger=TriggerKind.SLASH_COMMAND)
+    receipt = await delivery.deliver("job-3", command, BOT_TOKEN, draft, offline=False)
     posts = fake.response_posts["r3"]
     assert receipt.parts == len(posts) >= 2
     assert [post["replace_original"] for post in posts] == [True] + [False] * (len(posts) - 1)
     assert all(post["response_type"] == "ephemeral" for post in posts)
     rejoined = " ".join(html.unescape(text) for post in posts for text in _draft_sections(post["blocks"]))
     assert _normalized(rejoined) == _normalized(draft)
+
+    url = fake.response_url("r3s", replaceable=False)
+    shortcut = _data(response_url=url, trigger=TriggerKind.MESSAGE_ACTION)
+    await delivery.deliver("job-3s", shortcut, BOT_TOKEN, draft, offline=False)
+    assert [post["replace_original"] for post in fake.response_posts["r3s"]] == [False] * len(posts)
 
 
 async def test_more_parts_than_response_url_uses_go_on_by_post_ephemeral(
@@ -227,7 +234,9 @@ async def test_second_deliver_of_a_delivered_job_posts_nothing(
     assert len(fake.calls) == calls_before
 
     await ledger.mark_delivered("job-6")
-    fresh = SlackDelivery(lambda token: AsyncWebClient(token=token, base_url=fake.base_url), ledger)
+    fresh = SlackDelivery(
+        lambda token: AsyncWebClient(token=token, base_url=fake.base_url), ledger, allow_loopback_response_url=True
+    )
     assert (await fresh.deliver("job-6", _data(), BOT_TOKEN, "x", offline=False)).skipped is True
     assert len(fake.calls) == calls_before
 
@@ -371,25 +380,39 @@ async def test_read_thread_errors_are_classified(fake: FakeSlack) -> None:
         await read_thread(client, "C0OTHER", "1.0")
 
 
-async def test_progress_goes_through_response_url_once_per_run(fake: FakeSlack, delivery: SlackDelivery) -> None:
-    """Progress replaces the original via response_url, posts at most once per job run, and else goes ephemeral."""
-    data = _data(response_url=fake.response_url("p1"))
+async def test_progress_is_a_reaction_once_per_run_and_never_a_note_left_behind(
+    fake: FakeSlack, delivery: SlackDelivery
+) -> None:
+    """A mention's progress is one hourglass reaction per run, removed on delivery; commands, shortcuts get none."""
+    data = _data(response_url=None)
     await delivery.progress(data, BOT_TOKEN, "drafting")
     await delivery.progress(data, BOT_TOKEN, "delivering")
-    assert fake.response_posts["p1"] == [
-        {"response_type": "ephemeral", "replace_original": True, "text": progress_text("drafting")}
-    ]
-    assert progress_text("drafting") == "Drafting a reply..."
+    assert fake.reactions == {(CHANNEL, MESSAGE_TS, PROGRESS_REACTION)}
+    assert len(fake.calls_to("reactions.add")) == 1
+    rerun = _data(response_url=None)
+    await delivery.progress(rerun, BOT_TOKEN, "drafting")  # already_reacted: quietly fine
+    await delivery.deliver("job-p", rerun, BOT_TOKEN, "draft", offline=False)
+    assert fake.reactions == set()
 
-    rerun = _data(response_url=fake.response_url("p1"))
-    await delivery.progress(rerun, BOT_TOKEN, "drafting")
-    assert len(fake.response_posts["p1"]) == 2
+    command = _data(response_url=fake.response_url("p1"), trigger=TriggerKind.SLASH_COMMAND)
+    shortcut = _data(response_url=fake.response_url("p2", replaceable=False), trigger=TriggerKind.MESSAGE_ACTION)
+    watched = _data(response_url=None, trigger=TriggerKind.REPLY)  # someone else's message: no reaction on it
+    for quiet in (command, shortcut, watched):
+        await delivery.progress(quiet, BOT_TOKEN, "drafting")
+    assert fake.response_posts == {}
+    assert len(fake.calls_to("reactions.add")) == 2
+    assert [c for c in fake.calls_to("chat.postEphemeral") if not c.params.get("blocks")] == []
 
-    plain = _data()
-    await delivery.progress(plain, BOT_TOKEN, "drafting")
-    await delivery.progress(plain, BOT_TOKEN, "drafting")
-    [call] = fake.calls_to("chat.postEphemeral")
-    assert (call.params["channel"], call.params["user"], call.params["text"]) == (CHANNEL, USER, "Drafting a reply...")
+
+async def test_response_url_off_slack_hosts_is_never_fetched(fake: FakeSlack, ledger: InMemoryDeliveryLedger) -> None:
+    """Delivery never POSTs to a response_url off Slack's hook hosts (here loopback, not allowed): it goes ephemeral."""
+    strict = SlackDelivery(lambda token: AsyncWebClient(token=token, base_url=fake.base_url), ledger)
+    data = _data(response_url=fake.response_url("x1"), trigger=TriggerKind.SLASH_COMMAND)
+    receipt = await strict.deliver("job-x", data, BOT_TOKEN, "draft", offline=False)
+    assert await strict.tell_failure(data, BOT_TOKEN, "x")
+    assert receipt.via == "ephemeral"
+    assert fake.calls_to(RESPONSE_URL_METHOD) == []
+    assert len(fake.calls_to("chat.postEphemeral")) == 2
 
 
 async def test_progress_failures_never_fail_the_job(fake: FakeSlack, delivery: SlackDelivery) -> None:
@@ -438,15 +461,18 @@ async def test_tell_failure_posts_plain_words_and_never_raises(fake: FakeSlack, 
         == "Sorry, I couldn't draft a reply: Slack is busy right now. Please try again in a few minutes."
     )
 
-    assert await delivery.tell_failure(
-        _data(response_url=fake.response_url("f1")), BOT_TOKEN, "the channel is archived"
-    )
+    command = _data(response_url=fake.response_url("f1"), trigger=TriggerKind.SLASH_COMMAND)
+    assert await delivery.tell_failure(command, BOT_TOKEN, "the channel is archived")
     [post] = fake.response_posts["f1"]
     assert post == {
         "response_type": "ephemeral",
         "replace_original": True,
         "text": "Sorry, I couldn't draft a reply: the channel is archived.",
     }
+    shortcut = _data(response_url=fake.response_url("f1s", replaceable=False), trigger=TriggerKind.MESSAGE_ACTION)
+    assert await delivery.tell_failure(shortcut, BOT_TOKEN, "the channel is archived")
+    [post] = fake.response_posts["f1s"]
+    assert post["replace_original"] is False
 
     fake.fail_next("chat.postEphemeral", error="user_not_in_channel")
     assert await delivery.tell_failure(_data(), BOT_TOKEN, "whatever") is False

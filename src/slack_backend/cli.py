@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from slack_backend import __version__, cli_jobs, cli_quota, cli_service, cli_try
-from slack_backend.config import ConfigError, Settings, format_config_error, load_settings
+from slack_backend.config import CONFIG_ERROR_EXIT_CODE, ConfigError, Settings, format_config_error, load_settings
 
 # Command groups live in their own modules and join with `app.add_typer(...)`.
 app = typer.Typer(
@@ -25,8 +25,6 @@ app = typer.Typer(
     # A crash report must not print local variables: settings and tokens live there.
     pretty_exceptions_show_locals=False,
 )
-
-CONFIG_ERROR_EXIT_CODE = 2
 
 
 # A root callback keeps `app` a command group even while it has few commands, so each is named on the line.
@@ -64,6 +62,24 @@ def check_config(
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+@app.command()
+def manifest(
+    url: Annotated[
+        str, typer.Option("--url", help="The service's public https address, like https://drafts.example.com")
+    ],
+    name: Annotated[str, typer.Option("--name", help="The app's name in Slack.")] = "Draft Reply",
+) -> None:
+    """Print the Slack app manifest (JSON) to paste into "Create New App > From a manifest"; see docs/slack-setup.md."""
+    from slack_backend.web.manifest import build_manifest, manifest_problem
+
+    problem = manifest_problem(url)
+    if problem is not None:
+        typer.echo(problem, err=True)
+        raise typer.Exit(2)
+    settings = settings_or_exit()
+    typer.echo(json.dumps(build_manifest(url, slash_command=settings.slack_slash_command, app_name=name), indent=2))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})

@@ -8,34 +8,48 @@ from typing import Annotated
 
 import typer
 
-from slack_backend.config import Settings
+from slack_backend.config import (
+    CONFIG_ERROR_EXIT_CODE,
+    ConfigError,
+    Settings,
+    format_config_error,
+    serving_problems,
+)
 from slack_backend.logging import configure_logging
 
 Processes = Annotated[int | None, typer.Option("--processes", "-p", min=1, max=64, help="Worker processes.")]
+Demo = Annotated[
+    bool,
+    typer.Option("--demo", help="Offline demo: start without SLACK_SIGNING_SECRET (Slack's requests are refused)."),
+]
 Concurrency = Annotated[int | None, typer.Option("--concurrency", "-c", min=1, max=1000, help="Jobs per process.")]
 
 
 def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None:
     """Add the service commands to the root app."""
 
-    def prepared() -> Settings:
+    def prepared(*, serving: bool = False, demo: bool = False) -> Settings:
         settings = settings_or_exit()
+        problems = serving_problems(settings, demo=demo) if serving else []
+        if problems:
+            typer.echo(format_config_error(ConfigError(problems)), err=True)
+            raise typer.Exit(CONFIG_ERROR_EXIT_CODE)
         configure_logging(settings.log_level, settings.log_format)
         return settings
 
     @app.command()
-    def run(concurrency: Concurrency = None) -> None:
+    def run(concurrency: Concurrency = None, demo: Demo = False) -> None:
         """Run the web app and a worker in one process (what `make run` starts)."""
         from slack_backend.app import run_service
 
-        asyncio.run(run_service(prepared(), web=True, worker=True, concurrency=concurrency))
+        asyncio.run(run_service(prepared(serving=True, demo=demo), web=True, worker=True, concurrency=concurrency))
 
     @app.command()
-    def serve() -> None:
+    def serve(demo: Demo = False) -> None:
         """Run the web app only (Slack ingress, health, metrics, dashboard)."""
         from slack_backend.app import run_service
 
-        asyncio.run(run_service(prepared(), web=True, worker=False))
+        asyncio.run(run_service(prepared(serving=True, demo=demo), web=True, worker=False))
 
     @app.command()
     def worker(processes: Processes = None, concurrency: Concurrency = None) -> None:

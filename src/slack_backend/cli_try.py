@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 
 async def try_request(settings: Settings, text: str, *, timeout_s: float) -> list[dict[str, Any]]:
-    """Run the round trip; return the messages posted to the response_url (progress first, the draft last)."""
+    """Run the round trip; return the ack, then the messages posted to the response_url (the draft last)."""
     from slack_backend.jobs.workers import build_ai_worker
     from slack_backend.web.app import create_app, web_state
 
@@ -62,6 +62,8 @@ async def try_request(settings: Settings, text: str, *, timeout_s: float) -> lis
     await runner.setup()
     receiver_port = _free_port()
     await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
+    # A loopback Slack: the loopback response_url below is then allowed, and no token ever leaves the machine.
+    settings = settings.model_copy(update={"slack_api_url": f"http://127.0.0.1:{receiver_port}/api/"})
 
     redis = create_redis(settings.redis_url_value())
     app = create_app(settings, redis=redis)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,11 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from slack_backend.slack.response_urls import is_loopback_url
+
 ENV_FILE_VAR = "SLACK_BACKEND_ENV_FILE"
+# Every command exits with this code when its settings are invalid or conflict.
+CONFIG_ERROR_EXIT_CODE = 2
 MASK = "********"
 NOT_SET = "(not set)"
 
@@ -24,6 +29,7 @@ NOT_SET = "(not set)"
 _OWN_PREFIX = "SLACK_BACKEND_"
 _OWN_VARS = frozenset({ENV_FILE_VAR})
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_TEAM_ID = re.compile(r"^[TE][A-Z0-9]{2,63}$")
 
 # pydantic's wording for parse failures names Python types; these read better next to a variable name.
 _PLAIN_REASONS = {
@@ -79,6 +85,8 @@ class Settings(BaseSettings):
     slack_client_secret: SecretStr | None = Field(None, validate_default=True)
     slack_api_url: str = "https://slack.com/api/"
     slack_slash_command: str = "/draft"
+    # Workspace (T...) or Enterprise Grid org (E...) ids served, comma-separated; empty serves every workspace.
+    slack_allowed_teams: str = ""
 
     anthropic_api_key: SecretStr | None = None
     anthropic_model: str = "claude-sonnet-5-5"
@@ -113,6 +121,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     admin_token: SecretStr | None = None
+    # The bearer token /metrics asks for on the public web port (unset: that /metrics answers 403).
+    metrics_token: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
     # A worker process serves /metrics here; with `--processes N`, child i listens on this port + i.
@@ -164,9 +174,36 @@ class Settings(BaseSettings):
             raise _VariableError("SLACK_CLIENT_SECRET", "is required when SLACK_CLIENT_ID is set")
         if client_id is None and value is not None:
             raise _VariableError("SLACK_CLIENT_ID", "is required when SLACK_CLIENT_SECRET is set")
+        if client_id is not None and info.data.get("slack_bot_token") is not None:
+            # Otherwise the web side would run OAuth while workers used the one static token.
+            raise _VariableError(
+                "SLACK_BOT_TOKEN",
+                "conflicts with SLACK_CLIENT_ID/SLACK_CLIENT_SECRET: set the bot token (one workspace) "
+                "or the OAuth pair (many workspaces), not both",
+            )
         return value
 
-    @field_validator("admin_token")
+    @field_validator("slack_api_url")
+    @classmethod
+    def _https_or_loopback(cls, value: str) -> str:
+        # Every Web API call carries a bot token: in clear text only to this machine (tests, a local proxy).
+        if not value.startswith("https://") and not is_loopback_url(value):
+            raise ValueError("must be an https:// URL (plain http only to 127.0.0.1 or localhost)")
+        return value
+
+    @field_validator("slack_allowed_teams")
+    @classmethod
+    def _team_ids(cls, value: str) -> str:
+        for team in _split_ids(value):
+            if not _TEAM_ID.match(team):
+                raise ValueError("must be Slack workspace or org ids (T... or E...), separated by commas")
+        return value
+
+    def allowed_teams(self) -> frozenset[str]:
+        """The workspace and org ids SLACK_ALLOWED_TEAMS names; empty means every workspace is served."""
+        return frozenset(_split_ids(self.slack_allowed_teams))
+
+    @field_validator("admin_token", "metrics_token")
     @classmethod
     def _admin_token_length(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
@@ -205,6 +242,25 @@ class Settings(BaseSettings):
                 text = str(value)
             shown[name.upper()] = text
         return shown
+
+
+def serving_problems(settings: Settings, *, demo: bool) -> list[tuple[str, str]]:
+    """What stops `serve`/`run` from taking Slack's requests: no signing secret, unless it is an offline demo.
+
+    Without SLACK_SIGNING_SECRET every request from Slack would be refused with 401 while /readyz said ready.
+    """
+    if settings.slack_signing_secret is None and not demo:
+        return [
+            (
+                "SLACK_SIGNING_SECRET",
+                "is required to serve Slack (its app's Basic Information page); for an offline demo use --demo",
+            )
+        ]
+    return []
+
+
+def _split_ids(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _mask_url(url: str) -> str:

@@ -15,8 +15,14 @@ REDACTED = "[redacted]"
 LOG_FORMATS = ("auto", "json", "console")
 
 _SECRET_KEY_PARTS = ("token", "secret", "password", "api_key", "authorization")
-# Slack tokens (xoxb-, xoxp-, ...) and Anthropic keys, wherever they appear inside a string.
-_SECRET_VALUE = re.compile(r"xox[abposr]-[A-Za-z0-9-]+|sk-ant-[A-Za-z0-9_-]+")
+# Slack tokens (xoxb-, xoxp-, refresh xoxe-, rotated xoxe.xoxp-, app-level xapp-), Anthropic keys, and Slack
+# response_urls (whoever holds one may post to the user for 30 minutes), wherever they appear inside a string.
+_SECRET_VALUE = re.compile(
+    r"xox[abposre](?:\.xox[abposr])?-[A-Za-z0-9-]+"
+    r"|xapp-[A-Za-z0-9-]+"
+    r"|sk-ant-[A-Za-z0-9_-]+"
+    r"|https?://hooks\.slack(?:-gov)?\.com/[^\s\"'<>)]*"
+)
 # Marks the root handler we install, so configuring again replaces it and leaves others' handlers alone.
 _HANDLER_NAME = "slack_backend"
 

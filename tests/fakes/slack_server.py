@@ -21,6 +21,13 @@ RESPONSE_URL_METHOD = "response_url"
 # Slack allows five uses of one response_url (in 30 minutes); past that it answers 404 used_url.
 RESPONSE_URL_MAX_USES = 5
 
+# A message shortcut's response_url has no message of the app's to replace or delete: its "original" is the
+# message the shortcut was used on, someone else's. This fake refuses such a post unless it says
+# `replace_original: false` (the conservative reading; Slack's default differs between interactions), with
+# this error (the fake's wording).
+CANNOT_REPLACE_ERROR = "cannot_replace_original"
+_RESPONSE_TYPES = frozenset({"ephemeral", "in_channel"})
+
 
 @dataclass(frozen=True, slots=True)
 class SlackCall:
@@ -48,9 +55,9 @@ class SlackReply:
 class FakeSlack:
     """The fake server: start it with `async with FakeSlack() as slack:` and use `slack.base_url`.
 
-    Serves auth.test, conversations.replies (threads registered with `add_thread`), chat.postEphemeral and
-    chat.postMessage under `/api/`, and a response_url receiver at `/response/<id>`. Every call is recorded
-    in `calls`; `fail_next` and its helpers script the next answers of a method.
+    Serves auth.test, conversations.replies (threads registered with `add_thread`), chat.postEphemeral,
+    chat.postMessage and reactions.add/remove under `/api/`, and a response_url receiver at `/response/<id>`.
+    Every call is recorded in `calls`; `fail_next` and its helpers script the next answers of a method.
     """
 
     def __init__(
@@ -69,6 +76,9 @@ class FakeSlack:
         self.calls: list[SlackCall] = []
         self.threads: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.response_posts: dict[str, list[dict[str, Any]]] = {}
+        # (channel, message ts, emoji name) of each reaction the app has on a message now.
+        self.reactions: set[tuple[str, str, str]] = set()
+        self._foreign_originals: set[str] = set()
         self._scripts: dict[str, deque[SlackReply]] = {}
         self._ts = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -91,8 +101,14 @@ class FakeSlack:
         """The value for `AsyncWebClient(base_url=...)`; ends with "/" as slack_sdk requires."""
         return f"{self.root_url}{API_PREFIX}"
 
-    def response_url(self, response_id: str) -> str:
-        """A response_url pointing at this fake; posts to it are kept in `response_posts[response_id]`."""
+    def response_url(self, response_id: str, *, replaceable: bool = True) -> str:
+        """A response_url pointing at this fake; posts to it are kept in `response_posts[response_id]`.
+
+        `replaceable=False`: a message shortcut's URL, whose original message is not the app's, so any post that
+        does not say `replace_original: false` (or asks `delete_original`) is refused with CANNOT_REPLACE_ERROR.
+        """
+        if not replaceable:
+            self._foreign_originals.add(response_id)
         return f"{self.root_url}{RESPONSE_PREFIX}{response_id}"
 
     def calls_to(self, method: str) -> list[SlackCall]:
@@ -175,6 +191,8 @@ class FakeSlack:
             "conversations.replies": self._conversations_replies,
             "chat.postEphemeral": self._post_ephemeral,
             "chat.postMessage": self._post_message,
+            "reactions.add": self._reactions_add,
+            "reactions.remove": self._reactions_remove,
         }.get(method)
         if handler is None:
             return _fail("unknown_method")
@@ -190,6 +208,12 @@ class FakeSlack:
         posts = self.response_posts.setdefault(response_id, [])
         if len(posts) >= RESPONSE_URL_MAX_USES:
             return _fail("used_url", status=404)
+        if params.get("response_type", "ephemeral") not in _RESPONSE_TYPES:
+            return _fail("invalid_response_type", status=400)
+        if response_id in self._foreign_originals and (
+            params.get("replace_original") is not False or params.get("delete_original") is True
+        ):
+            return _fail(CANNOT_REPLACE_ERROR, status=400)
         posts.append(params)
         return web.json_response({"ok": True})
 
@@ -244,6 +268,24 @@ class FakeSlack:
             message["thread_ts"] = params["thread_ts"]
         return _ok(channel=params["channel"], ts=ts, message=message)
 
+    def _reactions_add(self, params: dict[str, Any]) -> web.Response:
+        key = _reaction_key(params)
+        if key is None:
+            return _fail("invalid_arguments")
+        if key in self.reactions:
+            return _fail("already_reacted")
+        self.reactions.add(key)
+        return _ok()
+
+    def _reactions_remove(self, params: dict[str, Any]) -> web.Response:
+        key = _reaction_key(params)
+        if key is None:
+            return _fail("invalid_arguments")
+        if key not in self.reactions:
+            return _fail("no_reaction")
+        self.reactions.discard(key)
+        return _ok()
+
     def _next_ts(self) -> str:
         return f"1700000000.{next(self._ts):06d}"
 
@@ -273,6 +315,13 @@ def _missing_target(params: Mapping[str, Any], *, need_user: bool) -> web.Respon
     if not params.get("text") and not params.get("blocks") and not params.get("attachments"):
         return _fail("no_text")
     return None
+
+
+def _reaction_key(params: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    channel, ts, name = (_str_or_none(params.get(key)) for key in ("channel", "timestamp", "name"))
+    if channel is None or ts is None or name is None:
+        return None
+    return channel, ts, name
 
 
 def _bearer(header: str | None) -> str | None:

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from slack_backend.config import load_settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.queue import BulkJob, Job, JobEvent, JobState, Queue, Worker, create_redis
-from slack_backend.slack.ingress import ACK_TEXT, TRY_AGAIN_TEXT
+from slack_backend.web.ingress import ACK_TEXT, TRY_AGAIN_TEXT
 from tests.fakes.slack_server import FakeSlack
 from tests.support.engine import running, wait_until
 from tests.support.fleet import FleetFactory, ServerFactory, now_ms, served_app

@@ -32,7 +32,7 @@ def shortcut_body(fake: FakeSlack, *, text: str = "Can you send me the Q3 number
         "type": "message_action",
         "callback_id": "draft_reply",
         "trigger_id": TRIGGER_ID,
-        "response_url": fake.response_url("shortcut1"),
+        "response_url": fake.response_url("shortcut1", replaceable=False),
         "action_ts": "1700000001.000000",
         "team": {"id": TEAM, "domain": "fake"},
         "user": {"id": USER, "username": "ana", "team_id": TEAM},

@@ -21,7 +21,7 @@ class OfflineDrafter:
 
     async def draft(self, request: DraftRequest) -> Draft:
         """A placeholder quoting the trigger; never fails and never touches the network."""
-        quote = " ".join(request.trigger_text.split())
+        quote = " ".join((request.trigger_text or "the thread").split())
         if len(quote) > _QUOTE_CHARS:
             quote = quote[: _QUOTE_CHARS - 1] + "…"
         text = (

@@ -19,11 +19,16 @@ class ContextMessage:
 
 @dataclass(frozen=True, slots=True)
 class DraftRequest:
-    """What to draft a reply to: the trigger message, its context (oldest first), and who asked."""
+    """What to draft a reply to: the trigger message, its context (oldest first), and who asked.
+
+    An empty `trigger_text` means "reply to the thread" (its newest message not by the requester); `instruction`
+    is what the requester asked for the draft in their own words, when they said anything.
+    """
 
     trigger_text: str
     context: tuple[ContextMessage, ...]
     requester_user_id: str
+    instruction: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

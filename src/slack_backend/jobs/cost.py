@@ -18,5 +18,5 @@ def estimate_cost(data: AIResponseJobData, max_output_tokens: int) -> int:
     context_chars = sum(len(m.text) for m in data.context_messages)
     if not data.context_messages and data.thread_ts is not None:
         context_chars = CONTEXT_MAX_CHARS
-    prompt = SYSTEM_PROMPT + data.trigger_text
+    prompt = SYSTEM_PROMPT + data.trigger_text + (data.instruction or "")
     return estimate_text_tokens(prompt) + min(context_chars, CONTEXT_MAX_CHARS) // 4 + max_output_tokens

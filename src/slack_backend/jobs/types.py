@@ -6,7 +6,9 @@ import re
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from slack_backend.slack.response_urls import response_url_problem
 
 MAX_TRIGGER_TEXT_CHARS = 4_000
 MAX_CONTEXT_MESSAGES = 50
@@ -35,10 +37,10 @@ def _clean_text(value: str) -> str:
 
 
 def _response_url(value: str) -> str:
-    if not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-        raise ValueError("must be an https URL given by Slack")
-    if len(value) > 2_000:
-        raise ValueError("is too long")
+    # Loopback passes here (tests, the demo); delivery refuses it unless SLACK_API_URL is loopback too.
+    problem = response_url_problem(value, allow_loopback=True)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -72,7 +74,12 @@ class ContextMessageData(BaseModel):
 
 
 class AIResponseJobData(BaseModel):
-    """What a worker needs to draft and deliver a reply: ids and text, never tokens."""
+    """What a worker needs to draft and deliver a reply: ids and text, never tokens.
+
+    `trigger_text` is the message to reply to. A mention in a thread leaves it empty: the reply answers the thread,
+    and the words said with the mention, if any, are the user's `instruction` for the draft ("decline politely").
+    Jobs queued before `instruction` existed parse unchanged.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -80,13 +87,28 @@ class AIResponseJobData(BaseModel):
     user_id: SlackId
     channel_id: SlackId
     trigger: TriggerKind
-    trigger_text: Annotated[str, AfterValidator(_clean_text)] = Field(min_length=1, max_length=MAX_TRIGGER_TEXT_CHARS)
+    trigger_text: Annotated[str, AfterValidator(_clean_text)] = Field(default="", max_length=MAX_TRIGGER_TEXT_CHARS)
+    instruction: Annotated[str, AfterValidator(_clean_text)] | None = Field(
+        default=None, min_length=1, max_length=MAX_TRIGGER_TEXT_CHARS
+    )
     message_ts: SlackTs | None = None
     thread_ts: SlackTs | None = None
     context_messages: list[ContextMessageData] = Field(default_factory=list, max_length=MAX_CONTEXT_MESSAGES)
     response_url: Annotated[str, AfterValidator(_response_url)] | None = None
     enterprise_id: SlackId | None = None
     request_id: str | None = Field(default=None, max_length=128)
+
+    @model_validator(mode="after")
+    def _something_to_answer(self) -> AIResponseJobData:
+        # Only a thread gives a reply something to answer besides the trigger text.
+        if not self.trigger_text.strip() and self.thread_ts is None:
+            raise ValueError("trigger_text is empty and there is no thread to reply to")
+        return self
+
+    @property
+    def replies_to_thread(self) -> bool:
+        """The draft answers the thread itself (a mention in a thread), not a given message."""
+        return not self.trigger_text.strip()
 
 
 class AIResponseJobResult(BaseModel):

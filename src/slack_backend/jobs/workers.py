@@ -32,7 +32,15 @@ from slack_backend.queue import (
     UnrecoverableError,
     Worker,
 )
-from slack_backend.slack import SlackDelivery, StaticTokenSource, TokenSource, read_thread, user_facing_reason
+from slack_backend.slack import (
+    SlackDelivery,
+    SlackRejectedError,
+    StaticTokenSource,
+    TokenSource,
+    read_thread,
+    user_facing_reason,
+)
+from slack_backend.slack.response_urls import is_loopback_url
 from slack_backend.slack.tokens import InstallationStoreTokenSource
 from slack_backend.store import AuditLog, QuotaStore, create_engine, create_tables, installation_store
 from slack_backend.store.db import utc_now
@@ -74,7 +82,15 @@ class AIResponseProcessor:
                 return await self._refuse_over_quota(job, data, token, verdict, started)
         await self._delivery.progress(data, token, "Drafting a reply...")
         context = await self._context(data, token)
-        request = DraftRequest(trigger_text=data.trigger_text, context=context, requester_user_id=data.user_id)
+        if data.replies_to_thread and not context:
+            # A mention in a thread whose messages the app could not read leaves nothing to reply to.
+            raise SlackRejectedError("the thread could not be read", error="not_in_channel")
+        request = DraftRequest(
+            trigger_text=data.trigger_text,
+            context=context,
+            requester_user_id=data.user_id,
+            instruction=data.instruction,
+        )
         draft = await self._drafter.draft(request)
         job.cost_used = draft.input_tokens + draft.output_tokens
         await self._respect_provider_limits(draft)
@@ -248,7 +264,13 @@ async def build_ai_worker(
     # One HTTP client for every response_url post: a client per post cost ~20 ms of set-up each.
     http = httpx.AsyncClient(timeout=10.0)
     cleanup.push_async_callback(http.aclose)
-    delivery = SlackDelivery(client_factory, RedisDeliveryLedger(redis, queue), http_client=http)
+    delivery = SlackDelivery(
+        client_factory,
+        RedisDeliveryLedger(redis, queue),
+        http_client=http,
+        # Loopback response_urls only beside a loopback Slack (tests, the offline demo); never in production.
+        allow_loopback_response_url=is_loopback_url(slack_api_url),
+    )
     audit = AuditLog(engine)
     quota = QuotaGuard(
         QuotaStore(engine),

@@ -1,4 +1,4 @@
-"""Slack delivery and context: bot tokens, error classification, Block Kit drafts, thread reading; no Redis."""
+"""Slack out: delivery, bot tokens, error classification, Block Kit drafts, thread reading; no Redis, no ingress."""
 
 from slack_backend.slack.context import read_thread
 from slack_backend.slack.delivery import (

@@ -1,4 +1,10 @@
-"""Show the user their draft, progress and failures as ephemeral messages, exactly once per job."""
+"""Show the user their draft, progress and failures as ephemeral messages, exactly once per job.
+
+Nothing is left behind: a slash command's ack ("Drafting a reply...") is the progress note and the draft replaces
+it; a message shortcut gets no note, since its response_url cannot replace one (its "original" is the message
+the shortcut was used on, someone else's, so every post says `replace_original: false`); a mention shows an
+hourglass reaction on the user's message while it is drafted, removed once the draft or the failure note is posted.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,6 @@ import httpx
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from slack_backend.jobs.types import AIResponseJobData, TriggerKind
 from slack_backend.logging import get_logger
 from slack_backend.queue.errors import RetryAfter, UnrecoverableError
 from slack_backend.slack.errors import (
@@ -26,7 +31,8 @@ from slack_backend.slack.errors import (
     rejected,
     retry_after_s,
 )
-from slack_backend.slack.messages import BlockDict, draft_messages, failure_text, progress_text
+from slack_backend.slack.messages import BlockDict, draft_messages, failure_text
+from slack_backend.slack.response_urls import response_url_problem
 
 log = get_logger(__name__)
 
@@ -40,9 +46,42 @@ _MAX_TRACKED_URLS = 4_096
 # Errors meaning the response_url can no longer be used: the draft goes through chat.postEphemeral instead.
 _GONE_ERRORS = frozenset({"used_url", "expired_url", "invalid_url"})
 
+# Trigger kinds as jobs' TriggerKind spells them (slack/ does not import jobs/; tests/test_layers.py checks).
+THREAD_TRIGGER = "thread"
+SLASH_COMMAND_TRIGGER = "slash_command"
+MESSAGE_ACTION_TRIGGER = "message_action"
+# Requests made by a message of the user's own that mentions or addresses the app: it may carry a reaction.
+_REACTION_TRIGGERS = frozenset({"mention", "dm"})
+# Shown on the user's message while its draft is written (needs the reactions:write scope).
+PROGRESS_REACTION = "hourglass_flowing_sand"
+
 Via = Literal["response_url", "ephemeral"]
 ClientFactory = Callable[[str], AsyncWebClient]
 _T = TypeVar("_T")
+
+
+class Recipient(Protocol):
+    """Who asked and where: the fields of a job's data that delivery reads (jobs' AIResponseJobData has them).
+
+    A protocol, so slack/ (Slack out) needs nothing from jobs/: the arrows between the layers point one way.
+    """
+
+    @property
+    def workspace_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def channel_id(self) -> str: ...
+    @property
+    def trigger(self) -> str: ...
+    @property
+    def message_ts(self) -> str | None: ...
+    @property
+    def thread_ts(self) -> str | None: ...
+    @property
+    def response_url(self) -> str | None: ...
+    @property
+    def request_id(self) -> str | None: ...
 
 
 class DeliveryLedger(Protocol):
@@ -122,6 +161,7 @@ class SlackDelivery:
         http_client: httpx.AsyncClient | None = None,
         http_timeout_s: float = DEFAULT_HTTP_TIMEOUT_S,
         max_rate_limit_wait_s: float = DEFAULT_MAX_RATE_LIMIT_WAIT_S,
+        allow_loopback_response_url: bool = False,
     ) -> None:
         """Args:
         client_factory: builds an AsyncWebClient for a bot token (called per use).
@@ -130,45 +170,45 @@ class SlackDelivery:
             client is opened and closed per POST.
         http_timeout_s: timeout of each response_url POST.
         max_rate_limit_wait_s: total Slack 429 wait honoured in place per delivery.
+        allow_loopback_response_url: also post to loopback response_urls (only when SLACK_API_URL is loopback:
+            tests and the offline demo); any other URL off Slack's hook hosts is never fetched.
         """
         self._client_factory = client_factory
         self._ledger = ledger
         self._http = http_client
         self._http_timeout_s = http_timeout_s
         self._max_rate_limit_wait_s = max_rate_limit_wait_s
+        self._allow_loopback = allow_loopback_response_url
         self._url_uses: OrderedDict[str, int] = OrderedDict()
         # Ids of the job data objects (one per job run) that already showed progress; dropped when the data is freed.
         self._progressed: set[int] = set()
 
-    async def progress(self, data: AIResponseJobData, token: str, stage: str) -> None:
-        """Tell the user the draft is on its way, at most once per job run (one fetched `data` object).
+    async def progress(self, data: Recipient, token: str, stage: str) -> None:
+        """Show the user the draft is on its way, at most once per job run (one fetched `data` object).
 
-        Best effort: failures are logged and ignored, never failing the job, and Slack's 429s are not waited for.
+        Only in a form the draft later takes away: an hourglass reaction on the user's own message. A slash
+        command's ack already says "Drafting", and a shortcut has no message that could be replaced, so both get
+        nothing here. Best effort: failures are logged and ignored, and Slack's 429s are not waited for.
         """
-        if not self._first_progress(data):
+        ts = _reaction_ts(data)
+        if ts is None or not token or not self._first_progress(data):
             return
-        text = progress_text(stage)
         try:
-            url = data.response_url
-            if url is not None and self._uses_left(url) > 0:
-                try:
-                    await self._post_response_url(
-                        url, {"response_type": "ephemeral", "replace_original": True, "text": text}
-                    )
-                    return
-                except _ResponseUrlGone as gone:
-                    self._mark_gone(url, gone.error)
-            await self._post_ephemeral(self._client_factory(token), data, text=text)
+            await self._client_factory(token).reactions_add(
+                channel=data.channel_id, timestamp=ts, name=PROGRESS_REACTION
+            )
         except Exception as exc:  # progress is a courtesy: nothing here may fail the job
-            log.warning("slack.progress_failed", **_ids(data), stage=stage, error=_describe(exc))
+            if _slack_error(exc) != "already_reacted":  # a rerun's reaction is already there
+                log.warning("slack.progress_failed", **_ids(data), stage=stage, error=_describe(exc))
 
     async def deliver(
-        self, job_id: str, data: AIResponseJobData, token: str, draft_text: str, *, offline: bool
+        self, job_id: str, data: Recipient, token: str, draft_text: str, *, offline: bool
     ) -> DeliveryReceipt:
         """Post the draft to the user as one or more ephemeral messages, unless this job already delivered it.
 
-        Uses the response_url while it has uses left (the first part replacing the progress message), then
-        chat.postEphemeral. The ledger is marked right after the last part posts.
+        Uses the response_url while it has uses left and is Slack's (the first part of a slash command's draft
+        replacing its "Drafting" ack; nothing else replaces), then chat.postEphemeral. The ledger is marked right
+        after the last part posts; then a mention's progress reaction is taken away.
 
         Raises:
             RetryAfter: Slack is still rate limiting after `max_rate_limit_wait_s` of waiting in place.
@@ -183,9 +223,11 @@ class SlackDelivery:
         client: AsyncWebClient | None = None
         vias: list[Via] = []
         for index, message in enumerate(messages):
-            url = data.response_url
-            if url is not None and self._uses_left(url) > 0:
-                payload = _response_payload(message.text, message.blocks, replace_original=index == 0)
+            url = self._usable_url(data)
+            if url is not None:
+                # Only a slash command's first part replaces: its original is our own "Drafting" ack.
+                replace = index == 0 and data.trigger == SLASH_COMMAND_TRIGGER
+                payload = _response_payload(message.text, message.blocks, replace_original=replace)
                 try:
                     await budget.run(partial(self._post_response_url, url, payload))
                     vias.append("response_url")
@@ -197,19 +239,22 @@ class SlackDelivery:
             vias.append("ephemeral")
         await self._ledger.mark_delivered(job_id)
         log.info("slack.delivered", job_id=job_id, **_ids(data), parts=len(messages), via=",".join(vias))
+        await self._clear_progress(data, token)
         return DeliveryReceipt(via=vias[0], parts=len(messages))
 
-    async def tell_failure(self, data: AIResponseJobData, token: str, reason: str) -> bool:
+    async def tell_failure(self, data: Recipient, token: str, reason: str) -> bool:
         """Tell the user in plain words that their draft failed; True when the message was posted.
 
         Never raises (except cancellation): a user we cannot reach is logged, not retried.
         """
         text = failure_text(reason)
-        url = data.response_url
-        if url is not None and self._uses_left(url) > 0:
+        await self._clear_progress(data, token)
+        url = self._usable_url(data)
+        if url is not None:
+            replace = data.trigger == SLASH_COMMAND_TRIGGER
             try:
                 await self._post_response_url(
-                    url, {"response_type": "ephemeral", "replace_original": True, "text": text}
+                    url, {"response_type": "ephemeral", "replace_original": replace, "text": text}
                 )
                 return True
             except _ResponseUrlGone as gone:
@@ -223,7 +268,31 @@ class SlackDelivery:
             return False
         return True
 
-    def _first_progress(self, data: AIResponseJobData) -> bool:
+    async def _clear_progress(self, data: Recipient, token: str) -> None:
+        """Take the progress reaction away (best effort; a run that never added one gets no_reaction)."""
+        ts = _reaction_ts(data)
+        if ts is None or not token:
+            return
+        try:
+            await self._client_factory(token).reactions_remove(
+                channel=data.channel_id, timestamp=ts, name=PROGRESS_REACTION
+            )
+        except Exception as exc:  # the draft is out; a reaction left over is untidy, not a failure
+            if _slack_error(exc) != "no_reaction":
+                log.warning("slack.progress_clear_failed", **_ids(data), error=_describe(exc))
+
+    def _usable_url(self, data: Recipient) -> str | None:
+        """The job's response_url when it may be posted to and has uses left; else None (chat.postEphemeral)."""
+        url = data.response_url
+        if url is None or self._uses_left(url) <= 0:
+            return None
+        problem = response_url_problem(url, allow_loopback=self._allow_loopback)
+        if problem is not None:
+            log.warning("slack.response_url_refused", **_ids(data), reason=problem)
+            return None
+        return url
+
+    def _first_progress(self, data: Recipient) -> bool:
         key = id(data)
         if key in self._progressed:
             return False
@@ -270,7 +339,7 @@ class SlackDelivery:
         )
 
     async def _post_ephemeral(
-        self, client: AsyncWebClient, data: AIResponseJobData, *, text: str, blocks: list[BlockDict] | None = None
+        self, client: AsyncWebClient, data: Recipient, *, text: str, blocks: list[BlockDict] | None = None
     ) -> None:
         try:
             await client.chat_postEphemeral(
@@ -308,16 +377,33 @@ def _response_error(response: httpx.Response) -> str:
     return ""
 
 
-def _thread_ts(data: AIResponseJobData) -> str | None:
+def _reaction_ts(data: Recipient) -> str | None:
+    """The user's message that carries the progress reaction, or None when this request shows none."""
+    # Only the user's own message to the app: a reaction on a shortcut's (or a watched) message would tell the
+    # channel that someone asked for a draft; a command has no message at all.
+    if data.trigger not in _REACTION_TRIGGERS:
+        return None
+    return data.message_ts
+
+
+def _slack_error(exc: BaseException) -> str | None:
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, SlackApiError):
+            error = candidate.response.get("error") if hasattr(candidate.response, "get") else None
+            return error if isinstance(error, str) else None
+    return None
+
+
+def _thread_ts(data: Recipient) -> str | None:
     if data.thread_ts:
         return data.thread_ts
     # A request made inside a thread whose parent is the trigger message itself: show the draft in that thread.
-    if data.trigger is TriggerKind.THREAD:
+    if data.trigger == THREAD_TRIGGER:
         return data.message_ts
     return None
 
 
-def _ids(data: AIResponseJobData) -> dict[str, str | None]:
+def _ids(data: Recipient) -> dict[str, str | None]:
     return {
         "workspace_id": data.workspace_id,
         "channel_id": data.channel_id,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
-from collections.abc import Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -19,6 +21,8 @@ _BEARER_SESSION = "bearer"
 # in access logs, proxies and browser history.
 _TOKEN_PARAMS = frozenset({"token", "admin_token", "access_token", "auth", "authorization", "key", "api_key"})
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
+# Clients remembered by the login throttle; the oldest are forgotten past this (a flood cannot grow memory).
+_MAX_THROTTLED_CLIENTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -55,19 +59,19 @@ class AdminAuth:
         if len(parts) != 4 or parts[0] != _SESSION_VERSION or not parts[1].isdigit():
             return False
         body, mac = ".".join(parts[:3]), parts[3]
-        if not hmac.compare_digest(self._mac("session", body), mac):
+        if not _same(self._mac("session", body), mac):
             return False
         age_s = int(time.time() if now_s is None else now_s) - int(parts[1])
         return 0 <= age_s <= SESSION_MAX_AGE_S
 
     def authenticate(self, headers: Mapping[str, str], cookies: Mapping[str, str]) -> AdminSession | None:
         """The session of a request: a right `Authorization: Bearer` token, else a valid session cookie."""
-        authorization = headers.get("authorization")
-        if authorization is not None:
-            scheme, _, credentials = authorization.partition(" ")
-            if scheme.lower() == "bearer" and self.token_matches(credentials.strip()):
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            if self.token_matches(credentials.strip()):
                 return AdminSession(_BEARER_SESSION, "bearer")
-            return None  # a wrong header is not rescued by a cookie: the caller meant the header
+            return None  # a wrong bearer token is not rescued by a cookie: the caller meant the header
+        # Any other scheme (Basic from an auth_basic proxy in front) is not ours to judge: the cookie decides.
         cookie = cookies.get(SESSION_COOKIE)
         if cookie is not None and self.session_valid(cookie):
             return AdminSession(cookie, "cookie")
@@ -82,10 +86,54 @@ class AdminAuth:
         return self._mac("csrf", session.session_id)
 
     def csrf_valid(self, session: AdminSession, candidate: str) -> bool:
-        return hmac.compare_digest(self.csrf_token(session), candidate)
+        """Whether `candidate` is the session's CSRF token (any text may be given; none raises)."""
+        return _same(self.csrf_token(session), candidate)
 
     def _mac(self, purpose: str, message: str) -> str:
         return hmac.new(self._key, f"{purpose}:{message}".encode(), hashlib.sha256).hexdigest()
+
+
+def _same(expected: str, given: str) -> bool:
+    # compare_digest raises TypeError on non-ASCII str: compare bytes, so a mangled value is just wrong.
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
+
+
+class LoginThrottle:
+    """Counts failed logins per client in a sliding window; past `max_failures` the client must wait.
+
+    Kept in the process (one dashboard per web process): behind several replicas each counts its own share.
+    """
+
+    def __init__(
+        self, *, max_failures: int = 5, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._max_failures = max_failures
+        self._window_s = window_s
+        self._clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def retry_after_s(self, client: str) -> int:
+        """Whole seconds `client` must wait before its next try (0: it may try now)."""
+        times = self._recent(client)
+        if len(times) < self._max_failures:
+            return 0
+        return max(1, math.ceil(times[0] + self._window_s - self._clock()))
+
+    def failed(self, client: str) -> None:
+        """Count one failed login of `client`."""
+        times = self._recent(client)
+        times.append(self._clock())
+        self._failures[client] = times
+        self._failures.move_to_end(client)
+        while len(self._failures) > _MAX_THROTTLED_CLIENTS:
+            self._failures.popitem(last=False)
+
+    def _recent(self, client: str) -> deque[float]:
+        times = self._failures.get(client, deque())
+        cutoff = self._clock() - self._window_s
+        while times and times[0] <= cutoff:
+            times.popleft()
+        return times
 
 
 def cross_site_reason(headers: Mapping[str, str], host: str) -> str | None:

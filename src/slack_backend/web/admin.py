@@ -32,6 +32,7 @@ from slack_backend.web._admin_auth import (
     SESSION_MAX_AGE_S,
     AdminAuth,
     AdminSession,
+    LoginThrottle,
     cross_site_reason,
 )
 from slack_backend.web._dashboard_data import UsageLookup, read_overview
@@ -63,6 +64,7 @@ class AdminDashboard:
     def __init__(self, settings: Settings) -> None:
         token = settings.admin_token
         self._auth = AdminAuth(token.get_secret_value()) if token is not None else None
+        self._throttle = LoginThrottle()
         # Workers beat every third of their lease: a beat older than three renewals (one lease) means trouble.
         self._stale_after_ms = settings.job_lease_ms
         self._default_quota = settings.workspace_daily_token_quota
@@ -153,11 +155,19 @@ class AdminDashboard:
         refused = cross_site_reason(request.headers, request.headers.get("host", ""))
         if refused is not None:
             return self._forbidden(refused)
+        client = request.client.host if request.client else ""
+        wait_s = self._throttle.retry_after_s(client)
+        if wait_s:
+            log.warning("admin login throttled", client=client, retry_after_s=wait_s)
+            response = self._login_page(request, f"Too many wrong tokens: try again in {wait_s} s.", status=429)
+            response.headers["Retry-After"] = str(wait_s)
+            return response
         form = await _read_form(request)
         if isinstance(form, Response):
             return form
         if not self._auth.token_matches(form.get("token", "")):
-            log.warning("admin login refused", client=request.client.host if request.client else None)
+            self._throttle.failed(client)
+            log.warning("admin login refused", client=client)
             return self._login_page(request, "That token is not right.", status=401)
         response = RedirectResponse(ADMIN_PATH, status_code=303)
         response.set_cookie(
@@ -232,6 +242,9 @@ class AdminDashboard:
             return self._disabled()
         if self._auth.token_in_query(request.query_params):
             return self._login_page(request, QUERY_TOKEN_TEXT, status=401)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie is not None and not cookie.isascii():
+            return self._forbidden("malformed session cookie: log in again")
         session = self._auth.authenticate(request.headers, request.cookies)
         if session is None:
             return self._login_page(request, "Log in with the admin token.", status=401)

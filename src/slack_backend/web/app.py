@@ -10,8 +10,10 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import (
@@ -19,7 +21,8 @@ from slack_bolt.adapter.starlette.async_handler import (
     to_async_bolt_request,
     to_starlette_response,
 )
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncBoltRequest
+from slack_bolt.request.async_internals import build_async_context
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 from slack_sdk.web.async_client import AsyncWebClient
@@ -36,14 +39,15 @@ from slack_backend.config import Settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.logging import get_logger
 from slack_backend.queue import Queue, create_redis
-from slack_backend.slack.ingress import INSTALL_PATH, REDIRECT_URI_PATH, build_bolt_app, resolve_signing_secret
+from slack_backend.slack.response_urls import is_loopback_url, response_url_problem
 from slack_backend.store import create_engine, create_tables
 from slack_backend.store import installation_store as store_installations
 from slack_backend.store import oauth_state_store as store_oauth_states
 from slack_backend.store import ping as ping_database
 from slack_backend.web.admin import AdminDashboard
+from slack_backend.web.ingress import INSTALL_PATH, REDIRECT_URI_PATH, build_bolt_app, resolve_signing_secret
 from slack_backend.web.metrics import Metrics, metrics_routes
-from slack_backend.web.slack_guard import refusal
+from slack_backend.web.slack_guard import Refusal, read_slack_request
 
 log = get_logger(__name__)
 
@@ -163,7 +167,8 @@ def create_app(
         Route(REDIRECT_URI_PATH, slack_oauth, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        *metrics_routes(),
+        # Public listener: /metrics answers only METRICS_TOKEN's bearer (worker processes serve theirs on loopback).
+        *metrics_routes(public=True, token=_secret(settings.metrics_token)),
         *AdminDashboard(settings).routes(),
         *extra_routes,
     ]
@@ -198,16 +203,47 @@ async def slack_events(request: Request) -> Response:
         body.decode("utf-8")
     except UnicodeDecodeError:
         return PlainTextResponse("body is not UTF-8", status_code=400)
-    refused = refusal(body, request.headers, state.signing_secret)
-    if refused is not None:
-        return PlainTextResponse(refused[1], status_code=refused[0])
+    parsed = read_slack_request(body, request.headers, state.signing_secret)
+    if isinstance(parsed, Refusal):
+        return PlainTextResponse(parsed.reason, status_code=parsed.status)
+    url_problem = _response_url_problem(parsed, state.settings)
+    if url_problem is not None:
+        # Refused before any listener runs, so nothing (not even a "try again" note) is ever posted to it.
+        log.warning("slack request refused", reason=url_problem)
+        return PlainTextResponse(url_problem, status_code=400)
     try:
-        bolt_request = to_async_bolt_request(request, body, {"request_id": request.state.request_id})
+        bolt_request = bolt_request_for(request, body, parsed)
     except (TypeError, AttributeError, KeyError, ValueError) as exc:
         # Signed but not shaped like anything Slack sends: Bolt cannot read its ids, so no listener could run.
         log.warning("malformed slack request", error=f"{type(exc).__name__}: {exc}")
         return PlainTextResponse("malformed Slack request body", status_code=400)
     return to_starlette_response(await state.bolt.async_dispatch(bolt_request))
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _response_url_problem(parsed: dict[str, Any], settings: Settings) -> str | None:
+    """Why the request's response_url may not be used (off Slack's hook hosts), or None (fine, or none given)."""
+    url = parsed.get("response_url")
+    if url is None:
+        return None
+    if not isinstance(url, str):
+        return "response_url must be a string"
+    return response_url_problem(url, allow_loopback=is_loopback_url(settings.slack_api_url))
+
+
+def bolt_request_for(request: Request, body: bytes, parsed: dict[str, Any]) -> AsyncBoltRequest:
+    """Bolt's request for a verified body, carrying our parse of it (Bolt keeps the raw text to verify it again).
+
+    Bolt's parser would read a form that merely contains "payload" as empty; the context is rebuilt from our body.
+    """
+    bolt_request = to_async_bolt_request(request, body, {"request_id": request.state.request_id})
+    bolt_request.body = parsed
+    context = AsyncBoltContext({"request_id": request.state.request_id})
+    bolt_request.context = build_async_context(context, parsed)
+    return bolt_request
 
 
 async def slack_oauth(request: Request) -> Response:
@@ -233,7 +269,7 @@ async def readyz(request: Request) -> Response:
     except TimeoutError:
         return _unavailable(f"redis: no answer within {READY_TIMEOUT_S:g} s")
     except (RedisError, OSError) as exc:
-        return _unavailable(f"redis: {type(exc).__name__}: {exc}")
+        return _unavailable(_redis_reason(exc))
     if not await ping_database(state.engine, timeout_s=READY_TIMEOUT_S):
         return _unavailable(f"database: no answer to SELECT 1 within {READY_TIMEOUT_S:g} s")
     if state.expect_workers:
@@ -252,7 +288,7 @@ async def _workers_missing(state: WebState) -> str | None:
     except TimeoutError:
         return f"redis: no answer within {READY_TIMEOUT_S:g} s"
     except (RedisError, OSError) as exc:
-        return f"redis: {type(exc).__name__}: {exc}"
+        return _redis_reason(exc)
     now_ms = int(time.time() * 1000)
     ages = [now_ms - int(beat.get("last_seen_ms", 0)) for beat in beats.values()]
     if any(age <= max_age_ms for age in ages):
@@ -260,6 +296,12 @@ async def _workers_missing(state: WebState) -> str | None:
     if not ages:
         return "workers: no worker heartbeat"
     return f"workers: newest heartbeat {min(ages) / 1000:.1f} s old (limit {max_age_ms / 1000:g} s)"
+
+
+def _redis_reason(exc: BaseException) -> str:
+    """The public reason for a Redis error; its text (host, port) goes to the log only."""
+    log.warning("redis unavailable", error=f"{type(exc).__name__}: {exc}")
+    return f"redis: unavailable ({type(exc).__name__})"
 
 
 def _unavailable(reason: str) -> Response:

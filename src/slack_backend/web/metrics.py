@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import re
 import socket
 import time
@@ -19,7 +21,7 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from slack_backend.logging import get_logger
@@ -316,9 +318,35 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(await metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-def metrics_routes() -> list[Route]:
-    """The /metrics route; the app must hold its `Metrics` in `app.state.metrics`."""
-    return [Route(METRICS_PATH, metrics_endpoint, methods=["GET"])]
+def metrics_routes(*, public: bool = False, token: str | None = None) -> list[Route]:
+    """The /metrics route; the app must hold its `Metrics` in `app.state.metrics`.
+
+    Args:
+        public: the route shares a listener with Slack's public endpoint, so it answers only a request bearing
+            `Authorization: Bearer <token>` (403 while no METRICS_TOKEN is set): the metrics name workspaces.
+        token: METRICS_TOKEN, for a public route.
+    """
+    if not public:
+        return [Route(METRICS_PATH, metrics_endpoint, methods=["GET"])]
+    expected = _digest(token) if token else None
+
+    async def guarded(request: Request) -> Response:
+        if expected is None:
+            return PlainTextResponse(
+                "/metrics is not served on the public port until METRICS_TOKEN is set (then send it as a bearer token)",
+                status_code=403,
+            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Digests compared, never the raw strings: a non-ASCII header would make compare_digest raise.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(_digest(given.strip()), expected):
+            return PlainTextResponse("metrics token required", status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return await metrics_endpoint(request)
+
+    return [Route(METRICS_PATH, guarded, methods=["GET"])]
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
 
 
 def metrics_app(metrics: Metrics) -> Starlette:

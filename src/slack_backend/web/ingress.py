@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -27,17 +28,29 @@ from slack_backend.queue import InvalidJobDataError, Queue
 log = get_logger(__name__)
 
 DRAFT_REPLY_CALLBACK_ID = "draft_reply"
-OAUTH_SCOPES = ("commands", "chat:write", "app_mentions:read", "channels:history", "groups:history")
+# reactions:write: a mention shows an hourglass reaction while its draft is written (slack/delivery.py).
+OAUTH_SCOPES = ("commands", "chat:write", "app_mentions:read", "channels:history", "groups:history", "reactions:write")
+# The Events API events the app acts on (the manifest subscribes to exactly these); `message` is only acknowledged.
+SUBSCRIBED_EVENTS = ("app_mention",)
 INSTALL_PATH = "/slack/install"
 REDIRECT_URI_PATH = "/slack/oauth_redirect"
 
 ACK_TEXT = "Drafting a reply... I'll send it here shortly."
 TRY_AGAIN_TEXT = "I couldn't queue your request right now, please try again in a minute."
 NO_TEXT_TEXT = "That message has no text I can draft a reply to."
+NOT_ALLOWED_TEXT = "This app isn't enabled for this workspace. Please ask the person who runs it."
+MENTION_USAGE_TEXT = (
+    'Mention me in a thread to draft your reply to it (add words to say how, like "decline politely"), '
+    "or mention me with the message you want to answer."
+)
 INVALID_TEXT = "I couldn't draft a reply for that: Slack sent a request I didn't expect. Please try again."
 
-# A user-facing note after a failed enqueue must not push the answer to Slack past its 3 s deadline.
-ERROR_NOTE_TIMEOUT_S = 1.5
+# A user-facing note after a failed enqueue must not push the answer to Slack past its 3 s deadline (with the
+# enqueue deadline below, a shortcut answers within 2.5 s at worst).
+ERROR_NOTE_TIMEOUT_S = 1.0
+# Slack gives up on an answer after 3 s: an enqueue that has not finished by then (a hung Redis) is abandoned
+# in time for the user to hear "try again", or for an event to get the 5xx that makes Slack deliver it again.
+ENQUEUE_DEADLINE_S = 1.5
 _SIGNING_SECRET_BYTES = 32
 # Mentions look like <@U0123> or <@U0123|name>; the trailing blanks go too, so "hi <@B> there" reads "hi there".
 _LEADING_MENTION = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>[ \t]*")
@@ -133,9 +146,11 @@ def build_bolt_app(
         **options,
     )
     listeners = _Listeners(settings, queue)
+    # Runs after Bolt's authorization and before every listener, so no listener can forget it.
+    app.use(listeners.allowed_teams_only)
     app.message_shortcut(DRAFT_REPLY_CALLBACK_ID)(listeners.on_draft_shortcut)
     app.command(settings.slack_slash_command)(listeners.on_slash_command)
-    app.event("app_mention")(listeners.on_app_mention)
+    app.event(SUBSCRIBED_EVENTS[0])(listeners.on_app_mention)
     app.event("message")(listeners.on_message)
     app.error(_on_error)
     return app
@@ -150,13 +165,30 @@ class _Listeners:
         # The job model caps the text too; the smaller limit is the one a user can be told about.
         self._limit_chars = min(settings.max_trigger_text_chars, MAX_TRIGGER_TEXT_CHARS)
 
+    async def allowed_teams_only(
+        self, body: dict[str, Any], context: AsyncBoltContext, next_: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse:
+        """Middleware: refuse, politely and with a 200, requests from workspaces SLACK_ALLOWED_TEAMS leaves out."""
+        allowed = self._settings.allowed_teams()
+        team, enterprise = _identity(context, body)
+        if not allowed or team in allowed or enterprise in allowed:
+            return await next_()
+        log.info("request refused: workspace not in SLACK_ALLOWED_TEAMS", team=team, enterprise=enterprise)
+        if "command" in body:
+            reply = {"text": NOT_ALLOWED_TEXT, "response_type": "ephemeral"}
+            return BoltResponse(status=200, body=json.dumps(reply), headers={"content-type": "application/json"})
+        # A shortcut shows nothing of its HTTP answer; an event gets a 200 so Slack does not deliver it again.
+        await _tell_user(_str(body.get("response_url")), NOT_ALLOWED_TEXT)
+        return BoltResponse(status=200, body="")
+
     async def on_draft_shortcut(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         """Message shortcut "Draft a reply": queue a draft for the message it was used on."""
         message = _mapping(body.get("message"))
         text = _str(message.get("text")) or ""
+        team, enterprise = _identity(context, body)
         data = {
-            "workspace_id": _id(body.get("team")) or _str(_mapping(body.get("user")).get("team_id")),
-            "enterprise_id": _id(body.get("enterprise")),
+            "workspace_id": team,
+            "enterprise_id": enterprise,
             "user_id": _id(body.get("user")),
             "channel_id": _id(body.get("channel")),
             "trigger": TriggerKind.MESSAGE_ACTION,
@@ -178,9 +210,10 @@ class _Listeners:
         if not text.strip():
             await ack(text=usage_text(self._settings.slack_slash_command), response_type="ephemeral")
             return
+        team, enterprise = _identity(context, command)
         data = {
-            "workspace_id": _str(command.get("team_id")),
-            "enterprise_id": _str(command.get("enterprise_id")),
+            "workspace_id": team,
+            "enterprise_id": enterprise,
             "user_id": _str(command.get("user_id")),
             "channel_id": _str(command.get("channel_id")),
             "trigger": TriggerKind.SLASH_COMMAND,
@@ -198,7 +231,11 @@ class _Listeners:
         context: AsyncBoltContext,
         request: AsyncBoltRequest,
     ) -> None:
-        """An @-mention of the bot: queue a draft for the rest of the message.
+        """An @-mention of the bot: queue a draft.
+
+        In a thread, the draft replies to the thread, and the words said with the mention (if any) are the user's
+        instruction for it ("@app decline politely"); a bare mention in a thread is enough. Outside a thread the
+        words are the message to reply to, and a bare mention has nothing to answer.
 
         Raises:
             QueueUnavailableError: Redis is down; the error handler answers 503 so Slack re-delivers the event.
@@ -208,22 +245,29 @@ class _Listeners:
             log.debug("mention ignored: from a bot or a message subtype", **fields)
             return
         text = strip_bot_mention(_str(event.get("text")) or "", context.bot_user_id)
-        if not text:
-            log.info("mention ignored: no text besides the mention", **fields)
+        message_ts, thread_ts = _str(event.get("ts")), _str(event.get("thread_ts"))
+        in_thread = thread_ts is not None and thread_ts != message_ts
+        if not text and not in_thread:
+            log.info("mention ignored: no text besides the mention, and no thread to reply to", **fields)
+            await _tell_in_channel(context, event, request, MENTION_USAGE_TEXT)
             return
         if len(text) > self._limit_chars:
             # Slack's retries would carry the same text: answer 200 and drop it.
             log.warning("mention ignored: text too long", limit_chars=self._limit_chars, chars=len(text), **fields)
+            await _tell_in_channel(context, event, request, too_long_text(self._limit_chars))
             return
+        team, enterprise = _identity(context, body)
         data = {
-            "workspace_id": _str(body.get("team_id")) or _str(event.get("team")),
-            "enterprise_id": _str(body.get("enterprise_id")),
+            "workspace_id": team,
+            "enterprise_id": enterprise,
             "user_id": _str(event.get("user")),
             "channel_id": _str(event.get("channel")),
             "trigger": TriggerKind.MENTION,
-            "trigger_text": text,
-            "message_ts": _str(event.get("ts")),
-            "thread_ts": _str(event.get("thread_ts")),
+            # In a thread the words are how to reply, not what to reply to: the worker reads the thread.
+            "trigger_text": None if in_thread else text,
+            "instruction": (text or None) if in_thread else None,
+            "message_ts": message_ts,
+            "thread_ts": thread_ts,
             "request_id": _str(context.get("request_id")),
         }
         event_id = _str(body.get("event_id"))
@@ -232,7 +276,7 @@ class _Listeners:
             await self._enqueue(data, event_id, retry_num=retry_num)
         except InvalidJobDataError as exc:
             log.warning("mention ignored: invalid request", job_id=event_id, reason=str(exc), **fields)
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             log.error(
                 "event not queued: redis unavailable; answering 503 so Slack retries",
                 job_id=event_id,
@@ -257,17 +301,23 @@ class _Listeners:
         except InvalidJobDataError as exc:
             log.warning("request refused: invalid", reason=str(exc), **_log_fields(data))
             return INVALID_TEXT
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             log.error("request not queued: redis unavailable", error=_describe(exc), **_log_fields(data))
             return TRY_AGAIN_TEXT
         return None
 
     async def _enqueue(self, data: dict[str, Any], job_id: object, *, retry_num: str | None = None) -> None:
-        """Validate and add the job under the Slack-given id, so a re-delivery adds nothing."""
+        """Validate and add the job under the Slack-given id, so a re-delivery adds nothing.
+
+        Raises:
+            TimeoutError: Redis did not answer within ENQUEUE_DEADLINE_S. The add may still land; the same id
+                (event_id, trigger_id) keeps a re-delivery from adding it twice.
+        """
         values = {key: value for key, value in data.items() if value is not None}
-        result = await queue_ai_response(
-            self._queue, values, job_id=_str(job_id), max_output_tokens=self._settings.ai_max_tokens
-        )
+        async with asyncio.timeout(ENQUEUE_DEADLINE_S):
+            result = await queue_ai_response(
+                self._queue, values, job_id=_str(job_id), max_output_tokens=self._settings.ai_max_tokens
+            )
         log.info(
             "request queued" if result.created else "request already queued",
             job_id=result.job_id,
@@ -294,6 +344,27 @@ async def _on_error(error: Exception) -> BoltResponse:
     return BoltResponse(status=500, body="")
 
 
+async def _tell_in_channel(
+    context: AsyncBoltContext, event: Mapping[str, Any], request: AsyncBoltRequest, text: str
+) -> None:
+    """Best effort: an ephemeral note to the mention's author where they wrote it, within a short deadline.
+
+    Only on Slack's first delivery (a retry already had its note) and only with a token to post with.
+    """
+    client, channel, user = context.client, _str(event.get("channel")), _str(event.get("user"))
+    if client is None or client.token is None or channel is None or user is None:
+        return
+    if _header(request, "x-slack-retry-num") is not None:
+        return
+    try:
+        async with asyncio.timeout(ERROR_NOTE_TIMEOUT_S):
+            await client.chat_postEphemeral(
+                channel=channel, user=user, text=text, thread_ts=_str(event.get("thread_ts"))
+            )
+    except Exception as exc:  # the note is a courtesy: failing to send it must not fail the request
+        log.warning("could not tell the user why the mention was ignored", error=type(exc).__name__)
+
+
 async def _tell_user(response_url: str | None, text: str) -> None:
     """Best effort: post an ephemeral note to the user through response_url, within a short deadline."""
     if response_url is None:
@@ -303,6 +374,21 @@ async def _tell_user(response_url: str | None, text: str) -> None:
             await AsyncWebhookClient(response_url).send(text=text, response_type="ephemeral", replace_original=False)
     except Exception as exc:  # the note is a courtesy: failing to send it must not fail the request
         log.warning("could not tell the user why the request failed", error=_describe(exc))
+
+
+def _identity(context: AsyncBoltContext, body: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(workspace id, Enterprise Grid org id) of the installation Bolt authorized this request for.
+
+    Not the body's raw ids: in a Slack Connect channel those can name the other organization, and on Enterprise
+    Grid an org-wide install has no team of its own. Bolt's authorize result (then its context, which prefers
+    `authorizations[0]`) names ours; the raw body is only the last resort.
+    """
+    result = context.authorize_result
+    team = (result.team_id if result else None) or context.team_id
+    enterprise = (result.enterprise_id if result else None) or context.enterprise_id
+    if team is None:
+        team = _id(body.get("team")) or _str(body.get("team_id")) or _str(_mapping(body.get("user")).get("team_id"))
+    return team, enterprise
 
 
 def _log_fields(data: Mapping[str, Any]) -> dict[str, Any]:
