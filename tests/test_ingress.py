@@ -20,6 +20,7 @@ from slack_backend.jobs.queues import DIRECT_PRIORITY, ai_responses_queue
 from slack_backend.queue import Job, JobState, Queue, create_redis
 from slack_backend.slack.ingress import ACK_TEXT, TRY_AGAIN_TEXT, too_long_text
 from slack_backend.slack.signing import sign_request
+from slack_backend.store import TokenCipher
 from slack_backend.web import MAX_SLACK_BODY_BYTES, create_app, web_state
 from tests.fakes.slack_server import FakeSlack
 from tests.support.slack_requests import (
@@ -368,7 +369,12 @@ async def test_url_verification_challenge_is_answered(serve: Serve) -> None:
 
 async def test_oauth_mode_serves_the_install_page(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """With SLACK_CLIENT_ID/SECRET set, /slack/install links to Slack's authorize URL with our scopes."""
-    settings = make_settings(SLACK_BOT_TOKEN="", SLACK_CLIENT_ID="111.222", SLACK_CLIENT_SECRET="client-secret")
+    settings = make_settings(
+        SLACK_BOT_TOKEN="",
+        SLACK_CLIENT_ID="111.222",
+        SLACK_CLIENT_SECRET="client-secret",
+        TOKEN_ENCRYPTION_KEY=TokenCipher.new_key(),
+    )
     app = create_app(
         settings,
         installation_store=FileInstallationStore(base_dir=str(tmp_path / "installations")),

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     slack_client_id: str | None = None
     # validate_default: the pair check must also run when only SLACK_CLIENT_ID is given.
     slack_client_secret: SecretStr | None = Field(None, validate_default=True)
+    # Fernet keys, comma-separated, the current one first; required in OAuth mode (tokens are stored encrypted).
+    token_encryption_key: SecretStr | None = Field(None, validate_default=True)
     slack_api_url: str = "https://slack.com/api/"
     slack_slash_command: str = "/draft"
 
@@ -159,6 +161,26 @@ class Settings(BaseSettings):
             raise _VariableError("SLACK_CLIENT_SECRET", "is required when SLACK_CLIENT_ID is set")
         if client_id is None and value is not None:
             raise _VariableError("SLACK_CLIENT_ID", "is required when SLACK_CLIENT_SECRET is set")
+        return value
+
+    @field_validator("token_encryption_key")
+    @classmethod
+    def _token_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            if info.data.get("slack_client_id") is not None:
+                raise _VariableError(
+                    "TOKEN_ENCRYPTION_KEY",
+                    "is required in OAuth mode (SLACK_CLIENT_ID is set): Slack tokens are stored encrypted; "
+                    "make a key with `slack-backend tokens new-key`",
+                )
+            return value
+        # Imported here: config is read before anything else, and only this check needs the cryptography package.
+        from slack_backend.store.crypto import TokenCipher, TokenKeyError
+
+        try:
+            TokenCipher.from_setting(value.get_secret_value())
+        except TokenKeyError as exc:
+            raise ValueError(str(exc).removeprefix("TOKEN_ENCRYPTION_KEY ")) from None
         return value
 
     @field_validator("admin_token")

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import DateTime, Dialect, MetaData, Table, event, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
+if TYPE_CHECKING:
+    from slack_backend.store.crypto import TokenCipher
+
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 PING_TIMEOUT_S = 2.0
 
-# Named constraints, so a later migration tool can find and alter them by name on both backends.
+# Named constraints, so migrations can find and alter them by name on both backends.
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -24,9 +27,6 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
-
-# Any constant works: it only has to be the same in every process that creates tables.
-_CREATE_TABLES_LOCK_ID = 0x5B_7AB1E5
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -86,15 +86,15 @@ def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.close()
 
 
-async def create_tables(engine: AsyncEngine) -> None:
-    """Create every table of ours that does not exist yet (Slack installations, OAuth states, audit, quotas)."""
-    # The table modules declare themselves on `metadata` when imported; importing any module of this package runs
-    # `store/__init__.py`, which imports them all, so none can be missing here.
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Processes starting together would otherwise race to create the same table and one would fail.
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:lock_id)"), {"lock_id": _CREATE_TABLES_LOCK_ID})
-        await conn.run_sync(metadata.create_all)
+async def create_tables(engine: AsyncEngine, cipher: TokenCipher | None = None) -> None:
+    """Bring the schema to the newest migration and encrypt plaintext tokens when `cipher` is given.
+
+    Every process runs this at start; see `store/migrate.py`.
+    """
+    # Imported here: migrate.py imports the table modules, which import this one.
+    from slack_backend.store.migrate import upgrade
+
+    await upgrade(engine, cipher)
 
 
 async def ping(engine: AsyncEngine, *, timeout_s: float = PING_TIMEOUT_S) -> bool:

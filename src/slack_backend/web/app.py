@@ -37,6 +37,7 @@ from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.logging import get_logger
 from slack_backend.queue import Queue, create_redis
 from slack_backend.slack.ingress import INSTALL_PATH, REDIRECT_URI_PATH, build_bolt_app, resolve_signing_secret
+from slack_backend.slack.tokens import require_token_cipher
 from slack_backend.store import create_engine, create_tables
 from slack_backend.store import installation_store as store_installations
 from slack_backend.store import oauth_state_store as store_oauth_states
@@ -131,8 +132,10 @@ def create_app(
             installations, states = installation_store, oauth_state_store
             if settings.slack_client_id is not None and installations is None:
                 # The workers read bot tokens from this same database, so installs must land here too.
-                await create_tables(engine)
-                installations = store_installations(engine, settings.slack_client_id)
+                # OAuth mode: the config requires TOKEN_ENCRYPTION_KEY, so a cipher is always there.
+                cipher = require_token_cipher(settings)
+                await create_tables(engine, cipher)
+                installations = store_installations(engine, settings.slack_client_id, cipher)
                 states = states or store_oauth_states(engine)
             bolt = build_bolt_app(
                 settings,
