@@ -3,6 +3,12 @@ model's refusals, empty answers and cut-off answers are handled without paid ret
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from slack_backend.queue import Job, JobState, Queue
 from tests.fakes.anthropic_server import Behaviour
 from tests.fakes.slack_server import FakeSlack, SlackCall
@@ -116,3 +122,46 @@ async def test_answer_cut_at_max_tokens_is_delivered_marked_as_cut(pipeline: Pip
     shown = str(draft.params["blocks"])
     assert "about the budget I think we" in shown
     assert "cut short" in shown
+
+
+def _jobs_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "slack_backend.cli", "jobs", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+async def test_operator_retry_of_a_completed_job_is_refused_unless_regenerate(
+    pipeline: PipelineFactory, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """`jobs retry` of a delivered job says so and changes nothing; `--regenerate` drafts and posts anew."""
+    env = {key: os.environ[key] for key in ("PATH", "HOME", "PYTHONPATH") if key in os.environ}
+    env |= {
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": prefix,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+    }
+    async with pipeline() as p:
+        await mention(p.client, p.slack)
+        first = await finished(p.queue, EVENT_ID)
+
+        refused = await asyncio.to_thread(_jobs_cli, env, "retry", EVENT_ID)
+        assert refused.returncode == 1
+        assert "completed" in refused.stderr
+        assert "--regenerate" in refused.stderr
+        unchanged = await p.queue.get(EVENT_ID)
+        assert unchanged is not None
+        assert (unchanged.state, unchanged.finished_ms) == (JobState.COMPLETED, first.finished_ms)
+
+        regenerated = await asyncio.to_thread(_jobs_cli, env, "retry", EVENT_ID, "--regenerate")
+        assert regenerated.returncode == 0, regenerated.stderr
+        second = await finished(p.queue, EVENT_ID, after_ms=first.finished_ms or 0)
+
+    assert second.state is JobState.COMPLETED
+    assert len(p.claude.message_requests) == 2
+    drafts, _ = ephemerals(p.slack)
+    assert len(drafts) == 2, "the regenerated draft is posted"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -12,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_backend.config import Settings
+from slack_backend.logging import configure_logging
 from slack_backend.slack.tokens import token_cipher
 from slack_backend.store import TokenCipher, TokenKeyError, create_engine, reencrypt_tokens
 from slack_backend.store.migrate import current_revision, head_revision, upgrade
@@ -21,6 +23,9 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON document.")
 
 
 def _on_database(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    # Log lines go to stderr: stdout holds the command's answer (one JSON document with --json).
+    configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
+
     async def go() -> T:
         engine = create_engine(settings.database_url)
         try:
