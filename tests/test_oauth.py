@@ -208,3 +208,31 @@ async def test_expiring_bot_and_user_tokens_are_refreshed_before_use(
     assert user_again == new_user
     refreshes = slack.calls_to("oauth.v2.access")
     assert [call.params["grant_type"] for call in refreshes] == ["refresh_token", "refresh_token"], "one per token"
+
+
+async def test_connect_link_stores_a_users_own_token(pipeline: PipelineFactory, tmp_path: Path) -> None:
+    """/slack/connect asks for user scopes only; after approval the user's token is found, the bot token unchanged."""
+    async with pipeline(**OAUTH, with_worker=False) as p:
+        p.slack.enable_oauth(CLIENT_ID, CLIENT_SECRET)
+        await install(p)
+        async with store_of(tmp_path) as store:
+            bot_before = await InstallationStoreTokenSource(store).bot_token(TEAM)
+
+        page = await p.client.get("/slack/connect")
+        assert page.status_code == 200, page.text
+        match = re.search(r'href="(https://slack\.com/oauth/v2/authorize\?[^"]+)"', page.text)
+        assert match is not None, page.text
+        query = parse_qs(urlparse(match.group(1).replace("&amp;", "&")).query, keep_blank_values=True)
+        assert query["scope"] == [""]
+        assert set(query["user_scope"][0].split(",")) == set(USER_SCOPES)
+        code = p.slack.approve(user_id="U0USER2", bot_scopes=(), user_scopes=USER_SCOPES)
+        cookie = page.headers["set-cookie"].split(";", 1)[0]
+        done = await finish_install(p.client, code, query["state"][0], cookie)
+        assert done.status_code == 200, done.text
+
+        async with store_of(tmp_path) as store:
+            source = InstallationStoreTokenSource(store)
+            connected = await source.user_token_for(TEAM, "U0USER2")
+            assert connected is not None
+            assert connected.startswith("xoxp-")
+            assert await source.bot_token(TEAM) == bot_before

@@ -44,6 +44,7 @@ from slack_backend.store import oauth_state_store as store_oauth_states
 from slack_backend.store import ping as ping_database
 from slack_backend.web.admin import AdminDashboard
 from slack_backend.web.metrics import Metrics, metrics_routes
+from slack_backend.web.slack_connect import CONNECT_PATH, slack_connect
 from slack_backend.web.slack_guard import refusal
 
 log = get_logger(__name__)
@@ -164,6 +165,7 @@ def create_app(
         Route(SLACK_EVENTS_PATH, slack_events, methods=["POST"]),
         Route(INSTALL_PATH, slack_oauth, methods=["GET"]),
         Route(REDIRECT_URI_PATH, slack_oauth, methods=["GET"]),
+        Route(CONNECT_PATH, slack_connect, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *metrics_routes(),
