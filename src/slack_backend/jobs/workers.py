@@ -89,8 +89,9 @@ class AIResponseProcessor:
         data = parse_job_data(job)
         structlog.contextvars.bind_contextvars(workspace=data.workspace_id)
         await self._audit_started(job, data)
-        token = await self._token(data)
         saved = await self._saved(job.id)
+        # A draft delivered already needs no token: nothing is posted, so nothing is looked up or refreshed either.
+        token = "" if saved is not None and saved.status == "delivered" else await self._token(data)
         if saved is not None:
             # A rerun: the model was paid for already. No progress note, no second call.
             job.cost_used = 0
