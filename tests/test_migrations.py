@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from slack_backend.store import AuditLog, QuotaStore, TokenCipher, create_tables, installation_store, metadata
 from slack_backend.store.crypto import is_encrypted
 from slack_backend.store.migrate import current_revision, head_revision, upgrade
-from tests.support.databases import BACKENDS, empty_database
+from tests.support.databases import BACKENDS, another_engine, empty_database
 
 DATA = Path(__file__).parent / "data"
 CLIENT_ID = "1111.2222"
@@ -177,3 +177,17 @@ async def test_upgrade_without_key_leaves_tokens_for_a_later_start(database: Asy
 
     async with database.connect() as conn:
         assert await conn.scalar(text("SELECT bot_token FROM slack_bots")) == "xoxb-legacy-plain"
+
+
+async def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
+    """Processes upgrading one PostgreSQL database at once take turns: all succeed, and the schema is made once."""
+    async with empty_database("postgresql", tmp_path) as first:
+        others = [await another_engine(first) for _ in range(3)]
+        try:
+            results = await asyncio.gather(upgrade(first), *(upgrade(engine) for engine in others))
+        finally:
+            for engine in others:
+                await engine.dispose()
+    befores = sorted(before or "" for before, _ in results)
+    assert befores == ["", head_revision(), head_revision(), head_revision()], "one made it, the others found it"
+    assert {after for _, after in results} == {head_revision()}

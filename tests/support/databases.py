@@ -81,3 +81,13 @@ class _postgres_schema:  # noqa: N801 (used like a function: `async with _postgr
                 await conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE'))
         finally:
             await self._admin.dispose()
+
+
+async def another_engine(engine: AsyncEngine) -> AsyncEngine:
+    """A second engine (as another process would have) on the same database and schema as `engine`."""
+    twin = create_engine(engine.url.render_as_string(hide_password=False))
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as conn:
+            schema = await conn.scalar(text("SELECT current_schema()"))
+        event.listen(twin.sync_engine, "connect", _search_path_setter(str(schema)))
+    return twin
