@@ -17,9 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from slack_backend.store import AuditLog, QuotaStore, TokenCipher, create_tables, installation_store, metadata
 from slack_backend.store.crypto import is_encrypted
 from slack_backend.store.migrate import current_revision, head_revision, upgrade
-from tests.support.databases import BACKENDS, another_engine, empty_database
+from tests.support.databases import BACKENDS, another_engine, create_legacy_schema, empty_database
 
-DATA = Path(__file__).parent / "data"
 CLIENT_ID = "1111.2222"
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -28,20 +27,6 @@ NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     async with empty_database(request.param, tmp_path) as engine:
         yield engine
-
-
-async def _run_ddl(engine: AsyncEngine, path: Path) -> None:
-    ddl = await asyncio.to_thread(path.read_text)
-    statements = [s.strip() for s in ddl.split(";") if s.strip().replace("--", "").strip()]
-    async with engine.begin() as conn:
-        for statement in statements:
-            lines = [line for line in statement.splitlines() if not line.startswith("--")]
-            await conn.execute(text("\n".join(lines)))
-
-
-async def _legacy_schema(engine: AsyncEngine) -> None:
-    """The tables exactly as `create_all` made them before migrations (DDL captured from that code)."""
-    await _run_ddl(engine, DATA / f"schema_v0_{engine.dialect.name}.sql")
 
 
 def _describe(conn: Connection) -> dict[str, Any]:
@@ -71,7 +56,7 @@ async def test_revision_0001_reproduces_the_schema_create_all_made(database: Asy
         migrated = await conn.run_sync(_describe)
     (tmp_path / "legacy").mkdir()
     async with empty_database(database.dialect.name, tmp_path / "legacy") as legacy:
-        await _legacy_schema(legacy)
+        await create_legacy_schema(legacy)
         async with legacy.connect() as conn:
             made_by_create_all = await conn.run_sync(_describe)
 
@@ -99,7 +84,7 @@ async def test_models_match_the_newest_migration(database: AsyncEngine) -> None:
 
 async def test_upgrading_old_database_keeps_every_row_and_encrypts_tokens(database: AsyncEngine) -> None:
     """A database made before migrations, with data, upgrades to head; rows survive and tokens get encrypted."""
-    await _legacy_schema(database)
+    await create_legacy_schema(database)
     naive_now = NOW.replace(tzinfo=None)
     # Audit and quota rows written by the (unchanged) code that wrote them before migrations.
     audit = AuditLog(database, clock=lambda: NOW)
@@ -163,7 +148,7 @@ async def test_upgrading_old_database_keeps_every_row_and_encrypts_tokens(databa
 
 async def test_upgrade_without_key_leaves_tokens_for_a_later_start(database: AsyncEngine) -> None:
     """Migrating with no TOKEN_ENCRYPTION_KEY (single-workspace mode) changes schema only, never token values."""
-    await _legacy_schema(database)
+    await create_legacy_schema(database)
     async with database.begin() as conn:
         await conn.execute(
             text(

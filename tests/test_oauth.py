@@ -22,8 +22,9 @@ from slack_backend.slack.tokens import USER_SCOPES, InstallationStoreTokenSource
 from slack_backend.store import TokenCipher, create_engine, installation_store
 from slack_backend.store.crypto import is_encrypted
 from tests.fakes.slack_server import FakeSlack
+from tests.support.databases import create_legacy_schema
 from tests.support.pipeline import Pipeline, PipelineFactory
-from tests.support.slack_requests import CHANNEL, EVENT_ID, TEAM, THREAD_TS, USER, mention_body, post_signed
+from tests.support.slack_requests import BOT_TOKEN, CHANNEL, EVENT_ID, TEAM, THREAD_TS, USER, mention_body, post_signed
 from tests.test_work_once import ephemerals, finished
 
 CLIENT_ID = "1111.2222"
@@ -236,3 +237,36 @@ async def test_connect_link_stores_a_users_own_token(pipeline: PipelineFactory, 
             assert connected is not None
             assert connected.startswith("xoxp-")
             assert await source.bot_token(TEAM) == bot_before
+
+
+async def test_first_start_encrypts_tokens_saved_in_plaintext_by_the_old_version(
+    pipeline: PipelineFactory, tmp_path: Path
+) -> None:
+    """A database from before migrations, its bot token in plaintext: the first start migrates it, encrypts the
+    token, and the workspace keeps working with it."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        await create_legacy_schema(engine)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO slack_bots (client_id, app_id, team_id, bot_token, bot_id, bot_user_id, bot_scopes,"
+                    " is_enterprise_install, installed_at) VALUES"
+                    " (:client, 'A0APP1', :team, :token, 'B0BOT1', 'U0FAKEBOT', 'commands', 0, '2026-01-01 00:00:00')"
+                ),
+                {"client": CLIENT_ID, "team": TEAM, "token": BOT_TOKEN},
+            )
+        async with pipeline(**OAUTH) as p:
+            p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
+            assert (await post_signed(p.client, mention_body())).status_code == 200
+            job = await finished(p.queue, EVENT_ID)
+        async with engine.connect() as conn:
+            stored = await conn.scalar(text("SELECT bot_token FROM slack_bots"))
+    finally:
+        await engine.dispose()
+    assert job.state is JobState.COMPLETED
+    [draft], _ = ephemerals(p.slack)
+    assert draft.token == BOT_TOKEN
+    assert stored is not None
+    assert is_encrypted(stored)
+    assert TokenCipher([KEY]).decrypt(stored) == BOT_TOKEN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -91,3 +92,17 @@ async def another_engine(engine: AsyncEngine) -> AsyncEngine:
             schema = await conn.scalar(text("SELECT current_schema()"))
         event.listen(twin.sync_engine, "connect", _search_path_setter(str(schema)))
     return twin
+
+
+LEGACY_SCHEMA_DIR = Path(__file__).parent.parent / "data"
+
+
+async def create_legacy_schema(engine: AsyncEngine) -> None:
+    """The tables exactly as `create_all` made them before migrations (DDL captured from that code, per backend)."""
+    path = LEGACY_SCHEMA_DIR / f"schema_v0_{engine.dialect.name}.sql"
+    ddl = await asyncio.to_thread(path.read_text)
+    lines = [line for line in ddl.splitlines() if not line.startswith("--")]
+    async with engine.begin() as conn:
+        for statement in "\n".join(lines).split(";"):
+            if statement.strip():
+                await conn.execute(text(statement))
