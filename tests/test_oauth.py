@@ -75,7 +75,7 @@ async def test_install_flow_stores_encrypted_tokens_and_refuses_a_replayed_state
     pipeline: PipelineFactory, tmp_path: Path
 ) -> None:
     """Install asks for bot and user scopes; the tokens land encrypted and work; the same state again is refused."""
-    async with pipeline(**OAUTH) as p:
+    async with pipeline(**OAUTH, PUBLIC_URL="https://drafts.example.com") as p:
         p.slack.enable_oauth(CLIENT_ID, CLIENT_SECRET)
         state, cookie, query = await start_install(p.client)
         assert set(query["user_scope"][0].split(",")) == set(USER_SCOPES)
@@ -96,6 +96,7 @@ async def test_install_flow_stores_encrypted_tokens_and_refuses_a_replayed_state
     assert draft.token is not None
     assert draft.token in p.slack.issued_tokens
     assert draft.token.startswith("xoxb-")
+    assert "slack/connect" not in str(draft.params["blocks"]), "the thread was read: no connect link"
     async with store_of(tmp_path) as store:
         source = InstallationStoreTokenSource(store)
         user_token = await source.user_token_for(TEAM, USER)
@@ -270,3 +271,18 @@ async def test_first_start_encrypts_tokens_saved_in_plaintext_by_the_old_version
     assert stored is not None
     assert is_encrypted(stored)
     assert TokenCipher([KEY]).decrypt(stored) == BOT_TOKEN
+
+
+async def test_draft_offers_the_connect_link_when_the_thread_cannot_be_read(pipeline: PipelineFactory) -> None:
+    """The bot may not read the thread (channel_not_found): the draft is still made, and links to /slack/connect."""
+    async with pipeline(**OAUTH, PUBLIC_URL="https://drafts.example.com") as p:
+        p.slack.enable_oauth(CLIENT_ID, CLIENT_SECRET)
+        await install(p)
+        # No thread registered: the fake answers conversations.replies with channel_not_found, as Slack does for
+        # a channel the bot is not in.
+        assert (await post_signed(p.client, mention_body())).status_code == 200
+        job = await finished(p.queue, EVENT_ID)
+
+    assert job.state is JobState.COMPLETED
+    [draft], _ = ephemerals(p.slack)
+    assert "https://drafts.example.com/slack/connect" in str(draft.params["blocks"])

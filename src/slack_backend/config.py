@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     token_encryption_key: SecretStr | None = Field(None, validate_default=True)
     slack_api_url: str = "https://slack.com/api/"
     slack_slash_command: str = "/draft"
+    # The https address Slack reaches this service at; drafts whose thread could not be read link to its
+    # /slack/connect (OAuth mode), where users connect their own Slack account.
+    public_url: str | None = None
 
     anthropic_api_key: SecretStr | None = None
     anthropic_model: str = "claude-sonnet-5-5"
@@ -162,6 +165,13 @@ class Settings(BaseSettings):
         if client_id is None and value is not None:
             raise _VariableError("SLACK_CLIENT_ID", "is required when SLACK_CLIENT_SECRET is set")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (Slack users open links from it)")
+        return None if value is None else value.rstrip("/")
 
     @field_validator("token_encryption_key")
     @classmethod

@@ -56,6 +56,15 @@ def mark_cut_short(text: str) -> str:
     return f"{text.rstrip()}\n\n{CUT_SHORT_NOTE}"
 
 
+def connect_note(public_url: str) -> str:
+    """The line under a draft written without its thread: connecting one's own account lets us read it next time."""
+    # A bare URL: drafts are shown with <, > and & escaped, and Slack links a bare URL by itself.
+    return (
+        "_I couldn't read this conversation, so this draft is based on your message alone. "
+        f"Connect your Slack account at {public_url}/slack/connect and I can read it next time._"
+    )
+
+
 class AIResponseProcessor:
     """Turns one ai-responses job into a delivered draft. Tokens are fetched per use and never kept.
 
@@ -74,9 +83,13 @@ class AIResponseProcessor:
         quota: QuotaGuard | None = None,
         hold_queue: Callable[[int], Awaitable[None]] | None = None,
         suggestions: SuggestionStore | None = None,
+        connect_url: str | None = None,
     ) -> None:
+        """`connect_url`: the service's public https address; drafts whose thread could not be read link to its
+        /slack/connect (OAuth mode only)."""
         self._drafter = drafter
         self._suggestions = suggestions
+        self._connect_url = connect_url
         self._delivery = delivery
         self._tokens = tokens
         self._slack_api_url = slack_api_url
@@ -101,7 +114,7 @@ class AIResponseProcessor:
             if not verdict.allowed:
                 return await self._refuse_over_quota(job, data, token, verdict, started)
         await self._delivery.progress(data, token, "Drafting a reply...")
-        context = await self._context(data, token)
+        context, unreadable = await self._context(data, token)
         request = DraftRequest(trigger_text=data.trigger_text, context=context, requester_user_id=data.user_id)
         draft = await self._drafter.draft(request)
         job.cost_used = draft.input_tokens + draft.output_tokens
@@ -109,6 +122,8 @@ class AIResponseProcessor:
         if draft.cut_short:
             log.info("draft cut short at the output cap", output_tokens=draft.output_tokens)
         text = mark_cut_short(draft.text) if draft.cut_short else draft.text
+        if unreadable and self._connect_url is not None:
+            text = f"{text}\n\n{connect_note(self._connect_url)}"
         if self._suggestions is None:
             saved = _unsaved(job.id, data, draft, text)
         else:
@@ -205,14 +220,15 @@ class AIResponseProcessor:
             return ""  # offline demo: delivery goes through response_url, which needs no token
         return await self._tokens.bot_token(data.workspace_id, data.enterprise_id)
 
-    async def _context(self, data: AIResponseJobData, token: str) -> tuple[ContextMessage, ...]:
+    async def _context(self, data: AIResponseJobData, token: str) -> tuple[tuple[ContextMessage, ...], bool]:
+        """The thread's messages, and whether a thread was there that we could not read."""
         if data.context_messages:
-            return tuple(ContextMessage(m.user_id, m.text, m.ts) for m in data.context_messages)
+            return tuple(ContextMessage(m.user_id, m.text, m.ts) for m in data.context_messages), False
         if data.thread_ts is None or not token or data.trigger is TriggerKind.SLASH_COMMAND:
-            return ()
+            return (), False
         client = AsyncWebClient(token=token, base_url=self._slack_api_url)
         try:
-            return await read_thread(
+            messages = await read_thread(
                 client,
                 data.channel_id,
                 data.thread_ts,
@@ -224,7 +240,8 @@ class AIResponseProcessor:
             # The bot may not be in the channel (a shortcut works anywhere): draft without the thread rather than
             # fail the user's request. Transient errors still propagate and retry.
             log.warning("thread context unavailable", channel=data.channel_id, reason=str(exc))
-            return ()
+            return (), True
+        return messages, False
 
     async def _audit_started(self, job: Job, data: AIResponseJobData) -> None:
         if self._audit is None:
@@ -354,6 +371,8 @@ async def build_ai_worker(
         quota=quota,
         hold_queue=queue.hold,
         suggestions=SuggestionStore(engine),
+        # The link only helps where users can connect an account: OAuth mode.
+        connect_url=settings.public_url if settings.slack_client_id is not None else None,
     )
     worker = Worker(
         queue,
