@@ -394,3 +394,14 @@ async def test_suggestion_saved_once_then_delivered_then_discarded(engine: Async
     assert await suggestions.discard("job-1") is True
     assert await suggestions.get("job-1") is None
     assert await suggestions.mark_delivered("job-1") is False
+
+
+async def test_new_sqlite_file_is_private(tmp_path: Path) -> None:
+    """A SQLite database file the app creates is readable and writable by its owner only (it holds tokens)."""
+    path = tmp_path / "private.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        await create_tables(engine)
+    finally:
+        await engine.dispose()
+    assert path.stat().st_mode & 0o777 == 0o600

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -61,8 +63,8 @@ def create_engine(database_url: str) -> AsyncEngine:
     """Create the async engine for `DATABASE_URL`.
 
     SQLite connections use WAL (readers do not block the writer) and wait up to `SQLITE_BUSY_TIMEOUT_MS` for a
-    lock instead of failing at once; PostgreSQL connections are checked before use, so a restarted server costs
-    no failed request.
+    lock instead of failing at once; a new SQLite file is made readable by its owner only (it holds tokens and
+    drafts). PostgreSQL connections are checked before use, so a restarted server costs no failed request.
 
     Raises:
         ValueError: the URL names a database other than SQLite or PostgreSQL.
@@ -72,9 +74,19 @@ def create_engine(database_url: str) -> AsyncEngine:
         raise ValueError(f"DATABASE_URL must be SQLite or PostgreSQL, not {backend!r}")
     if backend == "postgresql":
         return create_async_engine(database_url, pool_pre_ping=True)
+    database = make_url(database_url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        _create_private_file(database)
     engine = create_async_engine(database_url)
     event.listen(engine.sync_engine, "connect", _configure_sqlite)
     return engine
+
+
+def _create_private_file(path: str) -> None:
+    # Made here, mode 0600, before SQLite would make it with the umask's (often world-readable) permissions.
+    # An existing file is left as its owner set it; a missing directory is SQLite's error to report.
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
