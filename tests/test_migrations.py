@@ -164,9 +164,11 @@ async def test_upgrade_without_key_leaves_tokens_for_a_later_start(database: Asy
         assert await conn.scalar(text("SELECT bot_token FROM slack_bots")) == "xoxb-legacy-plain"
 
 
-async def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
-    """Processes upgrading one PostgreSQL database at once take turns: all succeed, and the schema is made once."""
-    async with empty_database("postgresql", tmp_path) as first:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_processes_starting_together_migrate_once(backend: str, tmp_path: Path) -> None:
+    """Processes upgrading one database at once take turns (a PostgreSQL advisory lock, a lock file beside a SQLite
+    database): all succeed, and the schema is made once."""
+    async with empty_database(backend, tmp_path) as first:
         others = [await another_engine(first) for _ in range(3)]
         try:
             results = await asyncio.gather(upgrade(first), *(upgrade(engine) for engine in others))

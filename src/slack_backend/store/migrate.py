@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -54,6 +60,23 @@ def _upgrade(connection: Connection) -> tuple[str | None, str]:
     return before, head_revision()
 
 
+@asynccontextmanager
+async def _sqlite_file_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Hold an exclusive lock on `<database>.migrate-lock` (SQLite runs DDL outside transactions, so processes
+    starting together would both try to create the same table); nothing for PostgreSQL or an in-memory database."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    fd = os.open(f"{database}.migrate-lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        # In a thread: waiting for another process's migration must not block this event loop.
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 async def upgrade(engine: AsyncEngine, cipher: TokenCipher | None = None) -> tuple[str | None, str]:
     """Apply every migration not yet applied, in one transaction; safe to run from many processes at once.
 
@@ -63,7 +86,7 @@ async def upgrade(engine: AsyncEngine, cipher: TokenCipher | None = None) -> tup
     Returns:
         The revision before (None for an empty database) and after.
     """
-    async with engine.begin() as conn:
+    async with _sqlite_file_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Processes starting together would otherwise race to apply the same migration and one would fail.
             await conn.execute(text("SELECT pg_advisory_xact_lock(:lock_id)"), {"lock_id": _MIGRATE_LOCK_ID})
