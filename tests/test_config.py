@@ -12,6 +12,7 @@ import pytest
 
 from slack_backend import __version__
 from slack_backend.config import ConfigError, Settings, format_config_error, load_settings
+from slack_backend.store import TokenCipher
 
 SLACK_TOKEN = "xoxb-secret-123"
 REDIS_PASSWORD = "redis-pa55-word"
@@ -150,13 +151,35 @@ def test_masked_keeps_urls_without_password_intact() -> None:
 
 @pytest.mark.parametrize(
     ("env", "named"),
-    [({"SLACK_CLIENT_ID": "123.456"}, "SLACK_CLIENT_SECRET"), ({"SLACK_CLIENT_SECRET": "s3cret"}, "SLACK_CLIENT_ID")],
+    [
+        ({"SLACK_CLIENT_ID": "123.456", "TOKEN_ENCRYPTION_KEY": TokenCipher.new_key()}, "SLACK_CLIENT_SECRET"),
+        ({"SLACK_CLIENT_SECRET": "s3cret"}, "SLACK_CLIENT_ID"),
+    ],
 )
 def test_oauth_client_id_and_secret_go_together(env: dict[str, str], named: str) -> None:
     """SLACK_CLIENT_ID without SLACK_CLIENT_SECRET, or the reverse, names the missing one."""
     with pytest.raises(ConfigError) as caught:
         load_settings(env)
     assert problem_names(caught.value) == {named}
+
+
+def test_oauth_mode_without_token_key_is_a_config_error() -> None:
+    """OAuth mode stores tokens, so it needs TOKEN_ENCRYPTION_KEY; without one the config names that variable."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SLACK_CLIENT_ID": "123.456", "SLACK_CLIENT_SECRET": "s3cret"})
+    assert problem_names(caught.value) == {"TOKEN_ENCRYPTION_KEY"}
+    assert "required in OAuth mode" in str(caught.value)
+
+
+def test_malformed_token_key_is_refused_without_echoing_it() -> None:
+    """A TOKEN_ENCRYPTION_KEY entry that is not a Fernet key is an error naming its position, never its value."""
+    good = TokenCipher.new_key()
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"TOKEN_ENCRYPTION_KEY": f"{good},not-a-real-key-value"})
+    assert problem_names(caught.value) == {"TOKEN_ENCRYPTION_KEY"}
+    assert "key 2" in str(caught.value)
+    assert "not-a-real-key-value" not in str(caught.value)
+    assert good not in str(caught.value)
 
 
 def test_unknown_variable_under_our_prefix_is_an_error() -> None:

@@ -21,6 +21,7 @@ from slack_backend.config import Settings, load_settings
 from slack_backend.jobs.queues import DIRECT_PRIORITY, ai_responses_queue
 from slack_backend.queue import Job, JobState, Queue, create_redis
 from slack_backend.slack.signing import sign_request
+from slack_backend.store import TokenCipher
 from slack_backend.web import MAX_SLACK_BODY_BYTES, create_app, web_state
 from slack_backend.web.ingress import (
     ACK_TEXT,
@@ -378,7 +379,12 @@ async def test_url_verification_challenge_is_answered(serve: Serve) -> None:
 
 async def test_oauth_mode_serves_the_install_page(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """With SLACK_CLIENT_ID/SECRET set, /slack/install links to Slack's authorize URL with our scopes."""
-    settings = make_settings(SLACK_BOT_TOKEN="", SLACK_CLIENT_ID="111.222", SLACK_CLIENT_SECRET="client-secret")
+    settings = make_settings(
+        SLACK_BOT_TOKEN="",
+        SLACK_CLIENT_ID="111.222",
+        SLACK_CLIENT_SECRET="client-secret",
+        TOKEN_ENCRYPTION_KEY=TokenCipher.new_key(),
+    )
     app = create_app(
         settings,
         installation_store=FileInstallationStore(base_dir=str(tmp_path / "installations")),

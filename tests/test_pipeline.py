@@ -319,12 +319,13 @@ async def test_multi_workspace_token_comes_from_the_installation_store(
     """OAuth mode, no SLACK_BOT_TOKEN: the workspace's bot token is read from the database store at use time."""
     from slack_sdk.oauth.installation_store import Installation
 
-    from slack_backend.store import create_engine, create_tables, installation_store
+    from slack_backend.store import TokenCipher, create_engine, create_tables, installation_store
 
+    key = TokenCipher.new_key()
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
     try:
         await create_tables(engine)
-        store = installation_store(engine, "1111.2222")
+        store = installation_store(engine, "1111.2222", TokenCipher([key]))
         await store.async_save(
             Installation(
                 app_id="A0APP1",
@@ -337,7 +338,12 @@ async def test_multi_workspace_token_comes_from_the_installation_store(
                 bot_scopes=["commands", "chat:write", "app_mentions:read"],
             )
         )
-        oauth = {"SLACK_BOT_TOKEN": "", "SLACK_CLIENT_ID": "1111.2222", "SLACK_CLIENT_SECRET": "oauth-secret-000"}
+        oauth = {
+            "SLACK_BOT_TOKEN": "",
+            "SLACK_CLIENT_ID": "1111.2222",
+            "SLACK_CLIENT_SECRET": "oauth-secret-000",
+            "TOKEN_ENCRYPTION_KEY": key,
+        }
         async with pipeline(**oauth) as p:
             p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
             response = await post_signed(p.client, mention_body())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,25 +10,29 @@ from typing import Any
 
 import pytest
 from slack_sdk.oauth.installation_store.models.installation import Installation
-from sqlalchemy import event, inspect, make_url, text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_backend.store import (
     AuditLog,
     QuotaStore,
+    SuggestionStore,
+    TokenCipher,
+    TokenKeyError,
     create_engine,
     create_tables,
     installation_store,
     oauth_state_store,
     ping,
+    reencrypt_tokens,
 )
+from slack_backend.store.installations import TOKEN_COLUMNS
+from tests.support.databases import empty_database
 
-POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-SKIP_POSTGRES = os.environ.get("SKIP_POSTGRES") == "1"
-POSTGRES_CONNECT_TIMEOUT_S = 5
 CLIENT_ID = "1111.2222"
+CIPHER_KEY = TokenCipher.new_key()
+CIPHER = TokenCipher([CIPHER_KEY])
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -50,64 +52,9 @@ class FakeClock:
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """Factory-made engine on a database of this test's own, tables created; disposed afterwards."""
-    if request.param == "sqlite":
-        sqlite_engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-        try:
-            await create_tables(sqlite_engine)
-            yield sqlite_engine
-        finally:
-            await sqlite_engine.dispose()
-        return
-    async with _postgres_schema() as schema:
-        pg_engine = create_engine(POSTGRES_URL)
-        event.listen(pg_engine.sync_engine, "connect", _search_path_setter(schema))
-        try:
-            async with pg_engine.connect() as conn:
-                current = await conn.scalar(text("SELECT current_schema()"))
-            if current != schema:
-                pytest.fail(f"search_path not applied: tables would land in {current!r}, not {schema!r}")
-            await create_tables(pg_engine)
-            yield pg_engine
-        finally:
-            await pg_engine.dispose()
-
-
-def _search_path_setter(schema: str) -> Any:
-    def set_search_path(dbapi_connection: Any, connection_record: Any) -> None:
-        # Session-level SET outside any transaction, so a rollback on pool check-in cannot undo it.
-        dbapi_connection.run_async(lambda conn: conn.execute(f'SET search_path TO "{schema}"'))
-
-    return set_search_path
-
-
-class _postgres_schema:  # noqa: N801 (used like a function: `async with _postgres_schema() as schema`)
-    """Create a uniquely named schema for one test and drop it, with everything in it, afterwards."""
-
-    def __init__(self) -> None:
-        self.name = f"test_store_{uuid.uuid4().hex[:16]}"
-        self._admin = create_async_engine(
-            POSTGRES_URL, poolclass=NullPool, connect_args={"timeout": POSTGRES_CONNECT_TIMEOUT_S}
-        )
-
-    async def __aenter__(self) -> str:
-        try:
-            async with self._admin.begin() as conn:
-                await conn.execute(text(f'CREATE SCHEMA "{self.name}"'))
-        except Exception as exc:
-            await self._admin.dispose()
-            shown_url = make_url(POSTGRES_URL).render_as_string(hide_password=True)
-            reason = f"PostgreSQL unreachable at TEST_DATABASE_URL ({shown_url}): {type(exc).__name__}: {exc}"
-            if SKIP_POSTGRES:
-                pytest.skip(f"SKIP_POSTGRES=1: {reason}")
-            pytest.fail(f"{reason}. Start PostgreSQL, point TEST_DATABASE_URL at one, or set SKIP_POSTGRES=1.")
-        return self.name
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        try:
-            async with self._admin.begin() as conn:
-                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE'))
-        finally:
-            await self._admin.dispose()
+    async with empty_database(request.param, tmp_path) as made:
+        await create_tables(made)
+        yield made
 
 
 def _installation(team_id: str = "T0001", bot_token: str = "xoxb-team-one") -> Installation:
@@ -127,7 +74,7 @@ def _installation(team_id: str = "T0001", bot_token: str = "xoxb-team-one") -> I
 
 async def test_installation_saved_found_by_team_and_deleted(engine: AsyncEngine) -> None:
     """An installation is found by team id with its bot token and no enterprise id, and is gone once deleted."""
-    store = installation_store(engine, CLIENT_ID)
+    store = installation_store(engine, CLIENT_ID, CIPHER)
     await store.async_save(_installation())
 
     found = await store.async_find_installation(enterprise_id=None, team_id="T0001")
@@ -140,7 +87,10 @@ async def test_installation_saved_found_by_team_and_deleted(engine: AsyncEngine)
     assert bot.bot_token == "xoxb-team-one"
     assert await store.async_find_bot(enterprise_id=None, team_id="T0002") is None
     # Another Slack app sharing the database never sees this app's tokens.
-    assert await installation_store(engine, "9999.0000").async_find_bot(enterprise_id=None, team_id="T0001") is None
+    assert (
+        await installation_store(engine, "9999.0000", CIPHER).async_find_bot(enterprise_id=None, team_id="T0001")
+        is None
+    )
 
     await store.async_delete_installation(enterprise_id=None, team_id="T0001")
     await store.async_delete_bot(enterprise_id=None, team_id="T0001")
@@ -150,7 +100,7 @@ async def test_installation_saved_found_by_team_and_deleted(engine: AsyncEngine)
 
 async def test_reinstall_replaces_bot_token(engine: AsyncEngine) -> None:
     """After a reinstall the newest bot token is the one found."""
-    store = installation_store(engine, CLIENT_ID)
+    store = installation_store(engine, CLIENT_ID, CIPHER)
     await store.async_save(_installation(bot_token="xoxb-old"))
     newer = _installation(bot_token="xoxb-new")
     newer.installed_at = T0.timestamp() + 60
@@ -363,3 +313,95 @@ async def test_ping_false_on_unreachable_database(engine: AsyncEngine, tmp_path:
         assert await ping(unreachable) is False
     finally:
         await unreachable.dispose()
+
+
+async def _raw_tokens(engine: AsyncEngine) -> list[str]:
+    """Every token value as stored, read without the store (what a stolen backup holds)."""
+    values: list[str] = []
+    async with engine.connect() as conn:
+        for table, columns in TOKEN_COLUMNS.items():
+            rows = await conn.execute(text(f"SELECT {', '.join(columns)} FROM {table}"))
+            values += [value for row in rows for value in row if value is not None]
+    return values
+
+
+def _with_user_token(**fields: Any) -> Installation:
+    installation = _installation(**fields)
+    installation.user_token = "xoxp-user-secret"
+    installation.user_refresh_token = "xoxe-1-user-refresh"
+    installation.bot_refresh_token = "xoxe-1-bot-refresh"
+    return installation
+
+
+async def test_tokens_are_encrypted_at_rest(engine: AsyncEngine) -> None:
+    """Bot, user and refresh tokens are stored only as ciphertext and read back as the original tokens."""
+    store = installation_store(engine, CLIENT_ID, CIPHER)
+    await store.async_save(_with_user_token())
+
+    raw = await _raw_tokens(engine)
+    assert len(raw) == 6  # bot + refresh in slack_bots; bot, bot refresh, user, user refresh in slack_installations
+    assert not [value for value in raw if "xox" in value]
+    found = await store.async_find_installation(enterprise_id=None, team_id="T0001", user_id="U0001")
+    assert found is not None
+    assert (found.bot_token, found.user_token) == ("xoxb-team-one", "xoxp-user-secret")
+    assert (found.bot_refresh_token, found.user_refresh_token) == ("xoxe-1-bot-refresh", "xoxe-1-user-refresh")
+    other_key = installation_store(engine, CLIENT_ID, TokenCipher([TokenCipher.new_key()]))
+    with pytest.raises(TokenKeyError, match="not in TOKEN_ENCRYPTION_KEY"):
+        await other_key.async_find_bot(enterprise_id=None, team_id="T0001")
+
+
+async def test_rotate_key_reencrypts_every_token(engine: AsyncEngine) -> None:
+    """After rotating to a new key, the new key alone reads every token: the old one can be dropped."""
+    await installation_store(engine, CLIENT_ID, CIPHER).async_save(_with_user_token())
+    new_key = TokenCipher.new_key()
+    before = await _raw_tokens(engine)
+
+    rotated = await reencrypt_tokens(engine, TokenCipher.from_setting(f"{new_key},{CIPHER_KEY}"))
+
+    assert rotated == 6
+    assert not set(before) & set(await _raw_tokens(engine))
+    found = await installation_store(engine, CLIENT_ID, TokenCipher([new_key])).async_find_installation(
+        enterprise_id=None, team_id="T0001", user_id="U0001"
+    )
+    assert found is not None
+    assert (found.bot_token, found.user_token) == ("xoxb-team-one", "xoxp-user-secret")
+
+
+async def test_suggestion_saved_once_then_delivered_then_discarded(engine: AsyncEngine) -> None:
+    """The first saved draft of a job wins, delivery is recorded, and discard forgets it."""
+    clock = FakeClock()
+    suggestions = SuggestionStore(engine, clock=clock)
+    common: dict[str, Any] = {
+        "workspace_id": "T0001",
+        "user_id": "U0001",
+        "channel_id": "C0001",
+        "thread_ts": "1700000000.000100",
+        "source_ts": "1700000000.000200",
+        "model": "claude-test",
+        "input_tokens": 10,
+        "output_tokens": 5,
+    }
+    first = await suggestions.save("job-1", text="first draft", cut_short=True, **common)
+    second = await suggestions.save("job-1", text="second draft", **common)
+
+    assert second == first
+    assert (first.text, first.status, first.cut_short, first.created_at) == ("first draft", "saved", True, T0)
+    clock.advance(1_000)
+    assert await suggestions.mark_delivered("job-1") is True
+    delivered = await suggestions.get("job-1")
+    assert delivered is not None
+    assert (delivered.status, delivered.updated_at) == ("delivered", T0 + timedelta(seconds=1))
+    assert await suggestions.discard("job-1") is True
+    assert await suggestions.get("job-1") is None
+    assert await suggestions.mark_delivered("job-1") is False
+
+
+async def test_new_sqlite_file_is_private(tmp_path: Path) -> None:
+    """A SQLite database file the app creates is readable and writable by its owner only (it holds tokens)."""
+    path = tmp_path / "private.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        await create_tables(engine)
+    finally:
+        await engine.dispose()
+    assert path.stat().st_mode & 0o777 == 0o600

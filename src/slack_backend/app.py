@@ -64,6 +64,8 @@ async def run_service(
     server: _EmbeddedServer | None = None
     cleanup = contextlib.AsyncExitStack()
     try:
+        # Migrations first, once, before anything reads the database (`slack-backend db upgrade` does the same).
+        await _migrate(settings)
         if worker:
             ai_worker = await build_ai_worker(settings, redis, cleanup, concurrency=concurrency)
             app_metrics.instrument(ai_worker)
@@ -101,6 +103,17 @@ async def run_service(
         await redis.aclose()
         signals.remove()
         log.info("service stopped")
+
+
+async def _migrate(settings: Settings) -> None:
+    from slack_backend.slack.tokens import token_cipher
+    from slack_backend.store import create_engine, create_tables
+
+    engine = create_engine(settings.database_url)
+    try:
+        await create_tables(engine, token_cipher(settings))
+    finally:
+        await engine.dispose()
 
 
 def supervise_workers(processes: int, concurrency: int | None, metrics_port: int | None = None) -> int:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from slack_backend import __version__, cli_jobs, cli_quota, cli_service, cli_try
+from slack_backend import __version__, cli_jobs, cli_quota, cli_service, cli_store, cli_try
 from slack_backend.config import CONFIG_ERROR_EXIT_CODE, ConfigError, Settings, format_config_error, load_settings
 
 # Command groups live in their own modules and join with `app.add_typer(...)`.
@@ -96,6 +96,7 @@ cli_service.register(app, settings_or_exit)
 cli_jobs.register(app, settings_or_exit)
 cli_try.register(app, settings_or_exit)
 cli_quota.register(app, settings_or_exit)
+cli_store.register(app, settings_or_exit)
 
 
 def main() -> None:

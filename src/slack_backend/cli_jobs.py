@@ -21,8 +21,10 @@ from rich.table import Table
 from rich.text import Text
 
 from slack_backend.config import Settings
+from slack_backend.jobs.ledger import RedisDeliveryLedger
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.queue import Job, JobNotFoundError, JobState, JobStateError, Queue, QueueError, create_redis
+from slack_backend.store import SuggestionStore, create_engine, create_tables
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -259,13 +261,42 @@ def truncate(text: str, chars: int) -> str:
 # -- operating ------------------------------------------------------------------------------------------------
 
 
-async def retry_one(queue: Queue, job_id: str) -> None:
+async def retry_one(queue: Queue, job_id: str, *, regenerate: bool = False, database_url: str = "") -> None:
+    """Send a finished job back to waiting.
+
+    A completed job delivered its draft already, and a rerun would deliver nothing (the draft is saved and never
+    posted twice): it is refused unless `regenerate`, which forgets the saved draft and its delivery first, so the
+    job calls the model again and posts a new draft.
+    """
+    job = await queue.get(job_id)
+    if job is None:
+        raise JobNotFoundError(job_id)
+    if job.state not in (JobState.COMPLETED, JobState.FAILED):
+        raise JobStateError(job_id, f"it is {job.state.value}; only failed or completed jobs can be retried")
+    if job.state is JobState.COMPLETED and not regenerate:
+        raise JobStateError(
+            job_id,
+            "it is completed and its draft was delivered, so a retry would do nothing; "
+            "add --regenerate to draft it anew (a new model call and a new post)",
+        )
+    if regenerate:
+        await _forget_draft(queue, job_id, database_url)
     try:
         await queue.retry(job_id)
     except JobStateError:
         job = await queue.get(job_id)
         state = job.state.value if job else "gone"
         raise JobStateError(job_id, f"it is {state}; only failed or completed jobs can be retried") from None
+
+
+async def _forget_draft(queue: Queue, job_id: str, database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await create_tables(engine)
+        await SuggestionStore(engine).discard(job_id)
+    finally:
+        await engine.dispose()
+    await RedisDeliveryLedger(queue.redis, queue).forget(job_id)
 
 
 async def retry_failed(queue: Queue, limit: int | None, *, shown: bool) -> Doc:
@@ -377,10 +408,23 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
         emit(job_doc(run_on_queue(settings_or_exit(), op), with_data=data), as_json, render_job)
 
     @jobs_app.command()
-    def retry(job_id: JobId, as_json: JsonFlag = False) -> None:
-        """Send a failed or completed job back to waiting with its attempts reset."""
-        run_on_queue(settings_or_exit(), lambda q: retry_one(q, job_id))
-        emit({"retried": job_id}, as_json, say("job {retried} is waiting again"))
+    def retry(
+        job_id: JobId,
+        regenerate: Annotated[
+            bool, typer.Option("--regenerate", help="Forget the saved draft: call the model again and post anew.")
+        ] = False,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Send a failed job back to waiting with its attempts reset (it delivers its saved draft if it has one).
+
+        A completed job is refused (its draft was delivered) unless --regenerate is given.
+        """
+        settings = settings_or_exit()
+        run_on_queue(
+            settings, lambda q: retry_one(q, job_id, regenerate=regenerate, database_url=settings.database_url)
+        )
+        doc = {"retried": job_id, "regenerate": regenerate} if regenerate else {"retried": job_id}
+        emit(doc, as_json, say("job {retried} is waiting again"))
 
     @jobs_app.command("retry-failed")
     def retry_failed_jobs(

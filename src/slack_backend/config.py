@@ -83,10 +83,15 @@ class Settings(BaseSettings):
     slack_client_id: str | None = None
     # validate_default: the pair check must also run when only SLACK_CLIENT_ID is given.
     slack_client_secret: SecretStr | None = Field(None, validate_default=True)
+    # Fernet keys, comma-separated, the current one first; required in OAuth mode (tokens are stored encrypted).
+    token_encryption_key: SecretStr | None = Field(None, validate_default=True)
     slack_api_url: str = "https://slack.com/api/"
     slack_slash_command: str = "/draft"
     # Workspace (T...) or Enterprise Grid org (E...) ids served, comma-separated; empty serves every workspace.
     slack_allowed_teams: str = ""
+    # The https address Slack reaches this service at; drafts whose thread could not be read link to its
+    # /slack/connect (OAuth mode), where users connect their own Slack account.
+    public_url: str | None = None
 
     anthropic_api_key: SecretStr | None = None
     anthropic_model: str = "claude-sonnet-5-5"
@@ -202,6 +207,33 @@ class Settings(BaseSettings):
     def allowed_teams(self) -> frozenset[str]:
         """The workspace and org ids SLACK_ALLOWED_TEAMS names; empty means every workspace is served."""
         return frozenset(_split_ids(self.slack_allowed_teams))
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (Slack users open links from it)")
+        return None if value is None else value.rstrip("/")
+
+    @field_validator("token_encryption_key")
+    @classmethod
+    def _token_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            if info.data.get("slack_client_id") is not None:
+                raise _VariableError(
+                    "TOKEN_ENCRYPTION_KEY",
+                    "is required in OAuth mode (SLACK_CLIENT_ID is set): Slack tokens are stored encrypted; "
+                    "make a key with `slack-backend tokens new-key`",
+                )
+            return value
+        # Imported here: config is read before anything else, and only this check needs the cryptography package.
+        from slack_backend.store.crypto import TokenCipher, TokenKeyError
+
+        try:
+            TokenCipher.from_setting(value.get_secret_value())
+        except TokenKeyError as exc:
+            raise ValueError(str(exc).removeprefix("TOKEN_ENCRYPTION_KEY ")) from None
+        return value
 
     @field_validator("admin_token", "metrics_token")
     @classmethod

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
+import secrets
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +46,16 @@ class SlackCall:
     content_type: str
 
 
+@dataclass(slots=True)
+class OAuthGrant:
+    """What one approval on Slack's authorize page grants: a bot token and/or the approving user's own token."""
+
+    team_id: str
+    user_id: str
+    bot_scopes: tuple[str, ...]
+    user_scopes: tuple[str, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class SlackReply:
     """A scripted answer: HTTP status, JSON body and headers."""
@@ -56,8 +69,9 @@ class FakeSlack:
     """The fake server: start it with `async with FakeSlack() as slack:` and use `slack.base_url`.
 
     Serves auth.test, conversations.replies (threads registered with `add_thread`), chat.postEphemeral,
-    chat.postMessage and reactions.add/remove under `/api/`, and a response_url receiver at `/response/<id>`.
-    Every call is recorded in `calls`; `fail_next` and its helpers script the next answers of a method.
+    chat.postMessage, reactions.add/remove and (after `enable_oauth`) oauth.v2.access with code and refresh grants
+    under `/api/`, and a response_url receiver at `/response/<id>`. Every call is recorded in `calls`; `fail_next`
+    and its helpers script the next answers of a method.
     """
 
     def __init__(
@@ -81,6 +95,15 @@ class FakeSlack:
         self._foreign_originals: set[str] = set()
         self._scripts: dict[str, deque[SlackReply]] = {}
         self._ts = itertools.count(1)
+        # OAuth (enable_oauth): the app's credentials, unused codes, live refresh tokens, and issued tokens' expiry.
+        self.client_id: str | None = None
+        self.client_secret: str | None = None
+        self.rotate_tokens = False
+        self.expires_in_s = 43_200
+        self._codes: dict[str, OAuthGrant] = {}
+        self._refresh: dict[str, tuple[str, str]] = {}  # refresh token -> (kind "bot"/"user", team id)
+        self.issued_tokens: dict[str, float | None] = {}  # token -> expiry (epoch s), None when it never expires
+        self._token_users: dict[str, str] = {}  # issued user token -> the user it belongs to
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -118,6 +141,33 @@ class FakeSlack:
     def add_thread(self, channel: str, thread_ts: str, messages: Sequence[Mapping[str, Any]]) -> None:
         """Register a thread for conversations.replies: messages (user, text, ts ...), parent first."""
         self.threads[(channel, thread_ts)] = [{"type": "message", "thread_ts": thread_ts, **m} for m in messages]
+
+    def enable_oauth(
+        self, client_id: str, client_secret: str, *, rotate_tokens: bool = False, expires_in_s: int = 43_200
+    ) -> None:
+        """Serve oauth.v2.access for this app; with `rotate_tokens`, tokens expire and come with refresh tokens."""
+        self.client_id, self.client_secret = client_id, client_secret
+        self.rotate_tokens, self.expires_in_s = rotate_tokens, expires_in_s
+
+    def approve(
+        self, *, user_id: str, bot_scopes: Sequence[str] = ("commands",), user_scopes: Sequence[str] = ()
+    ) -> str:
+        """A user approves the app on Slack's authorize page: the one-time code Slack sends to the redirect URL."""
+        code = f"code-{secrets.token_hex(8)}"
+        self._codes[code] = OAuthGrant(self.team_id, user_id, tuple(bot_scopes), tuple(user_scopes))
+        return code
+
+    def issue_token(self, prefix: str, *, expires_in_s: int | None = None) -> str:
+        """A token this fake accepts from now on (until its expiry, when given)."""
+        token = f"{prefix}-{secrets.token_hex(12)}"
+        self.issued_tokens[token] = None if expires_in_s is None else time.time() + expires_in_s
+        return token
+
+    def issue_refresh_token(self, kind: str) -> str:
+        """A refresh token for a `kind` ("bot" or "user") token of this fake's team; each works once."""
+        refresh = f"xoxe-1-{secrets.token_hex(16)}"
+        self._refresh[refresh] = (kind, self.team_id)
+        return refresh
 
     def fail_next(
         self,
@@ -182,10 +232,19 @@ class FakeSlack:
         scripted = self._scripted(method)
         if scripted is not None:
             return scripted
+        if method == "oauth.v2.access":
+            return self._oauth_v2_access(params, request.headers.get("Authorization"))
         if token is None:
             return _fail("not_authed")
-        if self.bot_token is not None and token != self.bot_token:
+        if token in self.issued_tokens:
+            expiry = self.issued_tokens[token]
+            if expiry is not None and time.time() >= expiry:
+                return _fail("token_expired")
+        elif self.bot_token is not None and token != self.bot_token:
             return _fail("invalid_auth")
+        if method == "auth.test" and token in self._token_users:
+            # A user token answers as its user, with no bot.
+            return _ok(team_id=self.team_id, user_id=self._token_users[token], is_enterprise_install=False)
         handler = {
             "auth.test": self._auth_test,
             "conversations.replies": self._conversations_replies,
@@ -286,6 +345,44 @@ class FakeSlack:
         self.reactions.discard(key)
         return _ok()
 
+    def _oauth_v2_access(self, params: dict[str, Any], authorization: str | None) -> web.Response:
+        client_id, client_secret = _basic(authorization) or (params.get("client_id"), params.get("client_secret"))
+        if self.client_id is None or (client_id, client_secret) != (self.client_id, self.client_secret):
+            return _fail("invalid_client_id" if client_id != self.client_id else "bad_client_secret")
+        if params.get("grant_type") == "refresh_token":
+            return self._refresh_grant(_str_or_none(params.get("refresh_token")))
+        grant = self._codes.pop(_str_or_none(params.get("code")) or "", None)
+        if grant is None:
+            return _fail("invalid_code")  # unknown, or used already: a code works once
+        team = {"id": grant.team_id, "name": "Fake Workspace"}
+        body: dict[str, Any] = {"app_id": "A0APP1", "team": team, "enterprise": None, "is_enterprise_install": False}
+        if grant.bot_scopes:
+            body |= {"token_type": "bot", "scope": ",".join(grant.bot_scopes), "bot_user_id": self.bot_user_id}
+            body |= self._token_fields("bot", "xoxb")
+        authed_user: dict[str, Any] = {"id": grant.user_id}
+        if grant.user_scopes:
+            authed_user |= {"scope": ",".join(grant.user_scopes), "token_type": "user"}
+            authed_user |= self._token_fields("user", "xoxp")
+            self._token_users[authed_user["access_token"]] = grant.user_id
+        return _ok(**body, authed_user=authed_user)
+
+    def _refresh_grant(self, refresh_token: str | None) -> web.Response:
+        known = self._refresh.pop(refresh_token or "", None)
+        if known is None:
+            return _fail("invalid_refresh_token")
+        kind, team_id = known
+        fields = self._token_fields(kind, "xoxb" if kind == "bot" else "xoxp", rotating=True)
+        return _ok(token_type=kind, team={"id": team_id, "name": "Fake Workspace"}, enterprise=None, **fields)
+
+    def _token_fields(self, kind: str, prefix: str, *, rotating: bool = False) -> dict[str, Any]:
+        if not (self.rotate_tokens or rotating):
+            return {"access_token": self.issue_token(prefix)}
+        return {
+            "access_token": self.issue_token(f"{prefix}e", expires_in_s=self.expires_in_s),
+            "refresh_token": self.issue_refresh_token(kind),
+            "expires_in": self.expires_in_s,
+        }
+
     def _next_ts(self) -> str:
         return f"1700000000.{next(self._ts):06d}"
 
@@ -328,6 +425,13 @@ def _bearer(header: str | None) -> str | None:
     if header is None or not header.lower().startswith("bearer "):
         return None
     return header[len("bearer ") :].strip() or None
+
+
+def _basic(header: str | None) -> tuple[str, str] | None:
+    if header is None or not header.lower().startswith("basic "):
+        return None
+    user, _, password = base64.b64decode(header[len("basic ") :]).decode().partition(":")
+    return user, password
 
 
 def _str_or_none(value: object) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anthropic
 
-from slack_backend.ai.errors import AIFailure, TransientAIError, classify
+from slack_backend.ai.errors import AIFailure, AIRejectedError, classify
 from slack_backend.ai.prompt import SYSTEM_PROMPT, build_messages, estimate_input_tokens
 from slack_backend.ai.ratelimit_headers import RateLimitSnapshot
 from slack_backend.ai.types import Draft, DraftRequest
@@ -52,8 +52,9 @@ class ClaudeDrafter:
 
         Raises:
             RetryAfter: on a rate-limit 429 (with `hold_queue=True`).
-            AIRejectedError: an `UnrecoverableError`, when retrying cannot help (bad key, spend limit...).
-            TransientAIError: on overload, server errors, timeouts and connection failures, or an empty reply.
+            AIRejectedError: an `UnrecoverableError`, when retrying cannot help (bad key, spend limit...), and for a
+                refusal (`stop_reason == "refusal"`) or a reply with no text: each retry would be paid again.
+            TransientAIError: on overload, server errors, timeouts and connection failures.
         """
         try:
             raw = await self._client.messages.with_raw_response.create(
@@ -66,11 +67,14 @@ class ClaudeDrafter:
         except anthropic.AnthropicError as exc:
             raise classify(exc) from exc
         text = "".join(block.text for block in message.content if block.type == "text").strip()
+        if message.stop_reason == "refusal":
+            # The model declined for safety reasons; asking again costs tokens and gets the same answer.
+            raise AIRejectedError(
+                "the model declined to draft a reply (stop_reason=refusal)", failure=AIFailure.REFUSAL
+            )
         if not text:
-            # A reply with no text (a refusal, or only non-text blocks) may come out differently next time.
-            raise TransientAIError(
-                f"the AI provider returned no text (stop_reason={message.stop_reason})",
-                failure=AIFailure.EMPTY_REPLY,
+            raise AIRejectedError(
+                f"the AI provider returned no text (stop_reason={message.stop_reason})", failure=AIFailure.EMPTY_REPLY
             )
         snapshot = RateLimitSnapshot.from_headers(raw.headers)
         return Draft(
@@ -80,6 +84,7 @@ class ClaudeDrafter:
             model=message.model,
             offline=False,
             rate_limits=None if snapshot.is_empty else snapshot,
+            cut_short=message.stop_reason == "max_tokens",
         )
 
     async def estimate_tokens(self, request: DraftRequest) -> int:

@@ -41,6 +41,7 @@ class AIFailure(StrEnum):
     TIMEOUT = "timeout"
     CONNECTION = "connection"
     EMPTY_REPLY = "empty_reply"
+    REFUSAL = "refusal"
     UNKNOWN = "unknown"
 
 
@@ -97,6 +98,10 @@ _USER_MESSAGES: dict[AIFailure, str] = {
         "Sorry, I couldn't draft a reply: this conversation is too long for the AI service. "
         "Try again on a shorter thread."
     ),
+    AIFailure.REFUSAL: "Sorry, the AI declined to draft a reply to this message, so there is no draft this time.",
+    AIFailure.EMPTY_REPLY: (
+        "Sorry, the AI returned an empty draft for this message. Try asking again with a little more to go on."
+    ),
 }
 _BUSY_MESSAGE = (
     "Sorry, I couldn't draft a reply: the AI service is busy or unreachable right now. "
@@ -110,7 +115,6 @@ _BUSY_FAILURES = frozenset(
         AIFailure.SERVER_ERROR,
         AIFailure.TIMEOUT,
         AIFailure.CONNECTION,
-        AIFailure.EMPTY_REPLY,
     }
 )
 

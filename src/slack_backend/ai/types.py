@@ -33,7 +33,8 @@ class DraftRequest:
 
 @dataclass(frozen=True, slots=True)
 class Draft:
-    """A drafted reply with its token usage; `offline` marks a placeholder made without calling the AI."""
+    """A drafted reply with its token usage; `offline` marks a placeholder made without calling the AI, and
+    `cut_short` a reply the model stopped at its output cap (max_tokens)."""
 
     text: str
     input_tokens: int
@@ -41,6 +42,7 @@ class Draft:
     model: str
     offline: bool = False
     rate_limits: RateLimitSnapshot | None = None
+    cut_short: bool = False
 
 
 class Drafter(Protocol):

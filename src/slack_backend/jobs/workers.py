@@ -1,4 +1,4 @@
-"""The ai-responses processor: validate, read the thread, ask Claude, deliver the draft; and its worker."""
+"""The ai-responses processor: validate, read the thread, ask Claude, save the draft, deliver it; and its worker."""
 
 from __future__ import annotations
 
@@ -41,15 +41,44 @@ from slack_backend.slack import (
     user_facing_reason,
 )
 from slack_backend.slack.response_urls import is_loopback_url
-from slack_backend.slack.tokens import InstallationStoreTokenSource
-from slack_backend.store import AuditLog, QuotaStore, create_engine, create_tables, installation_store
+from slack_backend.slack.tokens import InstallationStoreTokenSource, token_cipher, token_rotator
+from slack_backend.store import (
+    AuditLog,
+    QuotaStore,
+    Suggestion,
+    SuggestionStore,
+    create_engine,
+    create_tables,
+    installation_store,
+)
 from slack_backend.store.db import utc_now
 
 log = structlog.get_logger("slack_backend.jobs.workers")
 
+# Shown under a draft the model stopped at its output cap (AI_MAX_TOKENS), so nobody sends half a reply unawares.
+CUT_SHORT_NOTE = "_(This draft was cut short: it reached the length limit.)_"
+
+
+def mark_cut_short(text: str) -> str:
+    """The draft text with the cut-short note under it."""
+    return f"{text.rstrip()}\n\n{CUT_SHORT_NOTE}"
+
+
+def connect_note(public_url: str) -> str:
+    """The line under a draft written without its thread: connecting one's own account lets us read it next time."""
+    # A bare URL: drafts are shown with <, > and & escaped, and Slack links a bare URL by itself.
+    return (
+        "_I couldn't read this conversation, so this draft is based on your message alone. "
+        f"Connect your Slack account at {public_url}/slack/connect and I can read it next time._"
+    )
+
 
 class AIResponseProcessor:
-    """Turns one ai-responses job into a delivered draft. Tokens are fetched per use and never kept."""
+    """Turns one ai-responses job into a delivered draft. Tokens are fetched per use and never kept.
+
+    With `suggestions`, the draft is saved before it is delivered: a rerun of the job (a delivery retry, a stall,
+    an operator's retry) delivers the saved draft without calling the model, or does nothing once it was delivered.
+    """
 
     def __init__(
         self,
@@ -61,8 +90,14 @@ class AIResponseProcessor:
         audit: AuditLog | None = None,
         quota: QuotaGuard | None = None,
         hold_queue: Callable[[int], Awaitable[None]] | None = None,
+        suggestions: SuggestionStore | None = None,
+        connect_url: str | None = None,
     ) -> None:
+        """`connect_url`: the service's public https address; drafts whose thread could not be read link to its
+        /slack/connect (OAuth mode only)."""
         self._drafter = drafter
+        self._suggestions = suggestions
+        self._connect_url = connect_url
         self._delivery = delivery
         self._tokens = tokens
         self._slack_api_url = slack_api_url
@@ -75,13 +110,19 @@ class AIResponseProcessor:
         data = parse_job_data(job)
         structlog.contextvars.bind_contextvars(workspace=data.workspace_id)
         await self._audit_started(job, data)
-        token = await self._token(data)
+        saved = await self._saved(job.id)
+        # A draft delivered already needs no token: nothing is posted, so nothing is looked up or refreshed either.
+        token = "" if saved is not None and saved.status == "delivered" else await self._token(data)
+        if saved is not None:
+            # A rerun: the model was paid for already. No progress note, no second call.
+            job.cost_used = 0
+            return await self._deliver_saved(job, data, token, saved, started)
         if self._quota is not None:
             verdict = await self._quota.check(data.workspace_id)
             if not verdict.allowed:
                 return await self._refuse_over_quota(job, data, token, verdict, started)
         await self._delivery.progress(data, token, "Drafting a reply...")
-        context = await self._context(data, token)
+        context, unreadable = await self._context(data, token)
         if data.replies_to_thread and not context:
             # A mention in a thread whose messages the app could not read leaves nothing to reply to.
             raise SlackRejectedError("the thread could not be read", error="not_in_channel")
@@ -94,18 +135,57 @@ class AIResponseProcessor:
         draft = await self._drafter.draft(request)
         job.cost_used = draft.input_tokens + draft.output_tokens
         await self._respect_provider_limits(draft)
-        receipt = await self._delivery.deliver(job.id, data, token, draft.text, offline=draft.offline)
+        if draft.cut_short:
+            log.info("draft cut short at the output cap", output_tokens=draft.output_tokens)
+        text = mark_cut_short(draft.text) if draft.cut_short else draft.text
+        if unreadable and self._connect_url is not None:
+            text = f"{text}\n\n{connect_note(self._connect_url)}"
+        if self._suggestions is None:
+            saved = _unsaved(job.id, data, draft, text)
+        else:
+            saved = await self._suggestions.save(
+                job.id,
+                workspace_id=data.workspace_id,
+                user_id=data.user_id,
+                channel_id=data.channel_id,
+                thread_ts=data.thread_ts,
+                source_ts=data.message_ts,
+                text=text,
+                model=draft.model,
+                input_tokens=draft.input_tokens,
+                output_tokens=draft.output_tokens,
+                cut_short=draft.cut_short,
+                offline=draft.offline,
+            )
+        return await self._deliver_saved(job, data, token, saved, started)
+
+    async def _saved(self, job_id: str) -> Suggestion | None:
+        return None if self._suggestions is None else await self._suggestions.get(job_id)
+
+    async def _deliver_saved(
+        self, job: Job, data: AIResponseJobData, token: str, saved: Suggestion, started: float
+    ) -> dict[str, Any]:
+        """Deliver a saved draft unless it was delivered already; its tokens are audited once, with the delivery."""
+        if saved.status == "delivered":
+            log.info("draft already delivered: nothing to do", job_id=job.id)
+            via, parts, input_tokens, output_tokens = "none", 0, 0, 0
+        else:
+            receipt = await self._delivery.deliver(job.id, data, token, saved.text, offline=saved.offline)
+            if self._suggestions is not None:
+                await self._suggestions.mark_delivered(job.id)
+            via, parts = receipt.via, receipt.parts
+            input_tokens, output_tokens = saved.input_tokens, saved.output_tokens
         result = AIResponseJobResult(
-            delivered_via=receipt.via,
-            delivery_parts=receipt.parts,
-            input_tokens=draft.input_tokens,
-            output_tokens=draft.output_tokens,
-            model=draft.model,
-            offline=draft.offline,
+            delivered_via=via,
+            delivery_parts=parts,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            model=saved.model,
+            offline=saved.offline,
             processing_time_ms=int((time.monotonic() - started) * 1000),
-            draft_chars=len(draft.text),
+            draft_chars=len(saved.text),
         )
-        await self._audit_finished(job.id, "completed", result.input_tokens, result.output_tokens, None)
+        await self._audit_finished(job.id, "completed", input_tokens, output_tokens, None)
         return result.model_dump(mode="json")
 
     async def _refuse_over_quota(
@@ -156,14 +236,15 @@ class AIResponseProcessor:
             return ""  # offline demo: delivery goes through response_url, which needs no token
         return await self._tokens.bot_token(data.workspace_id, data.enterprise_id)
 
-    async def _context(self, data: AIResponseJobData, token: str) -> tuple[ContextMessage, ...]:
+    async def _context(self, data: AIResponseJobData, token: str) -> tuple[tuple[ContextMessage, ...], bool]:
+        """The thread's messages, and whether a thread was there that we could not read."""
         if data.context_messages:
-            return tuple(ContextMessage(m.user_id, m.text, m.ts) for m in data.context_messages)
+            return tuple(ContextMessage(m.user_id, m.text, m.ts) for m in data.context_messages), False
         if data.thread_ts is None or not token or data.trigger is TriggerKind.SLASH_COMMAND:
-            return ()
+            return (), False
         client = AsyncWebClient(token=token, base_url=self._slack_api_url)
         try:
-            return await read_thread(
+            messages = await read_thread(
                 client,
                 data.channel_id,
                 data.thread_ts,
@@ -175,7 +256,8 @@ class AIResponseProcessor:
             # The bot may not be in the channel (a shortcut works anywhere): draft without the thread rather than
             # fail the user's request. Transient errors still propagate and retry.
             log.warning("thread context unavailable", channel=data.channel_id, reason=str(exc))
-            return ()
+            return (), True
+        return messages, False
 
     async def _audit_started(self, job: Job, data: AIResponseJobData) -> None:
         if self._audit is None:
@@ -217,6 +299,28 @@ def parse_job_data(job: Job) -> AIResponseJobData:
         raise UnrecoverableError(f"invalid job data ({fields})") from exc
 
 
+def _unsaved(job_id: str, data: AIResponseJobData, draft: Draft, text: str) -> Suggestion:
+    """The draft as a Suggestion that lives only in this run (no store configured: tests and tools)."""
+    now = utc_now()
+    return Suggestion(
+        id=job_id,
+        workspace_id=data.workspace_id,
+        user_id=data.user_id,
+        channel_id=data.channel_id,
+        thread_ts=data.thread_ts,
+        source_ts=data.message_ts,
+        text=text,
+        model=draft.model,
+        input_tokens=draft.input_tokens,
+        output_tokens=draft.output_tokens,
+        cut_short=draft.cut_short,
+        offline=draft.offline,
+        status="saved",
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def _reason_for_user(error: BaseException | None) -> str:
     if isinstance(error, AIRejectedError | TransientAIError):
         return user_message(error)
@@ -241,12 +345,14 @@ async def build_ai_worker(
     queue = ai_responses_queue(redis, settings)
     engine = create_engine(settings.database_url)
     cleanup.push_async_callback(engine.dispose)
-    await create_tables(engine)
+    cipher = token_cipher(settings)
+    await create_tables(engine, cipher)
     tokens: TokenSource | None = None
     if settings.slack_bot_token is not None:
         tokens = StaticTokenSource(settings.slack_bot_token.get_secret_value())
-    elif settings.slack_client_id is not None:
-        tokens = InstallationStoreTokenSource(installation_store(engine, settings.slack_client_id))
+    elif settings.slack_client_id is not None and cipher is not None:
+        store = installation_store(engine, settings.slack_client_id, cipher)
+        tokens = InstallationStoreTokenSource(store, token_rotator(settings))
     else:
         log.warning("no SLACK_BOT_TOKEN or OAuth app configured: drafts go through response_url only")
     api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
@@ -286,6 +392,9 @@ async def build_ai_worker(
         audit=audit,
         quota=quota,
         hold_queue=queue.hold,
+        suggestions=SuggestionStore(engine),
+        # The link only helps where users can connect an account: OAuth mode.
+        connect_url=settings.public_url if settings.slack_client_id is not None else None,
     )
     worker = Worker(
         queue,

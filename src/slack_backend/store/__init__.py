@@ -1,10 +1,12 @@
-"""The database: Slack installations and OAuth states, the request audit and token quotas (SQLite or PostgreSQL)."""
+"""The database: installations (tokens encrypted), OAuth states, saved drafts, audit, quotas (SQLite or PostgreSQL)."""
 
 # Importing every table module here declares all tables on `metadata` before `create_tables` can run.
 from slack_backend.store.audit import AuditLog, AuditRow, AuditStatus, FinishedStatus
+from slack_backend.store.crypto import TokenCipher, TokenKeyError
 from slack_backend.store.db import create_engine, create_tables, metadata, ping
-from slack_backend.store.installations import installation_store, oauth_state_store
+from slack_backend.store.installations import installation_store, oauth_state_store, reencrypt_tokens
 from slack_backend.store.quotas import QuotaStore
+from slack_backend.store.suggestions import Suggestion, SuggestionStore
 
 __all__ = [
     "AuditLog",
@@ -12,10 +14,15 @@ __all__ = [
     "AuditStatus",
     "FinishedStatus",
     "QuotaStore",
+    "Suggestion",
+    "SuggestionStore",
+    "TokenCipher",
+    "TokenKeyError",
     "create_engine",
     "create_tables",
     "installation_store",
     "metadata",
     "oauth_state_store",
     "ping",
+    "reencrypt_tokens",
 ]

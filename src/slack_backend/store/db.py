@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import DateTime, Dialect, MetaData, Table, event, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
+if TYPE_CHECKING:
+    from slack_backend.store.crypto import TokenCipher
+
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 PING_TIMEOUT_S = 2.0
 
-# Named constraints, so a later migration tool can find and alter them by name on both backends.
+# Named constraints, so migrations can find and alter them by name on both backends.
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -24,9 +29,6 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
-
-# Any constant works: it only has to be the same in every process that creates tables.
-_CREATE_TABLES_LOCK_ID = 0x5B_7AB1E5
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -61,8 +63,8 @@ def create_engine(database_url: str) -> AsyncEngine:
     """Create the async engine for `DATABASE_URL`.
 
     SQLite connections use WAL (readers do not block the writer) and wait up to `SQLITE_BUSY_TIMEOUT_MS` for a
-    lock instead of failing at once; PostgreSQL connections are checked before use, so a restarted server costs
-    no failed request.
+    lock instead of failing at once; a new SQLite file is made readable by its owner only (it holds tokens and
+    drafts). PostgreSQL connections are checked before use, so a restarted server costs no failed request.
 
     Raises:
         ValueError: the URL names a database other than SQLite or PostgreSQL.
@@ -72,9 +74,19 @@ def create_engine(database_url: str) -> AsyncEngine:
         raise ValueError(f"DATABASE_URL must be SQLite or PostgreSQL, not {backend!r}")
     if backend == "postgresql":
         return create_async_engine(database_url, pool_pre_ping=True)
+    database = make_url(database_url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        _create_private_file(database)
     engine = create_async_engine(database_url)
     event.listen(engine.sync_engine, "connect", _configure_sqlite)
     return engine
+
+
+def _create_private_file(path: str) -> None:
+    # Made here, mode 0600, before SQLite would make it with the umask's (often world-readable) permissions.
+    # An existing file is left as its owner set it; a missing directory is SQLite's error to report.
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
@@ -86,15 +98,15 @@ def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.close()
 
 
-async def create_tables(engine: AsyncEngine) -> None:
-    """Create every table of ours that does not exist yet (Slack installations, OAuth states, audit, quotas)."""
-    # The table modules declare themselves on `metadata` when imported; importing any module of this package runs
-    # `store/__init__.py`, which imports them all, so none can be missing here.
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Processes starting together would otherwise race to create the same table and one would fail.
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:lock_id)"), {"lock_id": _CREATE_TABLES_LOCK_ID})
-        await conn.run_sync(metadata.create_all)
+async def create_tables(engine: AsyncEngine, cipher: TokenCipher | None = None) -> None:
+    """Bring the schema to the newest migration and encrypt plaintext tokens when `cipher` is given.
+
+    Every process runs this at start; see `store/migrate.py`.
+    """
+    # Imported here: migrate.py imports the table modules, which import this one.
+    from slack_backend.store.migrate import upgrade
+
+    await upgrade(engine, cipher)
 
 
 async def ping(engine: AsyncEngine, *, timeout_s: float = PING_TIMEOUT_S) -> bool:

@@ -1,4 +1,4 @@
-"""Multi-workspace OAuth storage: Slack installations with their bot tokens, and one-time OAuth states."""
+"""Multi-workspace OAuth storage: installations with bot and user tokens (encrypted), and one-time OAuth states."""
 
 from __future__ import annotations
 
@@ -9,23 +9,33 @@ from slack_sdk.oauth.installation_store.async_installation_store import AsyncIns
 from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
-from sqlalchemy import Index, Table, and_
+from sqlalchemy import Index, MetaData, String, Table, and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from slack_backend.store.crypto import ENCRYPTED_TOKEN_CHARS, EncryptedToken, TokenCipher, is_encrypted
 from slack_backend.store.db import metadata
 
 DEFAULT_STATE_EXPIRATION_S = 600
 
 _logger = logging.getLogger(__name__)
 
-# slack_sdk's own schema, declared on our metadata so `create_tables` makes it with the rest. Bot tokens live
-# in these two tables and nowhere else at rest (never in job data, Redis or logs).
+# slack_sdk's own schema, declared on our metadata (the migrations make it). Bot and user tokens live in these two
+# tables and nowhere else at rest (never in job data, Redis or logs), always encrypted (store/crypto.py).
 installations_table: Table = AsyncSQLAlchemyInstallationStore.build_installations_table(
     metadata, AsyncSQLAlchemyInstallationStore.default_installations_table_name
 )
 bots_table: Table = AsyncSQLAlchemyInstallationStore.build_bots_table(
     metadata, AsyncSQLAlchemyInstallationStore.default_bots_table_name
 )
+TOKEN_COLUMNS: dict[str, tuple[str, ...]] = {
+    bots_table.name: ("bot_token", "bot_refresh_token"),
+    installations_table.name: ("bot_token", "bot_refresh_token", "user_token", "user_refresh_token"),
+}
+_TOKEN_TABLES = (bots_table, installations_table)
+# Migration 0002 widened them: an encrypted token is longer than slack_sdk's 200 characters.
+for _table in _TOKEN_TABLES:
+    for _name in TOKEN_COLUMNS[_table.name]:
+        _table.c[_name].type = String(ENCRYPTED_TOKEN_CHARS)
 oauth_states_table: Table = AsyncSQLAlchemyOAuthStateStore.build_oauth_states_table(
     metadata, AsyncSQLAlchemyOAuthStateStore.default_table_name
 )
@@ -33,14 +43,26 @@ oauth_states_table: Table = AsyncSQLAlchemyOAuthStateStore.build_oauth_states_ta
 Index("ix_slack_oauth_states_state", oauth_states_table.c.state, unique=True)
 
 
-class _InstallationStore(AsyncSQLAlchemyInstallationStore):
-    """slack_sdk's async SQLAlchemy installation store, on our engine and our metadata."""
+def _encrypting_copy(table: Table, cipher: TokenCipher) -> Table:
+    """The same table on a private MetaData, its token columns encrypting with `cipher` on write and read."""
+    copy = table.to_metadata(MetaData())
+    for name in TOKEN_COLUMNS[table.name]:
+        copy.c[name].type = EncryptedToken(cipher)
+    return copy
 
-    def __init__(self, client_id: str, engine: AsyncEngine) -> None:
+
+class _InstallationStore(AsyncSQLAlchemyInstallationStore):
+    """slack_sdk's async SQLAlchemy installation store, on our engine, its tokens encrypted at rest.
+
+    Encryption sits in the column type, not in `async_save`: slack_sdk compares tokens it has read back, which only
+    works on decrypted values.
+    """
+
+    def __init__(self, client_id: str, engine: AsyncEngine, cipher: TokenCipher) -> None:
         super().__init__(client_id=client_id, engine=engine, logger=_logger)
         self.metadata = metadata
-        self.installations = installations_table
-        self.bots = bots_table
+        self.installations = _encrypting_copy(installations_table, cipher)
+        self.bots = _encrypting_copy(bots_table, cipher)
 
 
 class _OAuthStateStore(AsyncSQLAlchemyOAuthStateStore):
@@ -74,12 +96,42 @@ class _OAuthStateStore(AsyncSQLAlchemyOAuthStateStore):
         return consumed.rowcount == 1
 
 
-def installation_store(engine: AsyncEngine, client_id: str) -> AsyncInstallationStore:
+def installation_store(engine: AsyncEngine, client_id: str, cipher: TokenCipher) -> AsyncInstallationStore:
     """Return the installation store of the Slack app `client_id`: saves, finds and deletes installations and bots.
 
-    Its tables are made by `create_tables`.
+    Tokens are encrypted with `cipher` on write and decrypted on read. Its tables are made by `create_tables`.
     """
-    return _InstallationStore(client_id, engine)
+    return _InstallationStore(client_id, engine, cipher)
+
+
+async def reencrypt_tokens(engine: AsyncEngine, cipher: TokenCipher, *, plaintext_only: bool = False) -> int:
+    """Encrypt every stored token with the cipher's current key, in one transaction.
+
+    Args:
+        plaintext_only: only encrypt tokens stored in plaintext (before encryption existed); leave encrypted ones.
+
+    Returns:
+        How many token values were rewritten.
+
+    Raises:
+        TokenKeyError: a token was encrypted with a key the cipher does not hold (nothing is changed then).
+    """
+    changed = 0
+    async with engine.begin() as conn:
+        for table in _TOKEN_TABLES:
+            names = TOKEN_COLUMNS[table.name]
+            rows = await conn.execute(select(table.c.id, *(table.c[name] for name in names)).with_for_update())
+            for row in rows.all():
+                values: dict[str, str] = {}
+                for name in names:
+                    stored = row._mapping[name]
+                    if stored is None or (plaintext_only and is_encrypted(stored)):
+                        continue
+                    values[name] = cipher.rotate(stored)
+                if values:
+                    await conn.execute(table.update().where(table.c.id == row.id).values(values))
+                    changed += len(values)
+    return changed
 
 
 def oauth_state_store(

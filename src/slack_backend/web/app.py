@@ -40,6 +40,7 @@ from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.logging import get_logger
 from slack_backend.queue import Queue, create_redis
 from slack_backend.slack.response_urls import is_loopback_url, response_url_problem
+from slack_backend.slack.tokens import require_token_cipher
 from slack_backend.store import create_engine, create_tables
 from slack_backend.store import installation_store as store_installations
 from slack_backend.store import oauth_state_store as store_oauth_states
@@ -47,6 +48,7 @@ from slack_backend.store import ping as ping_database
 from slack_backend.web.admin import AdminDashboard
 from slack_backend.web.ingress import INSTALL_PATH, REDIRECT_URI_PATH, build_bolt_app, resolve_signing_secret
 from slack_backend.web.metrics import Metrics, metrics_routes
+from slack_backend.web.slack_connect import CONNECT_PATH, slack_connect
 from slack_backend.web.slack_guard import Refusal, read_slack_request
 
 log = get_logger(__name__)
@@ -135,8 +137,10 @@ def create_app(
             installations, states = installation_store, oauth_state_store
             if settings.slack_client_id is not None and installations is None:
                 # The workers read bot tokens from this same database, so installs must land here too.
-                await create_tables(engine)
-                installations = store_installations(engine, settings.slack_client_id)
+                # OAuth mode: the config requires TOKEN_ENCRYPTION_KEY, so a cipher is always there.
+                cipher = require_token_cipher(settings)
+                await create_tables(engine, cipher)
+                installations = store_installations(engine, settings.slack_client_id, cipher)
                 states = states or store_oauth_states(engine)
             bolt = build_bolt_app(
                 settings,
@@ -165,6 +169,7 @@ def create_app(
         Route(SLACK_EVENTS_PATH, slack_events, methods=["POST"]),
         Route(INSTALL_PATH, slack_oauth, methods=["GET"]),
         Route(REDIRECT_URI_PATH, slack_oauth, methods=["GET"]),
+        Route(CONNECT_PATH, slack_connect, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         # Public listener: /metrics answers only METRICS_TOKEN's bearer (worker processes serve theirs on loopback).

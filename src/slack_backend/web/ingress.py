@@ -24,6 +24,7 @@ from slack_backend.jobs.queues import queue_ai_response
 from slack_backend.jobs.types import MAX_TRIGGER_TEXT_CHARS, TriggerKind
 from slack_backend.logging import get_logger
 from slack_backend.queue import InvalidJobDataError, Queue
+from slack_backend.slack.tokens import USER_SCOPES
 
 log = get_logger(__name__)
 
@@ -127,6 +128,8 @@ def build_bolt_app(
             client_id=settings.slack_client_id,
             client_secret=settings.slack_client_secret.get_secret_value() if settings.slack_client_secret else None,
             scopes=list(OAUTH_SCOPES),
+            # Each user may also connect their own account, so the worker can read what the bot may not.
+            user_scopes=list(USER_SCOPES),
             installation_store=installation_store,
             state_store=oauth_state_store,
             install_path=INSTALL_PATH,
@@ -145,6 +148,10 @@ def build_bolt_app(
         process_before_response=True,
         **options,
     )
+    if oauth_mode:
+        # app_uninstalled deletes the workspace's tokens (its queued jobs then fail at once: no token);
+        # tokens_revoked deletes the named users' and bot's tokens.
+        app.enable_token_revocation_listeners()
     listeners = _Listeners(settings, queue)
     # Runs after Bolt's authorization and before every listener, so no listener can forget it.
     app.use(listeners.allowed_teams_only)
