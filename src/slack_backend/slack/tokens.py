@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
 from slack_sdk.web.async_client import AsyncWebClient
 
-from slack_backend.config import Settings
 from slack_backend.logging import get_logger
 from slack_backend.slack.errors import AppNotInstalledError
 from slack_backend.store import TokenCipher
+
+if TYPE_CHECKING:
+    # Only for annotations: config imports slack.response_urls, so a runtime import here would be a cycle.
+    from slack_backend.config import Settings
 
 log = get_logger(__name__)
 
