@@ -14,6 +14,7 @@ from slack_backend.queue.errors import (
     UnrecoverableError,
 )
 from slack_backend.queue.events import EVENT_NAMES, Hook, JobEvent
+from slack_backend.queue.gate import GateStats, RateGate
 from slack_backend.queue.job import Backoff, BackoffStrategy, Job, JobOptions, JobState
 from slack_backend.queue.limits import GroupSettings, QueueLimits, RateLimit, TokenBudget
 from slack_backend.queue.queue import AddResult, BulkJob, GroupInfo, JobDefaults, Queue
@@ -25,6 +26,7 @@ __all__ = [
     "Backoff",
     "BackoffStrategy",
     "BulkJob",
+    "GateStats",
     "GroupInfo",
     "GroupSettings",
     "Hook",
@@ -42,6 +44,7 @@ __all__ = [
     "Queue",
     "QueueError",
     "QueueLimits",
+    "RateGate",
     "RateLimit",
     "RetryAfter",
     "TokenBudget",
