@@ -144,7 +144,8 @@ async def test_waiting_in_the_gate_is_not_an_attempt_and_keeps_the_lease(make_qu
     async with running(worker):
         await wait_until(lambda: finished(queue, 1), timeout_s=10)
     [job] = await queue.get_jobs(JobState.COMPLETED)
-    assert waited[0] >= 1.0
+    # The worker's start-up eats into the 1.2 s; what matters is that the wait outlasted the lease twice over.
+    assert waited[0] >= 2 * worker.lease_ms / 1000
     assert job.attempts_made == 1
     assert job.stalls == 0
     assert job.starts == 1
