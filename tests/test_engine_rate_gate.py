@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -24,9 +25,9 @@ class CountingGate(RateGate):
 
     calls = 0
 
-    async def try_acquire(self) -> int:
+    async def _reserve(self, max_wait_ms: int) -> tuple[bool, int]:
         self.calls += 1
-        return await super().try_acquire()
+        return await super()._reserve(max_wait_ms)
 
 
 def test_acquire_script_header_declares_its_key_and_returns() -> None:
@@ -34,7 +35,7 @@ def test_acquire_script_header_declares_its_key_and_returns() -> None:
     text = _read("acquire.lua")
     head = text.splitlines()
     assert head[0].startswith("-- acquire: ")
-    for declared in ("-- KEYS[1]", "ARGV[1]", "ARGV[2]", "-- Returns:"):
+    for declared in ("-- KEYS[1]", "ARGV[1]", "ARGV[2]", "ARGV[3]", "-- Returns:"):
         assert declared in text
     assert "KEYS[2]" not in text
     assert ".. ARGV" not in text
@@ -81,7 +82,7 @@ async def test_never_more_than_max_per_window_across_two_clients(make_queue: Que
 
 
 async def test_a_waiter_sleeps_exactly_until_the_slot_frees(redis_client: Redis, prefix: str) -> None:
-    """At 1 per 300 ms the second acquirer gets its slot ~300 ms after the first, in 2 round trips, not a poll loop."""
+    """At 1 per 300 ms the second acquirer gets its slot ~300 ms after the first, in one round trip, not a poll loop."""
     limit = RateLimit(1, 300)
     gate = CountingGate(redis_client, f"{{{prefix}}}:gate", limit)
     await gate.acquire()
@@ -92,9 +93,35 @@ async def test_a_waiter_sleeps_exactly_until_the_slot_frees(redis_client: Redis,
     assert gap_ms >= limit.duration_ms - OBSERVER_SLACK_MS
     # Woken within ~50 ms of the slot freeing: the sleep is the reply's wait, not a fixed poll interval.
     assert gap_ms <= limit.duration_ms + limit.margin_ms + 50
-    assert gate.calls == 3, "one take, then one refusal and one take: the waiter slept instead of polling"
+    assert gate.calls == 2, "one round trip each: the waiter reserved its slot and slept, it did not poll"
     assert gate.stats.waits == 1
     assert gate.stats.wait_ms >= limit.duration_ms - OBSERVER_SLACK_MS
+
+
+async def test_waiters_are_served_in_the_order_they_asked(redis_client: Redis, redis_url: str, prefix: str) -> None:
+    """6 callers on 2 clients ask in turn at 1 per 80 ms: their slots come in that order, ~80 ms apart, no race."""
+    limit = RateLimit(1, 80, margin_ms=0)
+    other = create_redis(redis_url)
+    try:
+        gates = [RateGate(redis_client, f"{{{prefix}}}:gate", limit), RateGate(other, f"{{{prefix}}}:gate", limit)]
+        order: list[int] = []
+        done_at: list[float] = []
+
+        async def caller(i: int) -> None:
+            await gates[i % 2].acquire()
+            order.append(i)
+            done_at.append(time.monotonic())
+
+        tasks = []
+        for i in range(6):
+            tasks.append(asyncio.create_task(caller(i)))
+            await asyncio.sleep(0.005)  # each asks after the one before
+        await asyncio.gather(*tasks)
+    finally:
+        await other.aclose()
+    assert order == list(range(6))
+    gaps_ms = [(b - a) * 1000 for a, b in itertools.pairwise(done_at)]
+    assert min(gaps_ms) >= limit.duration_ms - OBSERVER_SLACK_MS
 
 
 async def test_max_wait_gives_up_at_once_and_takes_nothing(redis_client: Redis, prefix: str) -> None:

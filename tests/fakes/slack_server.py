@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import random
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +73,8 @@ class FakeSlack:
         self.response_posts: dict[str, list[dict[str, Any]]] = {}
         self._scripts: dict[str, deque[SlackReply]] = {}
         self._ts = itertools.count(1)
+        self._latency: dict[str, tuple[float, float]] = {}
+        self._rng = random.Random(0)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -125,6 +129,13 @@ class FakeSlack:
         """Answer the next `times` calls of `method` with a 5xx."""
         self.fail_next(method, error="fatal_error", status=status, times=times)
 
+    def slow_down(self, method: str, low_s: float, high_s: float) -> None:
+        """Answer every call of `method` after a delay drawn uniformly from [low_s, high_s] (seeded, repeatable).
+
+        Real Slack answers a thread read in 50-500 ms; the variable delay is what spreads jobs started together.
+        """
+        self._latency[method] = (low_s, high_s)
+
     def script(self, method: str, reply: SlackReply, *, times: int = 1) -> None:
         """Queue `reply` for the next `times` calls of `method` (or of "response_url")."""
         self._scripts.setdefault(method, deque()).extend([reply] * times)
@@ -163,6 +174,8 @@ class FakeSlack:
         params = await _read_params(request)
         token = _bearer(request.headers.get("Authorization")) or _str_or_none(params.pop("token", None))
         self.calls.append(SlackCall(method, request.method, token, params, request.content_type))
+        if method in self._latency:
+            await asyncio.sleep(self._rng.uniform(*self._latency[method]))
         scripted = self._scripted(method)
         if scripted is not None:
             return scripted

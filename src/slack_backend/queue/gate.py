@@ -7,7 +7,6 @@ the work between a start and the call (a quota check, a token lookup, a thread r
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -28,7 +27,7 @@ class GateStats:
 class RateGate:
     """At most `limit.max` acquisitions in any window of `limit.duration_ms`, across every process (Redis clock).
 
-    Each acquisition holds its slot for `duration_ms + margin_ms`, so jitter between the moment Redis stamps it
+    Each slot is held for `duration_ms + margin_ms`, so jitter between the moment Redis stamps it
     and the moment the upstream receives the call stays inside the window. The key names the gate: every process
     that uses the same key shares its window. The wait is a plain sleep inside the caller (for a job: within its
     run, so it is not an attempt, and the worker keeps renewing the job's lease meanwhile).
@@ -47,32 +46,32 @@ class RateGate:
         """How long one acquisition keeps its slot: the window plus the guard band."""
         return self.limit.duration_ms + self.limit.margin_ms
 
+    async def _reserve(self, max_wait_ms: int) -> tuple[bool, int]:
+        reply = [int(x) for x in await self._script(keys=[self.key], args=[self.limit.max, self.hold_ms, max_wait_ms])]
+        if reply[0] < 0:
+            return False, max(1, reply[1])
+        return True, reply[0]
+
     async def try_acquire(self) -> int:
-        """Take a slot if the window has room: 0 when taken, else the ms until one frees (nothing is taken)."""
-        reply = await self._script(keys=[self.key], args=[self.limit.max, self.hold_ms])
-        taken, value = (int(x) for x in reply)
-        return 0 if taken else max(1, value)
+        """Take a slot if one is free now: 0 when taken, else the ms until one frees (nothing is taken)."""
+        taken, wait_ms = await self._reserve(0)
+        return 0 if taken else wait_ms
 
     async def acquire(self, *, max_wait_s: float | None = None) -> bool:
-        """Wait until a slot is taken (True), sleeping exactly until one frees, never polling.
+        """Reserve the next free slot and sleep until it comes (True): one round trip, never a poll.
 
-        With `max_wait_s`, give up (False, nothing taken) as soon as the next free slot lies beyond that budget.
-        Several waiters woken by the same freed slot race for it; the losers sleep again until the next one.
+        Callers are served in the order they ask, across processes, so the order the queue started jobs in (its
+        fairness between groups) is the order their calls go out. With `max_wait_s`, nothing is reserved and
+        False comes back at once when the next free slot lies beyond it. A caller cancelled while it sleeps
+        leaves its slot unused: the window then holds fewer calls, never more.
         """
-        started = time.monotonic()
-        waited = False
-        try:
-            while True:
-                wait_ms = await self.try_acquire()
-                if wait_ms == 0:
-                    self.stats.acquired += 1
-                    return True
-                if max_wait_s is not None and time.monotonic() - started + wait_ms / 1000 > max_wait_s:
-                    return False
-                if not waited:
-                    waited = True
-                    self.stats.waits += 1
-                await asyncio.sleep(wait_ms / 1000)
-        finally:
-            if waited:
-                self.stats.wait_ms += int((time.monotonic() - started) * 1000)
+        max_wait_ms = -1 if max_wait_s is None else max(0, int(max_wait_s * 1000))
+        taken, wait_ms = await self._reserve(max_wait_ms)
+        if not taken:
+            return False
+        self.stats.acquired += 1
+        if wait_ms > 0:
+            self.stats.waits += 1
+            self.stats.wait_ms += wait_ms
+            await asyncio.sleep(wait_ms / 1000)
+        return True
