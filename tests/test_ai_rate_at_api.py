@@ -10,9 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
 from slack_backend.ai import DraftRequest
 from slack_backend.ai.offline import OfflineDrafter, make_drafter
-from slack_backend.queue import JobState
+from slack_backend.queue import JobState, RateGate, RateLimit
+from slack_backend.web.metrics import Metrics
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.slack_server import FakeSlack
 from tests.support.engine import finished, wait_until
@@ -147,3 +151,20 @@ async def test_the_slot_is_taken_as_the_request_goes_out_and_by_the_stand_in(cla
     offline = OfflineDrafter(before_call=slot)
     await offline.draft(request)
     assert len(taken) == 3
+
+
+async def test_call_gate_waits_are_metrics(redis_client: Redis, prefix: str) -> None:
+    """Waits at the model-call gate show on /metrics as slack_backend_call_gate_waits and _wait_seconds."""
+    gate = RateGate(redis_client, f"{{{prefix}}}:calls", RateLimit(1, 150), name="ai-responses")
+    metrics = Metrics()
+    metrics.instrument_gate(gate)
+    await gate.acquire()
+    await gate.acquire()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families((await metrics.render()).decode())
+        for sample in family.samples
+    }
+    labels = (("queue", "ai-responses"),)
+    assert samples[("slack_backend_call_gate_waits_total", labels)] == 1
+    assert samples[("slack_backend_call_gate_wait_seconds_total", labels)] >= 0.1
