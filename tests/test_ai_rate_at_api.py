@@ -28,7 +28,7 @@ from tests.support.slack_requests import BOT_TOKEN, CHANNEL, SECRET, TEAM, post_
 
 RATE_MAX = 5
 RATE_WINDOW_MS = 1000
-MENTIONS = 40
+MENTIONS = 50
 PROCESSES = 3
 # The API's receive time and the Redis clock that stamps a slot are different clocks a few ms apart, and a
 # process on a loaded 2-core machine can be a scheduler tick late: the limit must hold in windows 20 ms short.
@@ -71,7 +71,7 @@ async def test_model_calls_stay_within_the_limit_at_the_api_across_three_process
     prefix: str,
     tmp_path: Path,
 ) -> None:
-    """40 mentions, 3 `slack-backend worker` processes, 5/s: at most 5 model calls in any 980 ms, mean >= 4.75/s."""
+    """50 mentions, 3 `slack-backend worker` processes, 5/s: at most 5 model calls in any 980 ms, mean >= 4.75/s."""
     for i in range(MENTIONS):
         slack.add_thread(
             CHANNEL,
@@ -100,7 +100,7 @@ async def test_model_calls_stay_within_the_limit_at_the_api_across_three_process
                 proc = spawn_cli_worker(env, tmp_path / f"worker{n}.log")
                 fleet.procs.append(proc)
                 fleet.logs[proc.pid] = tmp_path / f"worker{n}.log"
-            await fleet.wait_ready(p.queue, fleet.procs)
+            await fleet.wait_ready(p.queue, fleet.procs, timeout_s=90)  # start-up is slow on a loaded host
             # The fake model shares this process with the web app: the burst is taken in while the queue is paused,
             # so the app's work does not delay the fake's receive stamps (the clock the limit is measured on).
             await p.queue.pause()

@@ -25,9 +25,9 @@ class CountingGate(RateGate):
 
     calls = 0
 
-    async def _reserve(self, max_wait_ms: int) -> tuple[bool, int]:
+    async def _call(self, token: str, mode: str, max_wait_ms: int = -1) -> tuple[bool, int]:
         self.calls += 1
-        return await super()._reserve(max_wait_ms)
+        return await super()._call(token, mode, max_wait_ms)
 
 
 def test_acquire_script_header_declares_its_key_and_returns() -> None:
@@ -35,7 +35,7 @@ def test_acquire_script_header_declares_its_key_and_returns() -> None:
     text = _read("acquire.lua")
     head = text.splitlines()
     assert head[0].startswith("-- acquire: ")
-    for declared in ("-- KEYS[1]", "ARGV[1]", "ARGV[2]", "ARGV[3]", "-- Returns:"):
+    for declared in ("-- KEYS[1]", "ARGV[1]", "ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]", "-- Returns:"):
         assert declared in text
     assert "KEYS[2]" not in text
     assert ".. ARGV" not in text
@@ -82,7 +82,7 @@ async def test_never_more_than_max_per_window_across_two_clients(make_queue: Que
 
 
 async def test_a_waiter_sleeps_exactly_until_the_slot_frees(redis_client: Redis, prefix: str) -> None:
-    """At 1 per 300 ms the second acquirer gets its slot ~300 ms after the first, in one round trip, not a poll loop."""
+    """At 1 per 300 ms the second acquirer gets its slot ~300 ms after the first, in 2 round trips, not a poll loop."""
     limit = RateLimit(1, 300)
     gate = CountingGate(redis_client, f"{{{prefix}}}:gate", limit)
     await gate.acquire()
@@ -93,7 +93,9 @@ async def test_a_waiter_sleeps_exactly_until_the_slot_frees(redis_client: Redis,
     assert gap_ms >= limit.duration_ms - OBSERVER_SLACK_MS
     # Woken within ~50 ms of the slot freeing: the sleep is the reply's wait, not a fixed poll interval.
     assert gap_ms <= limit.duration_ms + limit.margin_ms + 50
-    assert gate.calls == 2, "one round trip each: the waiter reserved its slot and slept, it did not poll"
+    # One take; then one reservation, a sleep and one confirm (again only if a reply outlasted the guard band, as
+    # on a loaded host): a poll every 10 ms would have made ~30 calls.
+    assert 3 <= gate.calls <= 5
     assert gate.stats.waits == 1
     assert gate.stats.wait_ms >= limit.duration_ms - OBSERVER_SLACK_MS
 
@@ -124,6 +126,24 @@ async def test_waiters_are_served_in_the_order_they_asked(redis_client: Redis, r
     assert min(gaps_ms) >= limit.duration_ms - OBSERVER_SLACK_MS
 
 
+async def test_a_caller_that_goes_late_pushes_the_next_one_back(redis_client: Redis, prefix: str) -> None:
+    """A reserved caller that wakes 100 ms late moves its slot: the one behind it still waits a full window after it."""
+    limit = RateLimit(1, 200, margin_ms=0)
+    gate = RateGate(redis_client, f"{{{prefix}}}:gate", limit)
+    assert await gate.acquire()
+    taken, wait_ms = await gate._call("late", "reserve")
+    assert taken
+    assert wait_ms > 150
+    behind = asyncio.create_task(gate.acquire())
+    await asyncio.sleep((wait_ms + 100) / 1000)  # the late caller's event loop was busy
+    _, again = await gate._call("late", "confirm")
+    late_went = time.monotonic()
+    assert again == 0
+    await behind
+    gap_ms = (time.monotonic() - late_went) * 1000
+    assert gap_ms >= limit.duration_ms - OBSERVER_SLACK_MS
+
+
 async def test_max_wait_gives_up_at_once_and_takes_nothing(redis_client: Redis, prefix: str) -> None:
     """A caller that cannot wait until the next free slot is told so without sleeping, and holds no slot."""
     gate = RateGate(redis_client, f"{{{prefix}}}:gate", RateLimit(1, 2000))
@@ -131,7 +151,7 @@ async def test_max_wait_gives_up_at_once_and_takes_nothing(redis_client: Redis, 
     started = time.monotonic()
     assert not await gate.acquire(max_wait_s=0.5)
     assert time.monotonic() - started < 0.2
-    assert await redis_client.llen(gate.key) == 1
+    assert await redis_client.zcard(gate.key) == 1
 
 
 async def test_an_idle_gate_leaves_no_key(redis_client: Redis, prefix: str) -> None:

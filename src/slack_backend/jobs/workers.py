@@ -189,7 +189,7 @@ class AIResponseProcessor:
 
 
 def ai_rate_limit(settings: Settings) -> RateLimit:
-    """AI_RATE_LIMIT_MAX model calls per AI_RATE_LIMIT_DURATION_MS: the start rate and the model-call gate alike."""
+    """AI_RATE_LIMIT_MAX model calls per AI_RATE_LIMIT_DURATION_MS: what the call gate holds at the model call."""
     return RateLimit(settings.ai_rate_limit_max, settings.ai_rate_limit_duration_ms)
 
 
