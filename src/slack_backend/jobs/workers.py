@@ -29,6 +29,7 @@ from slack_backend.queue import (
     QueueLimits,
     RateGate,
     RateLimit,
+    RetryAfter,
     TokenBudget,
     UnrecoverableError,
     Worker,
@@ -165,6 +166,11 @@ class AIResponseProcessor:
             # The bot may not be in the channel (a shortcut works anywhere): draft without the thread rather than
             # fail the user's request. Transient errors still propagate and retry.
             log.warning("thread context unavailable", channel=data.channel_id, reason=str(exc))
+            return ()
+        except RetryAfter as exc:
+            # Slack lets an app that is not Marketplace-approved read threads once a minute: releasing the job to
+            # read again spent no attempt and could loop forever. The draft is written without the thread.
+            log.warning("thread context rate limited: drafting without it", channel=data.channel_id, reason=str(exc))
             return ()
 
     async def _audit_started(self, job: Job, data: AIResponseJobData) -> None:
