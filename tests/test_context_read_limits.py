@@ -37,3 +37,24 @@ async def test_a_429_on_the_thread_read_drafts_without_context_once(pipeline: Pi
         USER,
         THREAD_TS,
     )
+
+
+async def test_thread_pages_ask_for_at_most_15_unless_marketplace(pipeline: PipelineFactory) -> None:
+    """A non-Marketplace app asks conversations.replies for <= 15 messages a call; SLACK_MARKETPLACE_APP=true, 200."""
+    thread = [{"user": f"U0P{i:03d}", "text": f"message {i}", "ts": f"1699999999.{i:06d}"} for i in range(200, 240)]
+    for marketplace, expected in (("false", 15), ("true", 200)):
+        async with pipeline(SLACK_MARKETPLACE_APP=marketplace) as p:
+            p.slack.marketplace_app = marketplace == "true"
+            p.slack.calls.clear()
+            p.slack.add_thread(CHANNEL, THREAD_TS, thread)
+            body, content_type = mention_body()
+            body = body.replace(EVENT_ID.encode(), f"Ev0PAGE{marketplace}".encode())
+            assert (await post_signed(p.client, (body, content_type))).status_code == 200
+
+            async def drafted() -> bool:
+                return any(c.params.get("blocks") for c in p.slack.calls_to("chat.postEphemeral"))
+
+            await wait_until(drafted, timeout_s=10)
+            limits = {int(c.params["limit"]) for c in p.slack.calls_to("conversations.replies")}
+        assert limits == {expected}
+        assert "message 239" in str(p.claude.message_requests[-1].body["messages"]), "the newest message was read"

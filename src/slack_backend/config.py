@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     # validate_default: the pair check must also run when only SLACK_CLIENT_ID is given.
     slack_client_secret: SecretStr | None = Field(None, validate_default=True)
     slack_api_url: str = "https://slack.com/api/"
+    # Slack serves conversations.replies to apps not Marketplace-approved at most 15 messages a call.
+    slack_marketplace_app: bool = False
     slack_slash_command: str = "/draft"
 
     anthropic_api_key: SecretStr | None = None

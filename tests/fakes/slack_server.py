@@ -23,6 +23,9 @@ RESPONSE_URL_METHOD = "response_url"
 # Slack allows five uses of one response_url (in 30 minutes); past that it answers 404 used_url.
 RESPONSE_URL_MAX_USES = 5
 
+# conversations.replies serves apps that are not Marketplace-approved at most this many messages a call.
+NON_MARKETPLACE_LIMIT = 15
+
 
 @dataclass(frozen=True, slots=True)
 class SlackCall:
@@ -62,6 +65,7 @@ class FakeSlack:
         team_id: str = "T0FAKE",
         bot_user_id: str = "U0FAKEBOT",
         host: str = "127.0.0.1",
+        marketplace_app: bool = False,
     ) -> None:
         """Args: bot_token: when set, calls with another token get `invalid_auth` (no token: `not_authed`)."""
         self.bot_token = bot_token
@@ -70,6 +74,8 @@ class FakeSlack:
         self.host = host
         self.calls: list[SlackCall] = []
         self.threads: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        # Slack's limits for conversations.replies differ for apps approved for the Slack Marketplace.
+        self.marketplace_app = marketplace_app
         self.response_posts: dict[str, list[dict[str, Any]]] = {}
         self._scripts: dict[str, deque[SlackReply]] = {}
         self._ts = itertools.count(1)
@@ -236,6 +242,9 @@ class FakeSlack:
             return _fail("thread_not_found")
         start = int(_str_or_none(params.get("cursor")) or 0)
         limit = int(_str_or_none(params.get("limit")) or 1000)
+        if not self.marketplace_app:
+            # Slack serves an app that is not Marketplace-approved at most 15 messages a call, whatever it asks.
+            limit = min(limit, NON_MARKETPLACE_LIMIT)
         page = messages[start : start + limit]
         has_more = start + limit < len(messages)
         next_cursor = str(start + limit) if has_more else ""

@@ -35,6 +35,7 @@ from slack_backend.queue import (
     Worker,
 )
 from slack_backend.slack import SlackDelivery, StaticTokenSource, TokenSource, read_thread, user_facing_reason
+from slack_backend.slack.context import MARKETPLACE_PAGE_SIZE, NON_MARKETPLACE_PAGE_SIZE
 from slack_backend.slack.tokens import InstallationStoreTokenSource
 from slack_backend.store import AuditLog, QuotaStore, create_engine, create_tables, installation_store
 from slack_backend.store.db import utc_now
@@ -56,6 +57,7 @@ class AIResponseProcessor:
         tokens: TokenSource | None,
         slack_api_url: str,
         audit: AuditLog | None = None,
+        context_page_size: int = NON_MARKETPLACE_PAGE_SIZE,
         quota: QuotaGuard | None = None,
         hold_queue: Callable[[int], Awaitable[None]] | None = None,
         rate_gate: RateGate | None = None,
@@ -64,6 +66,7 @@ class AIResponseProcessor:
         self._delivery = delivery
         self._tokens = tokens
         self._slack_api_url = slack_api_url
+        self._context_page_size = context_page_size
         self._audit = audit
         self._quota = quota
         self._hold_queue = hold_queue
@@ -161,6 +164,7 @@ class AIResponseProcessor:
                 max_messages=CONTEXT_MAX_MESSAGES,
                 max_chars=CONTEXT_MAX_CHARS,
                 exclude_ts=data.message_ts,
+                page_size=self._context_page_size,
             )
         except UnrecoverableError as exc:
             # The bot may not be in the channel (a shortcut works anywhere): draft without the thread rather than
@@ -298,6 +302,7 @@ async def build_ai_worker(
         tokens=tokens,
         slack_api_url=slack_api_url,
         audit=audit,
+        context_page_size=MARKETPLACE_PAGE_SIZE if settings.slack_marketplace_app else NON_MARKETPLACE_PAGE_SIZE,
         quota=quota,
         hold_queue=queue.hold,
         rate_gate=rate_gate,
