@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # Fernet keys, comma-separated, the current one first; required in OAuth mode (tokens are stored encrypted).
     token_encryption_key: SecretStr | None = Field(None, validate_default=True)
     slack_api_url: str = "https://slack.com/api/"
+    # Slack serves conversations.replies to apps not Marketplace-approved at most 15 messages a call.
+    slack_marketplace_app: bool = False
     slack_slash_command: str = "/draft"
     # Workspace (T...) or Enterprise Grid org (E...) ids served, comma-separated; empty serves every workspace.
     slack_allowed_teams: str = ""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,11 +24,16 @@ ECHO_CHARS = 80
 
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
-    """One request the fake received: path, headers (lower-cased names) and the JSON body."""
+    """One request the fake received: path, headers (lower-cased names), the JSON body, and when it arrived.
+
+    `received_s` is this process's `time.monotonic()` as the handler began: the API's own clock, on which a
+    rate limit is counted (the fake runs in the test's process, so every worker process is measured alike).
+    """
 
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    received_s: float = 0.0
 
     @property
     def api_key(self) -> str | None:
@@ -197,6 +203,7 @@ class FakeAnthropic:
         await self.close()
 
     async def _record(self, request: web.Request) -> dict[str, Any] | None:
+        received_s = time.monotonic()
         raw = await request.read()
         try:
             body = json.loads(raw) if raw else {}
@@ -207,6 +214,7 @@ class FakeAnthropic:
                 path=request.path,
                 headers={name.lower(): value for name, value in request.headers.items()},
                 body=body if isinstance(body, dict) else {},
+                received_s=received_s,
             )
         )
         return body if isinstance(body, dict) else None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
+import random
 import secrets
 import time
 from collections import deque
@@ -30,6 +32,8 @@ RESPONSE_URL_MAX_USES = 5
 # this error (the fake's wording).
 CANNOT_REPLACE_ERROR = "cannot_replace_original"
 _RESPONSE_TYPES = frozenset({"ephemeral", "in_channel"})
+# conversations.replies serves apps that are not Marketplace-approved at most this many messages a call.
+NON_MARKETPLACE_LIMIT = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,7 @@ class FakeSlack:
         team_id: str = "T0FAKE",
         bot_user_id: str = "U0FAKEBOT",
         host: str = "127.0.0.1",
+        marketplace_app: bool = False,
     ) -> None:
         """Args: bot_token: when set, calls with another token get `invalid_auth` (no token: `not_authed`)."""
         self.bot_token = bot_token
@@ -89,6 +94,8 @@ class FakeSlack:
         self.host = host
         self.calls: list[SlackCall] = []
         self.threads: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        # Slack's limits for conversations.replies differ for apps approved for the Slack Marketplace.
+        self.marketplace_app = marketplace_app
         self.response_posts: dict[str, list[dict[str, Any]]] = {}
         # (channel, message ts, emoji name) of each reaction the app has on a message now.
         self.reactions: set[tuple[str, str, str]] = set()
@@ -104,6 +111,8 @@ class FakeSlack:
         self._refresh: dict[str, tuple[str, str]] = {}  # refresh token -> (kind "bot"/"user", team id)
         self.issued_tokens: dict[str, float | None] = {}  # token -> expiry (epoch s), None when it never expires
         self._token_users: dict[str, str] = {}  # issued user token -> the user it belongs to
+        self._latency: dict[str, tuple[float, float]] = {}
+        self._rng = random.Random(0)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -191,6 +200,13 @@ class FakeSlack:
         """Answer the next `times` calls of `method` with a 5xx."""
         self.fail_next(method, error="fatal_error", status=status, times=times)
 
+    def slow_down(self, method: str, low_s: float, high_s: float) -> None:
+        """Answer every call of `method` after a delay drawn uniformly from [low_s, high_s] (seeded, repeatable).
+
+        Real Slack answers a thread read in 50-500 ms; the variable delay is what spreads jobs started together.
+        """
+        self._latency[method] = (low_s, high_s)
+
     def script(self, method: str, reply: SlackReply, *, times: int = 1) -> None:
         """Queue `reply` for the next `times` calls of `method` (or of "response_url")."""
         self._scripts.setdefault(method, deque()).extend([reply] * times)
@@ -229,6 +245,8 @@ class FakeSlack:
         params = await _read_params(request)
         token = _bearer(request.headers.get("Authorization")) or _str_or_none(params.pop("token", None))
         self.calls.append(SlackCall(method, request.method, token, params, request.content_type))
+        if method in self._latency:
+            await asyncio.sleep(self._rng.uniform(*self._latency[method]))
         scripted = self._scripted(method)
         if scripted is not None:
             return scripted
@@ -306,6 +324,9 @@ class FakeSlack:
             return _fail("thread_not_found")
         start = int(_str_or_none(params.get("cursor")) or 0)
         limit = int(_str_or_none(params.get("limit")) or 1000)
+        if not self.marketplace_app:
+            # Slack serves an app that is not Marketplace-approved at most 15 messages a call, whatever it asks.
+            limit = min(limit, NON_MARKETPLACE_LIMIT)
         page = messages[start : start + limit]
         has_more = start + limit < len(messages)
         next_cursor = str(start + limit) if has_more else ""

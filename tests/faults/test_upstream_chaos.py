@@ -164,6 +164,8 @@ async def test_500_commands_under_upstream_chaos_each_end_delivered_once_or_told
             assert await workers.terminate([other]) == [0]
             starts_ms += [int(t) for t in await redis_client.lrange(starts_key, 0, -1)]
             served = Counter(kind for kind, _ in script[: len(p.claude.message_requests)])
+            # The limit is counted where the API sees it: the fake model's receive time of every call.
+            calls_ms = [r.received_s * 1000 for r in p.claude.message_requests]
             slack = p.slack
     drafts = {i: [post for post in _posts_for(slack, i) if "blocks" in post] for i in range(REQUESTS)}
     told = {
@@ -173,6 +175,9 @@ async def test_500_commands_under_upstream_chaos_each_end_delivered_once_or_told
     by_user = {str(j.data["user_id"]): j for j in [*completed, *failed]}
     record_starts = [j.processed_ms for j in by_user.values() if j.processed_ms is not None]
     worst_window = max_in_window(starts_ms, RATE_WINDOW_MS)
+    # A call's receive stamp trails its slot by 0.3-10 ms on a loaded host: windows 20 ms short, as in
+    # tests/test_ai_rate_at_api.py.
+    worst_calls = max_in_window(calls_ms, RATE_WINDOW_MS - 20)
     worst_record_window = max_in_window(record_starts, RATE_WINDOW_MS)
     print(
         f"\nupstream chaos: 2 worker processes x 20; {REQUESTS} commands acked {Counter(acks)} in {ingress_s:.1f} s; "
@@ -181,6 +186,7 @@ async def test_500_commands_under_upstream_chaos_each_end_delivered_once_or_told
         f"{CLIENT_TIMEOUT_S} s, hangs {HANG_S} s); outcome {len(completed)} delivered, {len(failed)} failed and told, "
         f"{sum(1 for d in drafts.values() if len(d) > 1)} users with two drafts; {len(starts_ms)} starts, "
         f"at most {worst_window} in any {RATE_WINDOW_MS} ms (records: {worst_record_window}; limit {RATE_MAX}); "
+        f"model calls at most {worst_calls} in any {RATE_WINDOW_MS - 20} ms; "
         f"{holds} queue holds for a 429, {timeouts} client timeouts retried or failed; took {duration_s:.1f} s; "
         f"failed for: {dict(Counter(j.failed_reason for j in failed))}"
     )
@@ -197,7 +203,7 @@ async def test_500_commands_under_upstream_chaos_each_end_delivered_once_or_told
             assert drafts[i] == [], f"request {i} failed without a draft"
             assert told[i], f"request {i}: the user was told it failed"
             assert job.attempts_made == job.attempts, "faults are transient: a job fails only out of tries"
-    assert worst_window <= RATE_MAX, "the global rate limit was never exceeded"
+    assert worst_calls <= RATE_MAX, "the model never saw more calls than the rate limit allows"
     assert worst_record_window <= RATE_MAX
     assert served["429"] > 0
     assert served["hang"] > 0

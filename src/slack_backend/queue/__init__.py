@@ -15,6 +15,7 @@ from slack_backend.queue.errors import (
     UnrecoverableError,
 )
 from slack_backend.queue.events import EVENT_NAMES, Hook, JobEvent
+from slack_backend.queue.gate import GateStats, RateGate
 from slack_backend.queue.job import Backoff, BackoffStrategy, Job, JobOptions, JobState
 from slack_backend.queue.limits import GroupSettings, QueueLimits, RateLimit, TokenBudget
 from slack_backend.queue.queue import AddResult, BulkJob, GroupInfo, JobDefaults, Queue
@@ -26,6 +27,7 @@ __all__ = [
     "Backoff",
     "BackoffStrategy",
     "BulkJob",
+    "GateStats",
     "GroupInfo",
     "GroupSettings",
     "Hook",
@@ -43,6 +45,7 @@ __all__ = [
     "Queue",
     "QueueError",
     "QueueLimits",
+    "RateGate",
     "RateLimit",
     "RetryAfter",
     "StalledError",

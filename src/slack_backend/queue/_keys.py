@@ -57,6 +57,10 @@ class QueueKeys:
         """A worker's own wake list: only it blocks there, so a push ends exactly its wait (same hash tag)."""
         return f"{self.tag}:wake:{worker_id}"
 
+    def calls(self) -> str:
+        """The stamps of the queue's call gate (RateGate): the last acquisitions of upstream calls (same hash tag)."""
+        return f"{self.tag}:calls"
+
     def all(self) -> list[str]:
         """Every key, in script order."""
         return [self.key(n) for n in KEY_NAMES]

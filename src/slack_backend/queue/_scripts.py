@@ -111,6 +111,11 @@ def script_source(name: str) -> str:
     return _INCLUDE.sub(paste, text)
 
 
+def keyed_script(client: Redis, name: str) -> AsyncScript:
+    """A script that is given its keys by the caller, not the queue's key set: the rate gate's `acquire`."""
+    return client.register_script(_read(f"{name}.lua"))
+
+
 class Scripts:
     """The queue's scripts registered on one client; redis-py runs them by SHA and reloads after a flush."""
 

@@ -16,8 +16,9 @@ from slack_backend.queue._keys import QueueKeys
 from slack_backend.queue._scripts import Scripts
 from slack_backend.queue.errors import InvalidJobDataError, raise_for_code
 from slack_backend.queue.events import DEFAULT_MAX_EVENTS
+from slack_backend.queue.gate import RateGate
 from slack_backend.queue.job import DEFAULT_PRIORITY, Backoff, Job, JobOptions, JobState, check_identifier
-from slack_backend.queue.limits import GroupSettings, QueueLimits
+from slack_backend.queue.limits import GroupSettings, QueueLimits, RateLimit
 
 DEFAULT_MAX_DATA_BYTES = 512 * 1024
 # Slack re-delivers an event it saw no ack for after about 1 and 5 minutes, and a user may retry a shortcut for
@@ -254,6 +255,14 @@ class Queue:
         raw = await self.redis.hget(self.keys.key("meta"), "config")
         return QueueLimits.from_json(None if raw is None else str(raw))
 
+    def call_gate(self, limit: RateLimit) -> RateGate:
+        """The queue's call gate: its jobs take a slot right before each upstream call (see RateGate).
+
+        Every process's gate of this queue shares one window, so `limit` should be the same everywhere: give it
+        the queue's start rate, whose fetch then decides which job goes next while the gate bounds the calls.
+        """
+        return RateGate(self.redis, self.keys.calls(), limit, name=self.name)
+
     async def workers(self) -> dict[str, dict[str, Any]]:
         """Workers that reported in, by id, with their last heartbeat (ms) and load."""
         raw = _str_map(await self.redis.hgetall(self.keys.key("workers")))
@@ -344,7 +353,7 @@ class Queue:
 
     async def obliterate(self) -> None:
         """Delete every key of the queue (tests and tear-down only)."""
-        await self.redis.delete(*self.keys.all())
+        await self.redis.delete(*self.keys.all(), self.keys.calls())
 
 
 def _opts_json(attempts: int, backoff: Backoff) -> str:

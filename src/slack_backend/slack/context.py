@@ -12,8 +12,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_backend.ai.types import ContextMessage
 from slack_backend.slack.errors import classify_slack_error
 
-# Slack suggests pages of at most 200 for conversations.replies.
-DEFAULT_PAGE_SIZE = 200
+# Slack suggests pages of at most 200 for conversations.replies (Marketplace-approved apps) ...
+MARKETPLACE_PAGE_SIZE = 200
+# ... and serves apps that are not approved at most 15 messages a call: asking for more only hides the truth.
+NON_MARKETPLACE_PAGE_SIZE = 15
+DEFAULT_PAGE_SIZE = NON_MARKETPLACE_PAGE_SIZE
 # A runaway thread must not turn one job into hundreds of API calls: past this many pages, the newest read so far win.
 MAX_PAGES = 25
 TRUNCATION_MARK = "..."

@@ -25,7 +25,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from slack_backend.logging import get_logger
-from slack_backend.queue import Job, JobEvent, JobState, Queue, Worker
+from slack_backend.queue import Job, JobEvent, JobState, Queue, RateGate, Worker
 from slack_backend.slack.errors import AppNotInstalledError, ResponseUrlError, SlackRejectedError
 
 log = get_logger(__name__)
@@ -60,6 +60,7 @@ class Metrics:
         self.live_worker_age_ms = live_worker_age_ms
         self._queues: dict[str, Queue] = {}
         self._workers: list[Worker] = []
+        self._gates: list[RateGate] = []
         self._refresh_redis_errors = 0
         r = self.registry
         self.jobs = Counter(
@@ -135,9 +136,15 @@ class Metrics:
             del self._queues[queue.name]
 
     def instrument(self, worker: Worker) -> None:
-        """Count what `worker` does (hooks), read its stats at each scrape, and watch its queue."""
+        """Count what `worker` does (hooks), read its stats at each scrape, and watch its queue.
+
+        A processor that carries a `rate_gate` (the model-call gate) has its waits counted too.
+        """
         name = worker.queue.name
         self._workers.append(worker)
+        gate = getattr(worker.processor, "rate_gate", None)
+        if isinstance(gate, RateGate):
+            self.instrument_gate(gate)
         if name not in self._queues:
             self.watch(worker.queue)
         for outcome in OUTCOMES:
@@ -204,13 +211,22 @@ class Metrics:
         await self.refresh()
         return generate_latest(self.registry)
 
+    def instrument_gate(self, gate: RateGate) -> None:
+        """Read a call gate's waits at each scrape, under the gate's name (a queue's gate: the queue's name)."""
+        if gate not in self._gates:
+            self._gates.append(gate)
+
     def worker_totals(self) -> dict[str, WorkerTotals]:
-        """Rate-limit waits by queue name, summed over the instrumented workers."""
+        """Rate-limit waits by queue name, summed over the instrumented workers and call gates."""
         totals: dict[str, WorkerTotals] = {}
         for worker in self._workers:
             t = totals.setdefault(worker.queue.name, WorkerTotals())
             t.rate_limited_waits += worker.stats.rate_limited_waits
             t.rate_limited_wait_ms += worker.stats.rate_limited_wait_ms
+        for gate in self._gates:
+            t = totals.setdefault(gate.name, WorkerTotals())
+            t.call_gate_waits += gate.stats.waits
+            t.call_gate_wait_ms += gate.stats.wait_ms
         return totals
 
     def redis_errors(self) -> int:
@@ -248,6 +264,8 @@ class WorkerTotals:
 
     rate_limited_waits: int = 0
     rate_limited_wait_ms: int = 0
+    call_gate_waits: int = 0
+    call_gate_wait_ms: int = 0
 
 
 class _WorkerStatsCollector:
@@ -272,11 +290,25 @@ class _WorkerStatsCollector:
             "Time workers slept on the rate limit.",
             labels=["queue"],
         )
+        gate_waits = CounterMetricFamily(
+            "slack_backend_call_gate_waits",
+            "Times a job waited at the call gate for a slot of the rate limit before its model call.",
+            labels=["queue"],
+        )
+        gate_wait_s = CounterMetricFamily(
+            "slack_backend_call_gate_wait_seconds",
+            "Time jobs waited at the call gate before their model calls.",
+            labels=["queue"],
+        )
         for queue, t in sorted(totals.items()):
             waits.add_metric([queue], t.rate_limited_waits)
             wait_s.add_metric([queue], t.rate_limited_wait_ms / 1000)
+            gate_waits.add_metric([queue], t.call_gate_waits)
+            gate_wait_s.add_metric([queue], t.call_gate_wait_ms / 1000)
         yield waits
         yield wait_s
+        yield gate_waits
+        yield gate_wait_s
         yield CounterMetricFamily(
             "slack_backend_redis_errors", "Redis errors seen by workers and metric refreshes.", value=redis_errors
         )
