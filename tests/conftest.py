@@ -13,8 +13,9 @@ from slack_backend.queue import JobDefaults, Queue, create_redis
 from tests.support.engine import QueueFactory
 from tests.support.redis_server import RedisServer
 
-# The pipeline fixtures (fake Slack, fake Claude, the running app and worker) for every test module.
-pytest_plugins = ["tests.support.pipeline"]
+# The pipeline fixtures (fake Slack, fake Claude, the running app and worker) for every test module, and the rule
+# that a skip fails the run under FORBID_SKIPS=1 unless tests/allowed-skips.txt lists it.
+pytest_plugins = ["tests.support.pipeline", "tests.support.strict_skips"]
 
 
 @pytest.fixture(scope="session")
