@@ -30,7 +30,7 @@ if ! can_login "$ROLE" "$ROLE" "$ROLE"; then
   as_postgres() { $SUDO -u postgres "$@"; }
   if [ "$(id -u)" = "0" ]; then as_postgres() { su postgres -c "$(printf '%q ' "$@")"; }; fi
   as_postgres psql -q -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='$ROLE') THEN
-    CREATE ROLE $ROLE LOGIN PASSWORD '$ROLE'; END IF; END\$\$" >&2
+    CREATE ROLE $ROLE LOGIN CREATEDB PASSWORD '$ROLE'; END IF; END\$\$" >&2
   as_postgres psql -tAc "SELECT 1 FROM pg_database WHERE datname='$ROLE'" | grep -q 1 \
     || as_postgres createdb -O "$ROLE" "$ROLE" >&2
   can_login "$ROLE" "$ROLE" "$ROLE" || { echo "cannot log in to PostgreSQL as $ROLE" >&2; exit 1; }

@@ -1,17 +1,21 @@
-"""Shared fixtures: one real redis-server for the session, and a fresh queue prefix for every test."""
+"""Shared fixtures: one real redis-server for the session, a fresh queue prefix for every test, and the fixtures
+that start processes (worker fleets, the shipped commands, redis-servers to crash), each stopping all it started."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from slack_backend.queue import JobDefaults, Queue, create_redis
 from tests.support.engine import QueueFactory
+from tests.support.fleet import FleetFactory, ServerFactory, WorkerFleet
 from tests.support.redis_server import RedisServer
+from tests.support.services import Services
 
 # The pipeline fixtures (fake Slack, fake Claude, the running app and worker) for every test module, and the rule
 # that a skip fails the run under FORBID_SKIPS=1 unless tests/allowed-skips.txt lists it.
@@ -53,3 +57,42 @@ def make_queue(redis_client: Redis, prefix: str) -> QueueFactory:
         return Queue(name, connection=redis_client, prefix=prefix, defaults=defaults)
 
     return factory
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[FleetFactory]:
+    """Factory: fleet(url=..., prefix=..., **cfg) -> a WorkerFleet; every process it started is stopped at the end."""
+    made: list[WorkerFleet] = []
+
+    def factory(**base: Any) -> WorkerFleet:
+        f = WorkerFleet(base, tmp_path / f"fleet{len(made)}")
+        made.append(f)
+        return f
+
+    yield factory
+    for f in made:
+        f.close()
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    """Starts `slack-backend` commands as real processes; every one (and every child of one) is killed at the end."""
+    started = Services(tmp_path / "services")
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Factory: a started redis-server of this test's own with AOF on (appendfsync everysec); stopped at the end."""
+    servers: list[RedisServer] = []
+
+    def factory() -> RedisServer:
+        server = RedisServer(tmp_path / f"redis{len(servers)}", appendonly=True)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield factory
+    for s in servers:
+        s.stop(kill=True)

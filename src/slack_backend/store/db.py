@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Dialect, MetaData, Table, event, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
@@ -27,6 +28,8 @@ metadata = MetaData(
 
 # Any constant works: it only has to be the same in every process that creates tables.
 _CREATE_TABLES_LOCK_ID = 0x5B_7AB1E5
+# Passes of create_tables on SQLite when another process created a table between our check and our CREATE.
+_CREATE_TABLES_TRIES = 5
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -90,11 +93,21 @@ async def create_tables(engine: AsyncEngine) -> None:
     """Create every table of ours that does not exist yet (Slack installations, OAuth states, audit, quotas)."""
     # The table modules declare themselves on `metadata` when imported; importing any module of this package runs
     # `store/__init__.py`, which imports them all, so none can be missing here.
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Processes starting together would otherwise race to create the same table and one would fail.
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:lock_id)"), {"lock_id": _CREATE_TABLES_LOCK_ID})
-        await conn.run_sync(metadata.create_all)
+    for attempt in range(1, _CREATE_TABLES_TRIES + 1):
+        try:
+            async with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Processes starting together would otherwise race to create the same table and one would fail.
+                    await conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:lock_id)"), {"lock_id": _CREATE_TABLES_LOCK_ID}
+                    )
+                await conn.run_sync(metadata.create_all)
+            return
+        except OperationalError as exc:
+            # SQLite has no advisory lock: two processes starting together (`worker --processes N`) can both see a
+            # table missing, and one's CREATE TABLE then fails. The next pass sees the table and goes on.
+            if engine.dialect.name != "sqlite" or "already exists" not in str(exc) or attempt == _CREATE_TABLES_TRIES:
+                raise
 
 
 async def ping(engine: AsyncEngine, *, timeout_s: float = PING_TIMEOUT_S) -> bool:
