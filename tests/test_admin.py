@@ -16,6 +16,7 @@ from slack_backend.config import Settings, load_settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.queue import Job, JobState, KeepJobs, Queue, UnrecoverableError, Worker
 from slack_backend.web import create_app
+from slack_backend.web._admin_auth import SESSION_COOKIE
 from tests.support.engine import running, wait_until
 from tests.support.slack_requests import BOT_TOKEN, SECRET
 
@@ -283,15 +284,36 @@ async def test_pause_and_resume(serve: Serve, queue: Queue) -> None:
     assert 'id="pause"' in resumed_page.text
 
 
-async def test_logout_ends_the_session(serve: Serve) -> None:
-    """Logging out clears the cookie: the next page is 401."""
+async def test_logout_tells_the_browser_to_drop_the_cookie(serve: Serve) -> None:
+    """Logout answers with a Set-Cookie that expires the session cookie, so the browser's next page is 401.
+
+    Sessions are stateless HMACs: logout cannot revoke a copy of the cookie (the next test shows what does)."""
     async with serve() as client:
         await log_in(client)
         token = await csrf(client)
         out = await client.post("/admin/logout", data={"csrf_token": token}, headers=SAME_ORIGIN)
         after = await client.get("/admin")
     assert out.status_code == 303
+    expiring = [h for h in out.headers.get_list("set-cookie") if "Max-Age=0" in h or "expires=Thu, 01 Jan 1970" in h]
+    assert len(expiring) == 1, out.headers.get_list("set-cookie")
+    assert expiring[0].startswith(f"{SESSION_COOKIE}=")
     assert after.status_code == 401
+
+
+async def test_a_copied_session_cookie_outlives_logout_until_the_token_changes(serve: Serve) -> None:
+    """A session cookie copied before logout still opens /admin after it; changing ADMIN_TOKEN ends it (the docs'
+    "changing the token ends every session")."""
+    async with serve() as client:
+        await log_in(client)
+        copied = dict(client.cookies)
+        token = await csrf(client)
+        await client.post("/admin/logout", data={"csrf_token": token}, headers=SAME_ORIGIN)
+        client.cookies.clear()
+        client.cookies.update(copied)
+        assert (await client.get("/admin")).status_code == 200, "stateless: logout does not revoke a copy"
+    async with serve(ADMIN_TOKEN="a-rotated-admin-token-9876543210") as client:
+        client.cookies.update(copied)
+        assert (await client.get("/admin")).status_code == 401
 
 
 async def test_pages_never_show_job_data_and_escape_reasons(serve: Serve, queue: Queue) -> None:

@@ -119,7 +119,6 @@ async def test_redis_away_ten_seconds_workers_survive_ingress_degrades_and_work_
         f"{sum(1 for j in jobs if j.state is JobState.COMPLETED)} completed, {sum(j.stalls for j in jobs)} reruns; "
         f"after: event {event_after.status_code}, command {command_after.status_code}, /readyz {ready_after}"
     )
-    assert outage_s >= OUTAGE_S
     assert exited == 0
     assert alive_after == len(procs)
     assert codes == [0] * len(procs)
