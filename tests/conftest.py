@@ -17,9 +17,10 @@ from tests.support.fleet import FleetFactory, ServerFactory, WorkerFleet
 from tests.support.redis_server import RedisServer
 from tests.support.services import Services
 
-# The pipeline fixtures (fake Slack, fake Claude, the running app and worker) for every test module, and the rule
+# The pipeline fixtures (fake Slack, fake Claude, the running app and worker), the app fixtures (make_settings,
+# serve) for every test module, and the rule
 # that a skip fails the run under FORBID_SKIPS=1 unless tests/allowed-skips.txt lists it.
-pytest_plugins = ["tests.support.pipeline", "tests.support.strict_skips"]
+pytest_plugins = ["tests.support.app", "tests.support.pipeline", "tests.support.strict_skips"]
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +97,15 @@ def aof_redis(tmp_path: Path) -> Iterator[ServerFactory]:
     yield factory
     for s in servers:
         s.stop(kill=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repo_root_stays_clean() -> Iterator[None]:
+    """No test writes into the checkout's root (a default ./slack-backend.db, logs, ...): checked once per session."""
+    root = Path(__file__).resolve().parent.parent
+    # Caches pytest and the tools make for themselves are not test output.
+    ignored = {".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"}
+    before = {p.name for p in root.iterdir()}
+    yield
+    new = sorted({p.name for p in root.iterdir()} - before - ignored)
+    assert new == [], f"tests created {new} in {root}; give them a tmp_path"

@@ -3,58 +3,42 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
-from slack_backend.config import Settings, load_settings
+from slack_backend.config import Settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.queue import Job, JobState, KeepJobs, Queue, UnrecoverableError, Worker
-from slack_backend.web import create_app
 from slack_backend.web._admin_auth import SESSION_COOKIE
+from tests.support.app import Serve, SettingsFactory, served
 from tests.support.engine import running, wait_until
-from tests.support.slack_requests import BOT_TOKEN, SECRET
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 MARKER = "MARKER-user-message-text-5d2e"
 SAME_ORIGIN = {"Origin": "http://testserver"}
-Serve = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
-def make_settings(redis_url: str, prefix: str, tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(make_settings: SettingsFactory) -> SettingsFactory:
+    """The shared settings with the dashboard on (ADMIN_TOKEN set)."""
+
     def factory(**overrides: str) -> Settings:
-        env = {
-            "REDIS_URL": redis_url,
-            "REDIS_PREFIX": prefix,
-            "SLACK_SIGNING_SECRET": SECRET,
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "ADMIN_TOKEN": ADMIN_TOKEN,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'admin.db'}",
-        }
-        env.update(overrides)
-        return load_settings({k: v for k, v in env.items() if v})
+        return make_settings(**{"ADMIN_TOKEN": ADMIN_TOKEN, **overrides})
 
     return factory
 
 
 @pytest.fixture
-def serve(make_settings: Callable[..., Settings], redis_client: Redis) -> Serve:
-    """Factory: `async with serve(**env) as client:` runs the real app's lifespan and gives an HTTP client to it."""
+def serve(make_settings: SettingsFactory, redis_client: Redis) -> Serve:
+    """Factory: `async with serve(**env) as client:` runs the real app on the test's Redis client."""
 
-    @asynccontextmanager
-    async def run(**overrides: str) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(make_settings(**overrides), redis=redis_client)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
-        ):
-            yield client
+    def run(**overrides: str) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+        return served(make_settings(**overrides), redis=redis_client)
 
     return run
 

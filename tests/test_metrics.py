@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter as Tally
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +27,8 @@ from slack_backend.queue import (
     create_redis,
 )
 from slack_backend.slack.errors import SlackRejectedError
-from slack_backend.web import create_app
 from slack_backend.web.metrics import Metrics, serve_metrics
+from tests.support.app import served
 from tests.support.engine import finished, running, wait_until
 from tests.support.slack_requests import BOT_TOKEN, SECRET
 
@@ -51,16 +49,6 @@ def settings_for(redis_url: str, prefix: str, tmp_path: Path) -> Settings:
             "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'metrics.db'}",
         }
     )
-
-
-@asynccontextmanager
-async def served(settings: Settings, redis: Redis, metrics: Metrics) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, redis=redis, metrics=metrics)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
-    ):
-        yield client
 
 
 def parse(text: str) -> Samples:
@@ -137,7 +125,7 @@ async def test_metrics_count_outcomes_timings_depth_and_tokens(
         idle_block_s=0.2,
     )
     metrics.instrument(worker)
-    async with served(settings, redis_client, metrics) as client:
+    async with served(settings, redis=redis_client, metrics=metrics) as client:
         async with running(worker):
             await wait_until(lambda: finished(queue, 20), timeout_s=20)
             live = parse((await client.get("/metrics")).text)
