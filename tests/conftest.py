@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from slack_backend.queue import JobDefaults, Queue, create_redis
 from tests.support.engine import QueueFactory
 from tests.support.fleet import FleetFactory, ServerFactory, WorkerFleet
+from tests.support.procs import kill_leftovers
 from tests.support.redis_server import RedisServer
 from tests.support.services import Services
 
@@ -109,3 +110,10 @@ def _repo_root_stays_clean() -> Iterator[None]:
     yield
     new = sorted({p.name for p in root.iterdir()} - before - ignored)
     assert new == [], f"tests created {new} in {root}; give them a tmp_path"
+
+
+@pytest.fixture(autouse=True)
+def _no_spawned_process_outlives_its_test() -> Iterator[None]:
+    """Whatever a test started through tests.support.procs.spawn and left running is killed when it ends."""
+    yield
+    kill_leftovers()
