@@ -34,7 +34,7 @@ from tests.fakes.slack_server import FakeSlack
 from tests.support.engine import wait_until
 from tests.support.pipeline import API_KEY
 from tests.support.redis_server import free_port
-from tests.support.services import Service, Services
+from tests.support.services import Service, Services, gone
 from tests.support.slack_requests import BOT_TOKEN, CHANNEL, SECRET, TEAM, USER
 
 START_S = 60  # a fresh interpreter importing the app on a loaded 2-core machine: seconds, rarely tens
@@ -289,3 +289,22 @@ async def test_serve_and_worker_processes_on_postgresql_deliver_and_audit_a_draf
     for service in (web, workers):
         service.send(signal.SIGTERM)
     assert [await web.exit_code(EXIT_S), await workers.exit_code(EXIT_S)] == [0, 0]
+
+
+async def test_cleanup_stops_the_children_of_a_killed_supervisor(
+    services: Services, service_env: EnvFactory, queue: Queue
+) -> None:
+    """SIGKILL a `worker --processes 2` supervisor: its children run on, orphaned; the fixture's cleanup ends them."""
+    service = services.start("worker", "--processes", "2", env=service_env())
+
+    async def two_heartbeats() -> bool:
+        return len(await queue.workers()) == 2
+
+    await wait_until(two_heartbeats, timeout_s=START_S, every_s=0.05)
+    children = sorted(int(beat["pid"]) for beat in (await queue.workers()).values())
+    service.send(signal.SIGKILL)
+    assert await service.exit_code(10) == -signal.SIGKILL
+    assert set(children) <= set(services.owned_pids()), "the orphans are still running"
+    services.close()
+    assert services.owned_pids() == []
+    assert all(gone(pid) for pid in children), "no child survived cleanup"

@@ -113,13 +113,25 @@ class Services:
         return found
 
     def close(self) -> None:
-        """SIGKILL whatever is left (stopped ones included), reap our own, and wait for the rest to disappear."""
-        for pid in self.owned_pids():
+        """SIGKILL whatever is left (stopped ones included), reap our own, and wait until every one is gone."""
+        doomed = self.owned_pids()
+        for pid in doomed:
             for sig in (signal.SIGCONT, signal.SIGKILL):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
         for service in self.started:
             service.proc.wait(timeout=10)
+        # By pid, not by marker: a dying process's environ already reads empty while it still exists.
         deadline = time.monotonic() + 10
-        while self.owned_pids() and time.monotonic() < deadline:
+        while not all(gone(pid) for pid in doomed) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def gone(pid: int) -> bool:
+    """True once `pid` has exited (no longer exists, or is a zombie waiting for its parent)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "")
+    return state in ("Z", "X")
