@@ -90,7 +90,10 @@ def harness(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Harness]:
     h.close()
 
 
-FUZZ = settings(max_examples=5_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+# print_blob: a failure in CI prints the @reproduce_failure line that replays it locally.
+FUZZ = settings(
+    max_examples=5_000, deadline=None, suppress_health_check=list(HealthCheck), database=None, print_blob=True
+)
 
 
 @pytest.mark.slow
