@@ -13,7 +13,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -99,11 +99,13 @@ async def post_command(service: Service, slack: FakeSlack, response_id: str, tex
     return acked_s
 
 
-def drafted(slack: FakeSlack, response_id: str) -> Callable[[], asyncio.Future[bool]]:
+def drafted(slack: FakeSlack, response_id: str) -> Callable[[], Awaitable[bool]]:
+    """A condition: the fake received a draft (a post with blocks) at that response_url."""
+
     async def check() -> bool:
         return any("blocks" in post for post in slack.response_posts.get(response_id, []))
 
-    return check  # type: ignore[return-value]
+    return check
 
 
 async def queue_mention(queue: Queue, n: int) -> str:
@@ -159,7 +161,8 @@ async def test_run_acks_a_command_and_sigterm_lets_the_running_job_finish(
     service.send(signal.SIGTERM)
     assert await service.exit_code(EXIT_S) == 0
     assert await drafted(slack, "second")(), "the job running at SIGTERM finished and posted before the exit"
-    assert await queue.counts() == {**await queue.counts(), JobState.COMPLETED: 2, JobState.ACTIVE: 0}
+    counts = await queue.counts()
+    assert (counts[JobState.COMPLETED], counts[JobState.ACTIVE]) == (2, 0)
     assert '"service stopped"' in service.log_text()
 
 
