@@ -18,9 +18,13 @@ if [ -x .venv-peers/bin/python ]; then
       .venv-peers/bin/python -m pip install --quiet "$pkg" || { echo "setup_peers: $pkg failed" >&2; status=1; }
     done
   fi
-  # Our engine runs on redis-py's pure-Python parser (hiredis is not one of its dependencies); peers that pull
-  # hiredis in (arq's extra) would otherwise get a faster parser and the comparison would measure parsers.
-  .venv-peers/bin/python -m pip uninstall --quiet --yes hiredis >/dev/null 2>&1 || true
+  # Our engine parses replies with hiredis (a runtime dependency); every Python peer gets the same hiredis, at the
+  # version pinned for ours, so the comparison measures queues, not parsers. The report's version column names the
+  # parser each system used.
+  hiredis_pin=$(grep -i '^hiredis==' ../requirements/constraints.txt || echo hiredis)
+  .venv-peers/bin/python -m pip install --quiet "$hiredis_pin" \
+    || { echo "setup_peers: $hiredis_pin failed: peers would use the pure-Python parser" >&2; status=1; }
+  .venv-peers/bin/python -c 'from redis.utils import HIREDIS_AVAILABLE as h; print("setup_peers: peers parse with", "hiredis" if h else "pure Python")'
 fi
 
 if command -v npm >/dev/null 2>&1; then

@@ -3,58 +3,43 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
-from slack_backend.config import Settings, load_settings
+from slack_backend.config import Settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.queue import Job, JobState, KeepJobs, Queue, UnrecoverableError, Worker
 from slack_backend.web import create_app
-from slack_backend.web._admin_auth import LoginThrottle
+from slack_backend.web._admin_auth import SESSION_COOKIE, LoginThrottle
+from tests.support.app import Serve, SettingsFactory, served
 from tests.support.engine import running, wait_until
-from tests.support.slack_requests import BOT_TOKEN, SECRET
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 MARKER = "MARKER-user-message-text-5d2e"
 SAME_ORIGIN = {"Origin": "http://testserver"}
-Serve = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
-def make_settings(redis_url: str, prefix: str, tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(make_settings: SettingsFactory) -> SettingsFactory:
+    """The shared settings with the dashboard on (ADMIN_TOKEN set)."""
+
     def factory(**overrides: str) -> Settings:
-        env = {
-            "REDIS_URL": redis_url,
-            "REDIS_PREFIX": prefix,
-            "SLACK_SIGNING_SECRET": SECRET,
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "ADMIN_TOKEN": ADMIN_TOKEN,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'admin.db'}",
-        }
-        env.update(overrides)
-        return load_settings({k: v for k, v in env.items() if v})
+        return make_settings(**{"ADMIN_TOKEN": ADMIN_TOKEN, **overrides})
 
     return factory
 
 
 @pytest.fixture
-def serve(make_settings: Callable[..., Settings], redis_client: Redis) -> Serve:
-    """Factory: `async with serve(**env) as client:` runs the real app's lifespan and gives an HTTP client to it."""
+def serve(make_settings: SettingsFactory, redis_client: Redis) -> Serve:
+    """Factory: `async with serve(**env) as client:` runs the real app on the test's Redis client."""
 
-    @asynccontextmanager
-    async def run(**overrides: str) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(make_settings(**overrides), redis=redis_client)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
-        ):
-            yield client
+    def run(**overrides: str) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+        return served(make_settings(**overrides), redis=redis_client)
 
     return run
 
@@ -284,15 +269,36 @@ async def test_pause_and_resume(serve: Serve, queue: Queue) -> None:
     assert 'id="pause"' in resumed_page.text
 
 
-async def test_logout_ends_the_session(serve: Serve) -> None:
-    """Logging out clears the cookie: the next page is 401."""
+async def test_logout_tells_the_browser_to_drop_the_cookie(serve: Serve) -> None:
+    """Logout answers with a Set-Cookie that expires the session cookie, so the browser's next page is 401.
+
+    Sessions are stateless HMACs: logout cannot revoke a copy of the cookie (the next test shows what does)."""
     async with serve() as client:
         await log_in(client)
         token = await csrf(client)
         out = await client.post("/admin/logout", data={"csrf_token": token}, headers=SAME_ORIGIN)
         after = await client.get("/admin")
     assert out.status_code == 303
+    expiring = [h for h in out.headers.get_list("set-cookie") if "Max-Age=0" in h or "expires=Thu, 01 Jan 1970" in h]
+    assert len(expiring) == 1, out.headers.get_list("set-cookie")
+    assert expiring[0].startswith(f"{SESSION_COOKIE}=")
     assert after.status_code == 401
+
+
+async def test_a_copied_session_cookie_outlives_logout_until_the_token_changes(serve: Serve) -> None:
+    """A session cookie copied before logout still opens /admin after it; changing ADMIN_TOKEN ends it (the docs'
+    "changing the token ends every session")."""
+    async with serve() as client:
+        await log_in(client)
+        copied = dict(client.cookies)
+        token = await csrf(client)
+        await client.post("/admin/logout", data={"csrf_token": token}, headers=SAME_ORIGIN)
+        client.cookies.clear()
+        client.cookies.update(copied)
+        assert (await client.get("/admin")).status_code == 200, "stateless: logout does not revoke a copy"
+    async with serve(ADMIN_TOKEN="a-rotated-admin-token-9876543210") as client:
+        client.cookies.update(copied)
+        assert (await client.get("/admin")).status_code == 401
 
 
 async def test_pages_never_show_job_data_and_escape_reasons(serve: Serve, queue: Queue) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -254,11 +255,13 @@ def test_version_command_prints_the_version() -> None:
     assert result.stdout.strip() == __version__
 
 
-def test_default_model_is_not_deprecated() -> None:
-    """The default ANTHROPIC_MODEL is not on the SDK's list of models near their end of life."""
-    from anthropic._data import DEPRECATED_MODELS
+def test_default_model_is_one_the_sdk_names() -> None:
+    """The default ANTHROPIC_MODEL is one of the models the SDK's public `Model` type lists (a typo would fail)."""
+    from anthropic.types import Model
 
-    assert load_settings({}).anthropic_model not in DEPRECATED_MODELS
+    named = {value for arg in typing.get_args(Model) for value in typing.get_args(arg)}
+    assert "claude-sonnet-5-5" in named  # the check itself can see a real name
+    assert load_settings({}).anthropic_model in named
 
 
 def test_slack_allowed_teams_reads_a_comma_list_of_slack_ids() -> None:
@@ -311,3 +314,115 @@ def test_slack_api_url_is_https_or_loopback(url: str, ok: bool) -> None:
         with pytest.raises(ConfigError) as caught:
             load_settings({"SLACK_API_URL": url})
         assert problem_names(caught.value) == {"SLACK_API_URL"}
+
+
+# One bad value per variable, with whatever it needs beside it; each must be refused naming only that variable.
+BAD_VALUES: list[tuple[str, str, dict[str, str]]] = [
+    ("REDIS_URL", "http://cache:6379/0", {}),
+    ("REDIS_HOST", "cache/0", {}),
+    ("REDIS_PORT", "0", {"REDIS_HOST": "cache"}),
+    ("REDIS_PASSWORD", "pw", {}),  # without REDIS_HOST it would be silently ignored
+    ("REDIS_TLS", "maybe", {"REDIS_HOST": "cache"}),
+    ("REDIS_PREFIX", "{sb}", {}),
+    ("REDIS_PREFIX", " sb", {}),
+    ("DATABASE_URL", "mysql+aiomysql://u@db/app", {}),
+    ("DATABASE_URL", "postgresql://u@db/app", {}),  # a sync driver: the app needs asyncpg
+    ("DATABASE_URL", "sqlite:///./x.db", {}),  # a sync driver: the app needs aiosqlite
+    ("DATABASE_URL", "not a url", {}),
+    ("SLACK_CLIENT_ID", "123.456", {}),  # without its secret: the secret is the one named
+    ("SLACK_CLIENT_SECRET", "s3cret", {}),  # without its id: the id is the one named
+    ("SLACK_API_URL", "slack.com/api/", {}),
+    ("SLACK_SLASH_COMMAND", "draft", {}),
+    ("ANTHROPIC_BASE_URL", "localhost:8080", {}),
+    ("AI_MAX_TOKENS", "0", {}),
+    ("AI_TIMEOUT_S", "0", {}),
+    ("AI_TIMEOUT_S", "nan", {}),
+    ("AI_TIMEOUT_S", "inf", {}),
+    ("AI_RATE_LIMIT_MAX", "0", {}),
+    ("AI_RATE_LIMIT_DURATION_MS", "0", {}),
+    ("AI_TOKENS_PER_MINUTE", "-1", {}),
+    ("WORKSPACE_DAILY_TOKEN_QUOTA", "-1", {}),
+    ("WORKSPACE_CONCURRENCY", "-1", {}),
+    ("WORKER_CONCURRENCY", "0", {}),
+    ("WORKER_PROCESSES", "65", {}),
+    ("JOB_ATTEMPTS", "0", {}),
+    ("JOB_BACKOFF_MS", "-1", {}),
+    ("JOB_LEASE_MS", "999", {}),
+    ("STALLED_CHECK_INTERVAL_MS", "99", {}),
+    ("KEEP_COMPLETED", "-1", {}),
+    ("KEEP_FAILED", "many", {}),
+    ("SHUTDOWN_TIMEOUT_S", "-1", {}),
+    ("SHUTDOWN_TIMEOUT_S", "inf", {}),
+    ("LOG_LEVEL", "loud", {}),
+    ("LOG_FORMAT", "xml", {}),
+    ("ADMIN_TOKEN", "short", {}),
+    ("PORT", "70000", {}),
+    ("WORKER_METRICS_PORT", "0", {}),
+    ("MAX_TRIGGER_TEXT_CHARS", "0", {}),
+]
+# Variables for which every non-empty string is valid (secrets, names and a bind address); nothing to refuse.
+ANY_STRING = {"SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_MODEL", "HOST"}
+# The pairs: a value alone names its missing partner.
+NAMED_INSTEAD = {"SLACK_CLIENT_ID": "SLACK_CLIENT_SECRET", "SLACK_CLIENT_SECRET": "SLACK_CLIENT_ID"}
+
+
+def test_bad_value_table_covers_every_variable() -> None:
+    """Every setting has a bad-value case below or is one whose every string is valid."""
+    covered = {name for name, _, _ in BAD_VALUES} | ANY_STRING
+    assert covered == {name.upper() for name in Settings.model_fields}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "beside"), BAD_VALUES, ids=[f"{name}={value!r}" for name, value, _ in BAD_VALUES]
+)
+def test_each_bad_value_is_refused_naming_its_variable(name: str, value: str, beside: dict[str, str]) -> None:
+    """A bad value of any variable is a ConfigError at load time naming exactly that variable."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**beside, name: value})
+    assert problem_names(caught.value) == {NAMED_INSTEAD.get(name, name)}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sqlite+aiosqlite:///./slack-backend.db",
+        "sqlite+aiosqlite:///:memory:",
+        "postgresql+asyncpg://app:pw@db:5432/app",
+    ],
+)
+def test_supported_database_urls_are_accepted(value: str) -> None:
+    """The database URLs the docs name (SQLite via aiosqlite, PostgreSQL via asyncpg) load fine."""
+    assert load_settings({"DATABASE_URL": value}).database_url == value
+
+
+# The service commands with many bad values at once (none depending on another); each must name every one.
+SERVICE_COMMANDS = [["run"], ["serve"], ["worker"], ["worker", "--processes", "2"]]
+MANY_BAD = {
+    "DATABASE_URL": "mysql+aiomysql://u@db/app",
+    "REDIS_PREFIX": "{sb}",
+    "SLACK_API_URL": "slack.com/api/",
+    "AI_TIMEOUT_S": "nan",
+    "JOB_LEASE_MS": "999",
+    "WORKER_METRICS_PORT": "0",
+    "LOG_FORMAT": "xml",
+}
+
+
+@pytest.mark.parametrize("command", SERVICE_COMMANDS, ids=" ".join)
+def test_service_commands_exit_2_naming_each_bad_variable(command: list[str]) -> None:
+    """`run`, `serve` and `worker [--processes 2]` with bad settings exit 2 at start, naming each, no traceback."""
+    result = run_cli(*command, env=MANY_BAD)
+    assert result.returncode == 2, result.stderr
+    assert f"configuration error: {len(MANY_BAD)} invalid setting(s)" in result.stderr
+    for name in MANY_BAD:
+        assert f"  {name}: " in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "REDIS_PREFIX"])
+def test_serve_with_a_bad_database_url_or_prefix_alone_exits_2(name: str) -> None:
+    """DATABASE_URL and REDIS_PREFIX are checked at start like the rest: exit 2 naming them, not a traceback later."""
+    result = run_cli("serve", env={name: dict(MANY_BAD)[name]})
+    assert result.returncode == 2, result.stderr
+    assert f"  {name}: " in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

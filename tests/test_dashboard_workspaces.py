@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
@@ -12,7 +11,7 @@ from slack_backend.config import load_settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.queue import BulkJob, JobOptions, QueueLimits, TokenBudget
 from slack_backend.store import AuditLog, QuotaStore, create_engine, create_tables
-from slack_backend.web import create_app
+from tests.support.app import served
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 
@@ -45,12 +44,8 @@ async def test_overview_and_metrics_show_workspaces_budget_and_quota(
         audit = AuditLog(engine)
         await audit.record_queued("done-1", "T0BUSY001", "U0USER1", "C0CHAN1", "mention")
         await audit.record_finished("done-1", "completed", input_tokens=1_000, output_tokens=200)
-        app = create_app(settings, redis=redis_client)
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
-        ):
+        async with served(settings, redis=redis_client) as client:
             page = (await client.get("/admin", headers=headers)).text
             metrics = (await client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}-metrics"})).text
     finally:

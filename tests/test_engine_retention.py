@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slack_backend.queue import BulkJob, Job, JobOptions, JobState, KeepJobs, UnrecoverableError, Worker
+from slack_backend.queue import BulkJob, Job, JobOptions, JobState, KeepJobs, Queue, UnrecoverableError, Worker
 from tests.support.engine import QueueFactory, running, wait_until
 
 
@@ -36,6 +36,17 @@ async def test_keeps_last_100_completed_and_500_failed_without_orphans(make_queu
     assert set(await redis.hkeys(queue.keys.key("jobs"))) == kept
     assert set(await redis.hkeys(queue.keys.key("data"))) == kept
     assert all(j.state is not JobState.ACTIVE for j in await queue.get_many(list(kept))), "no run holds a lease"
-    # The newest are the ones kept: the last ids added of each kind.
-    newest_completed = await queue.get_jobs(JobState.COMPLETED, 0, 0)
-    assert newest_completed[0].finished_ms is not None
+    # The newest are the ones kept: five more completions push out exactly the five oldest kept ones.
+    before = await queue.get_many(await queue.job_ids(JobState.COMPLETED))
+    by_age = sorted(before, key=lambda j: (j.finished_ms or 0, j.id))
+    added = [(await queue.add("ok", {"fail": False})).job_id for _ in range(5)]
+    # One slot: the five finish after every kept job, in order, so "newest" is unambiguous.
+    async with running(Worker(queue, processor, concurrency=1, keep_completed=KeepJobs(100))):
+        await wait_until(lambda: _all_completed(queue, added), timeout_s=30)
+    after = set(await queue.job_ids(JobState.COMPLETED))
+    assert after == {j.id for j in by_age[5:]} | set(added)
+    assert not after & {j.id for j in by_age[:5]}, "the oldest five were dropped"
+
+
+async def _all_completed(queue: Queue, ids: list[str]) -> bool:
+    return all(j is not None and j.state is JobState.COMPLETED for j in await queue.get_many(ids))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
@@ -17,7 +16,6 @@ from slack_sdk.oauth.installation_store import FileInstallationStore
 from slack_sdk.oauth.state_store import FileOAuthStateStore
 from structlog.testing import capture_logs
 
-from slack_backend.config import Settings, load_settings
 from slack_backend.jobs.queues import DIRECT_PRIORITY, ai_responses_queue
 from slack_backend.queue import Job, JobState, Queue, create_redis
 from slack_backend.slack.signing import sign_request
@@ -32,8 +30,8 @@ from slack_backend.web.ingress import (
     too_long_text,
 )
 from tests.fakes.slack_server import FakeSlack
+from tests.support.app import Serve, SettingsFactory
 from tests.support.slack_requests import (
-    BOT_TOKEN,
     CHANNEL,
     CLOSED_REDIS_URL,
     EVENT_ID,
@@ -49,52 +47,9 @@ from tests.support.slack_requests import (
     shortcut_body,
 )
 
-Serve = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
-
 
 @pytest.fixture
-async def fake_slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack(bot_token=BOT_TOKEN, team_id=TEAM) as fake:
-        yield fake
-
-
-@pytest.fixture
-def make_settings(redis_url: str, prefix: str, fake_slack: FakeSlack) -> Callable[..., Settings]:
-    """Factory: settings for this test's Redis prefix and the fake Slack; keyword arguments override variables."""
-
-    def factory(**overrides: str) -> Settings:
-        env = {
-            "REDIS_URL": redis_url,
-            "REDIS_PREFIX": prefix,
-            "SLACK_SIGNING_SECRET": SECRET,
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_API_URL": fake_slack.base_url,
-        }
-        env.update(overrides)
-        return load_settings(env)
-
-    return factory
-
-
-@pytest.fixture
-def serve(make_settings: Callable[..., Settings]) -> Serve:
-    """Factory: `async with serve(**env) as client:` runs the real app's lifespan and gives an HTTP client to it."""
-
-    @asynccontextmanager
-    async def run(**overrides: str) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(make_settings(**overrides))
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-        ):
-            yield client
-
-    return run
-
-
-@pytest.fixture
-def queue(redis_client: Redis, make_settings: Callable[..., Settings]) -> Queue:
+def queue(redis_client: Redis, make_settings: SettingsFactory) -> Queue:
     """The ai-responses queue the app writes to, read through the test's own client."""
     return ai_responses_queue(redis_client, make_settings())
 
@@ -104,13 +59,13 @@ async def waiting_jobs(queue: Queue) -> list[Job]:
 
 
 async def test_message_shortcut_is_acked_quickly_and_queues_one_job(
-    serve: Serve, fake_slack: FakeSlack, queue: Queue
+    serve: Serve, slack: FakeSlack, queue: Queue
 ) -> None:
     """A signed "Draft a reply" shortcut is acked 200 fast and leaves one job, id = trigger_id, group = team."""
     async with serve() as client:
         with capture_logs() as logs:
             started = time.monotonic()
-            response = await post_signed(client, shortcut_body(fake_slack))
+            response = await post_signed(client, shortcut_body(slack))
             elapsed_s = time.monotonic() - started
     assert response.status_code == 200
     assert elapsed_s < 1.0
@@ -126,7 +81,7 @@ async def test_message_shortcut_is_acked_quickly_and_queues_one_job(
         "trigger_text": "Can you send me the Q3 numbers?",
         "message_ts": TS,
         "thread_ts": THREAD_TS,
-        "response_url": fake_slack.response_url("shortcut1"),
+        "response_url": slack.response_url("shortcut1"),
         "request_id": response.headers["X-Request-ID"],
         "context_messages": [],
     }
@@ -135,12 +90,10 @@ async def test_message_shortcut_is_acked_quickly_and_queues_one_job(
     assert "Q3 numbers" not in repr(logs)
 
 
-async def test_slash_command_queues_one_job_and_acks_ephemerally(
-    serve: Serve, fake_slack: FakeSlack, queue: Queue
-) -> None:
+async def test_slash_command_queues_one_job_and_acks_ephemerally(serve: Serve, slack: FakeSlack, queue: Queue) -> None:
     """A signed /draft command is acked with the ephemeral "Drafting" text and queues one job without a thread."""
     async with serve() as client:
-        response = await post_signed(client, command_body(fake_slack))
+        response = await post_signed(client, command_body(slack))
     assert response.status_code == 200
     assert response.json() == {"text": ACK_TEXT, "response_type": "ephemeral"}
     [job] = await waiting_jobs(queue)
@@ -148,7 +101,7 @@ async def test_slash_command_queues_one_job_and_acks_ephemerally(
     assert job.data["trigger"] == "slash_command"
     assert job.data["trigger_text"] == "Can you review my PR today?"
     assert (job.data["workspace_id"], job.data["user_id"], job.data["channel_id"]) == (TEAM, USER, CHANNEL)
-    assert job.data["response_url"] == fake_slack.response_url("command1")
+    assert job.data["response_url"] == slack.response_url("command1")
     assert "message_ts" not in job.data
     assert "thread_ts" not in job.data
 
@@ -180,11 +133,11 @@ async def test_retried_event_deliveries_create_one_job(serve: Serve, queue: Queu
     assert [job.id for job in await waiting_jobs(queue)] == [EVENT_ID]
 
 
-async def test_duplicate_shortcut_delivery_creates_one_job(serve: Serve, fake_slack: FakeSlack, queue: Queue) -> None:
+async def test_duplicate_shortcut_delivery_creates_one_job(serve: Serve, slack: FakeSlack, queue: Queue) -> None:
     """A shortcut delivered twice with the same trigger_id is acked both times and queued once."""
     async with serve() as client:
-        first = await post_signed(client, shortcut_body(fake_slack))
-        second = await post_signed(client, shortcut_body(fake_slack))
+        first = await post_signed(client, shortcut_body(slack))
+        second = await post_signed(client, shortcut_body(slack))
     assert (first.status_code, second.status_code) == (200, 200)
     assert (await queue.counts())[JobState.WAITING] == 1
 
@@ -194,10 +147,10 @@ async def test_duplicate_shortcut_delivery_creates_one_job(serve: Serve, fake_sl
     ["forged signature", "wrong secret", "stale timestamp", "future timestamp", "missing headers"],
 )
 async def test_unverified_requests_get_401_and_queue_nothing(
-    serve: Serve, fake_slack: FakeSlack, queue: Queue, forgery: str
+    serve: Serve, slack: FakeSlack, queue: Queue, forgery: str
 ) -> None:
     """Requests whose signature does not verify (bad, wrong secret, over 5 minutes off, absent) get 401, no job."""
-    body, content_type = command_body(fake_slack)
+    body, content_type = command_body(slack)
     now_s = int(time.time())
     headers = {**sign_request(SECRET, body), "Content-Type": content_type}
     if forgery == "forged signature":
@@ -237,48 +190,46 @@ async def test_body_over_one_megabyte_gets_413(serve: Serve, queue: Queue) -> No
     assert sum((await queue.counts()).values()) == 0
 
 
-async def test_redis_down_event_gets_5xx_and_command_gets_try_again(serve: Serve, fake_slack: FakeSlack) -> None:
+async def test_redis_down_event_gets_5xx_and_command_gets_try_again(serve: Serve, slack: FakeSlack) -> None:
     """With Redis unreachable, an event is answered 5xx (Slack re-delivers) and a command is told to try again."""
     async with serve(REDIS_URL=CLOSED_REDIS_URL) as client:
         event = await post_signed(client, mention_body())
-        command = await post_signed(client, command_body(fake_slack))
+        command = await post_signed(client, command_body(slack))
     assert event.status_code == 503
     assert command.status_code == 200
     assert command.json()["text"] == TRY_AGAIN_TEXT
 
 
-async def test_redis_down_shortcut_is_acked_and_the_user_told_via_response_url(
-    serve: Serve, fake_slack: FakeSlack
-) -> None:
+async def test_redis_down_shortcut_is_acked_and_the_user_told_via_response_url(serve: Serve, slack: FakeSlack) -> None:
     """With Redis unreachable, a shortcut is acked 200 and the try-again note is posted to its response_url."""
     async with serve(REDIS_URL=CLOSED_REDIS_URL) as client:
-        response = await post_signed(client, shortcut_body(fake_slack))
+        response = await post_signed(client, shortcut_body(slack))
     assert response.status_code == 200
-    [note] = fake_slack.response_posts["shortcut1"]
+    [note] = slack.response_posts["shortcut1"]
     assert note["text"] == TRY_AGAIN_TEXT
     assert note["response_type"] == "ephemeral"
 
 
-async def test_oversize_text_gets_a_plain_message_and_no_job(serve: Serve, fake_slack: FakeSlack, queue: Queue) -> None:
+async def test_oversize_text_gets_a_plain_message_and_no_job(serve: Serve, slack: FakeSlack, queue: Queue) -> None:
     """Text over MAX_TRIGGER_TEXT_CHARS gets a plain "too long" message (ack or response_url) and no job."""
     too_long = "x" * 101
     async with serve(MAX_TRIGGER_TEXT_CHARS="100") as client:
-        command = await post_signed(client, command_body(fake_slack, text=too_long))
-        shortcut = await post_signed(client, shortcut_body(fake_slack, text=too_long))
+        command = await post_signed(client, command_body(slack, text=too_long))
+        shortcut = await post_signed(client, shortcut_body(slack, text=too_long))
         mention = await post_signed(client, mention_body(text=f"<@U0FAKEBOT> {too_long}"))
     assert command.status_code == 200
     assert command.json()["text"] == too_long_text(100)
     assert too_long_text(100) == "Your message is too long to draft a reply for (limit 100 characters)."
     assert shortcut.status_code == 200
-    assert [post["text"] for post in fake_slack.response_posts["shortcut1"]] == [too_long_text(100)]
+    assert [post["text"] for post in slack.response_posts["shortcut1"]] == [too_long_text(100)]
     assert mention.status_code == 200
     assert sum((await queue.counts()).values()) == 0
 
 
-async def test_empty_slash_command_gets_usage_help(serve: Serve, fake_slack: FakeSlack, queue: Queue) -> None:
+async def test_empty_slash_command_gets_usage_help(serve: Serve, slack: FakeSlack, queue: Queue) -> None:
     """A slash command with no text is answered with usage help and queues nothing."""
     async with serve() as client:
-        response = await post_signed(client, command_body(fake_slack, text="  "))
+        response = await post_signed(client, command_body(slack, text="  "))
     assert response.status_code == 200
     assert "/draft" in response.json()["text"]
     assert sum((await queue.counts()).values()) == 0
@@ -343,7 +294,7 @@ async def test_request_id_is_echoed_or_generated(serve: Serve) -> None:
 
 
 async def test_offline_demo_starts_with_a_random_signing_secret_and_no_token(
-    make_settings: Callable[..., Settings], fake_slack: FakeSlack, redis_url: str
+    make_settings: SettingsFactory, slack: FakeSlack, redis_url: str
 ) -> None:
     """Offline demo (no signing secret, no token): the app starts, and only its random secret's requests queue."""
     settings = make_settings(SLACK_SIGNING_SECRET="", SLACK_BOT_TOKEN="")
@@ -359,8 +310,8 @@ async def test_offline_demo_starts_with_a_random_signing_secret_and_no_token(
             secret = web_state(app).signing_secret
             assert secret != SECRET
             assert app.state.signing_secret == secret
-            response = await post_signed(client, command_body(fake_slack), secret=secret)
-            refused = await post_signed(client, command_body(fake_slack))
+            response = await post_signed(client, command_body(slack), secret=secret)
+            refused = await post_signed(client, command_body(slack))
         assert response.status_code == 200
         assert refused.status_code == 401
         assert (await ai_responses_queue(redis, settings).counts())[JobState.WAITING] == 1
@@ -377,7 +328,7 @@ async def test_url_verification_challenge_is_answered(serve: Serve) -> None:
     assert response.json() == {"challenge": "c-123"}
 
 
-async def test_oauth_mode_serves_the_install_page(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+async def test_oauth_mode_serves_the_install_page(make_settings: SettingsFactory, tmp_path: Path) -> None:
     """With SLACK_CLIENT_ID/SECRET set, /slack/install links to Slack's authorize URL with our scopes."""
     settings = make_settings(
         SLACK_BOT_TOKEN="",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter as Tally
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +27,14 @@ from slack_backend.queue import (
     create_redis,
 )
 from slack_backend.slack.errors import SlackRejectedError
-from slack_backend.web import create_app
 from slack_backend.web.metrics import Metrics, serve_metrics
+from tests.support.app import served
 from tests.support.engine import finished, running, wait_until
 from tests.support.slack_requests import BOT_TOKEN, SECRET
 
 ADMIN_TOKEN = "admin-token-for-metrics-0123456789"
 METRICS_TOKEN = "metrics-token-for-tests-0123456789"
+BEARER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 DATA_MARKER = "PRIVATE-MESSAGE-TEXT-7c1f"
 QUEUE = "ai-responses"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -53,20 +52,6 @@ def settings_for(redis_url: str, prefix: str, tmp_path: Path) -> Settings:
             "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'metrics.db'}",
         }
     )
-
-
-@asynccontextmanager
-async def served(settings: Settings, redis: Redis, metrics: Metrics) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, redis=redis, metrics=metrics)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://testserver",
-            headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
-        ) as client,
-    ):
-        yield client
 
 
 def parse(text: str) -> Samples:
@@ -143,16 +128,16 @@ async def test_metrics_count_outcomes_timings_depth_and_tokens(
         idle_block_s=0.2,
     )
     metrics.instrument(worker)
-    async with served(settings, redis_client, metrics) as client:
+    async with served(settings, redis=redis_client, metrics=metrics) as client:
         async with running(worker):
             await wait_until(lambda: finished(queue, 20), timeout_s=20)
-            live = parse((await client.get("/metrics")).text)
+            live = parse((await client.get("/metrics", headers=BEARER)).text)
             assert value(live, "slack_backend_workers", queue=QUEUE) == 1
         # Left in the queue after the worker stopped, so depth is more than finished jobs.
         await queue.add("ai-response", {"n": 100}, job_id="left-waiting-1", group="TALPHA")
         await queue.add("ai-response", {"n": 101}, job_id="left-waiting-2", group="TBETA")
         await queue.add("ai-response", {"n": 102}, job_id="left-delayed", delay_ms=60_000)
-        response = await client.get("/metrics")
+        response = await client.get("/metrics", headers=BEARER)
 
     assert response.status_code == 200
     assert response.headers["content-type"] == CONTENT_TYPE_LATEST
@@ -238,9 +223,9 @@ async def test_public_metrics_need_the_metrics_token(
     """/metrics on the public app: 403 with no METRICS_TOKEN set; with it, 401 unless the right bearer token."""
     tokened = settings_for(redis_url, prefix, tmp_path)
     closed = tokened.model_copy(update={"metrics_token": None})
-    async with served(closed, redis_client, Metrics()) as client:
+    async with served(closed, redis=redis_client, metrics=Metrics()) as client:
         unset = await client.get("/metrics")
-    async with served(tokened, redis_client, Metrics()) as client:
+    async with served(tokened, redis=redis_client, metrics=Metrics()) as client:
         missing = await client.get("/metrics", headers={"Authorization": ""})
         wrong = await client.get("/metrics", headers={"Authorization": "Bearer not-the-metrics-token"})
         odd = await client.get("/metrics", headers={b"Authorization": "Bearer t\u00e9".encode()})

@@ -5,51 +5,30 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 from redis.asyncio import Redis
 
-from slack_backend.config import Settings, load_settings
+from slack_backend.config import Settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.queue import Job, Worker
-from slack_backend.web import create_app
+from tests.support.app import SettingsFactory, served
 from tests.support.engine import running, wait_until
 from tests.support.redis_server import RedisServer
-from tests.support.slack_requests import BOT_TOKEN, SECRET
 
 LEASE_MS = 1_000
 
 
 @pytest.fixture
-def make_settings(redis_url: str, prefix: str, tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(make_settings: SettingsFactory) -> SettingsFactory:
+    """The shared settings with a 1 s lease, so a worker's heartbeat goes stale quickly."""
+
     def factory(**overrides: str) -> Settings:
-        env = {
-            "REDIS_URL": redis_url,
-            "REDIS_PREFIX": prefix,
-            "SLACK_SIGNING_SECRET": SECRET,
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "JOB_LEASE_MS": str(LEASE_MS),
-            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'ready.db'}",
-        }
-        env.update(overrides)
-        return load_settings(env)
+        return make_settings(**{"JOB_LEASE_MS": str(LEASE_MS), **overrides})
 
     return factory
-
-
-@asynccontextmanager
-async def served(settings: Settings, *, expect_workers: bool = False) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app with its own Redis client (made from the settings) and database engine."""
-    app = create_app(settings, expect_workers=expect_workers)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
-    ):
-        yield client
 
 
 async def idle(job: Job) -> None:

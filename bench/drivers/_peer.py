@@ -18,9 +18,16 @@ def load(module: str) -> ModuleType:
     return importlib.import_module(module)
 
 
+def reply_parser() -> str:
+    """Which reply parser redis-py uses in this process: hiredis (with its version) or the pure-Python one."""
+    from redis.utils import HIREDIS_AVAILABLE
+
+    return f"hiredis {version('hiredis')}" if HIREDIS_AVAILABLE else "pure-Python parser"
+
+
 def versions(*dists: str) -> Callable[[], str]:
-    """A version() for Driver: the installed versions of the given distributions."""
-    return lambda: " ".join(f"{d} {version(d)}" for d in dists)
+    """A version() for Driver: the installed versions of the given distributions and redis-py's reply parser."""
+    return lambda: " ".join(f"{d} {version(d)}" for d in dists) + f", {reply_parser()}"
 
 
 async def in_flight(datas: list[dict[str, Any]], one: Callable[[dict[str, Any]], Awaitable[Any]]) -> None:

@@ -6,6 +6,7 @@ import os
 from importlib.metadata import version
 from typing import Any
 
+from bench.drivers._peer import reply_parser
 from bench.harness import Driver, Probe, main
 from slack_backend.logging import configure_logging
 from slack_backend.queue import BulkJob, Job, Queue, QueueLimits, RateLimit, Worker, create_redis
@@ -60,7 +61,7 @@ async def run_worker(url: str, queue_name: str, concurrency: int, probe: Probe, 
 DRIVER = Driver(
     name="ours",
     module="bench.drivers.ours",
-    version=lambda: version("slack-backend"),
+    version=lambda: f"slack-backend {version('slack-backend')} redis {version('redis')}, {reply_parser()}",
     fast_method="Queue.add_bulk(10k) (atomic script calls of 1,000)",
     open_enqueuer=open_enqueuer,
     run_worker=run_worker,

@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bench.drivers._peer import reply_parser
 from bench.harness import Driver, Probe, main
 
 
@@ -52,7 +53,7 @@ async def run_worker(url: str, queue: str, concurrency: int, probe: Probe, optio
 DRIVER = Driver(
     name="raw-redis-py",
     module="bench.drivers.raw",
-    version=lambda: f"redis-py {version('redis')}",
+    version=lambda: f"redis-py {version('redis')}, {reply_parser()}",
     fast_method="one pipeline (transaction=False) of LPUSH",
     open_enqueuer=open_enqueuer,
     run_worker=run_worker,

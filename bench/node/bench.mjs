@@ -299,7 +299,8 @@ async function runMain(raw) {
     system: "bullmq-node",
     fast_method: "Queue.addBulk(10k) (one MULTI pipeline)",
     n: cfg.n,
-    version: `bullmq ${version} node ${process.versions.node}`,
+    // ioredis parses replies in JavaScript (no hiredis binding): named so the report says which parser ran.
+    version: `bullmq ${version} node ${process.versions.node}, ioredis JavaScript parser`,
   };
   const stats = new IORedis(url);
   try {

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from slack_backend.web.metrics import Metrics
 
 log = structlog.get_logger("slack_backend.app")
+
+# How often the supervisor looks for a child that exited.
+_CHILD_POLL_S = 0.2
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -117,9 +121,13 @@ async def _migrate(settings: Settings) -> None:
 
 
 def supervise_workers(processes: int, concurrency: int | None, metrics_port: int | None = None) -> int:
-    """Start `processes` worker processes and forward signals to them; exit 0 when all exited cleanly.
+    """Start `processes` worker processes and forward signals to them; return 0 when all exited cleanly.
 
-    With `metrics_port`, child i serves its /metrics on metrics_port + i.
+    A child that exits before any signal came (it crashed, or was killed) is logged with its pid and exit code; the
+    others are then stopped as on SIGTERM (their running jobs finish) and the result is 1, so the process manager
+    restarts the whole group rather than leave it running short-handed. A second signal reaches the children as a
+    second signal (they exit at once) and the result is 1 too. With `metrics_port`, child i serves its /metrics on
+    metrics_port + i.
     """
     if metrics_port is not None and metrics_port + processes - 1 > 65535:
         raise ValueError(f"WORKER_METRICS_PORT {metrics_port} leaves no room for {processes} processes")
@@ -137,17 +145,40 @@ def supervise_workers(processes: int, concurrency: int | None, metrics_port: int
     # would see it twice (from the terminal and from us) and take it as the "exit now" second signal.
     children = [subprocess.Popen(args, start_new_session=True, env=child_env(i)) for i in range(processes)]
     log.info("worker processes started", processes=processes, pids=[c.pid for c in children])
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
                 os.kill(child.pid, signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in HANDLED_SIGNALS}
+    reported: set[int] = set()
+    died = False
+
+    def notice_exits() -> None:
+        nonlocal died
+        for child in children:
+            code = child.poll()
+            if code is None or child.pid in reported:
+                continue
+            reported.add(child.pid)
+            if not stopping:
+                died = True
+                log.error("worker process died", pid=child.pid, code=code, action="stopping the others")
+                forward(signal.SIGTERM, None)
+
     try:
+        while any(child.poll() is None for child in children):
+            notice_exits()
+            # Polling, not wait(): any child's death must be seen at once, whichever child it is.
+            time.sleep(_CHILD_POLL_S)
+        notice_exits()
         codes = [child.wait() for child in children]
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("worker processes exited", codes=codes)
-    return 0 if all(code == 0 for code in codes) else 1
+    return 0 if not died and all(code == 0 for code in codes) else 1

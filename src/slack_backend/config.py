@@ -30,6 +30,8 @@ _OWN_PREFIX = "SLACK_BACKEND_"
 _OWN_VARS = frozenset({ENV_FILE_VAR})
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _TEAM_ID = re.compile(r"^[TE][A-Z0-9]{2,63}$")
+# The app's database layer is async: SQLite through aiosqlite, PostgreSQL through asyncpg (store/db.py).
+_DATABASE_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 
 # pydantic's wording for parse failures names Python types; these read better next to a variable name.
 _PLAIN_REASONS = {
@@ -153,6 +155,55 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str) -> str:
         if not value.startswith(_REDIS_SCHEMES):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("redis_host")
+    @classmethod
+    def _plain_host(cls, value: str | None) -> str | None:
+        # The host goes into a URL: these characters would turn it into a path, user info or another host.
+        if value is not None and (any(c in value for c in "/@?#") or value != value.strip()):
+            raise ValueError("must be a host name or address only (put a full URL in REDIS_URL instead)")
+        return value
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _prefix_shape(cls, value: str) -> str:
+        # The same rule the queue's key names enforce (queue/_keys.py), checked here so a bad prefix stops the
+        # process at start with exit 2 instead of a traceback when the first queue is built.
+        if any(c in value for c in "{}\0") or value != value.strip():
+            raise ValueError("must not contain braces or NUL, nor start or end with a space")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_driver(cls, value: str) -> str:
+        # Checked here, not first when the engine is created, so a bad URL stops the process at start (exit 2).
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("is not a database URL (e.g. postgresql+asyncpg://user@host/db)") from None
+        backend, driver = url.get_backend_name(), url.get_driver_name()
+        if _DATABASE_DRIVERS.get(backend) != driver:
+            raise ValueError("must be sqlite+aiosqlite://... or postgresql+asyncpg://...")
+        return value
+
+    @field_validator("slack_api_url", "anthropic_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("slack_slash_command")
+    @classmethod
+    def _slash_command(cls, value: str) -> str:
+        if not value.startswith("/") or len(value) < 2 or any(c.isspace() for c in value):
+            raise ValueError("must be a slash command such as /draft")
         return value
 
     # A part given without REDIS_HOST would otherwise be silently ignored.

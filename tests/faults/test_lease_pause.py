@@ -60,8 +60,7 @@ async def test_a_worker_paused_past_its_lease_cannot_overwrite_the_new_owners_re
     finally:
         old.send_signal(signal.SIGCONT)
     continued_ms = now_ms()
-    paused_s = time.monotonic() - stopped
-    assert paused_s * 1000 >= 1.5 * LEASE_MS
+    paused_s = time.monotonic() - stopped  # at least 1.5 leases by construction: printed, not asserted
 
     async def old_refused() -> bool:
         return "lease lost; result discarded" in workers.log_text(old)
@@ -80,10 +79,11 @@ async def test_a_worker_paused_past_its_lease_cannot_overwrite_the_new_owners_re
     assert job is not None
     runs = await recorded_runs(redis_client, queue)
     by_worker = {str(r["worker"]): r for r in runs}
-    old_run, new_run = by_worker.get(old_owner, {}), by_worker.get(str(job.worker), {})
+    assert set(by_worker) == {old_owner, str(job.worker)}, "each owner recorded exactly its one run"
+    old_run, new_run = by_worker[old_owner], by_worker[str(job.worker)]
     # Once continued, the old owner's renewal sees the lost lease and cancels its run; it may run on for a moment.
-    both_end = min(old_run.get("end_ms", 0), new_run.get("end_ms", 0))
-    zombie_ms = max(0, both_end - max(continued_ms, new_run.get("start_ms", 0)))
+    both_end = min(old_run["end_ms"], new_run["end_ms"])
+    zombie_ms = max(0, both_end - max(continued_ms, new_run["start_ms"]))
     by = "new" if job.result.get("worker") == job.worker else "old"
     old_log = workers.log_text(old)
     refusals = old_log.count("lease lost; result discarded")
@@ -95,12 +95,15 @@ async def test_a_worker_paused_past_its_lease_cannot_overwrite_the_new_owners_re
         f"beside the new one"
     )
     assert refusals == 1
-    assert zombie_ms <= 500, "the old owner stops its stale run once its renewal sees the loss"
+    if resume == "while_new_owner_runs":
+        # Only here can the two runs overlap: the old run had ~1.5 s of its 3 s sleep left when continued, so an
+        # end within 500 ms means its renewal cancelled it. (In the other case the new run had already ended.)
+        assert new_run["end_ms"] > continued_ms, "the new owner was still running when the old one continued"
+        assert zombie_ms <= 500, "the old owner stops its stale run once its renewal sees the loss"
     assert job.state is JobState.COMPLETED
     assert job.worker is not None
     assert job.worker != old_owner
     assert job.result == {"ok": True, "worker": job.worker}, "the result is the new owner's"
     assert job.stalls == 1
     assert job.attempts_made == 1, "the old owner's finish counted for nothing"
-    assert job.worker in {r["worker"] for r in runs}, "the new owner ran it to the end"
-    assert not any(r["overlap"] for r in runs if r["worker"] == job.worker)
+    assert new_run["end_ms"] - new_run["start_ms"] >= 4000 - 50, "the new owner ran it to the end (4 s job)"

@@ -1,4 +1,8 @@
-"""Redis crashes: SIGKILL redis-server (AOF on, fsync every second) mid-run and restart it; nothing acked is lost."""
+"""Redis crashes: SIGKILL redis-server (AOF on, fsync every second) mid-run and restart it; nothing acked is lost.
+
+Redis writes the AOF (a write to the OS, not yet an fsync) before it replies, so a killed process loses nothing it
+acknowledged, the last second included; `everysec` bounds only what a crash of the machine itself can lose, which
+this test does not simulate (docs/reliability.md says so)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from tests.support.engine import wait_until
 from tests.support.fleet import FleetFactory, ServerFactory, now_ms, served_app
 from tests.support.slack_requests import BOT_TOKEN, SECRET
 
-# appendfsync everysec: at most the last second of writes may be lost by a crash; nothing older may be.
+# appendfsync everysec: the window a machine crash could lose. A process kill must lose nothing, in it or before it;
+# the window is only used to show that the kill came while adds were being acknowledged.
 FSYNC_WINDOW_MS = 1000
 
 
@@ -57,10 +62,10 @@ async def _status(client: httpx.AsyncClient) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-async def test_redis_crash_with_aof_loses_no_job_acked_over_a_second_before(
+async def test_redis_crash_with_aof_loses_no_acked_job_even_in_the_last_second(
     aof_redis: ServerFactory, fleet: FleetFactory, prefix: str, tmp_path: Path
 ) -> None:
-    """SIGKILL Redis mid-run, restart it: no job acked >1 s before is lost; a worker and the web app recover alone."""
+    """SIGKILL Redis mid-run, restart it: no acked job is lost, the last second's included; all recover alone."""
     server = aof_redis()
     client = create_redis(server.url)
     queue = Queue("q", connection=client, prefix=prefix)
@@ -140,7 +145,10 @@ async def test_redis_crash_with_aof_loses_no_job_acked_over_a_second_before(
             f"{producer.failed_adds} adds refused during the outage and retried; {reruns} reruns after a stall"
         )
         assert ready_while_down == 503
+        acked_last_second = sum(1 for t in acked.values() if kill_ms - FSYNC_WINDOW_MS <= t < kill_ms)
+        assert acked_last_second > 0, "the kill came while adds were being acknowledged"
         assert lost_old == [], "jobs acked more than a second before the crash survive it"
+        assert lost_recent == [], "jobs acked in the last second before the kill survive it too (AOF written first)"
         assert all(j.state is JobState.COMPLETED for j in jobs)
         assert worker_ready_ms - up_ms < 10_000
         assert web_ready_ms - up_ms < 5_000

@@ -119,7 +119,6 @@ async def test_redis_away_ten_seconds_workers_survive_ingress_degrades_and_work_
         f"{sum(1 for j in jobs if j.state is JobState.COMPLETED)} completed, {sum(j.stalls for j in jobs)} reruns; "
         f"after: event {event_after.status_code}, command {command_after.status_code}, /readyz {ready_after}"
     )
-    assert outage_s >= OUTAGE_S
     assert exited == 0
     assert alive_after == len(procs)
     assert codes == [0] * len(procs)
@@ -150,7 +149,9 @@ async def test_an_idle_worker_picks_up_new_work_within_a_second_of_redis_returni
     def on_error(event: JobEvent) -> None:
         nonlocal failures
         failures += 1
-        # The sixth failure in a row backs off 1.6-3.2 s; Redis returns the moment that sleep begins.
+        # Redis returns the moment the sixth failure's backoff begins. That backoff is capped at 0.5 s
+        # (ConnectionWatch cap_s), so the 1 s bound below holds with or without the wake-up on reconnect: this test
+        # pins "back to work within a second", not the wake-up itself.
         if failures == 6:
             backed_off.set()
 
@@ -177,6 +178,7 @@ async def test_an_idle_worker_picks_up_new_work_within_a_second_of_redis_returni
                 await wait_until(done, timeout_s=10)
                 waited_s = time.monotonic() - back
                 print(f"\nidle worker after an outage: a job added as Redis returned completed after {waited_s:.2f} s")
+                # 1 s: twice the 0.5 s backoff cap, for a busy machine; the documented figure is 0.36-0.57 s.
                 assert waited_s < 1.0
     finally:
         await client.aclose()

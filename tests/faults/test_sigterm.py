@@ -61,6 +61,8 @@ async def test_sigterm_to_every_worker_under_load_leaves_nothing_active_and_lose
         f"exit codes {codes} within {exit_s:.2f} s; after {describe_counts(after)}; {len(released)} released unfinished"
     )
     assert codes == [0] * PROCESSES
+    # The claim is the shutdown timeout; 5 s more covers three interpreters closing Redis and exiting on a busy
+    # 2-core machine (measured: 0.4-1.2 s in all).
     assert exit_s < SHUTDOWN_TIMEOUT_S + 5
     assert after[JobState.ACTIVE] == 0, "a clean shutdown leaves no job active"
     assert after[JobState.FAILED] == 0

@@ -1,4 +1,4 @@
-"""Load: 300 signed Slack requests a second for 60 s into the real web app with workers running."""
+"""Load: 300 signed Slack requests a second for 60 s into the real web app with workers running, on loopback only."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from tests.fakes.slack_server import FakeSlack
 from tests.support.procs import spawn
 from tests.support.redis_server import free_port
 
-RATE_PER_S = 300
-DURATION_S = 60
+# The scenario CI runs; LOAD_RATE_PER_S / LOAD_DURATION_S shrink it for a quick local smoke of the plumbing.
+RATE_PER_S = int(os.environ.get("LOAD_RATE_PER_S", "300"))
+DURATION_S = int(os.environ.get("LOAD_DURATION_S", "60"))
 SECRET = "load-test-signing-secret-0123456789"
 
 
@@ -36,7 +37,8 @@ def _signed_command(i: int, receiver: FakeSlack) -> tuple[bytes, dict[str, str]]
         "team_id": f"T0LOAD{i % 7:03d}",
         "channel_id": "C0LOAD001",
         "user_id": "U0LOAD001",
-        "response_url": receiver.response_url(f"r{i % 50}"),
+        # One response_url per request: Slack allows 5 uses of each, and a job uses 2 (progress, draft).
+        "response_url": receiver.response_url(f"r{i}"),
         "trigger_id": f"load.{i}.trigger",
     }
     body = urlencode(form).encode()
@@ -44,7 +46,7 @@ def _signed_command(i: int, receiver: FakeSlack) -> tuple[bytes, dict[str, str]]
 
 
 async def _wait_healthy(http: aiohttp.ClientSession) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # a fresh interpreter importing the app on a busy 2-core machine
     while True:
         try:
             async with http.get("/healthz") as response:
@@ -68,7 +70,7 @@ async def response_receiver() -> AsyncIterator[FakeSlack]:
 async def test_300_requests_a_second_for_60_s_each_become_one_job(
     redis_url: str, prefix: str, redis_client: Redis, tmp_path: Path, response_receiver: FakeSlack
 ) -> None:
-    """300 signed slash commands/s for 60 s: 0 errors, every request exactly one job; ack p50/p99/max reported."""
+    """300 signed slash commands/s for 60 s: 0 errors, every request one job, every ack within Slack's 3 s."""
     port = free_port()
     env = {
         "PATH": os.environ["PATH"],
@@ -77,12 +79,16 @@ async def test_300_requests_a_second_for_60_s_each_become_one_job(
         "REDIS_PREFIX": prefix,
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
         "SLACK_SIGNING_SECRET": SECRET,
-        # Slack is the loopback fake, so its loopback response_urls pass the edge's check.
-        "SLACK_API_URL": response_receiver.base_url,
         "PORT": str(port),
         "LOG_LEVEL": "WARNING",
         "LOG_FORMAT": "json",
         "KEEP_COMPLETED": "100000",
+        # Nothing may leave the machine: Slack's Web API is the fake (so its loopback response_urls also pass the
+        # edge's check), and any other host goes to a closed proxy.
+        "SLACK_API_URL": response_receiver.base_url,
+        "HTTP_PROXY": "http://127.0.0.1:1",
+        "HTTPS_PROXY": "http://127.0.0.1:1",
+        "NO_PROXY": "127.0.0.1,localhost",
     }
     web = spawn([sys.executable, "-m", "slack_backend.cli", "serve"], env, tmp_path / "web.log")
     worker = spawn([sys.executable, "-m", "slack_backend.cli", "worker"], env, tmp_path / "worker.log")
@@ -97,8 +103,10 @@ async def test_300_requests_a_second_for_60_s_each_become_one_job(
         async with aiohttp.ClientSession(base, connector=connector, timeout=aiohttp.ClientTimeout(10)) as http:
             await _wait_healthy(http)
 
-            async def one(body: bytes, headers: dict[str, str]) -> None:
-                started = time.monotonic()
+            async def one(body: bytes, headers: dict[str, str], scheduled: float) -> None:
+                # From the moment the request was due, not when its task ran: a generator falling behind
+                # (queueing in the client) counts against the ack time, as it would for Slack.
+                started = scheduled
                 try:
                     async with http.post("/slack/events", data=body, headers=headers) as response:
                         await response.read()
@@ -115,7 +123,7 @@ async def test_300_requests_a_second_for_60_s_each_become_one_job(
                 delay = t0 + i / RATE_PER_S - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(body, headers)))
+                tasks.append(asyncio.create_task(one(body, headers, t0 + i / RATE_PER_S)))
             await asyncio.gather(*tasks)
             sent_s = time.monotonic() - t0
     finally:
@@ -133,5 +141,9 @@ async def test_300_requests_a_second_for_60_s_each_become_one_job(
         f"ack p50 {p50:.1f} ms p99 {p99:.1f} ms max {ordered[-1]:.1f} ms; jobs {jobs} {dict(counts)}"
     )
     assert errors == []
+    assert ordered[-1] < 3000, "Slack drops a request not acked within 3 s"
     assert jobs == total
+    assert response_receiver.calls_to("chat.postEphemeral") == [], "drafts went to response_urls, none ran out"
+    drafted = sum(1 for posts in response_receiver.response_posts.values() if any("blocks" in p for p in posts))
+    assert drafted == counts[JobState.COMPLETED], "every completed job's draft reached the fake, nothing went elsewhere"
     assert counts[JobState.COMPLETED] > 0, "workers ran while the load came in"

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
@@ -46,9 +47,15 @@ def _body(kind: str, raw: bytes, shaped: dict[str, object]) -> bytes:
 class Harness:
     """The real app on a real Redis, driven from a private event loop so hypothesis can call it synchronously."""
 
-    def __init__(self, redis_url: str, prefix: str) -> None:
+    def __init__(self, redis_url: str, prefix: str, tmp_path: Path) -> None:
         self.loop = asyncio.new_event_loop()
-        env = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix, "SLACK_SIGNING_SECRET": SECRET}
+        # No bot token (the requests carry none either) and a database of the test's own, not ./slack-backend.db.
+        env = {
+            "REDIS_URL": redis_url,
+            "REDIS_PREFIX": prefix,
+            "SLACK_SIGNING_SECRET": SECRET,
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+        }
         self.redis = create_redis(redis_url)
         self.app = create_app(load_settings(env), redis=self.redis)
         self._lifespan = self.app.router.lifespan_context(self.app)
@@ -77,13 +84,16 @@ class Harness:
 
 
 @pytest.fixture
-def harness(redis_url: str, prefix: str) -> Iterator[Harness]:
-    h = Harness(redis_url, prefix)
+def harness(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(redis_url, prefix, tmp_path)
     yield h
     h.close()
 
 
-FUZZ = settings(max_examples=5_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+# print_blob: a failure in CI prints the @reproduce_failure line that replays it locally.
+FUZZ = settings(
+    max_examples=5_000, deadline=None, suppress_health_check=list(HealthCheck), database=None, print_blob=True
+)
 
 
 @pytest.mark.slow

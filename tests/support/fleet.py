@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
-from structlog.testing import capture_logs
 
 from slack_backend.config import Settings
 from slack_backend.queue import JobState, Queue
-from slack_backend.web import create_app
 from tests.support.engine import wait_until
 from tests.support.procs import ROOT, spawn, spawn_worker
 from tests.support.redis_server import RedisServer
@@ -102,21 +99,12 @@ def describe_counts(counts: Mapping[JobState, int]) -> str:
     return ", ".join(f"{state.value} {n}" for state, n in counts.items())
 
 
-@asynccontextmanager
-async def served_app(settings: Settings, *, quiet: bool = False) -> AsyncIterator[httpx.AsyncClient]:
-    """The real web app (its lifespan opens its own Redis client and database) and an HTTP client to it.
+def served_app(settings: Settings, *, quiet: bool = False) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    """The fault tests' name for the one in-process app helper, `tests.support.app.served`."""
+    # Imported here: the root conftest imports this module before pytest registers tests.support.app as a plugin.
+    from tests.support.app import served
 
-    `quiet` captures the app's log lines instead of printing them (a fault test's own figures stay readable).
-    """
-    app = create_app(settings)
-    with contextlib.ExitStack() as stack:
-        if quiet:
-            stack.enter_context(capture_logs())
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
-        ):
-            yield client
+    return served(settings, quiet=quiet)
 
 
 FleetFactory = Callable[..., WorkerFleet]

@@ -12,15 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from slack_backend.config import Settings, load_settings
+from slack_backend.config import Settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.jobs.workers import build_ai_worker
 from slack_backend.queue import Queue, Worker, create_redis
 from slack_backend.web import create_app
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.slack_server import FakeSlack
+from tests.support.app import app_env, settings_from
 from tests.support.engine import running
-from tests.support.slack_requests import BOT_TOKEN, SECRET, TEAM
+from tests.support.slack_requests import BOT_TOKEN, TEAM
 
 API_KEY = "sk-ant-test-0123456789"
 
@@ -55,21 +56,16 @@ async def claude() -> AsyncIterator[FakeAnthropic]:
 def settings_for(
     redis_url: str, prefix: str, slack: FakeSlack, claude: FakeAnthropic, tmp_path: Path
 ) -> Callable[..., Settings]:
+    base = {
+        **app_env(redis_url, prefix, tmp_path, slack.base_url),
+        "ANTHROPIC_API_KEY": API_KEY,
+        "ANTHROPIC_BASE_URL": claude.base_url,
+        "JOB_BACKOFF_MS": "200",
+        "AI_RATE_LIMIT_MAX": "50",
+    }
+
     def factory(**overrides: str) -> Settings:
-        env = {
-            "REDIS_URL": redis_url,
-            "REDIS_PREFIX": prefix,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
-            "SLACK_SIGNING_SECRET": SECRET,
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_API_URL": slack.base_url,
-            "ANTHROPIC_API_KEY": API_KEY,
-            "ANTHROPIC_BASE_URL": claude.base_url,
-            "JOB_BACKOFF_MS": "200",
-            "AI_RATE_LIMIT_MAX": "50",
-        }
-        env.update(overrides)
-        return load_settings(env)
+        return settings_from(base, overrides)
 
     return factory
 

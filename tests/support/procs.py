@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,12 +23,33 @@ def spawn_worker(cfg: dict[str, Any], log_path: Path | None = None) -> subproces
     return spawn([sys.executable, "-m", "tests.support.worker_proc", json.dumps(cfg)], env, log_path)
 
 
+# Every process spawn() started and nobody reaped yet: the root conftest's autouse fixture kills what a test left
+# running (a failed wait before its SIGTERM, say), so no worker outlives its test and runs on against the session Redis.
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
 def spawn(args: list[str], env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen[bytes]:
     """Start a process from the project root; stdout and stderr go to `log_path` (or are dropped)."""
     if log_path is None:
-        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    else:
+        with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    _STARTED.append(proc)
+    return proc
+
+
+def kill_leftovers() -> list[int]:
+    """SIGKILL (after SIGCONT, for stopped ones) every spawned process still running, reap all; return their pids."""
+    killed = []
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            killed.append(proc.pid)
+        proc.wait(timeout=10)
+    _STARTED.clear()
+    return killed
 
 
 async def recorded_runs(client: Redis, queue: Queue) -> list[dict[str, Any]]:
