@@ -63,7 +63,7 @@ async def try_request(settings: Settings, text: str, *, timeout_s: float) -> lis
     receiver_port = _free_port()
     await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
 
-    redis = create_redis(settings.redis_url_value())
+    redis = create_redis(settings.redis_target())
     app = create_app(settings, redis=redis)
     web_port = _free_port()
     server = _QuietServer(uvicorn.Config(app, host="127.0.0.1", port=web_port, log_config=None, lifespan="on"))

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from slack_backend.queue._keys import KEY_NAMES, QueueKeys
+from slack_backend.queue.connection import RedisClient
 
 SCRIPT_NAMES: tuple[str, ...] = (
     "add",
@@ -114,14 +115,19 @@ def script_source(name: str) -> str:
 class Scripts:
     """The queue's scripts registered on one client; redis-py runs them by SHA and reloads after a flush."""
 
-    def __init__(self, client: Redis, keys: QueueKeys) -> None:
+    def __init__(self, client: RedisClient, keys: QueueKeys) -> None:
         self._keys = {name: [keys.key(n) for n in script_keys(name)] for name in SCRIPT_NAMES}
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
 
     async def call_after_blpop(
-        self, client: Redis, wait_keys: Sequence[str], timeout_s: float, name: str, args: Sequence[str | int | float]
+        self,
+        client: RedisClient,
+        wait_keys: Sequence[str],
+        timeout_s: float,
+        name: str,
+        args: Sequence[str | int | float],
     ) -> object:
         """BLPOP, then the script, pipelined on `client`; the script's reply, or None after reloading it."""
         script = self._scripts[name]
@@ -138,6 +144,33 @@ class Scripts:
             raise reply
         result: object = reply
         return result
+
+    async def call_then_wait(
+        self, client: RedisClient, name: str, args: Sequence[str | int | float], replicas: int, timeout_ms: int
+    ) -> tuple[object, int]:
+        """Run a script, then WAIT on the same connection; its reply and how many replicas hold its writes.
+
+        WAIT counts the writes of the connection it runs on, so the two go down one pipeline. Not on a Cluster
+        client: its pipeline would send the key-less WAIT to any node.
+        """
+        if isinstance(client, RedisCluster):
+            raise ValueError("waiting for replicas is not supported on a Redis Cluster client")
+        script = self._scripts[name]
+        keys = self._keys[name]
+        for _ in range(2):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.wait(replicas, timeout_ms)
+                reply, acked = await pipe.execute(raise_on_error=False)
+            if not isinstance(reply, NoScriptError):
+                break
+            # The script never ran (a flushed or failed-over server): load it and send both again.
+            await client.script_load(script.script)
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(acked, Exception):
+            raise acked
+        return reply, int(acked)
 
     async def call(self, name: str, args: Sequence[str | int | float | bytes]) -> object:
         """Run one script atomically on the queue's keys."""
