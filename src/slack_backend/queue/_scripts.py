@@ -8,8 +8,11 @@ from functools import cache
 from importlib import resources
 
 from redis.asyncio import RedisCluster
+from redis.asyncio.cluster import PipelineCommand
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from slack_backend.queue._keys import KEY_NAMES, QueueKeys
 from slack_backend.queue.connection import RedisClient
@@ -132,10 +135,13 @@ class Scripts:
         """BLPOP, then the script, pipelined on `client`; the script's reply, or None after reloading it."""
         script = self._scripts[name]
         keys = self._keys[name]
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.blpop(list(wait_keys), timeout=timeout_s)
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            _popped, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(client, RedisCluster):
+            reply = await _blpop_then_script_on_shard(client, wait_keys, timeout_s, script.sha, keys, args)
+        else:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.blpop(list(wait_keys), timeout=timeout_s)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                _popped, reply = await pipe.execute(raise_on_error=False)
         if isinstance(reply, NoScriptError):
             # After a SCRIPT FLUSH or a restart of Redis: the wake token is spent, so the caller fetches anew.
             await client.script_load(script.script)
@@ -176,3 +182,39 @@ class Scripts:
         """Run one script atomically on the queue's keys."""
         result: object = await self._scripts[name](keys=self._keys[name], args=list(args))
         return result
+
+
+# Replies that mean the slot moved or its node is gone: the cluster's map is re-read before the next try.
+_SHARD_MOVED = (MovedError, AskError, ClusterDownError, TryAgainError, RedisConnectionError, RedisTimeoutError)
+
+
+async def _blpop_then_script_on_shard(
+    client: RedisCluster,
+    wait_keys: Sequence[str],
+    timeout_s: float,
+    sha: str,
+    keys: Sequence[str],
+    args: Sequence[str | int | float],
+) -> object:
+    """BLPOP then EVALSHA, sent together on one connection to the primary that owns the queue's slot.
+
+    redis-py's ClusterPipeline refuses EVALSHA, and a queue's keys share one hash tag, so the node is the same for
+    both; after a MOVED or a lost node the cluster map is re-read and the error raised, so the caller retries on
+    the new owner.
+    """
+    if not client.get_nodes():
+        await client.initialize()
+    node = client.get_node_from_key(wait_keys[0])
+    if node is None:
+        await client.nodes_manager.initialize()
+        raise ClusterDownError(f"no node serves the slot of {wait_keys[0]}")
+    commands = [
+        PipelineCommand(0, "BLPOP", *wait_keys, timeout_s),
+        PipelineCommand(1, "EVALSHA", sha, len(keys), *keys, *args),
+    ]
+    await node.execute_pipeline(commands)
+    for command in commands:
+        if isinstance(command.result, _SHARD_MOVED):
+            await client.nodes_manager.initialize()
+            raise command.result
+    return commands[1].result

@@ -194,7 +194,8 @@ def blocking_twin(client: RedisClient) -> RedisClient:
         keep = ("username", "password", "client_name", "decode_responses", "socket_connect_timeout")
         extra: dict[str, Any] = {k: kwargs[k] for k in keep if kwargs.get(k) is not None}
         return RedisCluster(
-            startup_nodes=[ClusterNode(node.host, node.port) for node in client.get_nodes()],
+            # The nodes it has found, or (not yet connected) the ones it was given.
+            startup_nodes=[ClusterNode(n.host, n.port) for n in client.get_nodes() or client.startup_nodes],
             max_connections=BLOCKING_MAX_CONNECTIONS,
             socket_timeout=BLOCKING_SOCKET_TIMEOUT_S,
             socket_keepalive=True,
