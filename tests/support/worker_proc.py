@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -34,16 +35,18 @@ async def main(cfg: dict[str, Any]) -> None:
     )
     client = create_redis(target)
     runs_file = cfg.get("runs_file")
+    # One unbuffered append per run: a line is on disk the moment the run ends, whatever kills the process after.
+    runs_fd = os.open(runs_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT) if runs_file else -1
     queue = Queue(cfg.get("queue", "q"), connection=client, prefix=cfg["prefix"])
     runs_key = f"{queue.keys.tag}:test:runs"
     fail_rate = float(cfg.get("fail_rate", 0.0))
 
     async def processor(job: Job) -> dict[str, Any]:
         start_ms = int(time.time() * 1000)
-        if runs_file:
+        if runs_fd >= 0:
             await asyncio.sleep(float(cfg.get("job_ms", 0)) / 1000)
-            with open(runs_file, "a", encoding="utf-8") as out:
-                out.write(json.dumps({"id": job.id, "start_ms": start_ms, "end_ms": int(time.time() * 1000)}) + "\n")
+            line = json.dumps({"id": job.id, "start_ms": start_ms, "end_ms": int(time.time() * 1000)}) + "\n"
+            os.write(runs_fd, line.encode())
             return {"ok": True}
         marker = f"{queue.keys.tag}:test:marker:{job.id}"
         # Ownership lasts as long as a lease: a killed worker's marker expires when its lease would.
