@@ -102,8 +102,12 @@ async def test_worker_follows_the_master_through_a_kill_with_replica_ack(
 @pytest.mark.slow
 @LEAKS_SENTINEL_SOCKETS
 @pytest.mark.parametrize("ack", [0, 1])
-async def test_failover_at_500_adds_per_second(sentinel_set: SentinelSet, tmp_path: Path, ack: int) -> None:
-    """The measured cost of a master kill at 500 adds/s, without and with the replica ack (figures printed)."""
+async def test_failover_under_steady_load(sentinel_set: SentinelSet, tmp_path: Path, ack: int) -> None:
+    """The measured cost of a master kill at 200 adds/s, without and with the replica ack (figures printed).
+
+    200, not 500: on the shared 2-core machine 500 adds/s with two worker processes saturated the CPU before the
+    fault (add p50 of seconds), so the figures measured the machine, not the failover.
+    """
     figures = await failover_under_load(
         label=f"sentinel, ack {ack}",
         target=sentinel_set.target(),
@@ -111,7 +115,7 @@ async def test_failover_at_500_adds_per_second(sentinel_set: SentinelSet, tmp_pa
         workdir=tmp_path,
         fault=lambda: _kill_master(sentinel_set),
         after_fault=lambda: _old_master_returns(sentinel_set),
-        rate_per_s=500,
+        rate_per_s=200,
         duration_s=25.0,
         fault_at_s=5.0,
         min_replicas_ack=ack,
