@@ -11,10 +11,21 @@ import pytest
 from structlog.testing import capture_logs
 
 from slack_backend.config import ConfigError, load_settings
-from slack_backend.queue import RedisTarget, create_redis, server_safety, warn_unsafe_server
-from slack_backend.web import create_app
+from slack_backend.queue import JobState, RedisTarget, create_redis, server_safety, warn_unsafe_server
+from slack_backend.slack.ingress import ACK_TEXT
+from slack_backend.web import create_app, web_state
+from tests.fakes.slack_server import FakeSlack
 from tests.support.sentinel_cluster import RedisProc
-from tests.support.slack_requests import BOT_TOKEN, SECRET
+from tests.support.slack_requests import (
+    BOT_TOKEN,
+    EVENT_ID,
+    SECRET,
+    TEAM,
+    TRIGGER_ID,
+    command_body,
+    mention_body,
+    post_signed,
+)
 from tests.test_config import run_cli
 
 SENTINEL_SECRET = "sentinel-pass-3f9a1c"
@@ -168,3 +179,33 @@ def test_settings_build_each_target() -> None:
     assert (cluster.kind, cluster.cluster_nodes) == ("cluster", (("a", 7000), ("b", 7001)))
     assert load_settings({"REDIS_URL": "redis+cluster://a:7000"}).redis_target().kind == "cluster"
     assert load_settings({}).redis_target().kind == "single"
+
+
+async def test_unreplicated_adds_at_ingress(redis_url: str, prefix: str) -> None:
+    """With REDIS_MIN_REPLICAS_ACK=1 and no replica: an event is answered 503 (Slack re-delivers, nothing is
+    added twice) and a command is acked as queued, not told to try again (its job is stored and will run)."""
+    async with FakeSlack(bot_token=BOT_TOKEN, team_id=TEAM) as fake_slack:
+        settings = load_settings(
+            {
+                "REDIS_URL": redis_url,
+                "REDIS_PREFIX": prefix,
+                "SLACK_SIGNING_SECRET": SECRET,
+                "SLACK_BOT_TOKEN": BOT_TOKEN,
+                "SLACK_API_URL": fake_slack.base_url,
+                "REDIS_MIN_REPLICAS_ACK": "1",
+                "REDIS_REPLICAS_ACK_TIMEOUT_MS": "50",
+            }
+        )
+        app = create_app(settings)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
+        ):
+            event = await post_signed(client, mention_body())
+            redelivered = await post_signed(client, mention_body())
+            command = await post_signed(client, command_body(fake_slack))
+            jobs = await web_state(app).queue.get_jobs(JobState.WAITING)
+    assert (event.status_code, redelivered.status_code) == (503, 503)
+    assert command.status_code == 200
+    assert command.json()["text"] == ACK_TEXT
+    assert sorted(job.id for job in jobs) == sorted([EVENT_ID, TRIGGER_ID])
