@@ -13,7 +13,18 @@ import pytest
 from redis.asyncio import RedisCluster
 
 from slack_backend.config import load_settings
-from slack_backend.queue import Backoff, Job, JobEvent, JobState, Queue, QueueLimits, RateLimit, Worker, create_redis
+from slack_backend.queue import (
+    Backoff,
+    Job,
+    JobEvent,
+    JobState,
+    Queue,
+    QueueLimits,
+    RateLimit,
+    Worker,
+    create_redis,
+    server_safety,
+)
 from tests.support.sentinel_cluster import RedisClusterSet, failover_under_load
 
 
@@ -38,6 +49,9 @@ async def test_settings_give_a_cluster_client(cluster: RedisClusterSet) -> None:
             for i in range(20):  # keys spread over all three shards
                 await client.set(f"probe{i}", str(i))
             assert len({client.get_node_from_key(f"probe{i}").name for i in range(20)}) == 3  # type: ignore[union-attr]
+            # CONFIG GET asks every primary: the launcher's nodes keep no AOF and no RDB saves.
+            safety = await server_safety(client)
+            assert (safety.maxmemory_policy, safety.aof, safety.rdb_saves) == ("noeviction", False, False)
         finally:
             await client.aclose()
 
