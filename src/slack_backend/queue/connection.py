@@ -30,6 +30,7 @@ CLUSTER_TLS_SCHEME = "rediss+cluster://"
 # Scripts finish in well under a second; a reply that takes this long means Redis is gone or frozen.
 COMMAND_TIMEOUT_S = 15.0
 CONNECT_TIMEOUT_S = 5.0
+SENTINEL_TIMEOUT_S = 2.0
 # The socket timeout of a client made for blocking waits (None: a wait is never cut short by the client).
 BLOCKING_SOCKET_TIMEOUT_S: float | None = None
 # A burst (300 Slack requests a second through a brief stall) must not run out of connections: redis-py's default
@@ -151,10 +152,12 @@ def create_redis(
         )
     if target.kind == "sentinel":
         # Each client owns its Sentinel manager, so closing one client closes exactly the sockets it opened.
-        timeouts = {k: v for k, v in common.items() if k in ("socket_timeout", "socket_connect_timeout")}
-        if timeouts["socket_timeout"] is None:
-            timeouts["socket_timeout"] = COMMAND_TIMEOUT_S
-        sentinel_kwargs: dict[str, Any] = {**timeouts, "decode_responses": True}
+        # A Sentinel answers from memory; one that is slow is down, and discovery should ask the next one.
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_timeout": SENTINEL_TIMEOUT_S,
+            "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+            "decode_responses": True,
+        }
         if target.sentinel_password is not None:
             sentinel_kwargs["password"] = target.sentinel_password
         manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
