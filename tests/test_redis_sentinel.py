@@ -132,7 +132,8 @@ async def test_replica_ack_refuses_an_add_no_replica_holds(sentinel_set: Sentine
     """With the replica stopped, an add under min_replicas_ack=1 raises NotReplicatedError naming the stored job."""
     client = create_redis(sentinel_set.target())
     assert isinstance(client, Redis)
-    queue = Queue("q", connection=client, prefix="ack", min_replicas_ack=1, replicas_ack_timeout_ms=200)
+    # 2 s: a loaded machine delays the replica's ack of the first add by hundreds of ms.
+    queue = Queue("q", connection=client, prefix="ack", min_replicas_ack=1, replicas_ack_timeout_ms=2000)
     try:
         assert (await queue.add("x", {}, job_id="kept")).created
         sentinel_set.replicas[0].stop()
