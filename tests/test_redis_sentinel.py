@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ from redis.asyncio import Redis
 from slack_backend.config import load_settings
 from slack_backend.queue import Job, NotReplicatedError, Queue, Worker, create_redis
 from tests.support.sentinel_cluster import MASTER_NAME, SentinelSet, failover_under_load
+
+# The slow tests' offered adds/s: 200 by default (the shared 2-core machine), FAILOVER_ADDS_PER_S to change it.
+SLOW_RATE = int(os.environ.get("FAILOVER_ADDS_PER_S", "200"))
 
 
 @pytest.fixture
@@ -103,10 +107,10 @@ async def test_worker_follows_the_master_through_a_kill_with_replica_ack(
 @LEAKS_SENTINEL_SOCKETS
 @pytest.mark.parametrize("ack", [0, 1])
 async def test_failover_under_steady_load(sentinel_set: SentinelSet, tmp_path: Path, ack: int) -> None:
-    """The measured cost of a master kill at 200 adds/s, without and with the replica ack (figures printed).
+    """The measured cost of a master kill under steady adds, without and with the replica ack (figures printed).
 
-    200, not 500: on the shared 2-core machine 500 adds/s with two worker processes saturated the CPU before the
-    fault (add p50 of seconds), so the figures measured the machine, not the failover.
+    200 adds/s by default, not 500: on the shared 2-core machine at load 9, 500 adds/s with two worker processes
+    saturated the CPU before the fault; docs/scaling.md has 500/s runs from a quieter moment.
     """
     figures = await failover_under_load(
         label=f"sentinel, ack {ack}",
@@ -115,7 +119,7 @@ async def test_failover_under_steady_load(sentinel_set: SentinelSet, tmp_path: P
         workdir=tmp_path,
         fault=lambda: _kill_master(sentinel_set),
         after_fault=lambda: _old_master_returns(sentinel_set),
-        rate_per_s=200,
+        rate_per_s=SLOW_RATE,
         duration_s=25.0,
         fault_at_s=5.0,
         min_replicas_ack=ack,
