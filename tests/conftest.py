@@ -47,6 +47,7 @@ def prefix() -> str:
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
     client = create_redis(redis_url)
+    assert isinstance(client, Redis)  # a redis:// URL names one server
     yield client
     await client.aclose()
 

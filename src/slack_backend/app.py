@@ -21,7 +21,7 @@ import uvicorn
 
 from slack_backend.config import Settings
 from slack_backend.jobs.workers import build_ai_worker
-from slack_backend.queue import Worker, create_redis
+from slack_backend.queue import Worker, create_redis, warn_unsafe_server
 from slack_backend.queue.runner import HANDLED_SIGNALS, ShutdownSignals
 
 if TYPE_CHECKING:
@@ -60,7 +60,9 @@ async def run_service(
 
     app_metrics = metrics if metrics is not None else Metrics(live_worker_age_ms=settings.job_lease_ms)
 
-    redis = create_redis(settings.redis_url_value(), client_name="slack-backend")
+    redis = create_redis(settings.redis_target(), client_name="slack-backend")
+    component = "+".join(name for name, on in (("web", web), ("worker", worker)) if on)
+    await warn_unsafe_server(redis, component=component)
     signals = ShutdownSignals()
     signals.install()
     tasks: list[asyncio.Task[None]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -47,7 +49,8 @@ def check_config(
     as_json: Annotated[bool, typer.Option("--json", help="Print the settings as one JSON object.")] = False,
 ) -> None:
     """Validate the settings from the environment and print them, secrets masked."""
-    shown = settings_or_exit().masked()
+    settings = settings_or_exit()
+    shown = {**settings.masked(), **_redis_server_rows(settings)}
     if as_json:
         typer.echo(json.dumps(shown, indent=2))
         return
@@ -56,6 +59,30 @@ def check_config(
         # Text, not str: a "[...]" in a value is data, not rich markup.
         table.add_row(Text(name), Text(value))
     Console(highlight=False).print(table)
+
+
+def _redis_server_rows(settings: Settings) -> dict[str, str]:
+    """How the configured Redis evicts and persists, as extra rows; `unknown` where it cannot be asked."""
+    from slack_backend.queue import create_redis
+    from slack_backend.queue.connection import SAFETY_CHECK_TIMEOUT_S, ServerSafety, server_safety
+
+    async def ask() -> ServerSafety:
+        client = create_redis(settings.redis_target(), client_name="slack-backend-cli")
+        try:
+            async with asyncio.timeout(SAFETY_CHECK_TIMEOUT_S):
+                return await server_safety(client)
+        except TimeoutError:
+            return ServerSafety(maxmemory_policy=None, aof=None, rdb_saves=None)
+        finally:
+            await client.aclose()
+
+    try:
+        safety = asyncio.run(ask())
+    except (RedisError, OSError, ValueError):
+        safety = ServerSafety(maxmemory_policy=None, aof=None, rdb_saves=None)
+    rows = {f"(redis server) {name}": value for name, value in safety.describe().items()}
+    rows["(redis server) warnings"] = "; ".join(safety.problems) or "none"
+    return rows
 
 
 @app.command()

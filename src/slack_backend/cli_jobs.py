@@ -96,7 +96,7 @@ def run_on_queue(settings: Settings, op: Callable[[Queue], Awaitable[T]]) -> T:
     """Run `op` on the ai-responses queue with a client of its own; Redis and queue errors exit 1 in one line."""
 
     async def main() -> T:
-        client = create_redis(settings.redis_url_value(), client_name="slack-backend-cli")
+        client = create_redis(settings.redis_target(), client_name="slack-backend-cli")
         try:
             return await op(ai_responses_queue(client, settings))
         finally:

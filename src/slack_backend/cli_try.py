@@ -65,7 +65,7 @@ async def try_request(settings: Settings, text: str, *, timeout_s: float) -> lis
     # A loopback Slack: the loopback response_url below is then allowed, and no token ever leaves the machine.
     settings = settings.model_copy(update={"slack_api_url": f"http://127.0.0.1:{receiver_port}/api/"})
 
-    redis = create_redis(settings.redis_url_value())
+    redis = create_redis(settings.redis_target())
     app = create_app(settings, redis=redis)
     web_port = _free_port()
     server = _QuietServer(uvicorn.Config(app, host="127.0.0.1", port=web_port, log_config=None, lifespan="on"))

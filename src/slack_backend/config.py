@@ -17,6 +17,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from slack_backend.queue.connection import RedisTarget, cluster_url_nodes, parse_hosts
 from slack_backend.slack.response_urls import is_loopback_url
 
 ENV_FILE_VAR = "SLACK_BACKEND_ENV_FILE"
@@ -28,7 +29,7 @@ NOT_SET = "(not set)"
 # Variables under our own prefix can only be ours, so an unknown one is a typo, not someone else's setting.
 _OWN_PREFIX = "SLACK_BACKEND_"
 _OWN_VARS = frozenset({ENV_FILE_VAR})
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 _TEAM_ID = re.compile(r"^[TE][A-Z0-9]{2,63}$")
 # The app's database layer is async: SQLite through aiosqlite, PostgreSQL through asyncpg (store/db.py).
 _DATABASE_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
@@ -78,6 +79,15 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = None
     redis_tls: bool = False
     redis_prefix: str = Field("sb", min_length=1)
+    # Sentinel: the Sentinels (host:port list) name the master; REDIS_URL then gives only its password and db.
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str | None = Field(None, validate_default=True)
+    redis_sentinel_password: SecretStr | None = None
+    # Cluster: seed nodes (host:port list); a redis+cluster://host:port,... REDIS_URL does the same.
+    redis_cluster_nodes: str | None = None
+    # After each add, wait until this many replicas hold it (Redis WAIT) before answering; 0: do not wait.
+    redis_min_replicas_ack: int = Field(0, ge=0, le=16)
+    redis_replicas_ack_timeout_ms: int = Field(500, ge=1, le=60000)
     database_url: str = Field("sqlite+aiosqlite:///./slack-backend.db", repr=False)
 
     slack_signing_secret: SecretStr | None = None
@@ -154,7 +164,40 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
         if not value.startswith(_REDIS_SCHEMES):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+cluster://")
+        if value.startswith(_REDIS_SCHEMES[3:]):
+            cluster_url_nodes(value)
+        return value
+
+    @field_validator("redis_sentinels", "redis_cluster_nodes")
+    @classmethod
+    def _host_list(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_hosts(value)
+        return value
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _sentinel_pair(cls, value: str | None, info: ValidationInfo) -> str | None:
+        sentinels = info.data.get("redis_sentinels")
+        if sentinels is not None and value is None:
+            raise ValueError("is required when REDIS_SENTINELS is set")
+        if sentinels is None and value is not None:
+            raise _VariableError("REDIS_SENTINELS", "is required when REDIS_SENTINEL_MASTER is set")
+        return value
+
+    @field_validator("redis_sentinel_password")
+    @classmethod
+    def _sentinel_password_needs_sentinels(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and info.data.get("redis_sentinels") is None:
+            raise ValueError("is only used with REDIS_SENTINELS")
+        return value
+
+    @field_validator("redis_cluster_nodes")
+    @classmethod
+    def _one_topology(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("redis_sentinels") is not None:
+            raise ValueError("cannot be used with REDIS_SENTINELS (one Redis topology at a time)")
         return value
 
     @field_validator("redis_host")
@@ -306,6 +349,18 @@ class Settings(BaseSettings):
             auth = f":{quote(self.redis_password.get_secret_value(), safe='')}@"
         host = f"[{self.redis_host}]" if ":" in self.redis_host else self.redis_host
         return f"{scheme}://{auth}{host}:{self.redis_port}/0"
+
+    def redis_target(self) -> RedisTarget:
+        """Where Redis is: REDIS_URL (or REDIS_HOST and its parts), plus the Sentinels or Cluster nodes if set."""
+        return RedisTarget(
+            url=self.redis_url_value(),
+            sentinels=parse_hosts(self.redis_sentinels) if self.redis_sentinels else (),
+            sentinel_master=self.redis_sentinel_master or "mymaster",
+            sentinel_password=(
+                self.redis_sentinel_password.get_secret_value() if self.redis_sentinel_password else None
+            ),
+            cluster_nodes=parse_hosts(self.redis_cluster_nodes) if self.redis_cluster_nodes else (),
+        )
 
     def masked(self) -> dict[str, str]:
         """Return every effective setting as text by variable name, safe to print: secrets and URL passwords

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
-
 from slack_backend.queue import Queue
+from slack_backend.queue.connection import RedisClient
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +51,7 @@ def kill_leftovers() -> list[int]:
     return killed
 
 
-async def recorded_runs(client: Redis, queue: Queue) -> list[dict[str, Any]]:
+async def recorded_runs(client: RedisClient, queue: Queue) -> list[dict[str, Any]]:
     raw = await client.lrange(f"{queue.keys.tag}:test:runs", 0, -1)
     return [json.loads(r) for r in raw]
 

@@ -5,32 +5,49 @@ when another live run of the same job held the job's marker (two owners at once)
 
 Optional keys beyond the basics: `max_stalls` (default 1), `marker_ms` (the marker's lifetime, default lease_ms:
 keep it below the lease so a killed owner's marker is gone before its job can be recovered), `result_worker` (the
-result names the worker that wrote it) and `idle_block_s` (default 5).
+result names the worker that wrote it) and `idle_block_s` (default 5). `sentinels` (a list of [host, port]) with
+`sentinel_master`, or `cluster_nodes`, reach Redis through Sentinel or a Cluster instead of `url`; `runs_file` appends
+each run as a JSON line to that file instead of Redis (a record that a failover cannot lose) and skips the marker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sys
 import time
 from typing import Any
 
 from slack_backend.logging import configure_logging
-from slack_backend.queue import Job, KeepJobs, QueueLimits, RateLimit, Worker, create_redis
+from slack_backend.queue import Job, KeepJobs, QueueLimits, RateLimit, RedisTarget, Worker, create_redis
 from slack_backend.queue.queue import Queue
 from slack_backend.queue.runner import run_until_signalled
 
 
 async def main(cfg: dict[str, Any]) -> None:
-    client = create_redis(cfg["url"])
+    target = RedisTarget(
+        url=cfg.get("url", "redis://127.0.0.1:6379/0"),
+        sentinels=tuple((h, int(p)) for h, p in cfg.get("sentinels", ())),
+        sentinel_master=cfg.get("sentinel_master", "mymaster"),
+        cluster_nodes=tuple((h, int(p)) for h, p in cfg.get("cluster_nodes", ())),
+    )
+    client = create_redis(target)
+    runs_file = cfg.get("runs_file")
+    # One unbuffered append per run: a line is on disk the moment the run ends, whatever kills the process after.
+    runs_fd = os.open(runs_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT) if runs_file else -1
     queue = Queue(cfg.get("queue", "q"), connection=client, prefix=cfg["prefix"])
     runs_key = f"{queue.keys.tag}:test:runs"
     fail_rate = float(cfg.get("fail_rate", 0.0))
 
     async def processor(job: Job) -> dict[str, Any]:
         start_ms = int(time.time() * 1000)
+        if runs_fd >= 0:
+            await asyncio.sleep(float(cfg.get("job_ms", 0)) / 1000)
+            line = json.dumps({"id": job.id, "start_ms": start_ms, "end_ms": int(time.time() * 1000)}) + "\n"
+            os.write(runs_fd, line.encode())
+            return {"ok": True}
         marker = f"{queue.keys.tag}:test:marker:{job.id}"
         # Ownership lasts as long as a lease: a killed worker's marker expires when its lease would.
         marker_ms = int(cfg.get("marker_ms", cfg.get("lease_ms", 30_000)))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 
-from redis.asyncio import Redis
-
 from slack_backend.queue import Queue
+from slack_backend.queue.connection import RedisClient
 
 # Long past any rerun: stall recovery happens within seconds, operator retries within days at most.
 KEEP_MS = 7 * 24 * 3600 * 1000
@@ -15,7 +14,7 @@ KEEP_MS = 7 * 24 * 3600 * 1000
 class RedisDeliveryLedger:
     """A sorted set of delivered job ids (scored by time) under the queue's hash tag; old entries are trimmed."""
 
-    def __init__(self, redis: Redis, queue: Queue) -> None:
+    def __init__(self, redis: RedisClient, queue: Queue) -> None:
         self._redis = redis
         self._key = f"{queue.keys.tag}:delivered"
 

@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from slack_backend.config import Settings
 from slack_backend.jobs.cost import estimate_cost
 from slack_backend.jobs.types import AIResponseJobData
 from slack_backend.queue import AddResult, Backoff, InvalidJobDataError, JobDefaults, Queue
+from slack_backend.queue.connection import RedisClient
 
 AI_RESPONSES_QUEUE = "ai-responses"
 JOB_NAME = "ai-response"
@@ -21,7 +21,7 @@ PASSIVE_PRIORITY = 100
 DEFAULT_MAX_OUTPUT_TOKENS = 1024
 
 
-def ai_responses_queue(redis: Redis, settings: Settings) -> Queue:
+def ai_responses_queue(redis: RedisClient, settings: Settings) -> Queue:
     """The queue with the configured attempts and exponential backoff (defaults: 4 attempts, 2 s, 4 s, 8 s)."""
     defaults = JobDefaults(
         attempts=settings.job_attempts,
@@ -34,6 +34,8 @@ def ai_responses_queue(redis: Redis, settings: Settings) -> Queue:
         prefix=settings.redis_prefix,
         defaults=defaults,
         dedup_ttl_ms=settings.job_dedup_ttl_s * 1000,
+        min_replicas_ack=settings.redis_min_replicas_ack,
+        replicas_ack_timeout_ms=settings.redis_replicas_ack_timeout_ms,
     )
 
 

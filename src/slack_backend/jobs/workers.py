@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import structlog
 from pydantic import ValidationError
-from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 
 from slack_backend.ai import ContextMessage, Draft, Drafter, DraftRequest, make_drafter
@@ -34,6 +33,7 @@ from slack_backend.queue import (
     UnrecoverableError,
     Worker,
 )
+from slack_backend.queue.connection import RedisClient
 from slack_backend.slack import (
     SlackDelivery,
     SlackRejectedError,
@@ -369,7 +369,7 @@ def _error_kind(error: BaseException | None) -> str | None:
 
 async def build_ai_worker(
     settings: Settings,
-    redis: Redis,
+    redis: RedisClient,
     cleanup: contextlib.AsyncExitStack,
     *,
     concurrency: int | None = None,

@@ -3,12 +3,21 @@
 Generic: it imports nothing from the rest of the package.
 """
 
-from slack_backend.queue.connection import create_redis, ping
+from slack_backend.queue.connection import (
+    RedisClient,
+    RedisTarget,
+    ServerSafety,
+    create_redis,
+    ping,
+    server_safety,
+    warn_unsafe_server,
+)
 from slack_backend.queue.errors import (
     InvalidJobDataError,
     JobNotFoundError,
     JobStateError,
     LeaseLostError,
+    NotReplicatedError,
     QueueError,
     RetryAfter,
     StalledError,
@@ -41,13 +50,17 @@ __all__ = [
     "JobStateError",
     "KeepJobs",
     "LeaseLostError",
+    "NotReplicatedError",
     "Processor",
     "Queue",
     "QueueError",
     "QueueLimits",
     "RateGate",
     "RateLimit",
+    "RedisClient",
+    "RedisTarget",
     "RetryAfter",
+    "ServerSafety",
     "StalledError",
     "TokenBudget",
     "UnrecoverableError",
@@ -55,4 +68,6 @@ __all__ = [
     "WorkerStats",
     "create_redis",
     "ping",
+    "server_safety",
+    "warn_unsafe_server",
 ]

@@ -7,11 +7,15 @@ from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
+from redis.asyncio.cluster import PipelineCommand
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from slack_backend.queue._keys import KEY_NAMES, QueueKeys
+from slack_backend.queue.connection import RedisClient
 
 SCRIPT_NAMES: tuple[str, ...] = (
     "add",
@@ -111,30 +115,39 @@ def script_source(name: str) -> str:
     return _INCLUDE.sub(paste, text)
 
 
-def keyed_script(client: Redis, name: str) -> AsyncScript:
+def keyed_script(client: RedisClient, name: str) -> AsyncScript:
     """A script that is given its keys by the caller, not the queue's key set: the rate gate's `acquire`."""
-    return client.register_script(_read(f"{name}.lua"))
+    script: AsyncScript = client.register_script(_read(f"{name}.lua"))
+    return script
 
 
 class Scripts:
     """The queue's scripts registered on one client; redis-py runs them by SHA and reloads after a flush."""
 
-    def __init__(self, client: Redis, keys: QueueKeys) -> None:
+    def __init__(self, client: RedisClient, keys: QueueKeys) -> None:
         self._keys = {name: [keys.key(n) for n in script_keys(name)] for name in SCRIPT_NAMES}
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
 
     async def call_after_blpop(
-        self, client: Redis, wait_keys: Sequence[str], timeout_s: float, name: str, args: Sequence[str | int | float]
+        self,
+        client: RedisClient,
+        wait_keys: Sequence[str],
+        timeout_s: float,
+        name: str,
+        args: Sequence[str | int | float],
     ) -> object:
         """BLPOP, then the script, pipelined on `client`; the script's reply, or None after reloading it."""
         script = self._scripts[name]
         keys = self._keys[name]
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.blpop(list(wait_keys), timeout=timeout_s)
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            _popped, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(client, RedisCluster):
+            reply = await _blpop_then_script_on_shard(client, wait_keys, timeout_s, script.sha, keys, args)
+        else:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.blpop(list(wait_keys), timeout=timeout_s)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                _popped, reply = await pipe.execute(raise_on_error=False)
         if isinstance(reply, NoScriptError):
             # After a SCRIPT FLUSH or a restart of Redis: the wake token is spent, so the caller fetches anew.
             await client.script_load(script.script)
@@ -144,7 +157,70 @@ class Scripts:
         result: object = reply
         return result
 
+    async def call_then_wait(
+        self, client: RedisClient, name: str, args: Sequence[str | int | float], replicas: int, timeout_ms: int
+    ) -> tuple[object, int]:
+        """Run a script, then WAIT on the same connection; its reply and how many replicas hold its writes.
+
+        WAIT counts the writes of the connection it runs on, so the two go down one pipeline. Not on a Cluster
+        client: its pipeline would send the key-less WAIT to any node.
+        """
+        if isinstance(client, RedisCluster):
+            raise ValueError("waiting for replicas is not supported on a Redis Cluster client")
+        script = self._scripts[name]
+        keys = self._keys[name]
+        for _ in range(2):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.wait(replicas, timeout_ms)
+                reply, acked = await pipe.execute(raise_on_error=False)
+            if not isinstance(reply, NoScriptError):
+                break
+            # The script never ran (a flushed or failed-over server): load it and send both again.
+            await client.script_load(script.script)
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(acked, Exception):
+            raise acked
+        return reply, int(acked)
+
     async def call(self, name: str, args: Sequence[str | int | float | bytes]) -> object:
         """Run one script atomically on the queue's keys."""
         result: object = await self._scripts[name](keys=self._keys[name], args=list(args))
         return result
+
+
+# Replies that mean the slot moved or its node is gone: the cluster's map is re-read before the next try.
+_SHARD_MOVED = (MovedError, AskError, ClusterDownError, TryAgainError, RedisConnectionError, RedisTimeoutError)
+
+
+async def _blpop_then_script_on_shard(
+    client: RedisCluster,
+    wait_keys: Sequence[str],
+    timeout_s: float,
+    sha: str,
+    keys: Sequence[str],
+    args: Sequence[str | int | float],
+) -> object:
+    """BLPOP then EVALSHA, sent together on one connection to the primary that owns the queue's slot.
+
+    redis-py's ClusterPipeline refuses EVALSHA, and a queue's keys share one hash tag, so the node is the same for
+    both; after a MOVED or a lost node the cluster map is re-read and the error raised, so the caller retries on
+    the new owner.
+    """
+    if not client.get_nodes():
+        await client.initialize()
+    node = client.get_node_from_key(wait_keys[0])
+    if node is None:
+        await client.nodes_manager.initialize()
+        raise ClusterDownError(f"no node serves the slot of {wait_keys[0]}")
+    commands = [
+        PipelineCommand(0, "BLPOP", *wait_keys, timeout_s),
+        PipelineCommand(1, "EVALSHA", sha, len(keys), *keys, *args),
+    ]
+    await node.execute_pipeline(commands)
+    for command in commands:
+        if isinstance(command.result, _SHARD_MOVED):
+            await client.nodes_manager.initialize()
+            raise command.result
+    return commands[1].result

@@ -76,6 +76,23 @@ class InvalidJobDataError(QueueError):
     """Job data or options were refused before anything was written."""
 
 
+class NotReplicatedError(QueueError):
+    """Jobs were stored on the primary, but fewer replicas than asked confirmed them in time.
+
+    The jobs exist (`job_ids`) and will run unless a failover loses them; the caller should not report them as
+    safely queued. Adding them again with the same ids is safe: a kept id is not added twice.
+    """
+
+    def __init__(self, job_ids: list[str], acked: int, wanted: int, timeout_ms: int) -> None:
+        self.job_ids = job_ids
+        self.acked = acked
+        self.wanted = wanted
+        super().__init__(
+            f"{len(job_ids)} job(s) stored on the primary but held by {acked} of {wanted} replicas "
+            f"after {timeout_ms} ms"
+        )
+
+
 def raise_for_code(code: int, job_id: str, detail: str = "") -> None:
     """Map a script's return code to its exception; do nothing on OK or positive codes."""
     if code >= 0:

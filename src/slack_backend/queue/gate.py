@@ -11,9 +11,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from slack_backend.queue._scripts import keyed_script
+from slack_backend.queue.connection import RedisClient
 from slack_backend.queue.limits import RateLimit
 
 # How many times in a row a slot is confirmed again because its reply came back slower than the guard band.
@@ -38,7 +37,7 @@ class RateGate:
     run, so it is not an attempt, and the worker keeps renewing the job's lease meanwhile).
     """
 
-    def __init__(self, redis: Redis, key: str, limit: RateLimit, *, name: str = "") -> None:
+    def __init__(self, redis: RedisClient, key: str, limit: RateLimit, *, name: str = "") -> None:
         self.redis = redis
         self.key = key
         self.limit = limit

@@ -10,11 +10,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 
 from slack_backend.queue._keys import QueueKeys
 from slack_backend.queue._scripts import Scripts
-from slack_backend.queue.errors import InvalidJobDataError, raise_for_code
+from slack_backend.queue.connection import RedisClient
+from slack_backend.queue.errors import InvalidJobDataError, NotReplicatedError, raise_for_code
 from slack_backend.queue.events import DEFAULT_MAX_EVENTS
 from slack_backend.queue.gate import RateGate
 from slack_backend.queue.job import DEFAULT_PRIORITY, Backoff, Job, JobOptions, JobState, check_identifier
@@ -69,21 +70,32 @@ class Queue:
         self,
         name: str,
         *,
-        connection: Redis,
+        connection: RedisClient,
         prefix: str = "sb",
         defaults: JobDefaults | None = None,
         max_events: int = DEFAULT_MAX_EVENTS,
         max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
         dedup_ttl_ms: int = DEFAULT_DEDUP_TTL_MS,
+        min_replicas_ack: int = 0,
+        replicas_ack_timeout_ms: int = 500,
     ) -> None:
         """A queue named `name` on `connection`.
 
         Args:
             dedup_ttl_ms: how long a caller-chosen job id is refused after its job was added, whether or not
                 the job is still kept (0: only while its record is kept).
+            min_replicas_ack: after each add, wait (Redis WAIT) until this many replicas hold it; fewer within
+                `replicas_ack_timeout_ms` raises NotReplicatedError (the jobs stay). 0: answer at once. Replication
+                is asynchronous, so without it an add answered just before a failover can be lost.
         """
         if dedup_ttl_ms < 0:
             raise ValueError("dedup_ttl_ms must be >= 0")
+        if min_replicas_ack < 0 or replicas_ack_timeout_ms < 1:
+            raise ValueError("min_replicas_ack must be >= 0 and replicas_ack_timeout_ms >= 1")
+        if min_replicas_ack and isinstance(connection, RedisCluster):
+            raise ValueError("min_replicas_ack is not supported on a Redis Cluster client (use min-replicas-to-write)")
+        self.min_replicas_ack = min_replicas_ack
+        self.replicas_ack_timeout_ms = replicas_ack_timeout_ms
         self.name = name
         self.dedup_ttl_ms = dedup_ttl_ms
         self.keys = QueueKeys(prefix, name)
@@ -104,7 +116,7 @@ class Queue:
         return await self._scripts.call(script, args)
 
     async def call_after_blpop(
-        self, client: Redis, wait_keys: Sequence[str], timeout_s: float, script: str, *args: str | int | float
+        self, client: RedisClient, wait_keys: Sequence[str], timeout_s: float, script: str, *args: str | int | float
     ) -> Any:
         """BLPOP on `wait_keys`, then run a script, in one pipeline: Redis runs the script as the wait ends.
 
@@ -149,7 +161,17 @@ class Queue:
         specs = [self._spec(job) for job in jobs]
         results: list[AddResult] = []
         for start in range(0, len(specs), BATCH):
-            pairs = list(await self.call("add", self.dedup_ttl_ms, *specs[start : start + BATCH]))
+            args: list[str | int | float] = [self.dedup_ttl_ms, *specs[start : start + BATCH]]
+            if not self.min_replicas_ack:
+                pairs = list(await self.call("add", *args))
+            else:
+                reply, acked = await self._scripts.call_then_wait(
+                    self.redis, "add", args, self.min_replicas_ack, self.replicas_ack_timeout_ms
+                )
+                pairs = list(reply)  # type: ignore[call-overload]
+                if acked < self.min_replicas_ack:
+                    ids = [str(pairs[i]) for i in range(0, len(pairs), 2)]
+                    raise NotReplicatedError(ids, acked, self.min_replicas_ack, self.replicas_ack_timeout_ms)
             results.extend(AddResult(str(pairs[i]), bool(int(pairs[i + 1]))) for i in range(0, len(pairs), 2))
         return results
 

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import structlog
-from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import BusyLoadingError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from slack_backend.queue.connection import ConnectionWatch
+from slack_backend.queue.connection import ConnectionWatch, RedisClient, blocking_twin
 from slack_backend.queue.errors import (
     JobNotFoundError,
     LeaseLostError,
@@ -193,7 +192,7 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         # A worker retries Redis at least twice a second, so it picks up work within a second of an outage ending.
         self._watch = ConnectionWatch(f"worker {self.id}", cap_s=0.5)
-        self._blocking: Redis | None = None
+        self._blocking: RedisClient | None = None
         self._shutdown_timeout_s: float | None = None
         self._log = log.bind(queue=queue.name, worker=self.id)
 
@@ -225,7 +224,7 @@ class Worker:
         finally:
             await self._stop_housekeeping(background)
             await self._forget_self()
-            await self._blocking.aclose(close_connection_pool=True)
+            await self._blocking.aclose()  # a twin owns its pool (from_pool), so this closes it too
             self._closed.set()
             self._log.info("worker closed")
 
@@ -857,8 +856,9 @@ def _ev(worker: Worker) -> int:
     return worker.queue.max_events
 
 
-def _blocking_client(client: Redis) -> Redis:
-    """A second client on the same server for blocking waits: no socket timeout, its own small pool."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, max_connections=2, **kwargs))
+def _blocking_client(client: RedisClient) -> RedisClient:
+    """A second client to the same Redis for blocking waits (no short socket timeout, its own small pool).
+
+    A Sentinel client's twin follows the master too; a Cluster client's twin finds the queue's shard itself.
+    """
+    return blocking_twin(client)

@@ -14,7 +14,6 @@ from typing import Any
 
 import structlog
 from pydantic import SecretStr
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import (
     AsyncSlackRequestHandler,
@@ -38,7 +37,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from slack_backend.config import Settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.logging import get_logger
-from slack_backend.queue import Queue, create_redis
+from slack_backend.queue import Queue, ServerSafety, create_redis, server_safety
+from slack_backend.queue.connection import RedisClient
 from slack_backend.slack.response_urls import is_loopback_url, response_url_problem
 from slack_backend.slack.tokens import require_token_cipher
 from slack_backend.store import create_engine, create_tables
@@ -77,7 +77,7 @@ class WebState:
     """
 
     settings: Settings
-    redis: Redis
+    redis: RedisClient
     queue: Queue
     bolt: AsyncApp
     slack_handler: AsyncSlackRequestHandler
@@ -98,7 +98,7 @@ def web_state(app: Starlette) -> WebState:
 def create_app(
     settings: Settings,
     *,
-    redis: Redis | None = None,
+    redis: RedisClient | None = None,
     slack_client: AsyncWebClient | None = None,
     extra_routes: Sequence[BaseRoute] = (),
     installation_store: AsyncInstallationStore | None = None,
@@ -128,7 +128,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The engine first: an unusable DATABASE_URL fails here, before anything needs closing.
         engine = create_engine(settings.database_url)
-        client = create_redis(settings.redis_url_value()) if redis is None else redis
+        client = create_redis(settings.redis_target()) if redis is None else redis
         queue: Queue | None = None
         try:
             queue = ai_responses_queue(client, settings)
@@ -281,7 +281,17 @@ async def readyz(request: Request) -> Response:
         reason = await _workers_missing(state)
         if reason is not None:
             return _unavailable(reason)
-    return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "ok", "redis": await _redis_detail(state)})
+
+
+async def _redis_detail(state: WebState) -> dict[str, object]:
+    """How the Redis server evicts and persists (each `unknown` where CONFIG GET is refused), and its warnings."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            safety = await server_safety(state.redis)
+    except TimeoutError:
+        safety = ServerSafety(maxmemory_policy=None, aof=None, rdb_saves=None)
+    return {**safety.describe(), "warnings": safety.problems}
 
 
 async def _workers_missing(state: WebState) -> str | None:

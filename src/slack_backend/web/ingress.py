@@ -23,7 +23,7 @@ from slack_backend.config import Settings
 from slack_backend.jobs.queues import queue_ai_response
 from slack_backend.jobs.types import MAX_TRIGGER_TEXT_CHARS, TriggerKind
 from slack_backend.logging import get_logger
-from slack_backend.queue import InvalidJobDataError, Queue
+from slack_backend.queue import InvalidJobDataError, NotReplicatedError, Queue
 from slack_backend.slack.tokens import USER_SCOPES
 
 log = get_logger(__name__)
@@ -283,7 +283,9 @@ class _Listeners:
             await self._enqueue(data, event_id, retry_num=retry_num)
         except InvalidJobDataError as exc:
             log.warning("mention ignored: invalid request", job_id=event_id, reason=str(exc), **fields)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError, NotReplicatedError) as exc:
+            # NotReplicatedError: stored, but no replica confirmed it; Slack's re-delivery (same event id) adds
+            # nothing and is answered once a replica holds the job.
             log.error(
                 "event not queued: redis unavailable; answering 503 so Slack retries",
                 job_id=event_id,
@@ -308,6 +310,9 @@ class _Listeners:
         except InvalidJobDataError as exc:
             log.warning("request refused: invalid", reason=str(exc), **_log_fields(data))
             return INVALID_TEXT
+        except NotReplicatedError as exc:
+            # The job is stored and will run unless a failover loses it; "try again" would risk a second draft.
+            log.warning("request queued without replica confirmation", error=str(exc), **_log_fields(data))
         except (RedisError, OSError, TimeoutError) as exc:
             log.error("request not queued: redis unavailable", error=_describe(exc), **_log_fields(data))
             return TRY_AGAIN_TEXT
