@@ -275,7 +275,12 @@ def test_slack_allowed_teams_reads_a_comma_list_of_slack_ids() -> None:
 
 def test_bot_token_with_oauth_credentials_exits_2_naming_both() -> None:
     """SLACK_BOT_TOKEN together with SLACK_CLIENT_ID/SECRET is a conflict: exit 2, both variables named."""
-    env = {"SLACK_BOT_TOKEN": SLACK_TOKEN, "SLACK_CLIENT_ID": "123.456", "SLACK_CLIENT_SECRET": "s3cret-value"}
+    env = {
+        "SLACK_BOT_TOKEN": SLACK_TOKEN,
+        "SLACK_CLIENT_ID": "123.456",
+        "SLACK_CLIENT_SECRET": "s3cret-value",
+        "TOKEN_ENCRYPTION_KEY": FERNET_KEY,
+    }
     with pytest.raises(ConfigError) as caught:
         load_settings(env)
     assert problem_names(caught.value) == {"SLACK_BOT_TOKEN"}
@@ -316,6 +321,8 @@ def test_slack_api_url_is_https_or_loopback(url: str, ok: bool) -> None:
         assert problem_names(caught.value) == {"SLACK_API_URL"}
 
 
+# A valid key, for settings that need one beside them (OAuth mode requires TOKEN_ENCRYPTION_KEY).
+FERNET_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 # One bad value per variable, with whatever it needs beside it; each must be refused naming only that variable.
 BAD_VALUES: list[tuple[str, str, dict[str, str]]] = [
     ("REDIS_URL", "http://cache:6379/0", {}),
@@ -329,8 +336,21 @@ BAD_VALUES: list[tuple[str, str, dict[str, str]]] = [
     ("DATABASE_URL", "postgresql://u@db/app", {}),  # a sync driver: the app needs asyncpg
     ("DATABASE_URL", "sqlite:///./x.db", {}),  # a sync driver: the app needs aiosqlite
     ("DATABASE_URL", "not a url", {}),
-    ("SLACK_CLIENT_ID", "123.456", {}),  # without its secret: the secret is the one named
+    ("SLACK_CLIENT_ID", "123.456", {"TOKEN_ENCRYPTION_KEY": FERNET_KEY}),  # without its secret: the secret is named
     ("SLACK_CLIENT_SECRET", "s3cret", {}),  # without its id: the id is the one named
+    ("TOKEN_ENCRYPTION_KEY", "notakey", {}),
+    ("PUBLIC_URL", "http://drafts.example.com", {}),
+    ("SLACK_ALLOWED_TEAMS", "acme.slack.com", {}),
+    ("SLACK_MARKETPLACE_APP", "maybe", {}),
+    ("METRICS_TOKEN", "short", {}),
+    ("JOB_DEDUP_TTL_S", "-1", {}),
+    ("JOB_MAX_RETRY_AFTER_S", "0", {}),
+    ("REDIS_SENTINELS", "cache", {}),
+    ("REDIS_SENTINEL_MASTER", "mymaster", {}),  # without sentinels: REDIS_SENTINELS is the one named
+    ("REDIS_SENTINEL_PASSWORD", "pw", {}),
+    ("REDIS_CLUSTER_NODES", "cache", {}),
+    ("REDIS_MIN_REPLICAS_ACK", "-1", {}),
+    ("REDIS_REPLICAS_ACK_TIMEOUT_MS", "0", {}),
     ("SLACK_API_URL", "slack.com/api/", {}),
     ("SLACK_SLASH_COMMAND", "draft", {}),
     ("ANTHROPIC_BASE_URL", "localhost:8080", {}),
@@ -363,7 +383,11 @@ BAD_VALUES: list[tuple[str, str, dict[str, str]]] = [
 # Variables for which every non-empty string is valid (secrets, names and a bind address); nothing to refuse.
 ANY_STRING = {"SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_MODEL", "HOST"}
 # The pairs: a value alone names its missing partner.
-NAMED_INSTEAD = {"SLACK_CLIENT_ID": "SLACK_CLIENT_SECRET", "SLACK_CLIENT_SECRET": "SLACK_CLIENT_ID"}
+NAMED_INSTEAD = {
+    "SLACK_CLIENT_ID": "SLACK_CLIENT_SECRET",
+    "SLACK_CLIENT_SECRET": "SLACK_CLIENT_ID",
+    "REDIS_SENTINEL_MASTER": "REDIS_SENTINELS",
+}
 
 
 def test_bad_value_table_covers_every_variable() -> None:
