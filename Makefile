@@ -31,11 +31,11 @@ lock:
 redis:
 	@bash scripts/ensure-redis.sh
 
-# With no SLACK_SIGNING_SECRET in the environment this is the offline demo (`--demo`): `slack-backend run` alone
-# refuses to serve Slack without one.
 browser:
 	@bash scripts/ensure-chromium.sh
 
+# With no SLACK_SIGNING_SECRET in the environment this is the offline demo (`--demo`): `slack-backend run` alone
+# refuses to serve Slack without one.
 run: $(STAMP) redis
 	@bash scripts/start-local-redis.sh
 	$(BIN)/slack-backend run $(if $(SLACK_SIGNING_SECRET),,--demo)
