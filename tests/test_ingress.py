@@ -49,6 +49,12 @@ from tests.support.slack_requests import (
 
 
 @pytest.fixture
+def fake_slack(slack: FakeSlack) -> FakeSlack:
+    """The fake Slack the served app talks to (the `slack` fixture), under the name the edge's tests use."""
+    return slack
+
+
+@pytest.fixture
 def queue(redis_client: Redis, make_settings: SettingsFactory) -> Queue:
     """The ai-responses queue the app writes to, read through the test's own client."""
     return ai_responses_queue(redis_client, make_settings())

@@ -46,7 +46,8 @@ async def state(queue: Queue, job_id: str) -> JobState | None:
 
 async def test_workspace_concurrency_and_token_budget_become_the_queue_limits(pipeline: PipelineFactory) -> None:
     """WORKSPACE_CONCURRENCY=2 and AI_TOKENS_PER_MINUTE=50000 are stored as the queue's group cap and 60 s budget."""
-    expected = QueueLimits(rate=RateLimit(50, 1000), group_concurrency=2, budget=TokenBudget(50_000, 60_000))
+    # Starts run at twice the call rate (50/s here); the call gate holds the limit at the model call.
+    expected = QueueLimits(rate=RateLimit(100, 1000), group_concurrency=2, budget=TokenBudget(50_000, 60_000))
     async with pipeline(WORKSPACE_CONCURRENCY="2", AI_TOKENS_PER_MINUTE="50000") as p:
 
         async def stored() -> bool:  # the worker writes them as it starts

@@ -134,9 +134,10 @@ class AIResponseProcessor:
                 return await self._refuse_over_quota(job, data, token, verdict, started)
         await self._delivery.progress(data, token, "Drafting a reply...")
         context, unreadable = await self._context(data, token)
-        if data.replies_to_thread and not context and unreadable:
-            # A mention in a thread whose messages the app may not read leaves nothing to reply to. (A thread read
-            # refused for Slack's rate limit is not that: the draft is written without it.)
+        if data.replies_to_thread and not context and unreadable and self._connect_url is None:
+            # A mention in a thread whose messages the app may not read leaves nothing to reply to, unless the user
+            # can connect their own account (OAuth mode): then the draft follows their words and links there. (A
+            # thread read refused for Slack's rate limit is neither: the draft is written without it.)
             raise SlackRejectedError("the thread could not be read", error="not_in_channel")
         request = DraftRequest(
             trigger_text=data.trigger_text,
