@@ -181,7 +181,7 @@ def test_settings_build_each_target() -> None:
     assert load_settings({}).redis_target().kind == "single"
 
 
-async def test_unreplicated_adds_at_ingress(redis_url: str, prefix: str) -> None:
+async def test_unreplicated_adds_at_ingress(redis_url: str, prefix: str, tmp_path: Path) -> None:
     """With REDIS_MIN_REPLICAS_ACK=1 and no replica: an event is answered 503 (Slack re-delivers, nothing is
     added twice) and a command is acked as queued, not told to try again (its job is stored and will run)."""
     async with FakeSlack(bot_token=BOT_TOKEN, team_id=TEAM) as fake_slack:
@@ -194,6 +194,7 @@ async def test_unreplicated_adds_at_ingress(redis_url: str, prefix: str) -> None
                 "SLACK_API_URL": fake_slack.base_url,
                 "REDIS_MIN_REPLICAS_ACK": "1",
                 "REDIS_REPLICAS_ACK_TIMEOUT_MS": "50",
+                "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'acks.db'}",
             }
         )
         app = create_app(settings)
