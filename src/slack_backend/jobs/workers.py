@@ -156,20 +156,7 @@ class AIResponseProcessor:
         if self._suggestions is None:
             saved = _unsaved(job.id, data, draft, text)
         else:
-            saved = await self._suggestions.save(
-                job.id,
-                workspace_id=data.workspace_id,
-                user_id=data.user_id,
-                channel_id=data.channel_id,
-                thread_ts=data.thread_ts,
-                source_ts=data.message_ts,
-                text=text,
-                model=draft.model,
-                input_tokens=draft.input_tokens,
-                output_tokens=draft.output_tokens,
-                cut_short=draft.cut_short,
-                offline=draft.offline,
-            )
+            saved = await self._suggestions.save(job.id, **_draft_fields(data, draft, text))
         return await self._deliver_saved(job, data, token, saved, started)
 
     async def _saved(self, job_id: str) -> Suggestion | None:
@@ -337,23 +324,24 @@ def parse_job_data(job: Job) -> AIResponseJobData:
 def _unsaved(job_id: str, data: AIResponseJobData, draft: Draft, text: str) -> Suggestion:
     """The draft as a Suggestion that lives only in this run (no store configured: tests and tools)."""
     now = utc_now()
-    return Suggestion(
-        id=job_id,
-        workspace_id=data.workspace_id,
-        user_id=data.user_id,
-        channel_id=data.channel_id,
-        thread_ts=data.thread_ts,
-        source_ts=data.message_ts,
-        text=text,
-        model=draft.model,
-        input_tokens=draft.input_tokens,
-        output_tokens=draft.output_tokens,
-        cut_short=draft.cut_short,
-        offline=draft.offline,
-        status="saved",
-        created_at=now,
-        updated_at=now,
-    )
+    return Suggestion(id=job_id, **_draft_fields(data, draft, text), status="saved", created_at=now, updated_at=now)
+
+
+def _draft_fields(data: AIResponseJobData, draft: Draft, text: str) -> dict[str, Any]:
+    """What a saved draft records of its request and its model answer (shared by the store and `_unsaved`)."""
+    return {
+        "workspace_id": data.workspace_id,
+        "user_id": data.user_id,
+        "channel_id": data.channel_id,
+        "thread_ts": data.thread_ts,
+        "source_ts": data.message_ts,
+        "text": text,
+        "model": draft.model,
+        "input_tokens": draft.input_tokens,
+        "output_tokens": draft.output_tokens,
+        "cut_short": draft.cut_short,
+        "offline": draft.offline,
+    }
 
 
 def _reason_for_user(error: BaseException | None) -> str:
