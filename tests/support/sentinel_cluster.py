@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import json
 import random
 import shutil
@@ -284,6 +285,7 @@ class FailoverFigures:
     refused: int
     lost: int
     run_twice: int
+    run_twice_at_once: int
     adds_resume_s: float | None
     work_resumes_s: float | None
     restarted: int
@@ -297,11 +299,25 @@ class FailoverFigures:
 
         return (
             f"[{self.label}] offered {self.offered_per_s:.0f} adds/s: acknowledged {self.acked}, refused "
-            f"{self.refused}, lost {self.lost}, run twice {self.run_twice}; adds acknowledged again after "
+            f"{self.refused}, lost {self.lost}, run twice {self.run_twice} (at once {self.run_twice_at_once}); "
+            f"adds acknowledged again after "
             f"{secs(self.adds_resume_s)}, jobs start again after {secs(self.work_resumes_s)}; worker processes "
             f"restarted {self.restarted}; add latency p50 {self.add_p50_ms:.1f} ms, p99 {self.add_p99_ms:.1f} ms"
             + (f"; refusals: {self.refusals}" if self.refusals else "")
         )
+
+
+def overlapping_runs(runs: list[dict[str, Any]]) -> int:
+    """How many jobs had two runs whose [start_ms, end_ms] intervals overlap (two owners at once)."""
+    by_job: dict[str, list[tuple[int, int]]] = {}
+    for run in runs:
+        by_job.setdefault(str(run["id"]), []).append((int(run["start_ms"]), int(run["end_ms"])))
+    found = 0
+    for spans in by_job.values():
+        spans.sort()
+        if any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)):
+            found += 1
+    return found
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -395,12 +411,13 @@ async def failover_under_load(
             return found
 
         deadline = time.monotonic() + drain_s
-        while time.monotonic() < deadline and not set(acked) <= {r["id"] for r in runs()}:  # noqa: ASYNC110 - files of other processes
+        while time.monotonic() < deadline and not set(acked) <= {r["id"] for r in runs() if r["finished"]}:  # noqa: ASYNC110 - files of other processes
             await asyncio.sleep(0.2)
         done = runs()
         counts: dict[str, int] = {}
         for run in done:
-            counts[run["id"]] = counts.get(run["id"], 0) + 1
+            if run["finished"]:  # a run stopped half-way (its lease lost) did not do the job
+                counts[run["id"]] = counts.get(run["id"], 0) + 1
         after = [r["start_ms"] / 1000 for r in done if r["start_ms"] / 1000 > fault_wall]
         # An add sent before the fault and answered after it says nothing about recovery.
         acked_after = [t for job_id, t in acked.items() if sent_at[job_id] > fault_wall]
@@ -412,6 +429,7 @@ async def failover_under_load(
             refused=refused,
             lost=len(set(acked) - set(counts)),
             run_twice=sum(1 for c in counts.values() if c > 1),
+            run_twice_at_once=overlapping_runs(done),
             adds_resume_s=min(acked_after) - fault_wall if acked_after else None,
             work_resumes_s=min(after) - fault_wall if after else None,
             restarted=restarted,

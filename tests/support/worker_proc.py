@@ -7,7 +7,9 @@ Optional keys beyond the basics: `max_stalls` (default 1), `marker_ms` (the mark
 keep it below the lease so a killed owner's marker is gone before its job can be recovered), `result_worker` (the
 result names the worker that wrote it) and `idle_block_s` (default 5). `sentinels` (a list of [host, port]) with
 `sentinel_master`, or `cluster_nodes`, reach Redis through Sentinel or a Cluster instead of `url`; `runs_file` appends
-each run as a JSON line to that file instead of Redis (a record that a failover cannot lose) and skips the marker.
+each run as a JSON line to that file instead of Redis (a record that a failover or a partition cannot lose) and
+skips the marker; a run takes the job's `ms` when its data gives one, else `job_ms`, and a run stopped half-way is
+recorded with `finished` false.
 """
 
 from __future__ import annotations
@@ -44,10 +46,15 @@ async def main(cfg: dict[str, Any]) -> None:
     async def processor(job: Job) -> dict[str, Any]:
         start_ms = int(time.time() * 1000)
         if runs_fd >= 0:
-            await asyncio.sleep(float(cfg.get("job_ms", 0)) / 1000)
-            line = json.dumps({"id": job.id, "start_ms": start_ms, "end_ms": int(time.time() * 1000)}) + "\n"
-            os.write(runs_fd, line.encode())
-            return {"ok": True}
+            finished = False
+            try:
+                await asyncio.sleep(_job_ms(job, cfg) / 1000)
+                finished = True
+            finally:
+                # A run stopped half-way (its lease lost) is recorded too, with `finished` false.
+                run = {"id": job.id, "start_ms": start_ms, "end_ms": int(time.time() * 1000), "finished": finished}
+                os.write(runs_fd, (json.dumps(run) + "\n").encode())
+            return {"ok": True, "worker": worker.id} if cfg.get("result_worker") else {"ok": True}
         marker = f"{queue.keys.tag}:test:marker:{job.id}"
         # Ownership lasts as long as a lease: a killed worker's marker expires when its lease would.
         marker_ms = int(cfg.get("marker_ms", cfg.get("lease_ms", 30_000)))
@@ -98,6 +105,13 @@ async def main(cfg: dict[str, Any]) -> None:
         await run_until_signalled([worker], shutdown_timeout_s=cfg.get("shutdown_timeout_s"))
     finally:
         await client.aclose()
+
+
+def _job_ms(job: Job, cfg: dict[str, Any]) -> float:
+    """How long a run takes: the job's own `ms` when its data gives one, else the configured `job_ms`."""
+    if isinstance(job.data, dict) and "ms" in job.data:
+        return float(job.data["ms"])
+    return float(cfg.get("job_ms", 0))
 
 
 if __name__ == "__main__":

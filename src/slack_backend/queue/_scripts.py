@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import Sequence
 from functools import cache
@@ -10,7 +12,7 @@ from importlib import resources
 from redis.asyncio import RedisCluster
 from redis.asyncio.cluster import PipelineCommand
 from redis.commands.core import AsyncScript
-from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -162,18 +164,19 @@ class Scripts:
     ) -> tuple[object, int]:
         """Run a script, then WAIT on the same connection; its reply and how many replicas hold its writes.
 
-        WAIT counts the writes of the connection it runs on, so the two go down one pipeline. Not on a Cluster
-        client: its pipeline would send the key-less WAIT to any node.
+        WAIT counts the writes of the connection it runs on, so the two go down one pipeline: on a Cluster, to
+        the primary that owns the queue's slot (its replicas are the ones that count).
         """
-        if isinstance(client, RedisCluster):
-            raise ValueError("waiting for replicas is not supported on a Redis Cluster client")
         script = self._scripts[name]
         keys = self._keys[name]
         for _ in range(2):
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-                pipe.wait(replicas, timeout_ms)
-                reply, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(client, RedisCluster):
+                reply, acked = await _script_then_wait_on_shard(client, script.sha, keys, args, replicas, timeout_ms)
+            else:
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    pipe.wait(replicas, timeout_ms)
+                    reply, acked = await pipe.execute(raise_on_error=False)
             if not isinstance(reply, NoScriptError):
                 break
             # The script never ran (a flushed or failed-over server): load it and send both again.
@@ -182,7 +185,7 @@ class Scripts:
             raise reply
         if isinstance(acked, Exception):
             raise acked
-        return reply, int(acked)
+        return reply, int(acked)  # type: ignore[call-overload]
 
     async def call(self, name: str, args: Sequence[str | int | float | bytes]) -> object:
         """Run one script atomically on the queue's keys."""
@@ -224,3 +227,57 @@ async def _blpop_then_script_on_shard(
             await client.nodes_manager.initialize()
             raise command.result
     return commands[1].result
+
+
+# A failover of the queue's shard answers MOVED, CLUSTERDOWN or a dead connection for a few seconds (node timeout
+# plus the election): the add and its WAIT are sent again on the new owner within this many tries. Safe, since the
+# job ids are chosen before the first send.
+SHARD_WAIT_TRIES = 6
+SHARD_RETRY_BASE_S = 0.1
+
+
+async def _script_then_wait_on_shard(
+    client: RedisCluster,
+    sha: str,
+    keys: Sequence[str],
+    args: Sequence[str | int | float],
+    replicas: int,
+    timeout_ms: int,
+) -> tuple[object, object]:
+    """EVALSHA then WAIT, sent together on one connection to the primary that owns the queue's slot.
+
+    A key-less WAIT sent through the cluster client could reach any node and count another connection's writes.
+    """
+    error: Exception = ClusterDownError("no try made")
+    for attempt in range(SHARD_WAIT_TRIES):
+        if attempt:
+            await asyncio.sleep(SHARD_RETRY_BASE_S * 2 ** (attempt - 1))
+        try:
+            if not client.get_nodes():
+                await client.initialize()
+            node = client.get_node_from_key(keys[0])
+            if node is None:
+                await client.nodes_manager.initialize()
+                error = ClusterDownError(f"no node serves the slot of {keys[0]}")
+                continue
+            commands = [
+                PipelineCommand(0, "EVALSHA", sha, len(keys), *keys, *args),
+                PipelineCommand(1, "WAIT", replicas, timeout_ms),
+            ]
+            await node.execute_pipeline(commands)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            error = exc
+            await _reread_map(client)
+            continue
+        moved = next((c.result for c in commands if isinstance(c.result, _SHARD_MOVED)), None)
+        if moved is None:
+            return commands[0].result, commands[1].result
+        error = moved
+        await _reread_map(client)
+    raise error
+
+
+async def _reread_map(client: RedisCluster) -> None:
+    """Ask the cluster who owns which slot now; a node that cannot answer yet is tried again by the caller."""
+    with contextlib.suppress(RedisError, OSError):
+        await client.nodes_manager.initialize()

@@ -10,8 +10,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import RedisCluster
-
 from slack_backend.queue._keys import QueueKeys
 from slack_backend.queue._scripts import Scripts
 from slack_backend.queue.connection import RedisClient
@@ -86,14 +84,13 @@ class Queue:
                 the job is still kept (0: only while its record is kept).
             min_replicas_ack: after each add, wait (Redis WAIT) until this many replicas hold it; fewer within
                 `replicas_ack_timeout_ms` raises NotReplicatedError (the jobs stay). 0: answer at once. Replication
-                is asynchronous, so without it an add answered just before a failover can be lost.
+                is asynchronous, so without it an add answered just before a failover can be lost. On a Cluster the
+                WAIT goes to the primary that owns the queue's slot.
         """
         if dedup_ttl_ms < 0:
             raise ValueError("dedup_ttl_ms must be >= 0")
         if min_replicas_ack < 0 or replicas_ack_timeout_ms < 1:
             raise ValueError("min_replicas_ack must be >= 0 and replicas_ack_timeout_ms >= 1")
-        if min_replicas_ack and isinstance(connection, RedisCluster):
-            raise ValueError("min_replicas_ack is not supported on a Redis Cluster client (use min-replicas-to-write)")
         self.min_replicas_ack = min_replicas_ack
         self.replicas_ack_timeout_ms = replicas_ack_timeout_ms
         self.name = name

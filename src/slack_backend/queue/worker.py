@@ -19,6 +19,7 @@ from redis.exceptions import BusyLoadingError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from slack_backend.queue._fence import LeaseFence
 from slack_backend.queue.connection import ConnectionWatch, RedisClient, blocking_twin
 from slack_backend.queue.errors import (
     JobNotFoundError,
@@ -169,6 +170,7 @@ class Worker:
         self.hooks = Hooks()
         self.stats = WorkerStats()
         self._running: dict[str, _Running] = {}
+        self._fence = LeaseFence(lease_ms / 1000, self._lease_expired)
         # Set while the fetch loop blocks on the wake lists (see _wait_for_work); a poke ends the wait.
         self._blocked = False
         self._pokes: set[asyncio.Task[None]] = set()
@@ -225,6 +227,7 @@ class Worker:
             await self._stop_housekeeping(background)
             await self._forget_self()
             await self._blocking.aclose()  # a twin owns its pool (from_pool), so this closes it too
+            self._fence.close()
             self._closed.set()
             self._log.info("worker closed")
 
@@ -352,6 +355,7 @@ class Worker:
 
     def _start_jobs(self, flat: list[Any]) -> int:
         count = 0
+        granted_at = time.monotonic()
         for i in range(0, len(flat), 4):
             job_id, record, data, token = str(flat[i]), flat[i + 1], flat[i + 2], str(flat[i + 3])
             run: Coroutine[Any, Any, object]
@@ -367,6 +371,7 @@ class Worker:
                     run = self._run_job(job, token)
             task = asyncio.create_task(run, name=f"job {job_id}")
             self._running[token] = _Running(job_id, token, task)
+            self._fence.granted(token, granted_at)
             self.stats.started += 1
             task.add_done_callback(self._job_done_callback(token))
             count += 1
@@ -375,6 +380,7 @@ class Worker:
     def _job_done_callback(self, token: str) -> Callable[[asyncio.Task[object]], None]:
         def done(_task: asyncio.Task[object]) -> None:
             self._running.pop(token, None)
+            self._fence.drop(token)
             self._nudge()
 
         return done
@@ -735,7 +741,10 @@ class Worker:
                 for token, held in list(self._running.items()):
                     pairs += [held.job_id, token]
                 if pairs:
-                    for token in await self._bounded(self.queue.call("extend", self.lease_ms, *pairs)):
+                    sent_at = time.monotonic()
+                    lost = [str(t) for t in await self._bounded(self.queue.call("extend", self.lease_ms, *pairs))]
+                    self._fence.renewed(set(pairs[1::2]) - set(lost), sent_at)
+                    for token in lost:
                         # A run that finished while the renewal was under way gave its lease up itself.
                         running = self._running.get(str(token))
                         if running is not None and not running.finishing:
@@ -748,6 +757,15 @@ class Worker:
             except RedisError as exc:
                 await self._redis_failed(exc)
             await self._sleep_unless_stopping(interval_s)
+
+    def _lease_expired(self, token: str) -> None:
+        """No renewal reached Redis for a whole lease (a partition, a stall): stop the run before its job may be
+        handed to another worker. Its release is then refused by fencing, or gives the job back if nobody took it."""
+        running = self._running.get(token)
+        if running is not None and not running.finishing:
+            self._log.warning("lease not renewed in time; stopping this run", job_id=running.job_id)
+            self.stats.leases_lost += 1
+            running.task.cancel()
 
     async def _stalled_loop(self) -> None:
         while not self._stopping.is_set():
