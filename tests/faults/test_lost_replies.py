@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from slack_backend.queue import Job, JobEvent, JobState, Queue, RetryAfter, Worker, create_redis
+from slack_backend.queue import Job, JobEvent, JobState, Queue, RedisTarget, RetryAfter, Worker, create_redis
 from slack_backend.queue._scripts import SCRIPT_NAMES, script_source
 from tests.support.engine import job_in_state, running, wait_until
-from tests.support.fault_proxy import FaultProxy, evalsha_of
+from tests.support.fault_proxy import Command, FaultProxy, evalsha_of
 from tests.support.redis_server import RedisServer
+from tests.support.sentinel_cluster import failover_under_load
 
 
 def sha(script: str) -> str:
@@ -183,3 +186,67 @@ async def test_a_lost_add_reply_makes_one_job_even_without_an_id(proxy: FaultPro
     job = await queue.get(added.job_id)
     assert job is not None
     assert job.data == {"n": 1}
+
+
+async def test_a_stale_fetch_arriving_after_a_newer_one_starts_nothing(queue: Queue) -> None:
+    """A fetch its worker gave up on (redis-py still retrying it) that lands after the worker's newer fetch leases
+    nothing: otherwise its jobs would sit leased to nobody until the stall check."""
+    await queue.add("x", {}, job_id="first")
+    newer = list(await queue.call("fetch", "w1", 5000, 1, f"{2:016d}"))
+    assert newer[2::4] == ["first"]
+    await queue.add("x", {}, job_id="second")
+    stale = list(await queue.call("fetch", "w1", 5000, 1, f"{1:016d}"))
+    assert stale == [1, -1]
+    second = await queue.get("second")
+    assert second is not None
+    assert second.state is JobState.WAITING
+    # A newer request starts it as usual; the same newer one re-sent gets the same job back.
+    after = list(await queue.call("fetch", "w1", 5000, 1, f"{3:016d}"))
+    assert after[2::4] == ["second"]
+    assert list(await queue.call("fetch", "w1", 5000, 1, f"{3:016d}"))[2::4] == ["second"]
+
+
+# State-changing scripts whose replies the load test loses: adds, fetches, completions, renewals, releases.
+CHANGING = ("add", "fetch", "complete", "extend", "release", "fail")
+
+
+class EveryNth:
+    """Matches every `n`th EVALSHA of a state-changing script (counted over all connections)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.seen = 0
+        self.shas = {sha(name).encode() for name in CHANGING}
+
+    def __call__(self, command: Command) -> bool:
+        if len(command) < 2 or command[0].upper() != b"EVALSHA" or command[1] not in self.shas:
+            return False
+        self.seen += 1
+        return self.seen % self.n == 0
+
+
+@pytest.mark.slow
+async def test_lost_replies_under_load_lose_nothing_and_run_nothing_twice_at_once(
+    proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """Every 25th state-changing script's reply lost (its connection reset) while two worker processes and a
+    producer go through the proxy: no acknowledged job lost, none run twice at once, none left leased to nobody
+    (the stall check recovers nothing), no process restarted."""
+    rate = int(os.environ.get("FAILOVER_ADDS_PER_S", "200"))
+    figures = await failover_under_load(
+        label="lost replies, every 25th state change",
+        target=RedisTarget(url=proxy.url),
+        worker_cfg={"url": proxy.url, "concurrency": 20, "job_ms": 2, "lease_ms": 3000, "stalled_ms": 1000},
+        workdir=tmp_path,
+        fault=lambda: proxy.lose_reply(EveryNth(25), times=10**9),
+        rate_per_s=rate,
+        duration_s=10.0,
+        fault_at_s=1.0,
+        drain_s=20.0,
+    )
+    print(f"{figures.line()}; replies lost {len(proxy.lost)}")
+    assert len(proxy.lost) > 10, "the fault was hardly exercised"
+    assert figures.lost == 0
+    assert figures.run_twice_at_once == 0
+    assert figures.stalls_recovered == 0, "a lost reply left a job leased to nobody"
+    assert figures.restarted == 0

@@ -288,6 +288,9 @@ class FailoverFigures:
     run_twice_at_once: int
     adds_resume_s: float | None
     work_resumes_s: float | None
+    longest_pause_s: float
+    longest_wait_s: float
+    stalls_recovered: int
     restarted: int
     add_p50_ms: float
     add_p99_ms: float
@@ -301,7 +304,9 @@ class FailoverFigures:
             f"[{self.label}] offered {self.offered_per_s:.0f} adds/s: acknowledged {self.acked}, refused "
             f"{self.refused}, lost {self.lost}, run twice {self.run_twice} (at once {self.run_twice_at_once}); "
             f"adds acknowledged again after "
-            f"{secs(self.adds_resume_s)}, jobs start again after {secs(self.work_resumes_s)}; worker processes "
+            f"{secs(self.adds_resume_s)}, jobs start again after {secs(self.work_resumes_s)} (longest pause in starts "
+            f"{self.longest_pause_s:.2f} s, longest wait of an acknowledged job {self.longest_wait_s:.2f} s, "
+            f"{self.stalls_recovered} recovered by the stall check); worker processes "
             f"restarted {self.restarted}; add latency p50 {self.add_p50_ms:.1f} ms, p99 {self.add_p99_ms:.1f} ms"
             + (f"; refusals: {self.refusals}" if self.refusals else "")
         )
@@ -318,6 +323,11 @@ def overlapping_runs(runs: list[dict[str, Any]]) -> int:
         if any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)):
             found += 1
     return found
+
+
+def _stalls_logged(workdir: Path) -> int:
+    """How many jobs the workers' stall checks recovered (leases that ran out with nobody running the job)."""
+    return sum(path.read_text().count("stalled job recovered") for path in workdir.glob("worker*.log"))
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -398,6 +408,7 @@ async def failover_under_load(
                 tasks.append(asyncio.create_task(add(f"j{n}")))
                 n += 1
             await asyncio.sleep(0.005)
+        load_end_wall = time.time()
         await asyncio.gather(*tasks)
         if fault_task is not None:
             await fault_task
@@ -418,7 +429,12 @@ async def failover_under_load(
         for run in done:
             if run["finished"]:  # a run stopped half-way (its lease lost) did not do the job
                 counts[run["id"]] = counts.get(run["id"], 0) + 1
-        after = [r["start_ms"] / 1000 for r in done if r["start_ms"] / 1000 > fault_wall]
+        after = sorted(r["start_ms"] / 1000 for r in done if r["start_ms"] / 1000 > fault_wall)
+        during = [t for t in after if t <= load_end_wall]
+        first_start: dict[str, float] = {}
+        for run in done:
+            first_start[run["id"]] = min(first_start.get(run["id"], float("inf")), run["start_ms"] / 1000)
+        waits = [first_start[job_id] - t for job_id, t in acked.items() if job_id in first_start]
         # An add sent before the fault and answered after it says nothing about recovery.
         acked_after = [t for job_id, t in acked.items() if sent_at[job_id] > fault_wall]
         restarted = sum(1 for p in procs if p.poll() is not None)
@@ -432,6 +448,9 @@ async def failover_under_load(
             run_twice_at_once=overlapping_runs(done),
             adds_resume_s=min(acked_after) - fault_wall if acked_after else None,
             work_resumes_s=min(after) - fault_wall if after else None,
+            longest_pause_s=max((b - a for a, b in itertools.pairwise([fault_wall, *during])), default=0.0),
+            longest_wait_s=max(waits, default=0.0),
+            stalls_recovered=_stalls_logged(workdir),
             restarted=restarted,
             add_p50_ms=_pct(latencies, 0.5),
             add_p99_ms=_pct(latencies, 0.99),

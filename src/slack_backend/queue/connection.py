@@ -15,7 +15,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -206,7 +206,10 @@ def blocking_twin(client: RedisClient) -> RedisClient:
             **extra,
         )
     pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "socket_timeout": BLOCKING_SOCKET_TIMEOUT_S}
+    # No retries: redis-py would re-send a wait whose reply was lost as a whole, and the re-sent BLPOP can block
+    # for the rest of the idle wait before the fetch behind it replays the leased jobs, longer than their lease.
+    # The worker sends that fetch again itself at once, on its main client.
+    kwargs = {**pool.connection_kwargs, "socket_timeout": BLOCKING_SOCKET_TIMEOUT_S, "retry": Retry(NoBackoff(), 0)}
     if isinstance(pool, SentinelConnectionPool):
         kwargs.pop("connection_pool", None)
         old = pool.sentinel_manager

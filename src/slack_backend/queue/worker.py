@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -182,6 +183,7 @@ class Worker:
         # The request id of the next fetch. Kept after a fetch whose reply never came, so the next one (from either
         # loop) replays it in Redis and gets those jobs back instead of leaving them leased to nobody.
         self._fetch_req: str | None = None
+        self._fetch_seq = itertools.count(1)
         # The last fetch got all it asked for: more is probably waiting, so completions ask for the next jobs.
         self._backlog = False
         self._acks: list[_Ack] = []
@@ -342,7 +344,9 @@ class Worker:
 
     def _req(self) -> str:
         if self._fetch_req is None:
-            self._fetch_req = uuid.uuid4().hex[:16]
+            # Growing and fixed-width: a send abandoned here but retried by redis-py that lands after a newer
+            # fetch is known in Redis as stale and starts nothing (see fetch_replay).
+            self._fetch_req = f"{next(self._fetch_seq):016d}"
         return self._fetch_req
 
     def _fetched(self, asked: int, reply: list[Any]) -> int:
@@ -810,6 +814,7 @@ class Worker:
     async def _forget_self(self) -> None:
         with contextlib.suppress(RedisError):
             await self.queue.redis.hdel(self.queue.keys.key("workers"), self.id)
+            await self.queue.redis.hdel(self.queue.keys.key("fetches"), self.id)
             await self.queue.redis.delete(self._own_wake_key)
 
     async def _redis_failed(self, exc: RedisError) -> None:

@@ -272,13 +272,18 @@ local function save_rec(k, rec)
 end
 
 -- A fetch re-sent after its reply was lost (same worker, same request id) answers with the same jobs, as long as
--- their leases are still that run's; it never leases a second batch nobody would run.
+-- their leases are still that run's; it never leases a second batch nobody would run. Request ids grow (fixed
+-- width): one older than the last remembered is a send its worker gave up on and has fetched since (redis-py
+-- still retrying it in the background), and starts nothing.
 local function fetch_replay(k, worker_id, req)
   if req == '' then return nil end
   local raw = rcall('HGET', k.fetches, worker_id)
   if not raw then return nil end
   local last = cjson.decode(raw)
-  if last.req ~= req then return nil end
+  if last.req ~= req then
+    if #req == #last.req and req < last.req then return {1, -1} end
+    return nil
+  end
   local out = {0, -1}
   for i = 1, #last.jobs, 2 do
     local id, token = last.jobs[i], last.jobs[i + 1]
@@ -293,11 +298,12 @@ local function fetch_replay(k, worker_id, req)
   return out
 end
 
--- Remember what a fetch started, for fetch_replay (a fetch that started nothing forgets the last one).
+-- Remember what a fetch started, for fetch_replay (a fetch that started nothing keeps only its request id, so a
+-- stale send arriving after it is still known as stale). The worker deletes its field when it closes.
 local function fetch_remember(k, worker_id, req, out)
   if req == '' then return end
   if #out <= 2 then
-    rcall('HDEL', k.fetches, worker_id)
+    rcall('HSET', k.fetches, worker_id, cjson.encode({req = req, jobs = {}}))
     return
   end
   local jobs = {}

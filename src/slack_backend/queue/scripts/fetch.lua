@@ -3,7 +3,8 @@
 -- ARGV[1] worker id (a lease token is worker_id:seq:starts)
 -- ARGV[2] lease length ms
 -- ARGV[3] most jobs to start
--- ARGV[4] request id ('' = none): the same id re-sent after a lost reply gets the same jobs back
+-- ARGV[4] request id ('' = none): the same id re-sent after a lost reply gets the same jobs back; ids grow (fixed
+--   width), and one older than the worker's last is a stale send that starts nothing (status 1)
 -- Order of checks: paused, queue hold (upstream Retry-After), global rate limit, global concurrency cap,
 -- then per group: rate limit (group set aside until due), concurrency cap (group set aside until a slot frees),
 -- then the token budget for the job about to start (its `cost` is reserved in the sliding window).
