@@ -180,16 +180,28 @@ def _queue_on_another_shard(cluster: RedisClusterSet, prefix: str, than: RedisPr
     raise RuntimeError("every queue name tried landed on one shard")
 
 
-async def test_replica_ack_waits_on_the_queue_shard(cluster: RedisClusterSet) -> None:
+@pytest.fixture
+def quick_cluster(tmp_path: Path) -> Iterator[RedisClusterSet]:
+    """A cluster whose replicas sync at once (no 5 s diskless-sync delay): for tests that only need them attached."""
+    nodes = RedisClusterSet(tmp_path / "cluster", sync_delay_s=0)
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+async def test_replica_ack_waits_on_the_queue_shard(quick_cluster: RedisClusterSet) -> None:
     """REDIS_MIN_REPLICAS_ACK on a Cluster: WAIT goes to the queue's own primary, so with that shard's replica gone
     an add is refused (stored, not confirmed) while a queue on another shard is still confirmed."""
     prefix = f"a{uuid.uuid4().hex[:6]}"
-    client = create_redis(cluster.target())
+    client = create_redis(quick_cluster.target())
     assert isinstance(client, RedisCluster)
     # 2 s: a loaded machine delays a replica's ack by hundreds of ms.
     here = Queue("q", connection=client, prefix=prefix, min_replicas_ack=1, replicas_ack_timeout_ms=2000)
-    master, replica = cluster.owner_and_replica(f"{{{prefix}:q}}:wait")
-    elsewhere_name = _queue_on_another_shard(cluster, prefix, master)
+    master, replica = quick_cluster.owner_and_replica(f"{{{prefix}:q}}:wait")
+    elsewhere_name = _queue_on_another_shard(quick_cluster, prefix, master)
+    quick_cluster.owner_and_replica(f"{{{prefix}:{elsewhere_name}}}:wait")  # that shard's replica is attached too
     elsewhere = Queue(
         elsewhere_name, connection=client, prefix=prefix, min_replicas_ack=1, replicas_ack_timeout_ms=2000
     )
@@ -218,7 +230,7 @@ def _killed_master_returns(cluster: RedisClusterSet, prefix: str, killed: list[R
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if cluster.owner(f"{{{prefix}:q}}:wait")[0].port != killed[0].port:
+            if cluster.owner(f"{{{prefix}:q}}:wait", ask_not=killed[0])[0].port != killed[0].port:
                 break
         except (redis.RedisError, OSError, RuntimeError):
             pass  # a node may refuse CLUSTER SLOTS mid-failover; ask again
@@ -246,7 +258,7 @@ async def _master_kill(cluster: RedisClusterSet, tmp_path: Path, *, ack: int, ra
         prefix=prefix,
     )
     print(figures.line())
-    after, _ = cluster.owner(f"{{{prefix}:q}}:wait")
+    after, _ = cluster.owner(f"{{{prefix}:q}}:wait", ask_not=killed[0])
     assert after.port != killed[0].port, "the cluster did not promote the replica of the killed master"
     assert figures.acked > 0
     assert figures.run_twice_at_once == 0

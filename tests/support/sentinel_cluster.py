@@ -193,7 +193,9 @@ class SentinelSet:
 class RedisClusterSet:
     """A Redis Cluster of `masters` masters with one replica each, built with `redis-cli --cluster create`."""
 
-    def __init__(self, workdir: Path, *, masters: int = 3) -> None:
+    def __init__(self, workdir: Path, *, masters: int = 3, sync_delay_s: int | None = None) -> None:
+        """`sync_delay_s` sets `repl-diskless-sync-delay` (Redis waits 5 s by default before a replica's first
+        sync, which a failover's figures should include; a test that only needs replicas attached can skip it)."""
         args = [
             "--cluster-enabled",
             "yes",
@@ -204,6 +206,8 @@ class RedisClusterSet:
             "--appendonly",
             "no",
         ]
+        if sync_delay_s is not None:
+            args += ["--repl-diskless-sync-delay", str(sync_delay_s)]
         self.nodes = [RedisProc(workdir / f"node{i}", args, port=cluster_port()) for i in range(masters * 2)]
 
     def addresses(self) -> tuple[tuple[str, int], ...]:
@@ -245,9 +249,12 @@ class RedisClusterSet:
     def node_by_port(self, port: int) -> RedisProc:
         return next(n for n in self.nodes if n.port == port)
 
-    def owner(self, key: str) -> tuple[RedisProc, RedisProc | None]:
-        """The master that owns `key`'s slot now, and one of its replicas (None while it has none it knows)."""
-        node = next(n for n in self.nodes if n.proc is not None)
+    def owner(self, key: str, *, ask_not: RedisProc | None = None) -> tuple[RedisProc, RedisProc | None]:
+        """The master that owns `key`'s slot now, and one of its replicas (None while it has none it knows).
+
+        `ask_not`: a node not to ask (one just restarted still names itself for its old slots until gossip corrects it).
+        """
+        node = next(n for n in self.nodes if n.proc is not None and n is not ask_not)
         with node.client() as c:
             slot = int(c.execute_command("CLUSTER", "KEYSLOT", key))
             for entry in c.execute_command("CLUSTER", "SLOTS"):
