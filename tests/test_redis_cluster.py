@@ -199,9 +199,11 @@ async def test_replica_ack_waits_on_the_queue_shard(quick_cluster: RedisClusterS
     assert isinstance(client, RedisCluster)
     # 2 s: a loaded machine delays a replica's ack by hundreds of ms.
     here = Queue("q", connection=client, prefix=prefix, min_replicas_ack=1, replicas_ack_timeout_ms=2000)
-    master, replica = quick_cluster.owner_and_replica(f"{{{prefix}:q}}:wait")
+    master, _ = quick_cluster.owner(f"{{{prefix}:q}}:wait")
+    replica = quick_cluster.replica_of(master)
     elsewhere_name = _queue_on_another_shard(quick_cluster, prefix, master)
-    quick_cluster.owner_and_replica(f"{{{prefix}:{elsewhere_name}}}:wait")  # that shard's replica is attached too
+    # That shard's replica is linked too, so a WAIT sent there would count it.
+    quick_cluster.replica_of(quick_cluster.owner(f"{{{prefix}:{elsewhere_name}}}:wait")[0])
     elsewhere = Queue(
         elsewhere_name, connection=client, prefix=prefix, min_replicas_ack=1, replicas_ack_timeout_ms=2000
     )

@@ -277,6 +277,26 @@ class RedisClusterSet:
         _wait_until(has_replica, f"a replica for the slot of {key}")
         return found[-1]
 
+    def replica_of(self, master: RedisProc) -> RedisProc:
+        """A replica whose replication link to `master` is up (from INFO, which knows at once; CLUSTER SLOTS lists
+        replicas only once gossip has spread, about 8 s after the cluster is made)."""
+        found: list[RedisProc] = []
+
+        def linked() -> bool:
+            for node in self.nodes:
+                if node.proc is None or node is master:
+                    continue
+                with node.client() as c:
+                    info = c.info("replication")
+                ours = info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port
+                if ours and info.get("master_link_status") == "up":
+                    found.append(node)
+                    return True
+            return False
+
+        _wait_until(linked, f"a replica linked to port {master.port}")
+        return found[-1]
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
