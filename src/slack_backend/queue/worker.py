@@ -119,6 +119,8 @@ class _Running:
     # Set once the run is writing its outcome (complete / fail / release): from then on it is never cancelled,
     # so a shutdown cannot cut a finishing call in half and leave the job leased to nobody.
     finishing: bool = False
+    # When this worker last cancelled the run for a lost or expired lease (monotonic s), or None.
+    stopped_at: float | None = None
 
 
 class Worker:
@@ -751,12 +753,10 @@ class Worker:
                     for token in lost:
                         # A run that finished while the renewal was under way gave its lease up itself.
                         running = self._running.get(str(token))
-                        if running is not None and not running.finishing:
+                        if running is not None:
                             # Another worker owns it now: stop this run rather than duplicate its work. A cancel
                             # lost in a Redis call is sent again at the next renewal, which finds it lost again.
-                            self._log.warning("lease lost while running; stopping this run", job_id=running.job_id)
-                            self.stats.leases_lost += 1
-                            running.task.cancel()
+                            self._stop_run(running, "lease lost while running; stopping this run")
                 self._watch.ready()
             except RedisError as exc:
                 await self._redis_failed(exc)
@@ -766,10 +766,20 @@ class Worker:
         """No renewal reached Redis for a whole lease (a partition, a stall): stop the run before its job may be
         handed to another worker. Its release is then refused by fencing, or gives the job back if nobody took it."""
         running = self._running.get(token)
-        if running is not None and not running.finishing:
-            self._log.warning("lease not renewed in time; stopping this run", job_id=running.job_id)
+        if running is not None:
+            self._stop_run(running, "lease not renewed in time; stopping this run")
+
+    def _stop_run(self, running: _Running, message: str) -> None:
+        """Cancel a run whose lease is gone, once: a second cancel soon after the first (the lease's timer and the
+        renewal that sees the loss, together) would cut short the processor's own clean-up."""
+        now = time.monotonic()
+        if running.finishing or (running.stopped_at is not None and now - running.stopped_at < self.lease_ms / 3000):
+            return
+        if running.stopped_at is None:
+            self._log.warning(message, job_id=running.job_id)
             self.stats.leases_lost += 1
-            running.task.cancel()
+        running.stopped_at = now
+        running.task.cancel()
 
     async def _stalled_loop(self) -> None:
         while not self._stopping.is_set():
