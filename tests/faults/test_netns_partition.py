@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -110,7 +111,7 @@ async def _scenario(cut: Cut, server: RedisProc, tmp_path: Path) -> None:
         "runs_file": str(runs_file),
         "result_worker": True,
     }
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = spawn([*cut.exec_prefix, sys.executable, "-m", "tests.support.worker_proc", json.dumps(cfg)], env, log_path)
     client = create_redis(f"redis://127.0.0.1:{server.port}/0")
     queue = Queue("q", connection=client, prefix=prefix)

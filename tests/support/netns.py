@@ -17,13 +17,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 
+def _ip_binary() -> str | None:
+    # iproute2 lives in /usr/sbin, which a non-login PATH may lack.
+    return shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin")
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True, timeout=10)
+    return subprocess.run([_ip_binary() or "ip", *args], check=check, capture_output=True, text=True, timeout=10)
 
 
 def netns_unavailable() -> str | None:
     """Why a namespace cannot be made here (not root, no iproute2, refused by the kernel), or None when it can."""
-    if shutil.which("ip") is None:
+    if _ip_binary() is None:
         return "iproute2 (ip) is not installed"
     if os.geteuid() != 0:
         return "not running as root"
@@ -47,7 +52,7 @@ class VethLink:
 
     def exec_prefix(self) -> list[str]:
         """Prepend to a command line to run it inside the namespace (`ip netns exec` execs it: same pid)."""
-        return ["ip", "netns", "exec", self.name]
+        return [_ip_binary() or "ip", "netns", "exec", self.name]
 
     def cut(self) -> None:
         """Take the host end down: packets stop both ways, no RST, no FIN."""
