@@ -120,10 +120,15 @@ class RedisProc:
 class SentinelSet:
     """A master, `replicas` replicas and `sentinels` Sentinels (quorum 2) on loopback ports."""
 
-    def __init__(self, workdir: Path, *, replicas: int = 1, sentinels: int = 3) -> None:
-        self.master = RedisProc(workdir / "master", [])
+    def __init__(
+        self, workdir: Path, *, replicas: int = 1, sentinels: int = 3, sync_delay_s: int | None = None
+    ) -> None:
+        """`sync_delay_s` sets `repl-diskless-sync-delay` on the data nodes (Redis' default waits 5 s before a
+        replica's first sync: failover figures should include it; tests that only need a synced replica skip it)."""
+        extra = [] if sync_delay_s is None else ["--repl-diskless-sync-delay", str(sync_delay_s)]
+        self.master = RedisProc(workdir / "master", extra)
         self.replicas = [
-            RedisProc(workdir / f"replica{i}", ["--replicaof", "127.0.0.1", str(self.master.port)])
+            RedisProc(workdir / f"replica{i}", ["--replicaof", "127.0.0.1", str(self.master.port), *extra])
             for i in range(replicas)
         ]
         self.sentinels = [RedisProc(workdir / f"sentinel{i}", [], sentinel=True) for i in range(sentinels)]
