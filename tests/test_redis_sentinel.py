@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,8 @@ import pytest
 from redis.asyncio import Redis
 
 from slack_backend.config import load_settings
-from slack_backend.queue import Job, NotReplicatedError, Queue, Worker, create_redis
+from slack_backend.queue import BulkJob, Job, JobOptions, NotReplicatedError, Queue, Worker, create_redis
+from tests.support.fault_proxy import FaultProxy
 from tests.support.sentinel_cluster import MASTER_NAME, SentinelSet, failover_under_load
 
 # The slow tests' offered adds/s: 200 by default (the shared 2-core machine), FAILOVER_ADDS_PER_S to change it.
@@ -188,3 +191,59 @@ async def test_in_process_worker_runs_jobs_through_sentinel(sentinel_set: Sentin
         await running
         await client.aclose()
     assert sorted(seen) == ["s0", "s1", "s2"]
+
+
+@pytest.mark.slow
+@LEAKS_SENTINEL_SOCKETS
+@pytest.mark.parametrize("ack", [0, 1])
+async def test_a_lagging_replica_promoted_loses_acknowledged_adds_only_without_the_ack(
+    tmp_path: Path, ack: int
+) -> None:
+    """The replica's link to the master goes silent (a blackhole in between), the master takes adds, then dies and
+    the replica is promoted: without the ack every add answered meanwhile is gone; with it none was acknowledged."""
+    nodes = SentinelSet(tmp_path / "sentinel", sync_delay_s=0)
+    proxy = FaultProxy("127.0.0.1", nodes.master.port)
+    await proxy.start()
+    nodes.replicate_through(proxy.port)
+    client: Redis | None = None
+    try:
+        # The proxy forwards on this event loop, so the blocking start runs in a thread.
+        await asyncio.to_thread(nodes.start)
+        made = create_redis(nodes.target())
+        assert isinstance(made, Redis)
+        client = made
+        # 1 s: long enough for a loaded machine's replica to confirm the first batch.
+        queue = Queue("q", connection=client, prefix="lag", min_replicas_ack=ack, replicas_ack_timeout_ms=1000)
+        await queue.add_bulk([BulkJob("x", {}, JobOptions(job_id=f"b{i}")) for i in range(20)])
+        assert await client.wait(1, 5000) == 1  # the replica holds every `before` job, ack or not
+        proxy.blackhole()
+        acknowledged = 0
+        # NotReplicatedError: stored on the master, not confirmed; the caller was told the adds are not safe.
+        with contextlib.suppress(NotReplicatedError):
+            acknowledged = len(await queue.add_bulk([BulkJob("x", {}, JobOptions(job_id=f"d{i}")) for i in range(20)]))
+        old_port = nodes.master.port
+        nodes.master.kill()
+        deadline = time.monotonic() + 30
+        while await asyncio.to_thread(nodes.current_master_port) == old_port:
+            assert time.monotonic() < deadline, "the Sentinels did not promote the replica"
+            await asyncio.sleep(0.1)
+        jobs_key = queue.keys.key("jobs")
+        with nodes.replicas[0].client() as promoted:
+            kept_before = sum(promoted.hexists(jobs_key, f"b{i}") for i in range(20))
+            kept_during = sum(promoted.hexists(jobs_key, f"d{i}") for i in range(20))
+    finally:
+        if client is not None:
+            await client.aclose()
+        await asyncio.to_thread(nodes.stop)
+        await proxy.stop()
+    lost = acknowledged - min(acknowledged, kept_during)
+    print(
+        f"\n[sentinel, lagging replica promoted, ack {ack}] before the lag: 20 added, {kept_before} kept; during it: "
+        f"{acknowledged} of 20 acknowledged, {kept_during} kept; acknowledged and lost: {lost}"
+    )
+    assert kept_before == 20
+    if ack:
+        assert (acknowledged, lost) == (0, 0)
+    else:
+        # Asynchronous replication: every add the master answered while its replica heard nothing is gone.
+        assert (acknowledged, kept_during, lost) == (20, 0, 20)

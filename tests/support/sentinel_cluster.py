@@ -137,6 +137,12 @@ class SentinelSet:
     def data_nodes(self) -> list[RedisProc]:
         return [self.master, *self.replicas]
 
+    def replicate_through(self, port: int) -> None:
+        """Before start: the replicas reach the master through `port` (a fault proxy) instead of directly."""
+        for replica in self.replicas:
+            at = replica.args.index("--replicaof")
+            replica.args[at + 2] = str(port)
+
     def target(self, *, url: str = "redis://127.0.0.1:6379/0") -> RedisTarget:
         return RedisTarget(url=url, sentinels=self.sentinel_addresses(), sentinel_master=MASTER_NAME)
 
