@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from slack_backend.config import (
-    CONFIG_ERROR_EXIT_CODE,
-    ConfigError,
-    Settings,
-    format_config_error,
-    serving_problems,
-)
-from slack_backend.logging import configure_logging
+if TYPE_CHECKING:
+    from slack_backend.config import Settings
 
 Processes = Annotated[int | None, typer.Option("--processes", "-p", min=1, max=64, help="Worker processes.")]
 Demo = Annotated[
@@ -29,6 +23,9 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
     """Add the service commands to the root app."""
 
     def prepared(*, serving: bool = False, demo: bool = False) -> Settings:
+        from slack_backend.config import CONFIG_ERROR_EXIT_CODE, ConfigError, format_config_error, serving_problems
+        from slack_backend.logging import configure_logging
+
         settings = settings_or_exit()
         problems = serving_problems(settings, demo=demo) if serving else []
         if problems:
