@@ -154,6 +154,8 @@ class Driver:
     fast_method: str
     open_enqueuer: OpenEnqueuer
     run_worker: RunWorker
+    # Runs the driver's coroutines (producer and worker); ours uses the loop its service runs on (uvloop).
+    run_loop: Callable[[Coroutine[Any, Any, Any]], Any] = asyncio.run
 
 
 @dataclass(frozen=True)
@@ -442,10 +444,10 @@ def main(driver: Driver) -> None:
     """Command line of a driver module: `run '<json>'` (prints one JSON line) or `worker '<json>'`."""
     command, raw = sys.argv[1], json.loads(sys.argv[2])
     if command == "worker":
-        asyncio.run(_worker_entry(driver, raw))
+        driver.run_loop(_worker_entry(driver, raw))
     url = raw.pop("url")
     try:
-        out = asyncio.run(run_driver(driver, url, RunConfig.from_json(raw)))
+        out = driver.run_loop(run_driver(driver, url, RunConfig.from_json(raw)))
     except Exception as exc:
         traceback.print_exc()
         out = {"system": driver.name, "error": _describe(exc)}

@@ -6,8 +6,10 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
+from bench import overhead
 from bench.drivers import ours
 from bench.harness import ProcessSpec, RunConfig, run_driver
 from bench.render import markdown
@@ -79,3 +81,18 @@ def test_the_cli_runs_the_bench_entry_point() -> None:
     assert done.returncode == 0, done.stderr
     assert "--quick" in done.stdout
     assert "--only" in done.stdout
+
+
+async def test_overhead_bench_times_every_draft_through_the_real_service(tmp_path: Path) -> None:
+    """bench.overhead drives `slack-backend run` with the fakes: every request gets a draft, and its segments add up."""
+    result = await overhead.measure(rate=5, seconds=1, model_ms=50, log_path=tmp_path / "service.log")
+    rows = result["rows"]
+    assert len(rows) == 5
+    assert [r for r in rows if "error" in r] == []
+    for row in rows:
+        parts = sum(row[name] for name in overhead.SEGMENTS)
+        # Each segment is a difference of two clocks read at ms (Redis) or better: they add up to the overhead
+        # within the rounding of the two Redis timestamps.
+        assert row["overhead_ms"] >= 0
+        assert abs(parts - row["overhead_ms"]) <= 2.5, row
+    assert "overhead" in overhead.summary(result)

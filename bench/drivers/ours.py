@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.drivers._peer import reply_parser
 from bench.harness import Driver, Probe, main
+from slack_backend.cli_service import run_event_loop
 from slack_backend.logging import configure_logging
 from slack_backend.queue import BulkJob, Job, Queue, QueueLimits, RateLimit, Worker, create_redis
 
@@ -61,10 +62,11 @@ async def run_worker(url: str, queue_name: str, concurrency: int, probe: Probe, 
 DRIVER = Driver(
     name="ours",
     module="bench.drivers.ours",
-    version=lambda: f"slack-backend {version('slack-backend')} redis {version('redis')}, {reply_parser()}",
+    version=lambda: f"slack-backend {version('slack-backend')} redis {version('redis')}, {reply_parser()}, uvloop",
     fast_method="Queue.add_bulk(10k) (atomic script calls of 1,000)",
     open_enqueuer=open_enqueuer,
     run_worker=run_worker,
+    run_loop=run_event_loop,
 )
 
 if __name__ == "__main__":

@@ -7,16 +7,18 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from redis.exceptions import RedisError
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from slack_backend import __version__, cli_jobs, cli_quota, cli_service, cli_store, cli_try
-from slack_backend.config import CONFIG_ERROR_EXIT_CODE, ConfigError, Settings, format_config_error, load_settings
+
+if TYPE_CHECKING:
+    from slack_backend.config import Settings
+
+# Start-up: a command imports what it uses when it runs (settings, Redis, rich, the store, the web app, anthropic),
+# so `version`, `check-config` and `jobs counts` start in a fraction of a second; tests/test_cli_startup.py
+# checks which modules the light commands load.
 
 # Command groups live in their own modules and join with `app.add_typer(...)`.
 app = typer.Typer(
@@ -37,6 +39,8 @@ def _root() -> None:
 
 def settings_or_exit() -> Settings:
     """Load the settings for a command; on invalid settings print every problem to stderr and exit with 2."""
+    from slack_backend.config import CONFIG_ERROR_EXIT_CODE, ConfigError, format_config_error, load_settings
+
     try:
         return load_settings()
     except ConfigError as err:
@@ -49,6 +53,10 @@ def check_config(
     as_json: Annotated[bool, typer.Option("--json", help="Print the settings as one JSON object.")] = False,
 ) -> None:
     """Validate the settings from the environment and print them, secrets masked."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     settings = settings_or_exit()
     shown = {**settings.masked(), **_redis_server_rows(settings)}
     if as_json:
@@ -63,6 +71,8 @@ def check_config(
 
 def _redis_server_rows(settings: Settings) -> dict[str, str]:
     """How the configured Redis evicts and persists, as extra rows; `unknown` where it cannot be asked."""
+    from redis.exceptions import RedisError
+
     from slack_backend.queue import create_redis
     from slack_backend.queue.connection import SAFETY_CHECK_TIMEOUT_S, ServerSafety, server_safety
 

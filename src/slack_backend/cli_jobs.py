@@ -9,22 +9,20 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
-from slack_backend.config import Settings
-from slack_backend.jobs.ledger import RedisDeliveryLedger
-from slack_backend.jobs.queues import ai_responses_queue
-from slack_backend.queue import Job, JobNotFoundError, JobState, JobStateError, Queue, QueueError, create_redis
-from slack_backend.store import SuggestionStore, create_engine, create_tables
+from slack_backend.queue.errors import JobNotFoundError, JobStateError, QueueError
+from slack_backend.queue.job import Job, JobState
+
+if TYPE_CHECKING:
+    # Redis, rich, the settings and the store load when a command runs, not at every start of the command line.
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+    from slack_backend.config import Settings
+    from slack_backend.queue import Queue
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -94,6 +92,12 @@ def fail(message: str) -> NoReturn:
 
 def run_on_queue(settings: Settings, op: Callable[[Queue], Awaitable[T]]) -> T:
     """Run `op` on the ai-responses queue with a client of its own; Redis and queue errors exit 1 in one line."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from slack_backend.jobs.queues import ai_responses_queue
+    from slack_backend.queue.connection import create_redis
 
     async def main() -> T:
         client = create_redis(settings.redis_target(), client_name="slack-backend-cli")
@@ -119,12 +123,17 @@ def emit(doc: Doc, as_json: bool, render: Callable[[Doc, Console], None]) -> Non
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
     else:
+        from rich.console import Console
+
         render(doc, Console(highlight=False))
 
 
 @contextmanager
 def progress_bar(description: str, total: int | None, *, shown: bool) -> Iterator[tuple[Progress, TaskID]]:
     """A progress bar on stderr (stdout stays for the result); hidden in --json mode."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -153,6 +162,9 @@ async def counts_doc(queue: Queue, groups: int) -> Doc:
 
 
 def render_counts(doc: Doc, console: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table("state", "jobs", title=f"queue {doc['queue']}")
     for state, n in doc["counts"].items():
         table.add_row(state, str(n))
@@ -186,6 +198,9 @@ async def list_doc(queue: Queue, state: JobState, limit: int, offset: int) -> Do
 
 
 def render_list(doc: Doc, console: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     shown = len(doc["jobs"])
     first = doc["offset"] + 1 if shown else doc["offset"]
     title = f"{doc['state']} jobs {first}-{doc['offset'] + shown} of {doc['total']}"
@@ -230,6 +245,9 @@ def job_doc(job: Job, *, with_data: bool) -> Doc:
 
 
 def render_job(doc: Doc, console: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table("field", "value", title=f"job {doc['id']} (times UTC)")
     for name, value in doc.items():
         if name in ("failed_reason", "stacktrace", "data"):
@@ -290,6 +308,9 @@ async def retry_one(queue: Queue, job_id: str, *, regenerate: bool = False, data
 
 
 async def _forget_draft(queue: Queue, job_id: str, database_url: str) -> None:
+    from slack_backend.jobs.ledger import RedisDeliveryLedger
+    from slack_backend.store import SuggestionStore, create_engine, create_tables
+
     engine = create_engine(database_url)
     try:
         await create_tables(engine)
@@ -355,6 +376,8 @@ def say(line: str) -> Callable[[Doc, Console], None]:
     """A renderer printing one line filled from the document."""
 
     def render(doc: Doc, console: Console) -> None:
+        from rich.text import Text
+
         console.print(Text(line.format(**doc)))
 
     return render

@@ -6,15 +6,14 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
-from slack_backend.config import Settings
-from slack_backend.store import AuditLog, QuotaStore, create_engine, create_tables
+if TYPE_CHECKING:
+    # The database's modules load when a command here runs, not at every start of the command line.
+    from slack_backend.config import Settings
+    from slack_backend.store import AuditLog, QuotaStore
 
 T = TypeVar("T")
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
@@ -27,6 +26,10 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
     app.add_typer(quota_app, name="quota")
 
     def run(work: Callable[[QuotaStore, AuditLog], Awaitable[T]]) -> T:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from slack_backend.store import AuditLog, QuotaStore, create_engine, create_tables
+
         settings = settings_or_exit()
 
         async def go() -> T:
@@ -87,6 +90,9 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
         if as_json:
             typer.echo(json.dumps({"default_daily_tokens": default, "workspaces": rows}, indent=2))
             return
+        from rich.console import Console
+        from rich.table import Table
+
         table = Table("workspace", "daily tokens", "own quota", "used today", title=f"default: {default:,} (0 = none)")
         for row in rows:
             table.add_row(row["workspace"], f"{row['daily_tokens']:,}", str(row["override"]), f"{row['used_today']:,}")

@@ -6,23 +6,26 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from slack_backend.config import Settings
-from slack_backend.logging import configure_logging
-from slack_backend.slack.tokens import token_cipher
-from slack_backend.store import TokenCipher, TokenKeyError, create_engine, reencrypt_tokens
-from slack_backend.store.migrate import current_revision, head_revision, upgrade
+if TYPE_CHECKING:
+    # The database's modules load when a command here runs, not at every start of the command line.
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from slack_backend.config import Settings
 
 T = TypeVar("T")
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
 def _on_database(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from slack_backend.logging import configure_logging
+    from slack_backend.store import TokenKeyError, create_engine
+
     # Log lines go to stderr: stdout holds the command's answer (one JSON document with --json).
     configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
 
@@ -59,6 +62,9 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
     @db_app.command("upgrade")
     def db_upgrade(as_json: AsJson = False) -> None:
         """Apply every migration not yet applied (and encrypt plaintext tokens when TOKEN_ENCRYPTION_KEY is set)."""
+        from slack_backend.slack.tokens import token_cipher
+        from slack_backend.store.migrate import upgrade
+
         settings = settings_or_exit()
         before, after = _on_database(settings, lambda engine: upgrade(engine, token_cipher(settings)))
         line = f"database at revision {after}" + ("" if before == after else f" (was {before or 'empty'})")
@@ -67,6 +73,8 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
     @db_app.command("current")
     def db_current(as_json: AsJson = False) -> None:
         """Print the database's revision and the newest this version knows (exit 1 when behind)."""
+        from slack_backend.store.migrate import current_revision, head_revision
+
         current = _on_database(settings_or_exit(), current_revision)
         head = head_revision()
         _say(as_json, {"current": current, "head": head}, f"database at revision {current or 'none'}, newest {head}")
@@ -76,11 +84,17 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
     @tokens_app.command("new-key")
     def new_key() -> None:
         """Print a fresh key for TOKEN_ENCRYPTION_KEY (put it first in the list to start using it)."""
+        from slack_backend.store.crypto import TokenCipher
+
         typer.echo(TokenCipher.new_key())
 
     @tokens_app.command("rotate-key")
     def rotate_key(as_json: AsJson = False) -> None:
         """Re-encrypt every stored token with the first key of TOKEN_ENCRYPTION_KEY; then older keys can go."""
+        from slack_backend.slack.tokens import token_cipher
+        from slack_backend.store import reencrypt_tokens
+        from slack_backend.store.migrate import upgrade
+
         settings = settings_or_exit()
         cipher = token_cipher(settings)
         if cipher is None:

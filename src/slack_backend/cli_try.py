@@ -13,26 +13,18 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
-import httpx
 import typer
-import uvicorn
-from aiohttp import web
 
-from slack_backend.config import Settings
-from slack_backend.logging import configure_logging
-from slack_backend.queue import create_redis
-from slack_backend.slack.signing import sign_request
+if TYPE_CHECKING:
+    # The web stack loads when `try` runs, not at every start of the command line.
+    import httpx
+
+    from slack_backend.config import Settings
 
 TRY_TEAM, TRY_USER, TRY_CHANNEL = "TTRY00001", "UTRY00001", "CTRY00001"
-
-
-class _QuietServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
 
 
 def _free_port() -> int:
@@ -43,8 +35,19 @@ def _free_port() -> int:
 
 async def try_request(settings: Settings, text: str, *, timeout_s: float) -> list[dict[str, Any]]:
     """Run the round trip; return the ack, then the messages posted to the response_url (the draft last)."""
+    import httpx
+    import uvicorn
+    from aiohttp import web
+
     from slack_backend.jobs.workers import build_ai_worker
+    from slack_backend.queue import create_redis
+    from slack_backend.slack.signing import sign_request
     from slack_backend.web.app import create_app, web_state
+
+    class _QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
 
     posts: list[dict[str, Any]] = []
     got_draft = asyncio.Event()
@@ -140,6 +143,8 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
         as_json: Annotated[bool, typer.Option("--json", help="Print what Slack would receive, as JSON.")] = False,
     ) -> None:
         """Send a signed slash command through the real ingress and print the ephemeral reply the user gets."""
+        from slack_backend.logging import configure_logging
+
         settings = settings_or_exit()
         configure_logging("WARNING", settings.log_format)
         try:

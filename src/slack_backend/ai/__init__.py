@@ -1,18 +1,41 @@
 """Claude generation: prompt, client, error classification, token accounting; no Redis, no Slack."""
 
-from slack_backend.ai.client import ClaudeDrafter
-from slack_backend.ai.errors import (
-    AIFailure,
-    AIRejectedError,
-    TransientAIError,
-    classify,
-    failure_of,
-    user_message,
-)
-from slack_backend.ai.offline import OFFLINE_LABEL, OfflineDrafter, make_drafter
-from slack_backend.ai.prompt import SYSTEM_PROMPT, build_messages, estimate_input_tokens, select_context
-from slack_backend.ai.ratelimit_headers import LimitWindow, RateLimitSnapshot
-from slack_backend.ai.types import ContextMessage, Draft, Drafter, DraftRequest
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slack_backend.ai.client import ClaudeDrafter
+    from slack_backend.ai.errors import (
+        AIFailure,
+        AIRejectedError,
+        TransientAIError,
+        classify,
+        failure_of,
+        user_message,
+    )
+    from slack_backend.ai.offline import OFFLINE_LABEL, OfflineDrafter, make_drafter
+    from slack_backend.ai.prompt import SYSTEM_PROMPT, build_messages, estimate_input_tokens, select_context
+    from slack_backend.ai.ratelimit_headers import LimitWindow, RateLimitSnapshot
+    from slack_backend.ai.types import ContextMessage, Draft, Drafter, DraftRequest
+
+# Each name loads its module on first use (PEP 562): the command line's light commands and the settings import a
+# submodule without paying for the whole package (docs/performance.md, "Start-up").
+_MODULES: dict[str, tuple[str, ...]] = {
+    "slack_backend.ai.client": ("ClaudeDrafter",),
+    "slack_backend.ai.errors": (
+        "AIFailure",
+        "AIRejectedError",
+        "TransientAIError",
+        "classify",
+        "failure_of",
+        "user_message",
+    ),
+    "slack_backend.ai.offline": ("OFFLINE_LABEL", "OfflineDrafter", "make_drafter"),
+    "slack_backend.ai.prompt": ("SYSTEM_PROMPT", "build_messages", "estimate_input_tokens", "select_context"),
+    "slack_backend.ai.ratelimit_headers": ("LimitWindow", "RateLimitSnapshot"),
+    "slack_backend.ai.types": ("ContextMessage", "Draft", "Drafter", "DraftRequest"),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "OFFLINE_LABEL",
@@ -36,3 +59,16 @@ __all__ = [
     "select_context",
     "user_message",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

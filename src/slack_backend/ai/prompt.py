@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from anthropic.types import MessageParam
+from typing import TYPE_CHECKING
 
 from slack_backend.ai.types import ContextMessage, DraftRequest
+
+if TYPE_CHECKING:
+    # Types only: importing anthropic costs about a second, and the job's cost estimate (enqueue, CLI) needs none.
+    from anthropic.types import MessageParam
 
 SYSTEM_PROMPT = """\
 You draft Slack replies for the person who asked you. Write the reply they could send as it is, \

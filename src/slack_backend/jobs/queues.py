@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from slack_backend.config import Settings
-from slack_backend.jobs.cost import estimate_cost
-from slack_backend.jobs.types import AIResponseJobData
 from slack_backend.queue import AddResult, Backoff, InvalidJobDataError, JobDefaults, Queue
-from slack_backend.queue.connection import RedisClient
+
+if TYPE_CHECKING:
+    # The job data's model and cost estimate load with the first enqueue: `slack-backend jobs ...` needs the queue's
+    # settings only (docs/performance.md, round 3).
+    from slack_backend.config import Settings
+    from slack_backend.jobs.types import AIResponseJobData
+    from slack_backend.queue.connection import RedisClient
 
 AI_RESPONSES_QUEUE = "ai-responses"
 JOB_NAME = "ai-response"
@@ -41,6 +42,10 @@ def ai_responses_queue(redis: RedisClient, settings: Settings) -> Queue:
 
 def validate_job_data(data: AIResponseJobData | Mapping[str, Any]) -> AIResponseJobData:
     """Validate job data; raises InvalidJobDataError naming each bad field."""
+    from pydantic import ValidationError
+
+    from slack_backend.jobs.types import AIResponseJobData
+
     if isinstance(data, AIResponseJobData):
         return data
     try:
@@ -65,6 +70,8 @@ async def queue_ai_response(
     The job's cost (an upper-bound token estimate) is what the AI token budget reserves when it starts.
     Raises InvalidJobDataError, with nothing written, when the data is invalid.
     """
+    from slack_backend.jobs.cost import estimate_cost
+
     valid = validate_job_data(data)
     if priority is None:
         priority = DIRECT_PRIORITY if valid.trigger.direct else PASSIVE_PRIORITY

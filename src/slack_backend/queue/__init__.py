@@ -3,32 +3,68 @@
 Generic: it imports nothing from the rest of the package.
 """
 
-from slack_backend.queue.connection import (
-    RedisClient,
-    RedisTarget,
-    ServerSafety,
-    create_redis,
-    ping,
-    server_safety,
-    warn_unsafe_server,
-)
-from slack_backend.queue.errors import (
-    InvalidJobDataError,
-    JobNotFoundError,
-    JobStateError,
-    LeaseLostError,
-    NotReplicatedError,
-    QueueError,
-    RetryAfter,
-    StalledError,
-    UnrecoverableError,
-)
-from slack_backend.queue.events import EVENT_NAMES, Hook, JobEvent
-from slack_backend.queue.gate import GateStats, RateGate
-from slack_backend.queue.job import Backoff, BackoffStrategy, Job, JobOptions, JobState
-from slack_backend.queue.limits import GroupSettings, QueueLimits, RateLimit, TokenBudget
-from slack_backend.queue.queue import AddResult, BulkJob, GroupInfo, JobDefaults, Queue
-from slack_backend.queue.worker import KeepJobs, Processor, Worker, WorkerStats
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slack_backend.queue.connection import (
+        RedisClient,
+        RedisTarget,
+        ServerSafety,
+        create_redis,
+        ping,
+        server_safety,
+        warn_unsafe_server,
+    )
+    from slack_backend.queue.errors import (
+        InvalidJobDataError,
+        JobNotFoundError,
+        JobStateError,
+        LeaseLostError,
+        NotReplicatedError,
+        QueueError,
+        RetryAfter,
+        StalledError,
+        UnrecoverableError,
+    )
+    from slack_backend.queue.events import EVENT_NAMES, Hook, JobEvent
+    from slack_backend.queue.gate import GateStats, RateGate
+    from slack_backend.queue.job import Backoff, BackoffStrategy, Job, JobOptions, JobState
+    from slack_backend.queue.limits import GroupSettings, QueueLimits, RateLimit, TokenBudget
+    from slack_backend.queue.queue import AddResult, BulkJob, GroupInfo, JobDefaults, Queue
+    from slack_backend.queue.worker import KeepJobs, Processor, Worker, WorkerStats
+
+# Each name loads its module on first use (PEP 562): the command line's light commands and the settings import a
+# submodule without paying for the whole package (docs/performance.md, "Start-up").
+_MODULES: dict[str, tuple[str, ...]] = {
+    "slack_backend.queue.connection": (
+        "RedisClient",
+        "RedisTarget",
+        "ServerSafety",
+        "create_redis",
+        "ping",
+        "server_safety",
+        "warn_unsafe_server",
+    ),
+    "slack_backend.queue.errors": (
+        "InvalidJobDataError",
+        "JobNotFoundError",
+        "JobStateError",
+        "LeaseLostError",
+        "NotReplicatedError",
+        "QueueError",
+        "RetryAfter",
+        "StalledError",
+        "UnrecoverableError",
+    ),
+    "slack_backend.queue.events": ("EVENT_NAMES", "Hook", "JobEvent"),
+    "slack_backend.queue.gate": ("GateStats", "RateGate"),
+    "slack_backend.queue.job": ("Backoff", "BackoffStrategy", "Job", "JobOptions", "JobState"),
+    "slack_backend.queue.limits": ("GroupSettings", "QueueLimits", "RateLimit", "TokenBudget"),
+    "slack_backend.queue.queue": ("AddResult", "BulkJob", "GroupInfo", "JobDefaults", "Queue"),
+    "slack_backend.queue.worker": ("KeepJobs", "Processor", "Worker", "WorkerStats"),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "EVENT_NAMES",
@@ -71,3 +107,16 @@ __all__ = [
     "server_safety",
     "warn_unsafe_server",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

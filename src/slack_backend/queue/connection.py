@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import structlog
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import SSLConnection, parse_url
@@ -20,7 +19,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-log = structlog.get_logger("slack_backend.queue.connection")
+
+def _log() -> Any:
+    """The module's logger, loaded at the first line logged: the settings import this module, and the command
+    line's light commands, which log nothing, need not pay for structlog (and the rich it pulls in)."""
+    import structlog
+
+    return structlog.get_logger("slack_backend.queue.connection")
+
 
 # Any client the engine works through: one server (plain or Sentinel-managed) or a Redis Cluster.
 RedisClient = Redis | RedisCluster
@@ -274,7 +280,7 @@ class ConnectionWatch:
 
     def ready(self) -> None:
         if self._ok is not True:
-            log.info("redis ready", client=self._name, recovered=self._ok is False)
+            _log().info("redis ready", client=self._name, recovered=self._ok is False)
             self._recovered.set()
         self._ok = True
         self.backoff.reset()
@@ -282,7 +288,7 @@ class ConnectionWatch:
     async def failed(self, exc: BaseException) -> None:
         """Log the error (once per outage) and sleep the next backoff step, or until another loop reconnects."""
         if self._ok is not False:
-            log.error("redis error", client=self._name, error=f"{type(exc).__name__}: {exc}")
+            _log().error("redis error", client=self._name, error=f"{type(exc).__name__}: {exc}")
             self._recovered.clear()
         self._ok = False
         with contextlib.suppress(TimeoutError):
@@ -369,7 +375,7 @@ async def warn_unsafe_server(client: RedisClient, *, component: str) -> ServerSa
         async with asyncio.timeout(SAFETY_CHECK_TIMEOUT_S):
             safety = await server_safety(client)
     for problem in safety.problems:
-        log.error("redis setting puts jobs at risk", component=component, problem=problem)
+        _log().error("redis setting puts jobs at risk", component=component, problem=problem)
     if safety.maxmemory_policy is None:
-        log.warning("redis settings unknown: CONFIG GET refused or unanswered", component=component)
+        _log().warning("redis settings unknown: CONFIG GET refused or unanswered", component=component)
     return safety

@@ -8,11 +8,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import structlog
-
 from slack_backend.queue.job import Job
 
-log = structlog.get_logger("slack_backend.queue.events")
+
+def _log() -> Any:
+    """The module's logger, loaded at the first line logged: the command line's queue commands import this module
+    and log nothing, so they need not pay for structlog."""
+    import structlog
+
+    return structlog.get_logger("slack_backend.queue.events")
+
 
 EventName = Literal["active", "completed", "failed", "retrying", "released", "stalled", "progress", "error"]
 EVENT_NAMES: tuple[EventName, ...] = (
@@ -67,7 +72,7 @@ class Hooks:
                     await outcome
             except Exception as exc:
                 job_id = event.job.id if event.job else event.job_id
-                log.error(
+                _log().error(
                     "event hook raised",
                     job_event=event.name,
                     hook=getattr(hook, "__qualname__", repr(hook)),

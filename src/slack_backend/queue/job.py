@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+import orjson
+
 from slack_backend.queue.errors import InvalidJobDataError
 
 MAX_PRIORITY = 2_000_000
@@ -186,7 +188,7 @@ class Job:
     @classmethod
     def from_record(cls, record_json: str, data_json: str | None) -> Job:
         """Build a job from its stored record and data; corrupt data is kept as `data_error`, not raised."""
-        rec: dict[str, Any] = json.loads(record_json)
+        rec: dict[str, Any] = loads_record(record_json)
         opts: dict[str, Any] = rec.get("opts") or {}
         data: Any = None
         data_error: str | None = None
@@ -239,3 +241,17 @@ def _opt_json(value: Any) -> Any:
         return json.loads(value)
     except ValueError:
         return value
+
+
+def loads_record(text: str) -> Any:
+    """Parse a job record (written by cjson inside Redis) as `json.loads` does, about three times faster.
+
+    Only records: cjson writes numbers with at most 14 digits, while orjson would read an integer past 64 bits as
+    a float, so data, results and progress (written by clients, any JSON) stay with `json.loads`. What orjson
+    refuses and the standard library accepts (NaN, lone surrogate escapes) goes to `json.loads` too, so a record
+    reads the same either way. Raises ValueError for text that is not JSON.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)

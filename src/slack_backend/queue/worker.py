@@ -529,7 +529,7 @@ class Worker:
         job.attempts_made += 1
         job.result = result
         self.stats.completed += 1
-        bound.info("job completed", run_ms=int(time.time() * 1000) - (job.processed_ms or 0))
+        bound.info("job completed", **_figures(job))
         await self.hooks.emit(JobEvent("completed", job, result=result))
 
     async def _fail(self, job: Job, token: str, exc: BaseException, bound: Any) -> None:
@@ -549,11 +549,11 @@ class Worker:
         job.failed_reason = reason
         if final:
             self.stats.failed += 1
-            bound.warning("job failed", reason=reason, unrecoverable=unrecoverable)
+            bound.warning("job failed", reason=reason, unrecoverable=unrecoverable, **_figures(job))
             await self.hooks.emit(JobEvent("failed", job, error=exc, final=True))
         else:
             self.stats.retried += 1
-            bound.info("job will retry", reason=reason, delay_ms=delay_ms)
+            bound.info("job will retry", reason=reason, delay_ms=delay_ms, **_figures(job))
             await self.hooks.emit(JobEvent("retrying", job, error=exc, delay_ms=delay_ms))
 
     def _backoff_ms(self, job: Job, attempts_made: int, exc: BaseException) -> int:
@@ -883,6 +883,12 @@ def _transient(exc: RedisError) -> bool:
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | BusyLoadingError):
         return True
     return isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
+
+
+def _figures(job: Job) -> dict[str, int]:
+    """A finished run's figures for its one log line: wait (enqueue to start) and run (start to now), in ms."""
+    started_ms = job.processed_ms or 0
+    return {"wait_ms": max(0, started_ms - job.created_ms), "run_ms": int(time.time() * 1000) - started_ms}
 
 
 def _ev(worker: Worker) -> int:

@@ -1,0 +1,315 @@
+"""Our overhead on a draft: `python -m bench.overhead [--rate R] [--seconds S] [--model-ms M]`.
+
+The real service as users start it (`slack-backend run`: web app and worker in one process) against a redis-server
+of its own, with the loopback fakes of Slack and Anthropic (tests/fakes/) in this process. Signed `/draft` slash
+commands go in open loop at 5 a second; the fake model answers each after a fixed delay. Per request:
+
+    overhead = (draft received at the response_url) - (request sent) - (the model's fixed delay)
+
+and where that time went, from timestamps on one machine: the client's send, the job record's `created_ms` and
+`processed_ms` (Redis's clock, when the job entered the queue and when a worker started it), the fake model's and
+the fake response_url's receive clocks. Results: a table on stdout, and `bench/results/overhead.md` with
+`overhead.png` (a stacked chart: where each request's time went, the model's delay left out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from aiohttp import web
+from tests.fakes.anthropic_server import Behaviour, FakeAnthropic
+from tests.fakes.slack_server import FakeSlack
+
+from bench._server import BenchRedis, free_port
+from bench.harness import ROOT
+from bench.stats import percentile
+from slack_backend.queue import JobState, Queue, create_redis
+from slack_backend.slack.signing import sign_request
+
+SECRET = "bench-overhead-signing-secret-0123456789"
+PREFIX = "bench-overhead"
+RESULTS = ROOT / "bench" / "results"
+# A /draft command reads no thread and sends no progress note (its ack says it is drafting), so "before the model"
+# holds the job's records (audit, saved-draft check, quota), the prompt and the model client's own work.
+SEGMENTS = ("ingress to enqueued", "wait for a slot", "before the model", "delivery")
+WARMUP = 10
+
+
+class ClockedSlack(FakeSlack):
+    """The fake Slack, also noting when (time.monotonic) each response_url post arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.post_times: dict[str, list[tuple[float, bool]]] = {}
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        arrived = time.monotonic()
+        response = await super()._response_url(request)
+        posts = self.response_posts.get(request.match_info["response_id"], [])
+        draft = bool(posts) and "blocks" in posts[-1]
+        self.post_times.setdefault(request.match_info["response_id"], []).append((arrived, draft))
+        return response
+
+
+@dataclass
+class Sent:
+    seq: int
+    send_s: float
+    ack_s: float = 0.0
+    status: int = 0
+
+
+def command_body(seq: int, response_url: str) -> bytes:
+    """A /draft slash command like Slack's; the text carries the sequence number, so the model's request names it."""
+    return urlencode(
+        {
+            "command": "/draft",
+            "text": f"request {seq}: can you review my PR today? The deploy is blocked on it.",
+            "team_id": "T0BENCH01",
+            "team_domain": "bench",
+            "channel_id": "C0CHAN0001",
+            "channel_name": "general",
+            "user_id": "U0USER0001",
+            "user_name": "ana",
+            "response_url": response_url,
+            "trigger_id": f"{seq}.773906753841.{uuid.uuid4().hex}",
+            "api_app_id": "A0APP1",
+        }
+    ).encode()
+
+
+async def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"slack-backend run exited {proc.returncode} before it was ready")
+            try:
+                if (await client.get(f"{base_url}/readyz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("slack-backend run was not ready within 60 s")
+
+
+async def send_all(base_url: str, slack: ClockedSlack, rate: float, count: int, first: int = 0) -> list[Sent]:
+    """Open loop: request i is sent at start + i / rate, whatever the earlier ones are doing."""
+    sent = [Sent(seq, 0.0) for seq in range(first, first + count)]
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+
+        async def one(item: Sent, at: float) -> None:
+            body = command_body(item.seq, slack.response_url(f"r{item.seq}"))
+            headers = {**sign_request(SECRET, body), "Content-Type": "application/x-www-form-urlencoded"}
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            item.send_s = time.monotonic()
+            response = await client.post("/slack/events", content=body, headers=headers)
+            item.ack_s = time.monotonic()
+            item.status = response.status_code
+
+        start = time.monotonic() + 0.2
+        await asyncio.gather(*(one(item, start + (item.seq - first) / rate) for item in sent))
+    return sent
+
+
+async def wait_delivered(slack: ClockedSlack, seqs: range, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = sum(any(draft for _, draft in slack.post_times.get(f"r{seq}", [])) for seq in seqs)
+        if done == len(seqs):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def job_times(redis_url: str) -> dict[int, tuple[int, int]]:
+    """created_ms and processed_ms of each completed job, by the request's sequence number."""
+    client = create_redis(redis_url)
+    try:
+        queue = Queue("ai-responses", connection=client, prefix=PREFIX)
+        jobs = await queue.get_jobs(JobState.COMPLETED, 0, -1)
+    finally:
+        await client.aclose()
+    out: dict[int, tuple[int, int]] = {}
+    for job in jobs:
+        seq = int(str(job.data["response_url"]).rsplit("/r", 1)[1])
+        out[seq] = (job.created_ms, job.processed_ms or 0)
+    return out
+
+
+def model_arrivals(claude: FakeAnthropic) -> dict[int, float]:
+    """When (time.monotonic) the fake model received each request, by the sequence number in its text."""
+    out: dict[int, float] = {}
+    for request in claude.message_requests:
+        text = str(request.body)
+        at = text.find("request ")
+        if at >= 0:
+            digits = text[at + 8 :].split(":", 1)[0]
+            if digits.isdigit():
+                out.setdefault(int(digits), request.received_s)
+    return out
+
+
+async def measure(rate: float, seconds: float, model_ms: int, log_path: Path) -> dict[str, Any]:
+    count = int(rate * seconds)
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = BenchRedis(Path(tmp))
+        redis.start()
+        slack, claude = ClockedSlack(), FakeAnthropic()
+        await slack.start()
+        await claude.start()
+        claude.script(*[Behaviour(delay_s=model_ms / 1000) for _ in range(WARMUP + count + 10)])
+        port = free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
+            "REDIS_URL": redis.url,
+            "REDIS_PREFIX": PREFIX,
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/overhead.db",
+            "SLACK_SIGNING_SECRET": SECRET,
+            "SLACK_BOT_TOKEN": "xoxb-bench-overhead",
+            "SLACK_API_URL": slack.base_url,
+            "ANTHROPIC_API_KEY": "sk-ant-bench-overhead",
+            "ANTHROPIC_BASE_URL": claude.base_url,
+            "AI_RATE_LIMIT_MAX": "100",
+            "KEEP_COMPLETED": str(count + 100),
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "LOG_LEVEL": "INFO",
+            "LOG_FORMAT": "json",
+        }
+        script = Path(sys.executable).with_name("slack-backend")
+        with log_path.open("wb") as log:
+            # The service's own process, started once: the blocking call is a fork, not a wait.
+            proc = subprocess.Popen(  # noqa: ASYNC220
+                [str(script), "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            await wait_ready(base_url, proc)
+            # Unmeasured warm-up: the first requests open connections and load the lazy paths.
+            warm = range(count + 1000, count + 1000 + WARMUP)
+            await send_all(base_url, slack, rate=10, count=WARMUP, first=warm[0])
+            await wait_delivered(slack, warm, timeout_s=60)
+            wall_offset_s = time.time() - time.monotonic()
+            sent = await send_all(base_url, slack, rate, count)
+            await wait_delivered(slack, range(count), timeout_s=30 + model_ms / 1000 * count)
+            jobs = await job_times(redis.url)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            await slack.close()
+            await claude.close()
+            redis.stop()
+    arrivals = model_arrivals(claude)
+    rows = []
+    for item in sent:
+        drafts = [t for t, draft in slack.post_times.get(f"r{item.seq}", []) if draft]
+        if item.status != 200 or not drafts or item.seq not in jobs or item.seq not in arrivals:
+            rows.append({"seq": item.seq, "error": f"status {item.status}, draft {'yes' if drafts else 'no'}"})
+            continue
+        created_s = jobs[item.seq][0] / 1000 - wall_offset_s
+        started_s = jobs[item.seq][1] / 1000 - wall_offset_s
+        model_s, delivered_s = arrivals[item.seq], drafts[0]
+        segments = {
+            "ingress to enqueued": created_s - item.send_s,
+            "wait for a slot": started_s - created_s,
+            "before the model": model_s - started_s,
+            "delivery": delivered_s - (model_s + model_ms / 1000),
+        }
+        rows.append(
+            {
+                "seq": item.seq,
+                "ack_ms": (item.ack_s - item.send_s) * 1000,
+                "overhead_ms": (delivered_s - item.send_s) * 1000 - model_ms,
+                **{name: max(0.0, s) * 1000 for name, s in segments.items()},
+            }
+        )
+    return {"rate": rate, "seconds": seconds, "model_ms": model_ms, "rows": rows, "load_1m": os.getloadavg()[0]}
+
+
+def summary(result: dict[str, Any]) -> str:
+    good = [r for r in result["rows"] if "error" not in r]
+    errors = len(result["rows"]) - len(good)
+    lines = [
+        f"{len(good)} drafts ({errors} errors) at {result['rate']:g} requests/s for {result['seconds']:g} s, "
+        f"model delay {result['model_ms']} ms (subtracted); load average {result['load_1m']:.2f}",
+        "",
+        "| figure | p50 ms | p99 ms | max ms | mean ms |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("overhead_ms", "ack_ms", *SEGMENTS):
+        values = [r[name] for r in good]
+        if not values:
+            continue
+        label = {"overhead_ms": "**overhead** (send to draft, minus the model)", "ack_ms": "ack (HTTP response)"}
+        lines.append(
+            f"| {label.get(name, name)} | {percentile(values, 50):.1f} | {percentile(values, 99):.1f} | "
+            f"{max(values):.1f} | {statistics.fmean(values):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    """Each request's overhead as stacked segments (sorted by overhead), and the mean of each segment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    good = sorted((r for r in result["rows"] if "error" not in r), key=lambda r: r["overhead_ms"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [4, 1]})
+    x = range(len(good))
+    bottom = [0.0] * len(good)
+    for name in SEGMENTS:
+        values = [r[name] for r in good]
+        left.bar(x, values, bottom=bottom, width=1.0, label=name)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    left.set_xlabel("requests, sorted by overhead")
+    left.set_ylabel("ms (the model's fixed delay left out)")
+    left.set_title(f"Our overhead on a draft at {result['rate']:g} requests/s")
+    left.legend(loc="upper left")
+    base = 0.0
+    for name in SEGMENTS:
+        mean = statistics.fmean(r[name] for r in good) if good else 0.0
+        right.bar([0], [mean], bottom=[base], width=0.6)
+        base += mean
+    right.set_xticks([0], ["mean"])
+    right.set_title("mean per segment")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=5.0, help="requests per second (default 5)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long to send (default 60)")
+    parser.add_argument("--model-ms", type=int, default=200, help="the fake model's fixed delay (default 200)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where overhead.md and overhead.png go")
+    args = parser.parse_args(argv)
+    args.results.mkdir(parents=True, exist_ok=True)
+    result = asyncio.run(measure(args.rate, args.seconds, args.model_ms, args.results / "overhead-service.log"))
+    text = summary(result)
+    print(text)
+    (args.results / "overhead.md").write_text(f"# Our overhead on a draft\n\n{text}\n")
+    try:
+        chart(result, args.results / "overhead.png")
+    except ImportError:
+        print("no chart: matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""`python -m bench.startup [--runs N]`: how fast `slack-backend version`, `jobs counts` and `check-config` start.
+
+Each command runs as users start it (the installed `slack-backend` script, a fresh process), against a
+redis-server of its own on a free loopback port. Reported per command: the median [min-max] wall time and the
+median CPU time (user + system, from the child's rusage), which a loaded machine inflates much less than wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench._server import BenchRedis
+
+COMMANDS = (["version"], ["jobs", "counts"], ["check-config"])
+SCRIPT = Path(sys.executable).with_name("slack-backend")
+
+
+def time_one(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run the command once; return (wall s, CPU s). A non-zero exit is an error: a failing start is not fast."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run([str(SCRIPT), *argv], env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"slack-backend {' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[-400:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__)
+    parser.add_argument("--runs", type=int, default=9, help="runs per command (default 9), interleaved")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = BenchRedis(Path(tmp))
+        redis.start()
+        env = {
+            **os.environ,
+            "REDIS_URL": redis.url,
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/startup.db",
+            "SLACK_SIGNING_SECRET": "startup-bench-secret",
+            "SLACK_BOT_TOKEN": "xoxb-startup-bench",
+            "ANTHROPIC_API_KEY": "sk-ant-startup-bench",
+        }
+        samples: dict[str, list[tuple[float, float]]] = {" ".join(c): [] for c in COMMANDS}
+        try:
+            for argv_ in COMMANDS:  # one unmeasured run each: the first start reads files from disk
+                time_one(argv_, env)
+            for _ in range(args.runs):
+                for argv_ in COMMANDS:
+                    samples[" ".join(argv_)].append(time_one(argv_, env))
+        finally:
+            redis.stop()
+    print(f"| command | wall s, median [min-max] of {args.runs} | CPU s (user + sys), median |")
+    print("|---|---|---|")
+    for name, runs in samples.items():
+        walls = [w for w, _ in runs]
+        cpus = [c for _, c in runs]
+        print(
+            f"| `slack-backend {name}` | {statistics.median(walls):.3f} [{min(walls):.3f}-{max(walls):.3f}]"
+            f" | {statistics.median(cpus):.3f} |"
+        )
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

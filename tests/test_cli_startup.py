@@ -1,0 +1,81 @@
+"""The command line's light commands start without loading the heavy libraries (checked by module, not by clock)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# What a light command must never import: each costs from a tenth of a second (sqlalchemy) to over a second
+# (anthropic) at start-up, and only `run`, `serve`, `worker`, `try`, `db` and `quota` use them.
+HEAVY = ("anthropic", "slack_bolt", "slack_sdk", "starlette", "uvicorn", "sqlalchemy", "httpx", "aiohttp", "alembic")
+
+# Runs the command in-process as the `slack-backend` script does, then prints what it imported as JSON.
+PROBE = """
+import json, sys
+from slack_backend.cli import main
+sys.argv = ["slack-backend", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print("\\n" + json.dumps({"exit": code, "modules": sorted({name.split(".")[0] for name in sys.modules})}))
+"""
+
+
+def loaded_by(args: list[str], env: dict[str, str]) -> set[str]:
+    """Top-level packages imported by `slack-backend *args`, which must exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["exit"] == 0, done.stderr
+    return set(report["modules"])
+
+
+@pytest.fixture
+def env(redis_url: str, prefix: str, tmp_path: Path) -> dict[str, str]:
+    base = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
+    return base | {
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": prefix,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/db.sqlite",
+        "SLACK_SIGNING_SECRET": "startup-test-secret",
+        "ANTHROPIC_API_KEY": "sk-ant-startup-test",
+    }
+
+
+@pytest.mark.parametrize("args", [["version"], ["jobs", "counts"], ["jobs", "counts", "--json"], ["check-config"]])
+def test_light_commands_do_not_import_heavy_libraries(args: list[str], env: dict[str, str]) -> None:
+    """version, jobs counts and check-config exit 0 without importing anthropic, Bolt, Starlette or SQLAlchemy."""
+    loaded = loaded_by(args, env)
+    assert "slack_backend" in loaded
+    assert sorted(loaded & set(HEAVY)) == []
+
+
+def test_version_imports_neither_redis_nor_the_settings(env: dict[str, str]) -> None:
+    """`version` loads no Redis client, no settings model and no terminal renderer: only the command line itself."""
+    loaded = loaded_by(["version"], env)
+    assert sorted(loaded & {"redis", "pydantic_settings", "rich", "structlog", "hiredis"}) == []
+
+
+def test_heavy_commands_still_find_their_libraries(env: dict[str, str]) -> None:
+    """The lazy imports still resolve: `db current` loads SQLAlchemy and alembic when it runs (exit 1: behind)."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, "db", "current", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["exit"] == 1, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[0])["current"] is None
+    assert {"sqlalchemy", "alembic"} <= set(report["modules"])
