@@ -9,18 +9,15 @@ import os
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 from redis.asyncio import Redis
-from typer.testing import CliRunner
 
-from slack_backend import cli
-from slack_backend.config import Settings
 from slack_backend.queue import BulkJob, JobOptions, JobState, Queue
+from tests.support.cli import run_in_process
 
 SECRET_TEXT = "please draft my resignation letter"
 TWO_HOURS_MS = 2 * 3_600_000
@@ -44,22 +41,8 @@ def _run(args: Sequence[str], env: dict[str, str], stdin: str) -> subprocess.Com
     )
 
 
-# Every variable the settings read: unset for an in-process run unless the test gives it, as in the process's own
-# minimal environment.
-_SETTINGS_VARIABLES = [name.upper() for name in Settings.model_fields]
-
-
 def _run_in_process(args: Sequence[str], env: dict[str, str], stdin: str) -> subprocess.CompletedProcess[str]:
-    """The same command through the same Typer app, in this process: no interpreter start-up (seconds each on a
-    loaded 2-core machine). An exception the CLI did not handle shows as a traceback on stderr, as it would."""
-    cleared: dict[str, str | None] = dict.fromkeys(_SETTINGS_VARIABLES)
-    result = CliRunner().invoke(
-        cli.app, ["jobs", *args], input=stdin, env={**cleared, **env}, prog_name="slack-backend"
-    )
-    stderr = result.stderr
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
-    return subprocess.CompletedProcess(["slack-backend", "jobs", *args], result.exit_code, result.stdout, stderr)
+    return run_in_process(["jobs", *args], env, stdin)
 
 
 @pytest.fixture
