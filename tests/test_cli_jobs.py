@@ -1,4 +1,5 @@
-"""Tests of the `slack-backend jobs` operator commands, run as real processes against a real Redis."""
+"""Tests of the `slack-backend jobs` operator commands against a real Redis: through the Typer app in-process, and
+as real processes where the exit code or stderr of the process is the point."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from slack_backend.queue import BulkJob, JobOptions, JobState, Queue
+from tests.support.cli import run_in_process
 
 SECRET_TEXT = "please draft my resignation letter"
 TWO_HOURS_MS = 2 * 3_600_000
@@ -23,7 +25,7 @@ TWO_HOURS_MS = 2 * 3_600_000
 
 class JobsCli(Protocol):
     async def __call__(
-        self, *args: str, stdin: str = "", env: dict[str, str] | None = None
+        self, *args: str, stdin: str = "", env: dict[str, str] | None = None, process: bool = False
     ) -> subprocess.CompletedProcess[str]: ...
 
 
@@ -39,9 +41,15 @@ def _run(args: Sequence[str], env: dict[str, str], stdin: str) -> subprocess.Com
     )
 
 
+def _run_in_process(args: Sequence[str], env: dict[str, str], stdin: str) -> subprocess.CompletedProcess[str]:
+    return run_in_process(["jobs", *args], env, stdin)
+
+
 @pytest.fixture
 def jobs_cli(redis_url: str, prefix: str, tmp_path: Path) -> JobsCli:
-    """Factory: `await jobs_cli("counts", "--json")` runs the CLI on this test's queue with a minimal environment."""
+    """Factory: `await jobs_cli("counts", "--json")` runs the CLI on this test's queue with a minimal environment:
+    in this process by default, or as a real `python -m slack_backend.cli` process with `process=True` (the tests
+    of exit codes and of what reaches stderr keep one real process each)."""
     base = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
     base |= {
         "REDIS_URL": redis_url,
@@ -52,9 +60,11 @@ def jobs_cli(redis_url: str, prefix: str, tmp_path: Path) -> JobsCli:
         "COLUMNS": "200",
     }
 
-    async def run(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        # A thread, so the test's event loop (and its Redis client) stays usable while the CLI runs.
-        return await asyncio.to_thread(_run, args, base | (env or {}), stdin)
+    async def run(
+        *args: str, stdin: str = "", env: dict[str, str] | None = None, process: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        # A thread, so the test's event loop (and its Redis client) stays usable while the CLI runs its own.
+        return await asyncio.to_thread(_run if process else _run_in_process, args, base | (env or {}), stdin)
 
     return run
 
@@ -160,7 +170,7 @@ async def test_list_pages_jobs_of_a_state_without_their_data(queue: Queue, jobs_
 
 async def test_bad_state_is_a_usage_error(jobs_cli: JobsCli) -> None:
     """An unknown STATE exits 2 naming the valid states; `clean active` is refused the same way."""
-    proc = await jobs_cli("list", "stuck")
+    proc = await jobs_cli("list", "stuck", process=True)
     assert proc.returncode == 2
     assert "waiting, delayed, active, completed, failed" in proc.stderr
     proc = await jobs_cli("clean", "active", "--older-than", "1h")
@@ -316,7 +326,7 @@ async def test_drain_asks_then_removes_waiting_jobs(queue: Queue, jobs_cli: Jobs
 
 async def test_unreachable_redis_exits_1_with_the_password_masked(jobs_cli: JobsCli) -> None:
     """With Redis down, a command exits 1 with one line naming the URL, password masked, and no traceback."""
-    proc = await jobs_cli("counts", "--json", env={"REDIS_URL": "redis://:hunter2-secret@127.0.0.1:1/0"})
+    proc = await jobs_cli("counts", "--json", env={"REDIS_URL": "redis://:hunter2-secret@127.0.0.1:1/0"}, process=True)
     line = failed_one_line(proc)
     assert line.startswith("cannot reach Redis at redis://:********@127.0.0.1:1/0: ")
     assert "hunter2" not in proc.stderr

@@ -11,7 +11,8 @@ from tests.support.measures import jain_index
 
 
 async def test_small_groups_are_not_stuck_behind_a_big_backlog(make_queue: QueueFactory) -> None:
-    """A queues 200 jobs, then B and C 10 each at 20/s: B's and C's all start within 2 s, interleaved with A."""
+    """A queues 200 jobs, then B and C 10 each at 20/s: B's and C's all start within the next 32 starts, shared
+    evenly with A (about 1.5 s at 20/s)."""
     queue = make_queue()
     await queue.add_bulk([BulkJob("j", {"g": "A"}, JobOptions(group="A")) for _ in range(200)])
     starts: list[tuple[str, float]] = []
@@ -30,7 +31,12 @@ async def test_small_groups_are_not_stuck_behind_a_big_backlog(make_queue: Queue
 
         await wait_until(bc_done, timeout_s=10)
     last_bc = max(t for g, t in starts if g in "BC")
-    assert last_bc - t_bc <= 2.0, f"B and C finished starting {last_bc - t_bc:.2f} s after being queued"
+    # Counted in starts, not seconds: round robin over three groups gives B and C 20 of the first 30 starts after
+    # they arrive; 2 more for starts of A already fetched when they were queued. (By the clock that is ~1.5 s at
+    # 20/s; a loaded machine stretches seconds, not the order.)
+    after = [g for g, t in starts if t >= t_bc]
+    last_bc_index = max(i for i, g in enumerate(after) if g in "BC")
+    assert last_bc_index < 32, f"B and C finished starting at start {last_bc_index + 1} after being queued"
     # While all three had work, starts were shared evenly.
     window = [g for g, t in starts if t_bc <= t <= last_bc]
     index = jain_index([window.count(g) for g in "ABC"])

@@ -1,11 +1,15 @@
-"""Engine guarantees docs/architecture.md lists that had no test: the global concurrency cap, retention by age, and
-`Queue.hold()` called directly. Counts are taken at the processor (what upstream would see), not from the engine."""
+"""Engine guarantees docs/architecture.md lists that had no test: the global concurrency cap, retention by age,
+`Queue.hold()` called directly, and the release of jobs a fetch returns after close began. Counts are taken at the
+processor (what upstream would see), not from the engine."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from slack_backend.queue import BulkJob, Job, JobState, KeepJobs, QueueLimits, Worker
+from redis.asyncio import Redis
+
+from slack_backend.queue import BulkJob, Job, JobState, KeepJobs, Queue, QueueLimits, Worker
 from tests.support.engine import QueueFactory, finished, running, wait_until
 
 
@@ -82,3 +86,50 @@ async def test_hold_starts_nothing_until_it_ends_and_a_shorter_hold_does_not_cut
     # Both times are the Redis clock the hold is defined on: the start came at or after the hold's end.
     assert started_ms[0] >= hold_until_ms
     assert await queue.hold_remaining_ms() == 0
+
+
+class _LateFetchQueue(Queue):
+    """A queue whose first fetch runs in Redis at once but whose reply reaches the worker only on `deliver`."""
+
+    def __init__(self, name: str, *, connection: Redis, prefix: str) -> None:
+        super().__init__(name, connection=connection, prefix=prefix)
+        self.fetched = asyncio.Event()
+        self.deliver = asyncio.Event()
+
+    async def call(self, script: str, *args: str | int | float) -> Any:
+        reply = await super().call(script, *args)
+        if script == "fetch" and not self.fetched.is_set():
+            self.fetched.set()
+            await self.deliver.wait()
+        return reply
+
+
+async def test_jobs_a_fetch_returns_after_close_began_are_released_to_the_head_of_their_group(
+    redis_client: Redis, prefix: str
+) -> None:
+    """A fetch that returns once close() began: its jobs never run, go back unspent, ahead of their group's rest."""
+    queue = _LateFetchQueue("q", connection=redis_client, prefix=prefix)
+    for job_id in ("first", "second", "third"):
+        await queue.add("j", {}, job_id=job_id, group="g")
+    ran: list[str] = []
+
+    async def processor(job: Job) -> None:
+        ran.append(job.id)
+
+    worker = Worker(queue, processor, concurrency=2)
+    run = asyncio.create_task(worker.run())
+    await asyncio.wait_for(queue.fetched.wait(), 10)
+    assert (await queue.counts())[JobState.ACTIVE] == 2, "the fetch leased first and second in Redis"
+    closing = asyncio.create_task(worker.close(5))
+    await asyncio.sleep(0)  # close() sets its flag before its first await
+    queue.deliver.set()
+    await asyncio.wait_for(closing, 10)
+    await run
+    assert ran == [], "nothing fetched after close began was started"
+    assert worker.stats.released == 2
+    jobs = await queue.get_many(["first", "second", "third"])
+    assert [(j.state, j.attempts_made) if j else None for j in jobs] == [(JobState.WAITING, 0)] * 3
+    # At the head of their group: a tail release would put them behind `third`, which waited meanwhile.
+    async with running(Worker(Queue("q", connection=redis_client, prefix=prefix), processor, concurrency=1)):
+        await wait_until(lambda: finished(queue, 3), every_s=0.05)
+    assert ran == ["first", "second", "third"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -41,10 +42,15 @@ async def test_clean_waiting_pages_through_more_than_one_batch(make_queue: Queue
     """Cleaning waiting jobs older than a cutoff takes exactly the old ones, across several atomic batches."""
     queue = make_queue()
     old = await queue.add_bulk([BulkJob("j", {}, JobOptions(group=f"g{i % 7}")) for i in range(1500)])
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.1)
+    between_s = time.time()
+    await asyncio.sleep(0.1)
     new = await queue.add_bulk([BulkJob("j", {}, JobOptions(group=f"g{i % 7}")) for i in range(1000)])
     progress: list[int] = []
-    removed = await queue.clean(JobState.WAITING, older_than_ms=100, on_progress=progress.append)
+    # The cutoff is the moment between the two adds, however long the second add took on a loaded machine (a fixed
+    # older_than_ms would need the 1,000 new jobs to be younger than it when clean starts).
+    older_than_ms = int((time.time() - between_s) * 1000)
+    removed = await queue.clean(JobState.WAITING, older_than_ms=older_than_ms, on_progress=progress.append)
     assert removed == 1500
     assert len(progress) >= 2
     assert set(await queue.job_ids(JobState.WAITING)) == {a.job_id for a in new}

@@ -87,7 +87,8 @@ async def test_soak_2000_jobs_with_random_failures(
     cfg = {"url": redis_url, "prefix": prefix, "concurrency": 10, "fail_rate": 0.3}
     procs = [spawn_worker(cfg, tmp_path / f"w{i}.log") for i in range(2)]
     try:
-        await wait_until(lambda: finished(queue, 2000), timeout_s=120, every_s=0.2)
+        # Well inside pytest's 120 s per-test timeout, so a stuck run fails with this wait's message (8 s measured).
+        await wait_until(lambda: finished(queue, 2000), timeout_s=80, every_s=0.2)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

@@ -86,7 +86,11 @@ async def test_worker_logs_and_redis_never_hold_a_token(
     assert all(entry.get("workspace", TEAM) == TEAM for entry in job_lines)
     for secret in (BOT_TOKEN, API_KEY, SIGNING_SECRET):
         assert not [line for line in lines if secret in line], "a secret reached the logs"
-    keys = await redis_client.keys(f"{queue.keys.tag}*")
+    # Every key that names this test's prefix anywhere, not only those starting with the queue's tag, so a key of
+    # the app's own outside the tag would be read too. (Not the whole keyspace: other tests' job data may carry
+    # these test constants.)
+    keys = await redis_client.keys(f"*{prefix}*")
+    assert f"{queue.keys.tag}:delivered" in keys, "the ledger the delivery wrote is among the keys read"
     for key in keys:
         kind = await redis_client.type(key)
         if kind == "hash":

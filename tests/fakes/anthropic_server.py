@@ -144,6 +144,8 @@ class FakeAnthropic:
         self.api_key = api_key
         self.host = host
         self.requests: list[RecordedRequest] = []
+        # The `usage` of every Messages reply sent, in order: what a client should report back as its token counts.
+        self.usages: list[dict[str, int]] = []
         self._scripts: dict[str, deque[Behaviour]] = {}
         self._ids = itertools.count(1)
         self._closing = asyncio.Event()
@@ -251,6 +253,8 @@ class FakeAnthropic:
         body, behaviour = outcome
         text = behaviour.text if behaviour.text is not None else default_draft(body)
         number = next(self._ids)
+        usage = {"input_tokens": estimate_input_tokens(body), "output_tokens": max(1, len(text) // 4)}
+        self.usages.append(dict(usage))
         payload = {
             "id": f"msg_fake_{number:06d}",
             "type": "message",
@@ -259,7 +263,7 @@ class FakeAnthropic:
             "content": [{"type": "text", "text": text}],
             "stop_reason": behaviour.stop_reason,
             "stop_sequence": None,
-            "usage": {"input_tokens": estimate_input_tokens(body), "output_tokens": max(1, len(text) // 4)},
+            "usage": usage,
         }
         headers = {"request-id": f"req_fake_{number:06d}", **behaviour.headers}
         return web.json_response(payload, headers=headers)

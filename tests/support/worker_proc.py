@@ -1,7 +1,9 @@
 """A worker process for engine tests: `python -m tests.support.worker_proc '<json config>'`.
 
-Each run appends {id, worker, start_ms, end_ms, overlap} to the Redis list `<tag>:test:runs`; `overlap` is true
-when another live run of the same job held the job's marker (two owners at once).
+Each run appends {id, worker, start_ms, end_ms, entered_ms, overlap} to the Redis list `<tag>:test:runs`; `overlap`
+is true when another live run of the same job held the job's marker (two owners at once). `entered_ms` is the
+machine's monotonic clock (shared by every process on it) read first thing at processor entry, in float ms: the
+moment the work reaches whoever receives it, which limit tests count on.
 
 Optional keys beyond the basics: `max_stalls` (default 1), `marker_ms` (the marker's lifetime, default lease_ms:
 keep it below the lease so a killed owner's marker is gone before its job can be recovered), `result_worker` (the
@@ -44,6 +46,7 @@ async def main(cfg: dict[str, Any]) -> None:
     fail_rate = float(cfg.get("fail_rate", 0.0))
 
     async def processor(job: Job) -> dict[str, Any]:
+        entered_ms = time.monotonic() * 1000
         start_ms = int(time.time() * 1000)
         if runs_fd >= 0:
             finished = False
@@ -75,6 +78,7 @@ async def main(cfg: dict[str, Any]) -> None:
                 "worker": worker.id,
                 "start_ms": start_ms,
                 "end_ms": int(time.time() * 1000),
+                "entered_ms": entered_ms,
                 "overlap": not owned,
             }
             await client.rpush(runs_key, json.dumps(run))

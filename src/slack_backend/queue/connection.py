@@ -175,6 +175,9 @@ def create_redis(
             **common,
         )
         return client
+    if target.url.startswith("unix://"):
+        # A unix socket has no TCP keepalive: redis-py's UnixDomainSocketConnection refuses the option.
+        common.pop("socket_keepalive")
     pool = ConnectionPool.from_url(
         target.url, max_connections=BLOCKING_MAX_CONNECTIONS if blocking else MAX_CONNECTIONS, **common
     )

@@ -17,7 +17,8 @@ class RateLimit:
     """At most `max` job starts in any window of `duration_ms`, across every worker (an exact sliding window).
 
     Each start holds its slot for `duration_ms + margin_ms` by the engine's clock, so that no window of
-    `duration_ms` sees more than `max` by the clock of whoever receives the work either.
+    `duration_ms` sees more than `max` by the clock of whoever receives the work either, as long as a start reaches
+    its processor less than `margin_ms` late (on a loaded machine it can be tens of ms: see docs/architecture.md).
     """
 
     max: int

@@ -1,0 +1,48 @@
+"""Two promises of the docs about a job's life after enqueue: invalid data fails at run time at once, and the
+delivery ledger forgets deliveries after 7 days."""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from slack_backend.jobs.ledger import KEEP_MS, RedisDeliveryLedger
+from slack_backend.queue import JobState, Queue
+from tests.support.engine import job_in_state, wait_until
+from tests.support.pipeline import PipelineFactory
+from tests.support.slack_requests import CHANNEL, TEAM
+
+DAY_MS = 24 * 3600 * 1000
+
+
+async def test_job_data_invalid_at_run_time_fails_the_job_at_once_without_a_model_call(
+    pipeline: PipelineFactory,
+) -> None:
+    """Data that skipped enqueue validation (bad workspace id) fails on its first run, attempts left unused."""
+    async with pipeline() as p:
+        # Queue.add writes what it is given: the app's own queue_ai_response would refuse this data.
+        data = {"workspace_id": "not a slack id", "user_id": "U0123ABCD", "channel_id": CHANNEL, "trigger": "mention"}
+        added = await p.queue.add("ai-response", data, job_id="bad-data", group=TEAM, attempts=4)
+        await wait_until(job_in_state(p.queue, added.job_id, JobState.FAILED), timeout_s=10, every_s=0.05)
+        job = await p.queue.get(added.job_id)
+    assert job is not None
+    assert job.attempts_made == 1, "no retry: invalid data can never succeed"
+    assert job.failed_reason is not None
+    assert job.failed_reason.startswith("invalid job data (")
+    assert "workspace_id" in job.failed_reason
+    assert "not a slack id" not in job.failed_reason, "the reason names the field, not the data"
+    assert p.claude.message_requests == []
+
+
+async def test_the_delivery_ledger_drops_entries_older_than_7_days(redis_client: Redis, prefix: str) -> None:
+    """A delivery marked 8 days ago is gone after the next mark; one marked 6 days ago still blocks a repost."""
+    queue = Queue("ai-responses", connection=redis_client, prefix=prefix)
+    ledger = RedisDeliveryLedger(redis_client, queue)
+    now_ms = int(time.time() * 1000)
+    key = f"{queue.keys.tag}:delivered"
+    await redis_client.zadd(key, {"eight-days-old": now_ms - 8 * DAY_MS, "six-days-old": now_ms - 6 * DAY_MS})
+    await ledger.mark_delivered("new")
+    assert KEEP_MS == 7 * DAY_MS, "the figure docs/operations.md gives"
+    assert [await ledger.delivered(j) for j in ("eight-days-old", "six-days-old", "new")] == [False, True, True]
+    assert await redis_client.zcard(key) == 2
