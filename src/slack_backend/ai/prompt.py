@@ -72,17 +72,14 @@ def build_messages(
     context = select_context(request.context, max_messages=max_context_messages, max_chars=max_context_chars)
     parts: list[str] = []
     zone = request.now.tzinfo if request.now is not None and request.now.tzinfo is not None else UTC
-    if request.now is not None:
-        parts.append(today_line(request.now))
     # A mention in a thread names no message: the reply answers the thread's newest message from someone else.
     reply_to = None if request.trigger_text.strip() else reply_target(context, request.requester_user_id)
     if context:
         parts.append(f"<thread>\n{thread_lines(context, request.names, zone, reply_to)}\n</thread>")
     if request.trigger_text.strip():
+        parts.append(f"<message>\n{_clip(request.trigger_text, MAX_TRIGGER_CHARS)}\n</message>")
         author = request.trigger_user_id
-        byline = f"Written by {speaker(author, request.names)}:\n" if author else ""
-        parts.append(f"<message>\n{byline}{_clip(request.trigger_text, MAX_TRIGGER_CHARS)}\n</message>")
-        target = "the message above"
+        target = f"the message above, written by {speaker(author, request.names)}" if author else "the message above"
     elif reply_to is not None:
         target = f"the thread message marked {REPLY_MARK}"
     else:
@@ -90,7 +87,8 @@ def build_messages(
     if request.instruction:
         parts.append(f"<instructions>\n{_clip(request.instruction, MAX_TRIGGER_CHARS)}\n</instructions>")
     me = speaker(request.requester_user_id, request.names)
-    parts.append(f"I am {me}. Draft my reply to {target}, ready for me to send.")
+    today = f" {today_line(request.now)}" if request.now is not None else ""
+    parts.append(f"I am {me}.{today} Draft my reply to {target}, ready for me to send.")
     return [{"role": "user", "content": "\n\n".join(parts)}]
 
 
