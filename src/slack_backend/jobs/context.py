@@ -97,7 +97,7 @@ class ContextReader:
         tz: str | None = None
         if bot_token:
             people = await self._members(data, user_token or bot_token, _people_of(data, messages), deadline)
-            names = {m.user_id: m.name for m in people.values()}
+            names = {m.user_id: m.name for m in people.values() if m.name}
             requester = people.get(data.user_id)
             tz = requester.tz if requester is not None else None
         return Conversation(messages, names, tz, refusal, note)
@@ -180,9 +180,10 @@ class ContextReader:
             except Exception as exc:  # a name is a nicety: never a reason to fail or delay the draft
                 log.info("member lookup failed", error=type(exc).__name__)
                 break
+            # Someone users.info does not know (a deleted user, another org's) is remembered too: not asked again.
+            await self._remember(data.workspace_id, person or Member(user_id, ""))
             if person is not None:
                 found[user_id] = person
-                await self._remember(data.workspace_id, person)
         return found
 
     def _cache_key(self, workspace_id: str, user_id: str) -> str:
