@@ -259,15 +259,35 @@ async def test_first_start_encrypts_tokens_saved_in_plaintext_by_the_old_version
 
 
 async def test_draft_offers_the_connect_link_when_the_thread_cannot_be_read(pipeline: PipelineFactory) -> None:
-    """The bot may not read the thread (channel_not_found): the draft is still made, and links to /slack/connect."""
+    """A channel thread, and the user has not connected their account (an admin installed the app): the bot may not
+    read it, so it is not asked for; the draft is still made, and links to /slack/connect."""
     async with pipeline(**OAUTH, PUBLIC_URL="https://drafts.example.com") as p:
         p.slack.enable_oauth(CLIENT_ID, CLIENT_SECRET)
-        await install(p)
-        # No thread registered: the fake answers conversations.replies with channel_not_found, as Slack does for
-        # a channel the bot is not in.
+        await install(p, user_id="U0ADMIN1")
+        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
         assert (await post_signed(p.client, mention_body())).status_code == 200
         job = await finished(p.queue, EVENT_ID)
 
     assert job.state is JobState.COMPLETED
+    assert p.slack.calls_to("conversations.replies") == []
     [draft], _ = ephemerals(p.slack)
     assert "https://drafts.example.com/slack/connect" in str(draft.params["blocks"])
+
+
+async def test_a_connected_user_whose_token_cannot_read_gets_no_connect_link(pipeline: PipelineFactory) -> None:
+    """The user connected, but their token cannot read the thread (channel_not_found): the draft says it was made
+    without the conversation and offers no link they already used."""
+    async with pipeline(**OAUTH, PUBLIC_URL="https://drafts.example.com") as p:
+        p.slack.enable_oauth(CLIENT_ID, CLIENT_SECRET)
+        await install(p)
+        # No thread registered: the fake answers channel_not_found, as Slack does for a channel the user is not in.
+        assert (await post_signed(p.client, mention_body())).status_code == 200
+        job = await finished(p.queue, EVENT_ID)
+
+    assert job.state is JobState.COMPLETED
+    [read] = p.slack.calls_to("conversations.replies")
+    assert read.token is not None
+    assert read.token.startswith("xoxp-")
+    [draft], _ = ephemerals(p.slack)
+    assert "slack/connect" not in str(draft.params["blocks"])
+    assert "based on your message alone" in str(draft.params["blocks"])

@@ -50,6 +50,8 @@ class Conversation:
     tz: str | None = None
     refusal: str | None = None
     note: str | None = None
+    # Whether the requester has connected their own Slack account (a connect link would not help them).
+    connected: bool = False
 
 
 def bot_may_read_threads(channel_id: str) -> bool:
@@ -100,7 +102,7 @@ class ContextReader:
             names = {m.user_id: m.name for m in people.values() if m.name}
             requester = people.get(data.user_id)
             tz = requester.tz if requester is not None else None
-        return Conversation(messages, names, tz, refusal, note)
+        return Conversation(messages, names, tz, refusal, note, connected=user_token is not None)
 
     async def _user_token(self, data: AIResponseJobData) -> str | None:
         if self._tokens is None:

@@ -76,6 +76,9 @@ def connect_note(public_url: str) -> str:
     )
 
 
+# Under a draft whose thread could not be read even with the user's own token (a channel they are not in).
+UNREADABLE_NOTE = "_I couldn't read this conversation, so this draft is based on your message alone._"
+
 # Job starts per window, as a multiple of the model calls allowed (see ai_start_limit).
 START_LEAD = 2
 
@@ -160,8 +163,10 @@ class AIResponseProcessor:
         if draft.cut_short:
             log.info("draft cut short at the output cap", output_tokens=draft.output_tokens)
         text = mark_cut_short(draft.text) if draft.cut_short else draft.text
-        if unreadable and self._connect_url is not None:
+        if unreadable and self._connect_url is not None and not conversation.connected:
             text = f"{text}\n\n{connect_note(self._connect_url)}"
+        elif unreadable:
+            text = f"{text}\n\n{UNREADABLE_NOTE}"
         elif conversation.note is not None:
             text = f"{text}\n\n{conversation.note}"
         if self._suggestions is None:
