@@ -165,7 +165,7 @@ class AIResponseProcessor:
         text = mark_cut_short(draft.text) if draft.cut_short else draft.text
         if unreadable and self._connect_url is not None and not conversation.connected:
             text = f"{text}\n\n{connect_note(self._connect_url)}"
-        elif unreadable:
+        elif unreadable and conversation.connected:
             text = f"{text}\n\n{UNREADABLE_NOTE}"
         elif conversation.note is not None:
             text = f"{text}\n\n{conversation.note}"
