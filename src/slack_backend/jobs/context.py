@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ PARTIAL_NOTE = "_Drafted from the start of the thread only: Slack lets this app 
 SLOW_NOTE = "_Drafted without the thread: Slack did not answer in time._"
 # Names and time zones change rarely; an hour's staleness costs nothing, a users.info call per message would.
 MEMBER_CACHE_TTL_S = 3600
+_MEMBER_ID = re.compile(r"[UW][A-Z0-9]{2,30}")
 # A thread read answered 429 again and again (Retry-After 0) still ends: after this many tries, without it.
 MAX_READ_TRIES = 3
 # At most this many distinct people are looked up for one draft (a thread holds at most CONTEXT_MAX_MESSAGES).
@@ -222,7 +224,8 @@ def _people_of(data: AIResponseJobData, messages: tuple[ContextMessage, ...]) ->
     ordered += [m.user_id for m in reversed(messages)]
     seen: list[str] = []
     for user_id in ordered:
-        if user_id not in seen and user_id[:1] in ("U", "W"):
+        # Only plain member ids: they become part of cache keys, and bots (B...) have no users.info entry.
+        if user_id not in seen and _MEMBER_ID.fullmatch(user_id):
             seen.append(user_id)
     return seen[:MAX_MEMBERS]
 
