@@ -24,7 +24,7 @@ from tests.support.fleet import WorkerFleet, describe_counts
 from tests.support.measures import max_in_window
 from tests.support.pipeline import API_KEY, PipelineFactory
 from tests.support.procs import ROOT, spawn
-from tests.support.slack_requests import BOT_TOKEN, CHANNEL, SECRET, TEAM, post_signed
+from tests.support.slack_requests import BOT_TOKEN, GROUP_DM, SECRET, TEAM, post_signed
 
 RATE_MAX = 5
 RATE_WINDOW_MS = 1000
@@ -50,7 +50,7 @@ def mention(i: int) -> tuple[bytes, str]:
             "text": f"<@U0FAKEBOT> what do I answer to question {i}?",
             "ts": f"1700000100.{i:06d}",
             "thread_ts": f"1700000000.{i:06d}",
-            "channel": CHANNEL,
+            "channel": GROUP_DM,
             "event_ts": f"1700000100.{i:06d}",
         },
     }
@@ -74,10 +74,13 @@ async def test_model_calls_stay_within_the_limit_at_the_api_across_three_process
     """50 mentions, 3 `slack-backend worker` processes, 5/s: at most 5 model calls in any 980 ms, mean >= 4.75/s."""
     for i in range(MENTIONS):
         slack.add_thread(
-            CHANNEL,
+            GROUP_DM,
             f"1700000000.{i:06d}",
             [{"user": "U0OTHER", "text": f"question {i}", "ts": f"1700000000.{i:06d}"}],
+            mpim=True,
         )
+    # Every job reads its thread (Tier 3, as for a Marketplace app): a bot token may, in a group DM.
+    slack.marketplace_app = True
     # Thread reads take 50-500 ms, as Slack's do: jobs started together reach the model call apart.
     slack.slow_down("conversations.replies", 0.05, 0.5)
     limits = {"AI_RATE_LIMIT_MAX": str(RATE_MAX), "AI_RATE_LIMIT_DURATION_MS": str(RATE_WINDOW_MS)}
@@ -95,6 +98,7 @@ async def test_model_calls_stay_within_the_limit_at_the_api_across_three_process
                     "ANTHROPIC_API_KEY": API_KEY,
                     "ANTHROPIC_BASE_URL": claude.base_url,
                     "LOG_FORMAT": "json",
+                    "SLACK_MARKETPLACE_APP": "true",
                     **limits,
                 }
                 proc = spawn_cli_worker(env, tmp_path / f"worker{n}.log")

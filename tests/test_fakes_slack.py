@@ -81,21 +81,22 @@ async def test_conversations_replies_returns_the_registered_thread(
 ) -> None:
     """conversations.replies serves a registered thread, pages by cursor, and reports unknown threads."""
     messages = [{"user": "U1", "text": "parent", "ts": "1.0"}, {"user": "U2", "text": "reply", "ts": "1.1"}]
-    fake_slack.add_thread("C123", "1.0", messages)
+    fake_slack.add_thread("D123", "1.0", messages)
+    fake_slack.marketplace_app = True  # Tier 3: more than one read a minute
 
-    whole = await client.conversations_replies(channel="C123", ts="1.0")
+    whole = await client.conversations_replies(channel="D123", ts="1.0")
     assert [m["text"] for m in whole["messages"]] == ["parent", "reply"]
     assert all(m["thread_ts"] == "1.0" for m in whole["messages"])
     assert whole["has_more"] is False
 
-    first_page = await client.conversations_replies(channel="C123", ts="1.0", limit=1)
+    first_page = await client.conversations_replies(channel="D123", ts="1.0", limit=1)
     assert first_page["has_more"] is True
     cursor = first_page["response_metadata"]["next_cursor"]
-    second_page = await client.conversations_replies(channel="C123", ts="1.0", limit=1, cursor=cursor)
+    second_page = await client.conversations_replies(channel="D123", ts="1.0", limit=1, cursor=cursor)
     assert [m["text"] for m in second_page["messages"]] == ["reply"]
 
     with pytest.raises(SlackApiError) as caught:
-        await client.conversations_replies(channel="C123", ts="9.9")
+        await client.conversations_replies(channel="D123", ts="9.9")
     assert caught.value.response["error"] == "thread_not_found"
 
 

@@ -87,6 +87,7 @@ async def test_message_shortcut_is_acked_quickly_and_queues_one_job(
         "trigger_text": "Can you send me the Q3 numbers?",
         "message_ts": TS,
         "thread_ts": THREAD_TS,
+        "trigger_user_id": "U0OTHER1",  # who wrote the message: the model is told whom it answers
         "response_url": slack.response_url("shortcut1"),
         "request_id": response.headers["X-Request-ID"],
         "context_messages": [],

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from slack_backend.config import load_settings
 from slack_backend.jobs.queues import ai_responses_queue
+from slack_backend.slack.tokens import USER_SCOPES
 from slack_backend.web.app import SLACK_EVENTS_PATH
 from slack_backend.web.ingress import INSTALL_PATH, OAUTH_SCOPES, REDIRECT_URI_PATH, build_bolt_app
 from slack_backend.web.manifest import build_manifest
@@ -69,6 +70,7 @@ def test_manifest_points_every_url_at_the_service_and_asks_for_the_scopes_in_use
     assert [c["url"] for c in manifest["features"]["slash_commands"]] == [events_url]
     assert manifest["oauth_config"]["redirect_urls"] == [BASE + REDIRECT_URI_PATH]
     assert manifest["oauth_config"]["scopes"]["bot"] == list(OAUTH_SCOPES)
+    assert manifest["oauth_config"]["scopes"]["user"] == list(USER_SCOPES), "what /slack/connect asks a user for"
     assert "reactions:write" in OAUTH_SCOPES, "the mention's progress reaction needs it"
     assert INSTALL_PATH == "/slack/install"
 

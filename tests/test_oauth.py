@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-import httpx
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.models.installation import Installation
@@ -23,36 +22,28 @@ from slack_backend.store import TokenCipher, create_engine, installation_store
 from slack_backend.store.crypto import is_encrypted
 from tests.fakes.slack_server import FakeSlack
 from tests.support.databases import create_legacy_schema
-from tests.support.pipeline import Pipeline, PipelineFactory
-from tests.support.slack_requests import BOT_TOKEN, CHANNEL, EVENT_ID, TEAM, THREAD_TS, USER, mention_body, post_signed
+from tests.support.oauth import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    KEY,
+    OAUTH,
+    finish_install,
+    install,
+    start_install,
+)
+from tests.support.pipeline import PipelineFactory
+from tests.support.slack_requests import (
+    BOT_TOKEN,
+    CHANNEL,
+    EVENT_ID,
+    GROUP_DM,
+    TEAM,
+    THREAD_TS,
+    USER,
+    mention_body,
+    post_signed,
+)
 from tests.test_work_once import ephemerals, finished
-
-CLIENT_ID = "1111.2222"
-CLIENT_SECRET = "oauth-secret-000"
-KEY = TokenCipher.new_key()
-OAUTH = {
-    "SLACK_BOT_TOKEN": "",
-    "SLACK_CLIENT_ID": CLIENT_ID,
-    "SLACK_CLIENT_SECRET": CLIENT_SECRET,
-    "TOKEN_ENCRYPTION_KEY": KEY,
-}
-STATE_COOKIE = "slack-app-oauth-state"
-
-
-async def start_install(client: httpx.AsyncClient) -> tuple[str, str, dict[str, list[str]]]:
-    """Open /slack/install as a browser would: the state, its cookie, and the authorize URL's query."""
-    page = await client.get("/slack/install")
-    assert page.status_code == 200, page.text
-    match = re.search(r'href="(https://slack\.com/oauth/v2/authorize\?[^"]+)"', page.text)
-    assert match is not None, page.text
-    query = parse_qs(urlparse(match.group(1).replace("&amp;", "&")).query)
-    cookie = page.headers["set-cookie"].split(";", 1)[0]
-    return query["state"][0], cookie, query
-
-
-async def finish_install(client: httpx.AsyncClient, code: str, state: str, cookie: str) -> httpx.Response:
-    """Slack's redirect back to us after the user approved, carrying the browser's state cookie."""
-    return await client.get("/slack/oauth_redirect", params={"code": code, "state": state}, headers={"Cookie": cookie})
 
 
 @asynccontextmanager
@@ -62,13 +53,6 @@ async def store_of(tmp_path: Path) -> AsyncIterator[AsyncInstallationStore]:
         yield installation_store(engine, CLIENT_ID, TokenCipher([KEY]))
     finally:
         await engine.dispose()
-
-
-async def install(p: Pipeline) -> None:
-    state, cookie, _ = await start_install(p.client)
-    code = p.slack.approve(user_id=USER, bot_scopes=["commands", "chat:write"], user_scopes=USER_SCOPES)
-    done = await finish_install(p.client, code, state, cookie)
-    assert done.status_code == 200, done.text
 
 
 async def test_install_flow_stores_encrypted_tokens_and_refuses_a_replayed_state(
@@ -258,8 +242,9 @@ async def test_first_start_encrypts_tokens_saved_in_plaintext_by_the_old_version
                 {"client": CLIENT_ID, "team": TEAM, "token": BOT_TOKEN},
             )
         async with pipeline(**OAUTH) as p:
-            p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
-            assert (await post_signed(p.client, mention_body())).status_code == 200
+            # A group DM: its thread is one the (old, bot-only) install may read.
+            p.slack.add_thread(GROUP_DM, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}], mpim=True)
+            assert (await post_signed(p.client, mention_body(channel=GROUP_DM))).status_code == 200
             job = await finished(p.queue, EVENT_ID)
         async with engine.connect() as conn:
             stored = await conn.scalar(text("SELECT bot_token FROM slack_bots"))
@@ -274,15 +259,35 @@ async def test_first_start_encrypts_tokens_saved_in_plaintext_by_the_old_version
 
 
 async def test_draft_offers_the_connect_link_when_the_thread_cannot_be_read(pipeline: PipelineFactory) -> None:
-    """The bot may not read the thread (channel_not_found): the draft is still made, and links to /slack/connect."""
+    """A channel thread, and the user has not connected their account (an admin installed the app): the bot may not
+    read it, so it is not asked for; the draft is still made, and links to /slack/connect."""
     async with pipeline(**OAUTH, PUBLIC_URL="https://drafts.example.com") as p:
         p.slack.enable_oauth(CLIENT_ID, CLIENT_SECRET)
-        await install(p)
-        # No thread registered: the fake answers conversations.replies with channel_not_found, as Slack does for
-        # a channel the bot is not in.
+        await install(p, user_id="U0ADMIN1")
+        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
         assert (await post_signed(p.client, mention_body())).status_code == 200
         job = await finished(p.queue, EVENT_ID)
 
     assert job.state is JobState.COMPLETED
+    assert p.slack.calls_to("conversations.replies") == []
     [draft], _ = ephemerals(p.slack)
     assert "https://drafts.example.com/slack/connect" in str(draft.params["blocks"])
+
+
+async def test_a_connected_user_whose_token_cannot_read_gets_no_connect_link(pipeline: PipelineFactory) -> None:
+    """The user connected, but their token cannot read the thread (channel_not_found): the draft says it was made
+    without the conversation and offers no link they already used."""
+    async with pipeline(**OAUTH, PUBLIC_URL="https://drafts.example.com") as p:
+        p.slack.enable_oauth(CLIENT_ID, CLIENT_SECRET)
+        await install(p)
+        # No thread registered: the fake answers channel_not_found, as Slack does for a channel the user is not in.
+        assert (await post_signed(p.client, mention_body())).status_code == 200
+        job = await finished(p.queue, EVENT_ID)
+
+    assert job.state is JobState.COMPLETED
+    [read] = p.slack.calls_to("conversations.replies")
+    assert read.token is not None
+    assert read.token.startswith("xoxp-")
+    [draft], _ = ephemerals(p.slack)
+    assert "slack/connect" not in str(draft.params["blocks"])
+    assert "based on your message alone" in str(draft.params["blocks"])

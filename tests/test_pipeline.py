@@ -16,11 +16,13 @@ from slack_backend.queue import Job, JobState, Queue, create_redis
 from tests.fakes.anthropic_server import Behaviour, FakeAnthropic
 from tests.fakes.slack_server import FakeSlack
 from tests.support.engine import running, wait_until
+from tests.support.oauth import CLIENT_ID, CLIENT_SECRET, OAUTH, install
 from tests.support.pipeline import PipelineFactory
 from tests.support.slack_requests import (
     BOT_TOKEN,
     CHANNEL,
     EVENT_ID,
+    GROUP_DM,
     TEAM,
     THREAD_TS,
     TS,
@@ -115,13 +117,13 @@ async def test_slash_command_draft_replaces_the_ack_with_no_progress_post_betwee
 async def test_mention_shows_a_reaction_while_drafting_and_leaves_no_note(pipeline: PipelineFactory) -> None:
     """A mention gets an hourglass reaction while it is drafted, removed after; no "Drafting" message stays."""
     async with pipeline() as p:
-        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "Lunch?", "ts": THREAD_TS}])
-        await post_signed(p.client, mention_body())
+        p.slack.add_thread(GROUP_DM, THREAD_TS, [{"user": "U0OTHER1", "text": "Lunch?", "ts": THREAD_TS}], mpim=True)
+        await post_signed(p.client, mention_body(channel=GROUP_DM))
         job = await job_ended(p.queue, EVENT_ID)
     assert job.state is JobState.COMPLETED
     [added] = p.slack.calls_to("reactions.add")
     [removed] = p.slack.calls_to("reactions.remove")
-    assert added.params == removed.params == {"channel": CHANNEL, "timestamp": TS, "name": "hourglass_flowing_sand"}
+    assert added.params == removed.params == {"channel": GROUP_DM, "timestamp": TS, "name": "hourglass_flowing_sand"}
     assert p.slack.reactions == set()
     ephemerals = p.slack.calls_to("chat.postEphemeral")
     assert [bool(c.params.get("blocks")) for c in ephemerals] == [True], "only the draft, no progress note"
@@ -129,8 +131,10 @@ async def test_mention_shows_a_reaction_while_drafting_and_leaves_no_note(pipeli
 
 
 async def test_mention_in_a_thread_reads_the_thread_and_posts_ephemerally(pipeline: PipelineFactory) -> None:
-    """An @mention in a thread: context read from the thread; the draft goes ephemerally to that user in that thread."""
-    async with pipeline() as p:
+    """An @mention in a channel thread: read with the user's own token; the draft goes ephemerally, by the bot."""
+    async with pipeline(**OAUTH) as p:
+        p.slack.enable_oauth(CLIENT_ID, CLIENT_SECRET)
+        await install(p)
         p.slack.add_thread(
             CHANNEL,
             THREAD_TS,
@@ -149,7 +153,11 @@ async def test_mention_in_a_thread_reads_the_thread_and_posts_ephemerally(pipeli
     assert len(drafts) == 1
     params = drafts[0].params
     assert (params["channel"], params["user"], params["thread_ts"]) == (CHANNEL, USER, THREAD_TS)
-    assert drafts[0].token == BOT_TOKEN
+    [read] = p.slack.calls_to("conversations.replies")
+    assert read.token is not None
+    assert read.token.startswith("xoxp-"), "a channel thread is read with the user's token (bots may not)"
+    assert drafts[0].token is not None
+    assert drafts[0].token.startswith("xoxb-")
 
 
 async def test_mention_in_a_thread_drafts_a_reply_to_the_thread_following_the_words(
@@ -157,8 +165,9 @@ async def test_mention_in_a_thread_drafts_a_reply_to_the_thread_following_the_wo
 ) -> None:
     """@app <words> in a thread: the model gets the thread to answer and the words as instructions, not a message."""
     async with pipeline() as p:
-        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "Can you join at 9?", "ts": THREAD_TS}])
-        await post_signed(p.client, mention_body(text="<@U0FAKEBOT> decline politely"))
+        thread = [{"user": "U0OTHER1", "text": "Can you join at 9?", "ts": THREAD_TS}]
+        p.slack.add_thread(GROUP_DM, THREAD_TS, thread, mpim=True)
+        await post_signed(p.client, mention_body(text="<@U0FAKEBOT> decline politely", channel=GROUP_DM))
         job = await job_ended(p.queue, EVENT_ID)
     assert job.state is JobState.COMPLETED
     [request] = p.claude.message_requests
@@ -166,7 +175,7 @@ async def test_mention_in_a_thread_drafts_a_reply_to_the_thread_following_the_wo
     assert "<instructions>\\ndecline politely\\n</instructions>" in prompt
     assert "<message>" not in prompt, "the user's words are not the message to reply to"
     assert "Can you join at 9?" in prompt
-    assert "Draft my reply to the thread above" in prompt
+    assert "Draft my reply to the thread message marked [reply to this]" in prompt
 
 
 async def test_thread_mention_whose_thread_cannot_be_read_fails_plainly_without_a_model_call(
@@ -178,7 +187,9 @@ async def test_thread_mention_whose_thread_cannot_be_read_fails_plainly_without_
         job = await job_ended(p.queue, EVENT_ID)
 
         async def told() -> bool:
-            return any("Invite" in str(c.params.get("text")) for c in p.slack.calls_to("chat.postEphemeral"))
+            # Slack lets a bot token read no channel thread: the user is pointed at what works, not told to /invite.
+            told = [str(c.params.get("text")) for c in p.slack.calls_to("chat.postEphemeral")]
+            return any("only in DMs and group DMs" in text and "shortcut" in text for text in told)
 
         await wait_until(told)
     assert (job.state, job.attempts_made) == (JobState.FAILED, 1)
@@ -188,8 +199,9 @@ async def test_thread_mention_whose_thread_cannot_be_read_fails_plainly_without_
 async def test_bare_mention_in_a_thread_drafts_a_reply_to_the_thread(pipeline: PipelineFactory) -> None:
     """A bare @app in a thread gets a draft answering the thread, posted ephemerally in that thread."""
     async with pipeline() as p:
-        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "Lunch on Friday?", "ts": THREAD_TS}])
-        await post_signed(p.client, mention_body(text="<@U0FAKEBOT>"))
+        thread = [{"user": "U0OTHER1", "text": "Lunch on Friday?", "ts": THREAD_TS}]
+        p.slack.add_thread(GROUP_DM, THREAD_TS, thread, mpim=True)
+        await post_signed(p.client, mention_body(text="<@U0FAKEBOT>", channel=GROUP_DM))
         job = await job_ended(p.queue, EVENT_ID)
     assert job.state is JobState.COMPLETED
     [request] = p.claude.message_requests
@@ -202,10 +214,10 @@ async def test_bare_mention_in_a_thread_drafts_a_reply_to_the_thread(pipeline: P
 async def test_the_same_event_delivered_three_times_makes_one_draft(pipeline: PipelineFactory) -> None:
     """Slack's retries of one event (same event_id) make one job and one draft."""
     async with pipeline() as p:
-        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
+        p.slack.add_thread(GROUP_DM, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}], mpim=True)
         for retry in (None, "1", "2"):
             headers = {"X-Slack-Retry-Num": retry, "X-Slack-Retry-Reason": "http_timeout"} if retry else None
-            response = await post_signed(p.client, mention_body(), headers=headers)
+            response = await post_signed(p.client, mention_body(channel=GROUP_DM), headers=headers)
             assert response.status_code == 200
         await job_ended(p.queue, EVENT_ID)
         assert sum((await p.queue.counts()).values()) == 1
@@ -264,11 +276,11 @@ async def test_model_400_fails_at_once_and_the_user_is_told(pipeline: PipelineFa
 async def test_slack_429_on_delivery_is_honoured_then_delivered(pipeline: PipelineFactory) -> None:
     """Slack answers 429 (Retry-After 1) to the draft post: the worker waits and delivers it once."""
     async with pipeline() as p:
-        p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
+        p.slack.add_thread(GROUP_DM, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}], mpim=True)
         # A mention's progress is a reaction, not a message: the 429 meets the draft itself.
         p.slack.rate_limit_next("chat.postEphemeral", retry_after_s=1, times=1)
         started = time.monotonic()
-        await post_signed(p.client, mention_body())
+        await post_signed(p.client, mention_body(channel=GROUP_DM))
         job = await job_ended(p.queue, EVENT_ID)
         took_s = time.monotonic() - started
     assert job.state is JobState.COMPLETED
@@ -358,8 +370,9 @@ async def test_multi_workspace_token_comes_from_the_installation_store(
             "TOKEN_ENCRYPTION_KEY": key,
         }
         async with pipeline(**oauth) as p:
-            p.slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}])
-            response = await post_signed(p.client, mention_body())
+            thread = [{"user": "U0OTHER1", "text": "hi", "ts": THREAD_TS}]
+            p.slack.add_thread(GROUP_DM, THREAD_TS, thread, mpim=True)
+            response = await post_signed(p.client, mention_body(channel=GROUP_DM))
             assert response.status_code == 200
             job = await job_ended(p.queue, EVENT_ID)
         assert job.state is JobState.COMPLETED

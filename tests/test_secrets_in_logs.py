@@ -25,7 +25,8 @@ from tests.support.procs import ROOT, spawn
 BOT_TOKEN = "xoxb-111111111111-222222222222-SeCrEtBoTtOkEn0123456789"
 API_KEY = "sk-ant-api03-SeCrEtApIkEy0123456789abcdef"
 SIGNING_SECRET = "SeCrEtSiGnInG0123456789abcdef00"
-TEAM, USER, CHANNEL, THREAD = "T0SECRET1", "U0SECRET1", "C0SECRET1", "1700000000.000100"
+# A group DM (G...): a thread the bot token may read.
+TEAM, USER, CHANNEL, THREAD = "T0SECRET1", "U0SECRET1", "G0SECRET1", "1700000000.000100"
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ async def test_worker_logs_and_redis_never_hold_a_token(
 ) -> None:
     """A job reads a thread, calls the model, posts with the bot token: no log line or Redis value holds a secret."""
     slack, claude = fakes
-    slack.add_thread(CHANNEL, THREAD, [{"user": "U0OTHER1", "text": "earlier message", "ts": THREAD}])
+    slack.add_thread(CHANNEL, THREAD, [{"user": "U0OTHER1", "text": "earlier message", "ts": THREAD}], mpim=True)
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/tmp"),

@@ -43,6 +43,7 @@ from tests.fakes.slack_server import RESPONSE_URL_MAX_USES, RESPONSE_URL_METHOD,
 BOT_TOKEN = "xoxb-slack-layer-test-token"
 TEAM = "T0FAKE"
 CHANNEL = "C0CHANNEL"
+DM = "D0DIRECT"
 USER = "U0ASKER"
 THREAD_TS = "1700000000.000100"
 MESSAGE_TS = "1700000000.000200"
@@ -348,11 +349,13 @@ async def test_read_thread_returns_bounded_ordered_context(fake: FakeSlack) -> N
     ]
     messages[7] = {"bot_id": "B0BOT", "subtype": "bot_message", "text": "bot says hi", "ts": "1700000000.000008"}
     messages.append({"user": "U999", "text": "", "ts": "1700000000.000011"})
-    fake.add_thread(CHANNEL, "1700000000.000001", messages)
+    # A DM (bots may read its threads) of a Marketplace app (Tier 3: several pages a minute).
+    fake.marketplace_app = True
+    fake.add_thread(DM, "1700000000.000001", messages)
     client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.base_url)
 
     context = await read_thread(
-        client, CHANNEL, "1700000000.000001", max_messages=4, exclude_ts="1700000000.000010", page_size=3
+        client, DM, "1700000000.000001", max_messages=4, exclude_ts="1700000000.000010", page_size=3
     )
     assert [m.ts for m in context] == [f"1700000000.{i:06d}" for i in (6, 7, 8, 9)]
     assert [m.user_id for m in context] == ["U006", "U007", "B0BOT", "U009"]
@@ -360,11 +363,11 @@ async def test_read_thread_returns_bounded_ordered_context(fake: FakeSlack) -> N
     assert len(calls) == 4
     assert [call.params.get("cursor") for call in calls] == [None, "3", "6", "9"]
 
-    by_chars = await read_thread(client, CHANNEL, "1700000000.000001", max_chars=20)
+    by_chars = await read_thread(client, DM, "1700000000.000001", max_chars=20)
     assert [m.text for m in by_chars] == ["message 9", "message 10"]
     assert sum(len(m.text) for m in by_chars) <= 20
 
-    tiny = await read_thread(client, CHANNEL, "1700000000.000001", max_chars=8)
+    tiny = await read_thread(client, DM, "1700000000.000001", max_chars=8)
     assert len(tiny) == 1
     assert len(tiny[0].text) <= 8
 

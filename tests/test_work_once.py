@@ -14,7 +14,7 @@ from tests.fakes.anthropic_server import Behaviour
 from tests.fakes.slack_server import FakeSlack, SlackCall
 from tests.support.engine import wait_until
 from tests.support.pipeline import PipelineFactory
-from tests.support.slack_requests import CHANNEL, EVENT_ID, THREAD_TS, mention_body, post_signed
+from tests.support.slack_requests import EVENT_ID, GROUP_DM, THREAD_TS, mention_body, post_signed
 
 
 async def finished(queue: Queue, job_id: str, *, after_ms: int = 0) -> Job:
@@ -39,8 +39,10 @@ def ephemerals(slack: FakeSlack) -> tuple[list[SlackCall], list[SlackCall]]:
 
 
 async def mention(p_client: object, slack: FakeSlack) -> None:
-    slack.add_thread(CHANNEL, THREAD_TS, [{"user": "U0OTHER1", "text": "Lunch on Friday?", "ts": THREAD_TS}])
-    response = await post_signed(p_client, mention_body())  # type: ignore[arg-type]
+    # A group DM, whose thread the bot token may read.
+    thread = [{"user": "U0OTHER1", "text": "Lunch on Friday?", "ts": THREAD_TS}]
+    slack.add_thread(GROUP_DM, THREAD_TS, thread, mpim=True)
+    response = await post_signed(p_client, mention_body(channel=GROUP_DM))  # type: ignore[arg-type]
     assert response.status_code == 200
 
 

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api/"
     # Slack serves conversations.replies to apps not Marketplace-approved at most 15 messages a call.
     slack_marketplace_app: bool = False
+    # The longest a draft waits for its thread and names (Slack's rate limits, a slow answer); then it is written
+    # without them and says so.
+    slack_context_wait_s: float = Field(10.0, gt=0, le=120, allow_inf_nan=False)
     slack_slash_command: str = "/draft"
     # Workspace (T...) or Enterprise Grid org (E...) ids served, comma-separated; empty serves every workspace.
     slack_allowed_teams: str = ""

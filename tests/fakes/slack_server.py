@@ -17,6 +17,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from tests.fakes.slack_reads import NON_MARKETPLACE_LIMIT, Person, SlackReads
+
 API_PREFIX = "/api/"
 RESPONSE_PREFIX = "/response/"
 
@@ -32,8 +34,7 @@ RESPONSE_URL_MAX_USES = 5
 # this error (the fake's wording).
 CANNOT_REPLACE_ERROR = "cannot_replace_original"
 _RESPONSE_TYPES = frozenset({"ephemeral", "in_channel"})
-# conversations.replies serves apps that are not Marketplace-approved at most this many messages a call.
-NON_MARKETPLACE_LIMIT = 15
+__all__ = ["NON_MARKETPLACE_LIMIT", "FakeSlack", "OAuthGrant", "Person", "SlackCall", "SlackReply"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,9 @@ class SlackReply:
 class FakeSlack:
     """The fake server: start it with `async with FakeSlack() as slack:` and use `slack.base_url`.
 
-    Serves auth.test, conversations.replies (threads registered with `add_thread`), chat.postEphemeral,
-    chat.postMessage, reactions.add/remove and (after `enable_oauth`) oauth.v2.access with code and refresh grants
+    Serves auth.test, conversations.replies (threads registered with `add_thread`; refused as Slack refuses, see
+    `reads`), users.info (`add_person`), auth.revoke, chat.postEphemeral, chat.postMessage, reactions.add/remove
+    and (after `enable_oauth`) oauth.v2.access with code and refresh grants
     under `/api/`, and a response_url receiver at `/response/<id>`. Every call is recorded in `calls`; `fail_next`
     and its helpers script the next answers of a method.
     """
@@ -96,6 +98,8 @@ class FakeSlack:
         self.threads: dict[tuple[str, str], list[dict[str, Any]]] = {}
         # Slack's limits for conversations.replies differ for apps approved for the Slack Marketplace.
         self.marketplace_app = marketplace_app
+        # Who may read which thread, the per-workspace read limit, users.info's people (tests/fakes/slack_reads.py).
+        self.reads = SlackReads(team_id, marketplace_app=lambda: self.marketplace_app)
         self.response_posts: dict[str, list[dict[str, Any]]] = {}
         # (channel, message ts, emoji name) of each reaction the app has on a message now.
         self.reactions: set[tuple[str, str, str]] = set()
@@ -147,9 +151,24 @@ class FakeSlack:
         """The recorded calls of one method (e.g. "chat.postEphemeral"), oldest first."""
         return [call for call in self.calls if call.method == method]
 
-    def add_thread(self, channel: str, thread_ts: str, messages: Sequence[Mapping[str, Any]]) -> None:
-        """Register a thread for conversations.replies: messages (user, text, ts ...), parent first."""
+    def add_thread(
+        self, channel: str, thread_ts: str, messages: Sequence[Mapping[str, Any]], *, mpim: bool = False
+    ) -> None:
+        """Register a thread for conversations.replies: messages (user, text, ts ...), parent first.
+
+        Bot tokens may read it only in a DM (D...) or a group DM (`mpim=True`); channel threads need a user token.
+        """
         self.threads[(channel, thread_ts)] = [{"type": "message", "thread_ts": thread_ts, **m} for m in messages]
+        if mpim:
+            self.reads.mpims.add(channel)
+
+    def add_person(self, user_id: str, name: str, *, tz: str | None = None, display_name: str = "") -> None:
+        """A workspace member users.info knows (anyone else is `user_not_found`)."""
+        self.reads.people[user_id] = Person(user_id, name, display_name=display_name, tz=tz)
+
+    def limit_thread_reads(self, reads: int, window_s: float) -> None:
+        """Serve `reads` conversations.replies calls per `window_s` per workspace (Slack: 1 a minute), then 429."""
+        self.reads.reads_per_window, self.reads.window_s = reads, window_s
 
     def enable_oauth(
         self, client_id: str, client_secret: str, *, rotate_tokens: bool = False, expires_in_s: int = 43_200
@@ -254,6 +273,8 @@ class FakeSlack:
             return self._oauth_v2_access(params, request.headers.get("Authorization"))
         if token is None:
             return _fail("not_authed")
+        if token in self.reads.revoked:
+            return _fail("token_revoked")
         if token in self.issued_tokens:
             expiry = self.issued_tokens[token]
             if expiry is not None and time.time() >= expiry:
@@ -265,7 +286,9 @@ class FakeSlack:
             return _ok(team_id=self.team_id, user_id=self._token_users[token], is_enterprise_install=False)
         handler = {
             "auth.test": self._auth_test,
-            "conversations.replies": self._conversations_replies,
+            "conversations.replies": lambda params: self._conversations_replies(token, params),
+            "users.info": lambda params: self.reads.users_info(token, params),
+            "auth.revoke": lambda params: self.reads.auth_revoke(token),
             "chat.postEphemeral": self._post_ephemeral,
             "chat.postMessage": self._post_message,
             "reactions.add": self._reactions_add,
@@ -312,13 +335,16 @@ class FakeSlack:
             is_enterprise_install=False,
         )
 
-    def _conversations_replies(self, params: dict[str, Any]) -> web.Response:
+    def _conversations_replies(self, token: str, params: dict[str, Any]) -> web.Response:
         channel = _str_or_none(params.get("channel"))
         thread_ts = _str_or_none(params.get("ts"))
         if channel is None or thread_ts is None:
             return _fail("invalid_arguments")
         if not any(known_channel == channel for known_channel, _ in self.threads):
             return _fail("channel_not_found")
+        refused = self.reads.refuse_replies(token, channel)
+        if refused is not None:
+            return refused
         messages = self.threads.get((channel, thread_ts))
         if messages is None:
             return _fail("thread_not_found")
@@ -385,6 +411,7 @@ class FakeSlack:
             authed_user |= {"scope": ",".join(grant.user_scopes), "token_type": "user"}
             authed_user |= self._token_fields("user", "xoxp")
             self._token_users[authed_user["access_token"]] = grant.user_id
+            self.reads.token_scopes[authed_user["access_token"]] = frozenset(grant.user_scopes)
         return _ok(**body, authed_user=authed_user)
 
     def _refresh_grant(self, refresh_token: str | None) -> web.Response:

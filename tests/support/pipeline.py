@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +15,7 @@ import pytest
 from slack_backend.config import Settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.jobs.workers import build_ai_worker
-from slack_backend.queue import Queue, Worker, create_redis
+from slack_backend.queue import Queue, RateLimit, Worker, create_redis
 from slack_backend.web import create_app
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.slack_server import FakeSlack
@@ -72,11 +72,18 @@ def settings_for(
 
 @pytest.fixture
 def pipeline(settings_for: Callable[..., Settings], slack: FakeSlack, claude: FakeAnthropic) -> PipelineFactory:
-    """`async with pipeline() as p:` runs the web app (lifespan and all) and an ai-responses worker."""
+    """`async with pipeline() as p:` runs the web app (lifespan and all) and an ai-responses worker.
+
+    `slack_limits` replaces Slack's per-workspace call limits the worker keeps (tests scale a minute down).
+    """
 
     @asynccontextmanager
     async def run(
-        *, with_worker: bool = True, clock: Callable[[], datetime] | None = None, **overrides: str
+        *,
+        with_worker: bool = True,
+        clock: Callable[[], datetime] | None = None,
+        slack_limits: Mapping[str, RateLimit] | None = None,
+        **overrides: str,
     ) -> AsyncIterator[Pipeline]:
         settings = settings_for(**overrides)
         redis = create_redis(settings.redis_url_value())
@@ -89,7 +96,7 @@ def pipeline(settings_for: Callable[..., Settings], slack: FakeSlack, claude: Fa
             )
             worker = None
             if with_worker:
-                worker = await build_ai_worker(settings, redis, stack, clock=clock)
+                worker = await build_ai_worker(settings, redis, stack, clock=clock, slack_limits=slack_limits)
                 await stack.enter_async_context(running(worker))
             yield Pipeline(client, ai_responses_queue(redis, settings), worker, slack, claude)
 

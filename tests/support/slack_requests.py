@@ -16,6 +16,8 @@ BOT_TOKEN = "xoxb-test"
 TEAM = "T0FAKE"
 USER = "U0USER1"
 CHANNEL = "C0CHAN1"
+# A group DM: the one kind of conversation besides DMs whose threads Slack lets a bot token read.
+GROUP_DM = "G0GROUP1"
 TS = "1700000000.000100"
 THREAD_TS = "1699999999.000200"
 TRIGGER_ID = "944799105734.773906753841.38b5894552bdd4a780554ee59d1f3638"

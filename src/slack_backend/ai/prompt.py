@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import TYPE_CHECKING
 
+from slack_backend.ai.speakers import REPLY_MARK, reply_target, speaker, thread_lines, today_line
 from slack_backend.ai.types import ContextMessage, DraftRequest
 
 if TYPE_CHECKING:
@@ -72,18 +74,24 @@ def build_messages(
     """The `messages` argument for one draft: one user turn holding the bounded thread and the trigger."""
     context = select_context(request.context, max_messages=max_context_messages, max_chars=max_context_chars)
     parts: list[str] = []
+    zone = request.now.tzinfo if request.now is not None and request.now.tzinfo is not None else UTC
+    # A mention in a thread names no message: the reply answers the thread's newest message from someone else.
+    reply_to = None if request.trigger_text.strip() else reply_target(context, request.requester_user_id)
     if context:
-        lines = "\n".join(f"<@{message.user_id}> (ts {message.ts}): {message.text}" for message in context)
-        parts.append(f"<thread>\n{lines}\n</thread>")
+        parts.append(f"<thread>\n{thread_lines(context, request.names, zone, reply_to)}\n</thread>")
     if request.trigger_text.strip():
         parts.append(f"<message>\n{_clip(request.trigger_text, MAX_TRIGGER_CHARS)}\n</message>")
-        target = "the message above"
+        author = request.trigger_user_id
+        target = f"the message above, written by {speaker(author, request.names)}" if author else "the message above"
+    elif reply_to is not None:
+        target = f"the thread message marked {REPLY_MARK}"
     else:
-        # A mention in a thread: the reply answers the thread, whose newest words from others matter most.
         target = "the thread above (its newest message not written by me)"
     if request.instruction:
         parts.append(f"<instructions>\n{_clip(request.instruction, MAX_TRIGGER_CHARS)}\n</instructions>")
-    parts.append(f"I am <@{request.requester_user_id}>. Draft my reply to {target}, ready for me to send.")
+    me = speaker(request.requester_user_id, request.names)
+    today = f" {today_line(request.now)}" if request.now is not None else ""
+    parts.append(f"I am {me}.{today} Draft my reply to {target}, ready for me to send.")
     return [{"role": "user", "content": "\n\n".join(parts)}]
 
 

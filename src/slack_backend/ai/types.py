@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from slack_backend.ai.ratelimit_headers import RateLimitSnapshot
@@ -22,13 +24,20 @@ class DraftRequest:
     """What to draft a reply to: the trigger message, its context (oldest first), and who asked.
 
     An empty `trigger_text` means "reply to the thread" (its newest message not by the requester); `instruction`
-    is what the requester asked for the draft in their own words, when they said anything.
+    is what the requester asked for the draft in their own words, when they said anything. `names`, `now` and
+    `trigger_user_id` tell the model who wrote what and what day it is.
     """
 
     trigger_text: str
     context: tuple[ContextMessage, ...]
     requester_user_id: str
     instruction: str | None = None
+    # Display names by user id (users.info); anyone missing is shown by id.
+    names: Mapping[str, str] = field(default_factory=dict)
+    # Now, in the requester's time zone when Slack told us it (else UTC): the model is told today's date.
+    now: datetime | None = None
+    # Who wrote `trigger_text` (a message shortcut), when known.
+    trigger_user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,8 @@ class AIResponseJobData(BaseModel):
     context_messages: list[ContextMessageData] = Field(default_factory=list, max_length=MAX_CONTEXT_MESSAGES)
     response_url: Annotated[str, AfterValidator(_response_url)] | None = None
     enterprise_id: SlackId | None = None
+    # Who wrote the message replied to (a message shortcut), so the model is told whom it answers.
+    trigger_user_id: SlackId | None = None
     request_id: str | None = Field(default=None, max_length=128)
 
     @model_validator(mode="after")

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import structlog
 from pydantic import ValidationError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from slack_backend.ai import ContextMessage, Draft, Drafter, DraftRequest, make_drafter
+from slack_backend.ai import Draft, Drafter, DraftRequest, make_drafter
 from slack_backend.ai.errors import AIRejectedError, TransientAIError, user_message
 from slack_backend.config import Settings
-from slack_backend.jobs.cost import CONTEXT_MAX_CHARS, CONTEXT_MAX_MESSAGES
+from slack_backend.jobs.context import ContextReader
 from slack_backend.jobs.ledger import RedisDeliveryLedger
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.jobs.quota import QuotaGuard, QuotaVerdict
-from slack_backend.jobs.types import AIResponseJobData, AIResponseJobResult, TriggerKind
+from slack_backend.jobs.slack_limits import SlackCallLimiter, slack_call_limits
+from slack_backend.jobs.types import AIResponseJobData, AIResponseJobResult
 from slack_backend.queue import (
     Job,
     JobEvent,
@@ -28,7 +30,6 @@ from slack_backend.queue import (
     QueueLimits,
     RateGate,
     RateLimit,
-    RetryAfter,
     TokenBudget,
     UnrecoverableError,
     Worker,
@@ -39,7 +40,6 @@ from slack_backend.slack import (
     SlackRejectedError,
     StaticTokenSource,
     TokenSource,
-    read_thread,
     user_facing_reason,
 )
 from slack_backend.slack.context import MARKETPLACE_PAGE_SIZE, NON_MARKETPLACE_PAGE_SIZE
@@ -76,6 +76,9 @@ def connect_note(public_url: str) -> str:
     )
 
 
+# Under a draft whose thread could not be read even with the user's own token (a channel they are not in).
+UNREADABLE_NOTE = "_I couldn't read this conversation, so this draft is based on your message alone._"
+
 # Job starts per window, as a multiple of the model calls allowed (see ai_start_limit).
 START_LEAD = 2
 
@@ -96,6 +99,8 @@ class AIResponseProcessor:
         slack_api_url: str,
         audit: AuditLog | None = None,
         context_page_size: int = NON_MARKETPLACE_PAGE_SIZE,
+        context_reader: ContextReader | None = None,
+        clock: Callable[[], datetime] | None = None,
         quota: QuotaGuard | None = None,
         hold_queue: Callable[[int], Awaitable[None]] | None = None,
         suggestions: SuggestionStore | None = None,
@@ -110,7 +115,10 @@ class AIResponseProcessor:
         self._delivery = delivery
         self._tokens = tokens
         self._slack_api_url = slack_api_url
-        self._context_page_size = context_page_size
+        self._context_reader = context_reader or ContextReader(
+            tokens=tokens, slack_api_url=slack_api_url, limiter=None, page_size=context_page_size
+        )
+        self._clock = clock or utc_now
         self._audit = audit
         self._quota = quota
         self._hold_queue = hold_queue
@@ -133,17 +141,21 @@ class AIResponseProcessor:
             if not verdict.allowed:
                 return await self._refuse_over_quota(job, data, token, verdict, started)
         await self._delivery.progress(data, token, "Drafting a reply...")
-        context, unreadable = await self._context(data, token)
+        conversation = await self._context_reader.read(data, token)
+        context, unreadable = conversation.messages, conversation.refusal is not None
         if data.replies_to_thread and not context and unreadable and self._connect_url is None:
             # A mention in a thread whose messages the app may not read leaves nothing to reply to, unless the user
             # can connect their own account (OAuth mode): then the draft follows their words and links there. (A
             # thread read refused for Slack's rate limit is neither: the draft is written without it.)
-            raise SlackRejectedError("the thread could not be read", error="not_in_channel")
+            raise SlackRejectedError("the thread could not be read", error=conversation.refusal or "not_in_channel")
         request = DraftRequest(
             trigger_text=data.trigger_text,
             context=context,
             requester_user_id=data.user_id,
             instruction=data.instruction,
+            names=conversation.names,
+            now=_local_now(self._clock(), conversation.tz),
+            trigger_user_id=data.trigger_user_id,
         )
         draft = await self._drafter.draft(request)
         job.cost_used = draft.input_tokens + draft.output_tokens
@@ -151,8 +163,12 @@ class AIResponseProcessor:
         if draft.cut_short:
             log.info("draft cut short at the output cap", output_tokens=draft.output_tokens)
         text = mark_cut_short(draft.text) if draft.cut_short else draft.text
-        if unreadable and self._connect_url is not None:
+        if unreadable and self._connect_url is not None and not conversation.connected:
             text = f"{text}\n\n{connect_note(self._connect_url)}"
+        elif unreadable and conversation.connected:
+            text = f"{text}\n\n{UNREADABLE_NOTE}"
+        elif conversation.note is not None:
+            text = f"{text}\n\n{conversation.note}"
         if self._suggestions is None:
             saved = _unsaved(job.id, data, draft, text)
         else:
@@ -236,35 +252,6 @@ class AIResponseProcessor:
             return ""  # offline demo: delivery goes through response_url, which needs no token
         return await self._tokens.bot_token(data.workspace_id, data.enterprise_id)
 
-    async def _context(self, data: AIResponseJobData, token: str) -> tuple[tuple[ContextMessage, ...], bool]:
-        """The thread's messages, and whether a thread was there that we could not read."""
-        if data.context_messages:
-            return tuple(ContextMessage(m.user_id, m.text, m.ts) for m in data.context_messages), False
-        if data.thread_ts is None or not token or data.trigger is TriggerKind.SLASH_COMMAND:
-            return (), False
-        client = AsyncWebClient(token=token, base_url=self._slack_api_url)
-        try:
-            messages = await read_thread(
-                client,
-                data.channel_id,
-                data.thread_ts,
-                max_messages=CONTEXT_MAX_MESSAGES,
-                max_chars=CONTEXT_MAX_CHARS,
-                exclude_ts=data.message_ts,
-                page_size=self._context_page_size,
-            )
-        except UnrecoverableError as exc:
-            # The bot may not be in the channel (a shortcut works anywhere): draft without the thread rather than
-            # fail the user's request. Transient errors still propagate and retry.
-            log.warning("thread context unavailable", channel=data.channel_id, reason=str(exc))
-            return (), True
-        except RetryAfter as exc:
-            # Slack lets an app that is not Marketplace-approved read threads once a minute: releasing the job to
-            # read again spent no attempt and could loop forever. The draft is written without the thread.
-            log.warning("thread context rate limited: drafting without it", channel=data.channel_id, reason=str(exc))
-            return (), False
-        return messages, False
-
     async def _audit_started(self, job: Job, data: AIResponseJobData) -> None:
         if self._audit is None:
             return
@@ -344,6 +331,14 @@ def _draft_fields(data: AIResponseJobData, draft: Draft, text: str) -> dict[str,
     }
 
 
+def _local_now(now: datetime, tz: str | None) -> datetime:
+    """`now` in the time zone users.info gave for the requester; UTC when none (or one this host does not know)."""
+    if tz:
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+            return now.astimezone(ZoneInfo(tz))
+    return now.astimezone(UTC)
+
+
 def _reason_for_user(error: BaseException | None) -> str:
     if isinstance(error, AIRejectedError | TransientAIError):
         return user_message(error)
@@ -363,8 +358,12 @@ async def build_ai_worker(
     *,
     concurrency: int | None = None,
     clock: Callable[[], datetime] | None = None,
+    slack_limits: Mapping[str, RateLimit] | None = None,
 ) -> Worker:
-    """The ai-responses worker with the configured limits; what it opens is closed by `cleanup`."""
+    """The ai-responses worker with the configured limits; what it opens is closed by `cleanup`.
+
+    `slack_limits`: Slack's per-workspace call limits by method (default: what Slack posts, see jobs/slack_limits).
+    """
     queue = ai_responses_queue(redis, settings)
     engine = create_engine(settings.database_url)
     cleanup.push_async_callback(engine.dispose)
@@ -421,7 +420,20 @@ async def build_ai_worker(
         tokens=tokens,
         slack_api_url=slack_api_url,
         audit=audit,
-        context_page_size=MARKETPLACE_PAGE_SIZE if settings.slack_marketplace_app else NON_MARKETPLACE_PAGE_SIZE,
+        context_reader=ContextReader(
+            tokens=tokens,
+            slack_api_url=slack_api_url,
+            limiter=SlackCallLimiter(
+                redis,
+                settings.redis_prefix,
+                slack_limits or slack_call_limits(marketplace_app=settings.slack_marketplace_app),
+            ),
+            redis=redis,
+            cache_prefix=settings.redis_prefix,
+            wait_s=settings.slack_context_wait_s,
+            page_size=MARKETPLACE_PAGE_SIZE if settings.slack_marketplace_app else NON_MARKETPLACE_PAGE_SIZE,
+        ),
+        clock=clock,
         quota=quota,
         hold_queue=queue.hold,
         suggestions=SuggestionStore(engine),

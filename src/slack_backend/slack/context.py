@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -20,6 +21,19 @@ DEFAULT_PAGE_SIZE = NON_MARKETPLACE_PAGE_SIZE
 # A runaway thread must not turn one job into hundreds of API calls: past this many pages, the newest read so far win.
 MAX_PAGES = 25
 TRUNCATION_MARK = "..."
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRead:
+    """What one bounded thread read got: the messages kept, and whether the whole thread was read."""
+
+    messages: tuple[ContextMessage, ...]
+    complete: bool
+
+
+# Called before each conversations.replies call: True to go ahead, False when the call may not be made in time
+# (the caller's rate limiter and wait bound decide; the read then keeps what it has).
+BeforeCall = Callable[[], Awaitable[bool]]
 
 
 async def read_thread(
@@ -41,11 +55,45 @@ async def read_thread(
     Raises:
         The classified Slack error (`RetryAfter`, an `UnrecoverableError`, or the transient error itself).
     """
+    read = await read_thread_bounded(
+        client,
+        channel_id,
+        thread_ts,
+        max_messages=max_messages,
+        max_chars=max_chars,
+        exclude_ts=exclude_ts,
+        page_size=page_size,
+    )
+    return read.messages
+
+
+async def read_thread_bounded(
+    client: AsyncWebClient,
+    channel_id: str,
+    thread_ts: str,
+    *,
+    max_messages: int = 30,
+    max_chars: int = 12_000,
+    exclude_ts: str | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    before_call: BeforeCall | None = None,
+) -> ThreadRead:
+    """As `read_thread`, asking `before_call` before each page: when it says no, the pages read so far are kept
+    (Slack serves a thread oldest first, so they hold its start) and the read is marked incomplete.
+
+    Raises:
+        `ThreadReadDeferredError` when `before_call` refuses the first page; else as `read_thread`.
+    """
     if max_messages < 1 or max_chars < 1 or page_size < 1:
         raise ValueError("max_messages, max_chars and page_size must be at least 1")
     newest: deque[ContextMessage] = deque(maxlen=max_messages)
     cursor: str | None = None
-    for _ in range(MAX_PAGES):
+    complete = False
+    for page_number in range(MAX_PAGES):
+        if before_call is not None and not await before_call():
+            if page_number == 0:
+                raise ThreadReadDeferredError()
+            break
         page = await _replies_page(client, channel_id, thread_ts, cursor=cursor, limit=page_size)
         for raw in page.get("messages") or ():
             message = _context_message(raw) if isinstance(raw, Mapping) else None
@@ -54,8 +102,13 @@ async def read_thread(
         metadata = page.get("response_metadata")
         cursor = metadata.get("next_cursor") if isinstance(metadata, Mapping) else None
         if not page.get("has_more") or not cursor:
+            complete = True
             break
-    return _within_chars(list(newest), max_chars)
+    return ThreadRead(_within_chars(list(newest), max_chars), complete)
+
+
+class ThreadReadDeferredError(Exception):
+    """The thread could not be read within the wait allowed (Slack's rate limit for conversations.replies)."""
 
 
 async def _replies_page(

@@ -29,6 +29,7 @@ _REJECTED: dict[str, str] = {
     "invalid_blocks": "Slack refused the message layout (invalid_blocks)",
     "restricted_action": "the workspace does not allow the app to post there (restricted_action)",
     "missing_scope": "the app lacks a permission scope it needs (missing_scope)",
+    "not_allowed_token_type": "Slack lets bot tokens read threads only in DMs and group DMs (not_allowed_token_type)",
     "thread_not_found": "the thread no longer exists (thread_not_found)",
     "team_access_not_granted": "the app has no access to this workspace (team_access_not_granted)",
 }
@@ -42,6 +43,10 @@ _USER_REASONS: dict[str, str] = {
     "token_expired": _REINSTALL,
     "team_access_not_granted": _REINSTALL,
     "missing_scope": "the app is missing a permission it needs. Please ask a Slack admin to reinstall the app",
+    "not_allowed_token_type": (
+        "Slack lets this app read threads only in DMs and group DMs. Use the *Draft a reply* shortcut on the message "
+        "you want to answer instead"
+    ),
     "channel_not_found": "the app can't see this channel. Invite it to the channel (/invite) and try again",
     "not_in_channel": "the app isn't a member of this channel. Invite it to the channel (/invite) and try again",
     "user_not_in_channel": "I can only show you a draft in a channel you are a member of",

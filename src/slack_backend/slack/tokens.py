@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 # What a user grants when connecting their own Slack account: reading the conversations they are in (where the bot
-# may not read, e.g. channel threads) and writing as themselves ("send as me").
-USER_SCOPES = ("channels:history", "groups:history", "im:history", "mpim:history", "chat:write")
+# may not read, e.g. channel threads), who wrote them (users:read) and writing as themselves ("send as me").
+USER_SCOPES = ("channels:history", "groups:history", "im:history", "mpim:history", "users:read", "chat:write")
 # A rotating token (12 h life) is refreshed when it has less than this left, so no call meets `token_expired`.
 REFRESH_BEFORE_EXPIRY_MINUTES = 10
 

@@ -25,12 +25,25 @@ from slack_backend.jobs.types import MAX_TRIGGER_TEXT_CHARS, TriggerKind
 from slack_backend.logging import get_logger
 from slack_backend.queue import InvalidJobDataError, NotReplicatedError, Queue
 from slack_backend.slack.tokens import USER_SCOPES
+from slack_backend.web.install_guard import AllowedTeamsOAuthFlow
 
 log = get_logger(__name__)
 
 DRAFT_REPLY_CALLBACK_ID = "draft_reply"
 # reactions:write: a mention shows an hourglass reaction while its draft is written (slack/delivery.py).
-OAUTH_SCOPES = ("commands", "chat:write", "app_mentions:read", "channels:history", "groups:history", "reactions:write")
+# im:history, mpim:history: the only threads Slack lets a bot token read are in DMs and group DMs (channel threads
+# need the user's own token); users:read: the model is told who wrote each message.
+OAUTH_SCOPES = (
+    "commands",
+    "chat:write",
+    "app_mentions:read",
+    "channels:history",
+    "groups:history",
+    "im:history",
+    "mpim:history",
+    "reactions:write",
+    "users:read",
+)
 # The Events API events the app acts on (the manifest subscribes to exactly these); `message` is only acknowledged.
 SUBSCRIBED_EVENTS = ("app_mention",)
 INSTALL_PATH = "/slack/install"
@@ -124,7 +137,7 @@ def build_bolt_app(
 
     options: dict[str, Any] = {}
     if oauth_mode:
-        options["oauth_settings"] = AsyncOAuthSettings(
+        oauth_settings = AsyncOAuthSettings(
             client_id=settings.slack_client_id,
             client_secret=settings.slack_client_secret.get_secret_value() if settings.slack_client_secret else None,
             scopes=list(OAUTH_SCOPES),
@@ -134,6 +147,10 @@ def build_bolt_app(
             state_store=oauth_state_store,
             install_path=INSTALL_PATH,
             redirect_uri_path=REDIRECT_URI_PATH,
+        )
+        # Installs from workspaces SLACK_ALLOWED_TEAMS leaves out store nothing (web/install_guard.py).
+        options["oauth_flow"] = AllowedTeamsOAuthFlow(
+            client=client, settings=oauth_settings, allowed=settings.allowed_teams()
         )
     elif client.token is None:
         # Bolt refuses to start without a token; the offline demo has none, and queueing needs none.
@@ -202,6 +219,7 @@ class _Listeners:
             "trigger_text": text,
             "message_ts": _str(message.get("ts")) or _str(body.get("message_ts")),
             "thread_ts": _str(message.get("thread_ts")),
+            "trigger_user_id": _str(message.get("user")),
             "response_url": _str(body.get("response_url")),
             "request_id": _str(context.get("request_id")),
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from slack_backend.slack.tokens import USER_SCOPES
 from slack_backend.web.app import SLACK_EVENTS_PATH
 from slack_backend.web.ingress import (
     DRAFT_REPLY_CALLBACK_ID,
@@ -67,7 +68,7 @@ def build_manifest(base_url: str, *, slash_command: str, app_name: str = DEFAULT
         },
         "oauth_config": {
             "redirect_urls": [f"{root}{REDIRECT_URI_PATH}"],
-            "scopes": {"bot": list(OAUTH_SCOPES)},
+            "scopes": {"bot": list(OAUTH_SCOPES), "user": list(USER_SCOPES)},
         },
         "settings": {
             "event_subscriptions": {"request_url": events_url, "bot_events": list(SUBSCRIBED_EVENTS)},
