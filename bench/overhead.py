@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import statistics
 import subprocess
@@ -263,10 +264,10 @@ def summary(result: dict[str, Any]) -> str:
 
 def chart(result: dict[str, Any], path: Path) -> None:
     """Each request's overhead as stacked segments (sorted by overhead), and the mean of each segment."""
-    import matplotlib
-
+    # Imported by name: matplotlib is the optional `bench` extra, so neither the run nor mypy may need it installed.
+    matplotlib = importlib.import_module("matplotlib")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = importlib.import_module("matplotlib.pyplot")
 
     good = sorted((r for r in result["rows"] if "error" not in r), key=lambda r: r["overhead_ms"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [4, 1]})
