@@ -57,6 +57,8 @@ class SlackUI:
         self.members: dict[str, set[str]] = {}
         # response id -> what the message it belongs to shows now (None once deleted); unlisted: untouched.
         self.cards: dict[str, dict[str, Any] | None] = {}
+        # response id -> when (time.monotonic()) each change of its card arrived: the user's clock for latency.
+        self.card_changed_s: dict[str, list[float]] = {}
 
     def trigger_id(self, *, issued_at: float | None = None) -> str:
         """A trigger_id as Slack puts in an interaction payload: valid for 3 s from `issued_at`, once."""
@@ -94,6 +96,8 @@ class SlackUI:
 
     def on_response(self, response_id: str, params: dict[str, Any]) -> None:
         """Record what a response_url post did to its message: deleted it, replaced it, or left it."""
+        if params.get("delete_original") is True or params.get("replace_original") is True:
+            self.card_changed_s.setdefault(response_id, []).append(time.monotonic())
         if params.get("delete_original") is True:
             self.cards[response_id] = None
         elif params.get("replace_original") is True:
