@@ -16,7 +16,7 @@ from slack_sdk.oauth.installation_store import Installation
 from slack_backend.jobs.card_jobs import GONE_TEXT, queue_card_job
 from slack_backend.queue import Job, JobState, Queue
 from slack_backend.slack import card
-from slack_backend.store import SuggestionStore, TokenCipher, create_engine, create_tables, installation_store
+from slack_backend.store import AuditLog, SuggestionStore, TokenCipher, create_engine, create_tables, installation_store
 from tests.fakes.anthropic_server import Behaviour
 from tests.fakes.slack_server import FakeSlack
 from tests.support.card_requests import Click, click, edit_values, refine_values, submit
@@ -168,6 +168,7 @@ async def test_shortcut_card_refine_twice_then_edit_and_send(connected: Connect,
         store = await suggestions_of(tmp_path)
         saved = await store.get(suggestion_id)
         history = await store.revisions(suggestion_id)
+        audited = {row.job_id: row for row in await AuditLog(store._engine).recent()}
         await store._engine.dispose()
 
     [post] = p.slack.ui.posted_as(USER)
@@ -180,6 +181,9 @@ async def test_shortcut_card_refine_twice_then_edit_and_send(connected: Connect,
         (2, "refine", "Translate it into German.", "Q3-Zahlen bis Freitag?"),
     ]
     assert history[1].previous_text == history[0].text
+    for revision in history:
+        row = audited[revision.id]
+        assert (row.status, row.input_tokens) == ("completed", revision.input_tokens), "counted toward the quota"
     assert saved is not None
     assert (saved.sent_text, saved.edited, saved.sent_ts) == (edited, True, post.ts)
     refine_prompts = [str(r.body["messages"]) for r in p.claude.message_requests[1:]]

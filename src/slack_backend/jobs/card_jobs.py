@@ -172,11 +172,14 @@ class CardJobProcessor:
         if suggestion.user_id != data.user_id or suggestion.workspace_id != data.workspace_id:
             raise CardRefusedError(NOT_YOURS_TEXT, replace_card=False)
         source = _source(suggestion, data)
+        # Audited like a draft: the workspace's daily quota counts the tokens every refine and regenerate used.
+        await self._p._audit_started(job, source)
         token = await self._p._token(source)
         recipient = _recipient(data, suggestion)
         done = await self._suggestions.revision(job.id)
         if done is not None:
             job.cost_used = 0
+            used = (done.input_tokens, done.output_tokens)
         else:
             if suggestion.sent_at is not None:
                 raise CardRefusedError(ALREADY_SENT_TEXT, replace_card=False)
@@ -185,9 +188,11 @@ class CardJobProcessor:
                 if not verdict.allowed:
                     await self._p._delivery.tell_failure(recipient, token, verdict.user_text())
                     job.cost_used = 0
+                    await self._p._audit_finished(job.id, "completed", 0, 0, "over_quota")
                     return {"delivered_via": "quota_notice", "revised": False}
-            suggestion = await self._redraft(job, data, suggestion, source, token)
+            suggestion, used = await self._redraft(job, data, suggestion, source, token)
         receipt = await self._p._delivery.replace_card(job.id, recipient, token, card_message(card_for(suggestion)))
+        await self._p._audit_finished(job.id, "completed", used[0], used[1], None)
         return {
             "delivered_via": receipt.via,
             "revised": True,
@@ -197,7 +202,8 @@ class CardJobProcessor:
 
     async def _redraft(
         self, job: Job, data: CardJobData, suggestion: Suggestion, source: AIResponseJobData, token: str
-    ) -> Suggestion:
+    ) -> tuple[Suggestion, tuple[int, int]]:
+        """The draft with its new revision, and the (input, output) tokens the model call used."""
         if data.kind == "refine":
             context: tuple[Any, ...] = ()
             instruction: str | None = refine_instruction(data.instruction or "", suggestion.text)
@@ -228,7 +234,7 @@ class CardJobProcessor:
             raise CardRefusedError(GONE_TEXT, replace_card=True)
         if revised.sent_at is not None and revised.revision != suggestion.revision + 1:
             raise CardRefusedError(ALREADY_SENT_TEXT, replace_card=False)
-        return revised
+        return revised, (draft.input_tokens, draft.output_tokens)
 
     async def on_failed(self, event: JobEvent) -> None:
         """A card job failed for good: say so in plain words on the card (replacing it when the draft is gone)."""
@@ -246,6 +252,9 @@ class CardJobProcessor:
         except Exception as exc:  # the failure note is best effort
             log.warning("card job failure: no token to tell the user", error=type(exc).__name__)
         error = event.error
+        await self._p._audit_finished(
+            event.job.id, "failed", 0, 0, type(error).__name__.lower()[:64] if error else None
+        )
         if isinstance(error, CardRefusedError) and error.replace_card and recipient.response_url:
             try:
                 await self._p._delivery.respond(recipient.response_url, _replacement(error.text))
