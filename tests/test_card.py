@@ -376,3 +376,25 @@ async def ended(queue: Queue, job_id: str) -> Job:
     job = await queue.get(job_id)
     assert job is not None
     return job
+
+
+async def test_a_rerun_of_a_refine_job_pays_and_posts_nothing_new(connected: Connect, tmp_path: Path) -> None:
+    """Work once: running a finished refine job again (a stall's rerun) makes no model call, no second revision
+    and no second post to the card."""
+    async with connected() as p:
+        suggestion_id = await draft_card(p)
+        c = await refine(p, suggestion_id, refine_values(preset="formal"), "Dear colleague, the Q3 numbers?")
+        job_id = f"refine-{p.slack.ui.opened[-1]['id']}"  # one refine job per modal
+        job = await ended(p.queue, job_id)
+        assert job.state is JobState.COMPLETED
+        calls, posts = len(p.claude.message_requests), len(p.slack.response_posts[c.response_id])
+        assert p.worker is not None
+        result = await p.worker.processor(job)
+        store = await suggestions_of(tmp_path)
+        history = await store.revisions(suggestion_id)
+        await store._engine.dispose()
+
+    assert result["revision"] == 1
+    assert len(p.claude.message_requests) == calls
+    assert len(p.slack.response_posts[c.response_id]) == posts
+    assert [r.id for r in history] == [job_id]
