@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -398,3 +399,24 @@ async def test_a_rerun_of_a_refine_job_pays_and_posts_nothing_new(connected: Con
     assert len(p.claude.message_requests) == calls
     assert len(p.slack.response_posts[c.response_id]) == posts
     assert [r.id for r in history] == [job_id]
+
+
+async def test_a_used_up_response_url_gets_the_new_card_as_a_fresh_ephemeral_message(connected: Connect) -> None:
+    """When the clicked card's response_url is refused (expired), the refined card is posted with
+    chat.postEphemeral to the user, in the draft's thread, instead of being lost."""
+    async with connected() as p:
+        suggestion_id = await draft_card(p)
+        p.claude.script(Behaviour.success(text="Friendlier Q3 ask"))
+        await press(p, card.REFINE, suggestion_id)
+        p.slack.fail_next("response_url", error="expired_url", status=404)
+        await post_signed(p.client, submit(p.slack, p.slack.ui.opened[-1], refine_values(preset="friendly")))
+
+        async def reposted() -> bool:
+            return any("Friendlier" in str(c.params.get("blocks")) for c in p.slack.calls_to("chat.postEphemeral"))
+
+        await wait_until(reposted, timeout_s=15)
+
+    [call] = [c for c in p.slack.calls_to("chat.postEphemeral") if "Friendlier" in str(c.params.get("blocks"))]
+    assert (call.params["user"], call.params["channel"], call.params["thread_ts"]) == (USER, CHANNEL, THREAD_TS)
+    blocks = call.params["blocks"]
+    assert button_values(json.loads(blocks) if isinstance(blocks, str) else blocks) == suggestion_id
