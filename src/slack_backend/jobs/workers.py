@@ -60,15 +60,6 @@ from slack_backend.store.db import utc_now
 
 log = structlog.get_logger("slack_backend.jobs.workers")
 
-# Shown under a draft the model stopped at its output cap (AI_MAX_TOKENS), so nobody sends half a reply unawares.
-CUT_SHORT_NOTE = "_(This draft was cut short: it reached the length limit.)_"
-
-
-def mark_cut_short(text: str) -> str:
-    """The draft text with the cut-short note under it."""
-    return f"{text.rstrip()}\n\n{CUT_SHORT_NOTE}"
-
-
 def connect_note(public_url: str) -> str:
     """The line under a draft written without its thread: connecting one's own account lets us read it next time."""
     # A bare URL: drafts are shown with <, > and & escaped, and Slack links a bare URL by itself.

@@ -48,6 +48,7 @@ EDIT_VIEW = "card_edit_view"
 REFINE_VIEW = "card_refine_view"
 COPY_VIEW = "card_copy_view"
 
+# Shown on a draft the model stopped at its output cap (AI_MAX_TOKENS), so nobody sends half a reply unawares.
 CUT_SHORT_TEXT = "This draft was cut short: it reached the length limit."
 TOO_LONG_FOR_CARD_TEXT = "The draft is longer than a card can show: Copy shows all of it."
 # Slack's limits for modals: title 24 chars, 100 blocks, private_metadata 3,000 chars; a text input 3,000 chars.
