@@ -210,16 +210,18 @@ async def test_double_click_on_send_as_me_posts_once(connected: Connect) -> None
     assert any("already sent" in w for w in words)
 
 
-async def test_send_without_a_connected_account_offers_the_connect_link(connected: Connect) -> None:
-    """No user token: nothing is posted, the card stays, and a note links to /slack/connect."""
+async def test_send_or_edit_without_a_connected_account_offers_the_connect_link(connected: Connect) -> None:
+    """No user token: Send as me and Edit & send post nothing and open no modal; the card stays, and a note links
+    to /slack/connect."""
     async with connected(user_scopes=None) as p:
         suggestion_id = await draft_card(p)
-        c = await press(p, card.SEND, suggestion_id)
-        [note] = await answered(p, c)
+        notes = [(await answered(p, await press(p, action, suggestion_id)))[0] for action in (card.SEND, card.EDIT)]
 
     assert p.slack.ui.messages == []
-    assert note["replace_original"] is False, "the card stays for Copy"
-    assert f"{PUBLIC_URL}/slack/connect" in note["text"]
+    assert p.slack.ui.opened == []
+    for note in notes:
+        assert note["replace_original"] is False, "the card stays for Copy"
+        assert f"{PUBLIC_URL}/slack/connect" in note["text"]
 
 
 async def test_a_token_without_chat_write_is_refused_and_the_draft_can_be_sent_later(

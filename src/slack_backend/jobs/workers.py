@@ -60,6 +60,7 @@ from slack_backend.store.db import utc_now
 
 log = structlog.get_logger("slack_backend.jobs.workers")
 
+
 def connect_note(public_url: str) -> str:
     """The line under a draft written without its thread: connecting one's own account lets us read it next time."""
     # A bare URL: drafts are shown with <, > and & escaped, and Slack links a bare URL by itself.

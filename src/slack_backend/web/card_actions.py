@@ -59,7 +59,7 @@ CONNECT_TEXT = (
 )
 NO_CONNECT_TEXT = (
     "Sending as you needs your own Slack account connected, which this installation doesn't offer. "
-    "Use *Copy* or *Edit & send* after copying instead."
+    "Use *Copy* and paste it yourself instead."
 )
 # Slack's errors for a post as the user, in plain words.
 _POST_REFUSALS = {
@@ -122,10 +122,16 @@ class CardActions:
             await self._send_as_user(click.user_id, click.team_id, suggestion, suggestion.text, click.response_url)
 
     async def open_edit(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
-        """Edit & send: a modal with the draft in editable inputs."""
+        """Edit & send: a modal with the draft in editable inputs (first the connect link, when the user has no
+        account connected to send with)."""
         click = _Click.read(body)
         suggestion = await self._usable(click, need_unsent=True)
-        if suggestion is not None:
+        if (
+            suggestion is not None
+            and await self._user_token(click.team_id or suggestion.workspace_id, click.user_id) is None
+        ):
+            await self._note(click.response_url, self._connect_text(), replace=False)
+        elif suggestion is not None:
             await self._open(context, click, edit_view(suggestion.id, suggestion.text, response_url=click.response_url))
         await ack()
 
