@@ -190,7 +190,9 @@ async def test_shortcut_card_refine_twice_then_edit_and_send(connected: Connect,
     refine_prompts = [str(r.body["messages"]) for r in p.claude.message_requests[1:]]
     assert "Make it shorter." in refine_prompts[0]
     assert "Translate it into German." in refine_prompts[1]
-    assert "Q3 numbers by Friday?" in refine_prompts[1], "the second refine works on the first one's text"
+    assert "<draft>\\nQ3 numbers by Friday?\\n</draft>" in refine_prompts[1], (
+        "the second refine works on the first's text"
+    )
 
 
 async def test_double_click_on_send_as_me_posts_once(connected: Connect) -> None:

@@ -131,3 +131,18 @@ async def test_fake_posts_as_a_user_only_with_chat_write_where_they_are_a_member
     assert (message.text, message.thread_ts, posted["message"]["user"]) == ("hi", "1.000001", USER)
     await writer.chat_delete(channel=CHANNEL, ts=posted["ts"])
     assert fake.ui.messages == []
+
+
+def test_a_refined_draft_reaches_the_model_whole_beside_a_short_instruction() -> None:
+    """A refine sends the current draft in its own <draft> part: a 6,000-char draft is not clipped to the
+    instruction's 4,000."""
+    from slack_backend.ai import DraftRequest
+    from slack_backend.ai.prompt import build_messages
+    from slack_backend.jobs.card_jobs import refine_instruction
+
+    draft = "word " * 1_200
+    request = DraftRequest("Can you?", (), USER, refine_instruction("Make it shorter."), previous_draft=draft)
+    [message] = build_messages(request)
+    content = str(message["content"])
+    assert f"<draft>\n{draft}\n</draft>" in content
+    assert content.index("<draft>") < content.index("<instructions>")

@@ -25,6 +25,8 @@ rather than inventing it.
 MAX_CONTEXT_MESSAGES = 30
 MAX_CONTEXT_CHARS = 12_000
 MAX_TRIGGER_CHARS = 4_000
+# A draft being refined: the longest the card's Send posts is Slack's 40,000, but drafts stop at AI_MAX_TOKENS.
+MAX_DRAFT_CHARS = 16_000
 
 # The usual rule of thumb for English text; only used for budgeting, never for billing.
 CHARS_PER_TOKEN = 4
@@ -77,6 +79,8 @@ def build_messages(
     else:
         # A mention in a thread: the reply answers the thread, whose newest words from others matter most.
         target = "the thread above (its newest message not written by me)"
+    if request.previous_draft:
+        parts.append(f"<draft>\n{_clip(request.previous_draft, MAX_DRAFT_CHARS)}\n</draft>")
     if request.instruction:
         parts.append(f"<instructions>\n{_clip(request.instruction, MAX_TRIGGER_CHARS)}\n</instructions>")
     parts.append(f"I am <@{request.requester_user_id}>. Draft my reply to {target}, ready for me to send.")

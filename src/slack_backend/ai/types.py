@@ -29,6 +29,8 @@ class DraftRequest:
     context: tuple[ContextMessage, ...]
     requester_user_id: str
     instruction: str | None = None
+    # A refine: the current draft the instruction applies to (its own tag, so a long draft is not clipped with it).
+    previous_draft: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slack_backend.ai import DraftRequest
-from slack_backend.ai.prompt import SYSTEM_PROMPT, estimate_text_tokens
+from slack_backend.ai.prompt import MAX_DRAFT_CHARS, SYSTEM_PROMPT, estimate_text_tokens
 from slack_backend.jobs.cost import CONTEXT_MAX_CHARS
 from slack_backend.jobs.queues import DIRECT_PRIORITY
 from slack_backend.jobs.types import (
@@ -85,8 +85,9 @@ class CardRecipient:
 def card_job_cost(data: CardJobData, max_output_tokens: int) -> int:
     """An upper bound of one redraft's tokens: prompt, source message, thread (regenerate), earlier draft, output."""
     prompt = estimate_text_tokens(SYSTEM_PROMPT + (data.instruction or "")) + MAX_TRIGGER_TEXT_CHARS // 4
+    prompt += MAX_DRAFT_CHARS // 4 if data.kind == "refine" else 0
     context = CONTEXT_MAX_CHARS // 4 if data.kind == "regenerate" else 0
-    return prompt + context + 2 * max_output_tokens
+    return prompt + context + max_output_tokens
 
 
 async def queue_card_job(
@@ -134,12 +135,11 @@ def card_for(suggestion: Suggestion, *, notes: tuple[str, ...] = ()) -> CardDraf
     )
 
 
-def refine_instruction(instruction: str, current_text: str) -> str:
-    """What the model is asked for a refine: the user's words, then the draft they apply to."""
+def refine_instruction(instruction: str) -> str:
+    """What the model is asked for a refine (the draft itself goes in the request's `previous_draft`)."""
     return (
-        f"Rewrite my current draft as I ask: {instruction}\n"
-        "Keep its facts and meaning unless I ask otherwise, and output only the new draft.\n\n"
-        f"My current draft:\n{current_text}"
+        f"Rewrite my current draft (in <draft>) as I ask: {instruction}\n"
+        "Keep its facts and meaning unless I ask otherwise, and output only the new draft."
     )
 
 
@@ -206,15 +206,17 @@ class CardJobProcessor:
         """The draft with its new revision, and the (input, output) tokens the model call used."""
         if data.kind == "refine":
             context: tuple[Any, ...] = ()
-            instruction: str | None = refine_instruction(data.instruction or "", suggestion.text)
+            instruction: str | None = refine_instruction(data.instruction or "")
+            previous: str | None = suggestion.text
         else:
             context, _ = await self._p._context(source, token)
-            instruction = suggestion.instruction
+            instruction, previous = suggestion.instruction, None
         request = DraftRequest(
             trigger_text=source.trigger_text,
             context=context,
             requester_user_id=data.user_id,
             instruction=instruction,
+            previous_draft=previous,
         )
         draft = await self._p._drafter.draft(request)
         job.cost_used = draft.input_tokens + draft.output_tokens
