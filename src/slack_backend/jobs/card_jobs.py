@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import structlog
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slack_backend.ai import DraftRequest
@@ -166,6 +167,7 @@ class CardJobProcessor:
     async def __call__(self, job: Job) -> dict[str, Any]:
         started = time.monotonic()
         data = parse_card_job_data(job)
+        structlog.contextvars.bind_contextvars(workspace=data.workspace_id)
         suggestion = await self._suggestions.get(data.suggestion_id)
         if suggestion is None:
             raise CardRefusedError(GONE_TEXT, replace_card=True)
