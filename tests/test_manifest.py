@@ -55,7 +55,8 @@ def test_manifest_lists_exactly_what_the_listeners_match(slash_command: str) -> 
     code = listened(slash_command)
     acted_on = {kind: {v for v in values if (kind, v) not in ACKNOWLEDGED_ONLY} for kind, values in code.items()}
     assert manifest_sets(manifest) == acted_on
-    assert set(code) == {"message_shortcut", "command", "event"}, "no block_actions or view listeners to list yet"
+    # Built without a database: the card's buttons and modals (interactivity) are checked in the test below.
+    assert set(code) == {"message_shortcut", "command", "event"}
     home = manifest["features"]["app_home"]
     assert not home["messages_tab_enabled"], "no listener answers DMs (no message.im), so users cannot write one"
     assert not home["home_tab_enabled"], "no app_home_opened listener"
@@ -84,3 +85,27 @@ def test_manifest_command_prints_json_and_refuses_a_non_https_url() -> None:
     refused = run_cli("manifest", "--url", "http://drafts.example.com", env={})
     assert refused.returncode == 2
     assert "https" in refused.stderr
+
+
+async def test_card_buttons_and_modals_are_served_through_interactivity() -> None:
+    """With its database the app serves every card button and submitted modal; Slack sends them to the
+    interactivity URL, and the manifest asks users for chat:write (Send as me)."""
+    from slack_backend.slack import card
+    from slack_backend.store import create_engine
+
+    settings = load_settings({"SLACK_SIGNING_SECRET": "s"})
+    engine = create_engine("sqlite+aiosqlite://")
+    try:
+        app = build_bolt_app(settings, ai_responses_queue(Redis(), settings), signing_secret="s", engine=engine)
+    finally:
+        await engine.dispose()
+    found: dict[str, set[str]] = defaultdict(set)
+    for listener in app._async_listeners:
+        for matcher in listener.matchers:
+            inner = matcher.func.__closure__[0].cell_contents  # type: ignore[attr-defined]
+            found[inner.__qualname__.split(".")[0]].update(str(c.cell_contents) for c in inner.__closure__ or [])
+    assert set(card.CARD_ACTIONS) <= found["action"]
+    assert {card.EDIT_VIEW, card.REFINE_VIEW} <= found["view_submission"]
+    manifest = build_manifest(BASE, slash_command="/draft")
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True
+    assert "chat:write" in manifest["oauth_config"]["scopes"]["user"]

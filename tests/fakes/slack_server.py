@@ -18,6 +18,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from tests.fakes.slack_reads import NON_MARKETPLACE_LIMIT, Person, SlackReads
+from tests.fakes.slack_views import SlackUI
 
 API_PREFIX = "/api/"
 RESPONSE_PREFIX = "/response/"
@@ -119,6 +120,8 @@ class FakeSlack:
         self._rng = random.Random(0)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        # views.open/update, chat.postMessage as a user, chat.delete, and what response_urls did to cards.
+        self.ui = SlackUI(self)
 
     @property
     def port(self) -> int:
@@ -284,6 +287,9 @@ class FakeSlack:
         if method == "auth.test" and token in self._token_users:
             # A user token answers as its user, with no bot.
             return _ok(team_id=self.team_id, user_id=self._token_users[token], is_enterprise_install=False)
+        interactive = self.ui.handle(method, params, token)
+        if interactive is not None:
+            return interactive
         handler = {
             "auth.test": self._auth_test,
             "conversations.replies": lambda params: self._conversations_replies(token, params),
@@ -315,6 +321,7 @@ class FakeSlack:
         ):
             return _fail(CANNOT_REPLACE_ERROR, status=400)
         posts.append(params)
+        self.ui.on_response(response_id, params)
         return web.json_response({"ok": True})
 
     def _scripted(self, method: str) -> web.Response | None:
@@ -412,6 +419,7 @@ class FakeSlack:
             authed_user |= self._token_fields("user", "xoxp")
             self._token_users[authed_user["access_token"]] = grant.user_id
             self.reads.token_scopes[authed_user["access_token"]] = frozenset(grant.user_scopes)
+            self.ui.user_scopes[authed_user["access_token"]] = set(grant.user_scopes)
         return _ok(**body, authed_user=authed_user)
 
     def _refresh_grant(self, refresh_token: str | None) -> web.Response:

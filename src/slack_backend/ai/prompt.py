@@ -31,6 +31,8 @@ rather than inventing it.
 MAX_CONTEXT_MESSAGES = 30
 MAX_CONTEXT_CHARS = 12_000
 MAX_TRIGGER_CHARS = 4_000
+# A draft being refined: the longest the card's Send posts is Slack's 40,000, but drafts stop at AI_MAX_TOKENS.
+MAX_DRAFT_CHARS = 16_000
 
 # The usual rule of thumb for English text; only used for budgeting, never for billing.
 CHARS_PER_TOKEN = 4
@@ -87,6 +89,8 @@ def build_messages(
         target = f"the thread message marked {REPLY_MARK}"
     else:
         target = "the thread above (its newest message not written by me)"
+    if request.previous_draft:
+        parts.append(f"<draft>\n{_clip(request.previous_draft, MAX_DRAFT_CHARS)}\n</draft>")
     if request.instruction:
         parts.append(f"<instructions>\n{_clip(request.instruction, MAX_TRIGGER_CHARS)}\n</instructions>")
     me = speaker(request.requester_user_id, request.names)

@@ -38,6 +38,8 @@ class DraftRequest:
     now: datetime | None = None
     # Who wrote `trigger_text` (a message shortcut), when known.
     trigger_user_id: str | None = None
+    # A refine: the current draft the instruction applies to (its own tag, so a long draft is not clipped with it).
+    previous_draft: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,14 @@ time zone, all under Slack's shared rate limits and within a bounded wait (SLACK
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 from slack_sdk.web.async_client import AsyncWebClient
@@ -232,3 +235,11 @@ def _people_of(data: AIResponseJobData, messages: tuple[ContextMessage, ...]) ->
 
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
+
+
+def local_now(now: datetime, tz: str | None) -> datetime:
+    """`now` in the time zone users.info gave for the requester; UTC when none (or one this host does not know)."""
+    if tz:
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+            return now.astimezone(ZoneInfo(tz))
+    return now.astimezone(UTC)

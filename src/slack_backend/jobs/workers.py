@@ -7,7 +7,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import structlog
@@ -17,7 +16,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_backend.ai import Draft, Drafter, DraftRequest, make_drafter
 from slack_backend.ai.errors import AIRejectedError, TransientAIError, user_message
 from slack_backend.config import Settings
-from slack_backend.jobs.context import ContextReader
+from slack_backend.jobs.card_jobs import CARD_JOB_NAMES, CardJobProcessor, card_for
+from slack_backend.jobs.context import ContextReader, local_now
 from slack_backend.jobs.ledger import RedisDeliveryLedger
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.jobs.quota import QuotaGuard, QuotaVerdict
@@ -42,6 +42,7 @@ from slack_backend.slack import (
     TokenSource,
     user_facing_reason,
 )
+from slack_backend.slack.card import card_message
 from slack_backend.slack.context import MARKETPLACE_PAGE_SIZE, NON_MARKETPLACE_PAGE_SIZE
 from slack_backend.slack.response_urls import is_loopback_url
 from slack_backend.slack.tokens import InstallationStoreTokenSource, token_cipher, token_rotator
@@ -57,14 +58,6 @@ from slack_backend.store import (
 from slack_backend.store.db import utc_now
 
 log = structlog.get_logger("slack_backend.jobs.workers")
-
-# Shown under a draft the model stopped at its output cap (AI_MAX_TOKENS), so nobody sends half a reply unawares.
-CUT_SHORT_NOTE = "_(This draft was cut short: it reached the length limit.)_"
-
-
-def mark_cut_short(text: str) -> str:
-    """The draft text with the cut-short note under it."""
-    return f"{text.rstrip()}\n\n{CUT_SHORT_NOTE}"
 
 
 def connect_note(public_url: str) -> str:
@@ -123,8 +116,12 @@ class AIResponseProcessor:
         self._quota = quota
         self._hold_queue = hold_queue
         self.rate_gate = rate_gate
+        # Refine and Regenerate of a card (jobs/card_jobs.py), on this same queue and under the same limits.
+        self.card_jobs = CardJobProcessor(self, suggestions) if suggestions is not None else None
 
     async def __call__(self, job: Job) -> dict[str, Any]:
+        if job.name in CARD_JOB_NAMES and self.card_jobs is not None:
+            return await self.card_jobs(job)
         started = time.monotonic()
         data = parse_job_data(job)
         structlog.contextvars.bind_contextvars(workspace=data.workspace_id)
@@ -154,7 +151,7 @@ class AIResponseProcessor:
             requester_user_id=data.user_id,
             instruction=data.instruction,
             names=conversation.names,
-            now=_local_now(self._clock(), conversation.tz),
+            now=local_now(self._clock(), conversation.tz),
             trigger_user_id=data.trigger_user_id,
         )
         draft = await self._drafter.draft(request)
@@ -162,31 +159,41 @@ class AIResponseProcessor:
         await self._respect_provider_limits(draft)
         if draft.cut_short:
             log.info("draft cut short at the output cap", output_tokens=draft.output_tokens)
-        text = mark_cut_short(draft.text) if draft.cut_short else draft.text
+        # The saved text is what Send as me posts: the card shows the cut-short mark and any note beside it.
+        notes: tuple[str, ...] = ()
         if unreadable and self._connect_url is not None and not conversation.connected:
-            text = f"{text}\n\n{connect_note(self._connect_url)}"
+            notes = (connect_note(self._connect_url),)
         elif unreadable and conversation.connected:
-            text = f"{text}\n\n{UNREADABLE_NOTE}"
+            notes = (UNREADABLE_NOTE,)
         elif conversation.note is not None:
-            text = f"{text}\n\n{conversation.note}"
+            notes = (conversation.note,)
         if self._suggestions is None:
-            saved = _unsaved(job.id, data, draft, text)
+            saved = _unsaved(job.id, data, draft, draft.text)
         else:
-            saved = await self._suggestions.save(job.id, **_draft_fields(data, draft, text))
-        return await self._deliver_saved(job, data, token, saved, started)
+            saved = await self._suggestions.save(job.id, **_draft_fields(data, draft, draft.text))
+        return await self._deliver_saved(job, data, token, saved, started, notes=notes)
 
     async def _saved(self, job_id: str) -> Suggestion | None:
         return None if self._suggestions is None else await self._suggestions.get(job_id)
 
     async def _deliver_saved(
-        self, job: Job, data: AIResponseJobData, token: str, saved: Suggestion, started: float
+        self,
+        job: Job,
+        data: AIResponseJobData,
+        token: str,
+        saved: Suggestion,
+        started: float,
+        *,
+        notes: tuple[str, ...] = (),
     ) -> dict[str, Any]:
-        """Deliver a saved draft unless it was delivered already; its tokens are audited once, with the delivery."""
+        """Deliver a saved draft as its card unless it was delivered already; its tokens are audited once, with
+        the delivery."""
         if saved.status == "delivered":
             log.info("draft already delivered: nothing to do", job_id=job.id)
             via, parts, input_tokens, output_tokens = "none", 0, 0, 0
         else:
-            receipt = await self._delivery.deliver(job.id, data, token, saved.text, offline=saved.offline)
+            card = card_message(card_for(saved, notes=notes))
+            receipt = await self._delivery.deliver(job.id, data, token, saved.text, offline=saved.offline, card=card)
             if self._suggestions is not None:
                 await self._suggestions.mark_delivered(job.id)
             via, parts = receipt.via, receipt.parts
@@ -235,6 +242,9 @@ class AIResponseProcessor:
     async def on_failed(self, event: JobEvent) -> None:
         """A job failed for good: tell the user in plain words when we can reach them, and audit it."""
         if event.job is None or not event.final:
+            return
+        if event.job.name in CARD_JOB_NAMES and self.card_jobs is not None:
+            await self.card_jobs.on_failed(event)
             return
         await self._audit_finished(event.job.id, "failed", 0, 0, _error_kind(event.error))
         try:
@@ -328,15 +338,10 @@ def _draft_fields(data: AIResponseJobData, draft: Draft, text: str) -> dict[str,
         "output_tokens": draft.output_tokens,
         "cut_short": draft.cut_short,
         "offline": draft.offline,
+        "trigger": data.trigger.value,
+        "source_text": data.trigger_text,
+        "instruction": data.instruction,
     }
-
-
-def _local_now(now: datetime, tz: str | None) -> datetime:
-    """`now` in the time zone users.info gave for the requester; UTC when none (or one this host does not know)."""
-    if tz:
-        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
-            return now.astimezone(ZoneInfo(tz))
-    return now.astimezone(UTC)
 
 
 def _reason_for_user(error: BaseException | None) -> str:

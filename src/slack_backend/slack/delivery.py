@@ -31,7 +31,7 @@ from slack_backend.slack.errors import (
     rejected,
     retry_after_s,
 )
-from slack_backend.slack.messages import BlockDict, draft_messages, failure_text
+from slack_backend.slack.messages import BlockDict, DraftMessage, draft_messages, failure_text
 from slack_backend.slack.response_urls import response_url_problem
 
 log = get_logger(__name__)
@@ -202,12 +202,20 @@ class SlackDelivery:
                 log.warning("slack.progress_failed", **_ids(data), stage=stage, error=_describe(exc))
 
     async def deliver(
-        self, job_id: str, data: Recipient, token: str, draft_text: str, *, offline: bool
+        self,
+        job_id: str,
+        data: Recipient,
+        token: str,
+        draft_text: str,
+        *,
+        offline: bool,
+        card: DraftMessage | None = None,
     ) -> DeliveryReceipt:
         """Post the draft to the user as one or more ephemeral messages, unless this job already delivered it.
 
         Uses the response_url while it has uses left and is Slack's (the first part of a slash command's draft
-        replacing its "Drafting" ack; nothing else replaces), then chat.postEphemeral. The ledger is marked right
+        replacing its "Drafting" ack; nothing else replaces), then chat.postEphemeral. With `card` (slack/card.py),
+        that one message is posted instead of the plain draft. The ledger is marked right
         after the last part posts; then a mention's progress reaction is taken away.
 
         Raises:
@@ -218,7 +226,7 @@ class SlackDelivery:
         if await self._ledger.delivered(job_id):
             log.info("slack.delivery_skipped", job_id=job_id, reason="already delivered")
             return DeliveryReceipt(via="response_url" if data.response_url else "ephemeral", parts=0, skipped=True)
-        messages = draft_messages(draft_text, offline=offline)
+        messages = [card] if card is not None else draft_messages(draft_text, offline=offline)
         budget = _WaitBudget(self._max_rate_limit_wait_s)
         client: AsyncWebClient | None = None
         vias: list[Via] = []
@@ -241,6 +249,51 @@ class SlackDelivery:
         log.info("slack.delivered", job_id=job_id, **_ids(data), parts=len(messages), via=",".join(vias))
         await self._clear_progress(data, token)
         return DeliveryReceipt(via=vias[0], parts=len(messages))
+
+    async def replace_card(self, job_id: str, data: Recipient, token: str, message: DraftMessage) -> DeliveryReceipt:
+        """Replace the card the user clicked (`data.response_url` is the click's) with `message`, once per job.
+
+        When that response_url is used up or expired, the message is posted as a new ephemeral message instead.
+        Raises as `deliver` does.
+        """
+        if await self._ledger.delivered(job_id):
+            log.info("slack.delivery_skipped", job_id=job_id, reason="already delivered")
+            return DeliveryReceipt(via="response_url", parts=0, skipped=True)
+        budget = _WaitBudget(self._max_rate_limit_wait_s)
+        via: Via = "ephemeral"
+        url = self._usable_url(data)
+        payload = {**_response_payload(message.text, message.blocks, replace_original=True)}
+        try:
+            if url is None:
+                raise _ResponseUrlGone("no_url")
+            await budget.run(partial(self._post_response_url, url, payload))
+            via = "response_url"
+        except _ResponseUrlGone as gone:
+            if url is not None:
+                self._mark_gone(url, gone.error)
+            client = self._client_factory(token)
+            await budget.run(partial(self._post_ephemeral, client, data, text=message.text, blocks=message.blocks))
+        await self._ledger.mark_delivered(job_id)
+        log.info("slack.card_replaced", job_id=job_id, **_ids(data), via=via)
+        return DeliveryReceipt(via=via, parts=1)
+
+    async def respond(self, response_url: str, payload: Mapping[str, Any]) -> None:
+        """One post to a response_url the edge was given (replace or delete a card, or a note); raises on refusal.
+
+        Raises:
+            SlackRejectedError: the URL is not Slack's, or is used up or expired (`error` says which).
+            RetryAfter: Slack's 429.
+        """
+        problem = response_url_problem(response_url, allow_loopback=self._allow_loopback)
+        if problem is not None:
+            raise SlackRejectedError(f"response_url refused: {problem}", error="invalid_url")
+        if self._uses_left(response_url) <= 0:
+            raise SlackRejectedError("response_url is used up", error="used_url")
+        try:
+            await self._post_response_url(response_url, payload)
+        except _ResponseUrlGone as gone:
+            self._mark_gone(response_url, gone.error)
+            raise SlackRejectedError(f"response_url is no longer usable ({gone.error})", error=gone.error) from gone
 
     async def tell_failure(self, data: Recipient, token: str, reason: str) -> bool:
         """Tell the user in plain words that their draft failed; True when the message was posted.

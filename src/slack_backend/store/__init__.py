@@ -6,7 +6,7 @@ from slack_backend.store.crypto import TokenCipher, TokenKeyError
 from slack_backend.store.db import create_engine, create_tables, metadata, ping
 from slack_backend.store.installations import installation_store, oauth_state_store, reencrypt_tokens
 from slack_backend.store.quotas import QuotaStore
-from slack_backend.store.suggestions import Suggestion, SuggestionStore
+from slack_backend.store.suggestions import Revision, SendClaim, Suggestion, SuggestionStore
 
 __all__ = [
     "AuditLog",
@@ -14,6 +14,8 @@ __all__ = [
     "AuditStatus",
     "FinishedStatus",
     "QuotaStore",
+    "Revision",
+    "SendClaim",
     "Suggestion",
     "SuggestionStore",
     "TokenCipher",

@@ -1,4 +1,5 @@
-"""Saved drafts: each job's draft is stored before it is delivered, so a rerun delivers it again or does nothing."""
+"""Saved drafts: each job's draft is stored before it is delivered, so a rerun delivers it again or does nothing;
+and what the user did with it on its card (revisions, sent once as the user, dismissed)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Column, Index, Row, String, Table, Text, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    Row,
+    String,
+    Table,
+    Text,
+    false,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_backend.store.db import UTCDateTime, dialect_insert, metadata, utc_now
@@ -35,8 +50,43 @@ suggestions_table = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # What the draft answers and how it was asked for, so Regenerate can draft again from the same source.
+    Column("trigger", String(32), nullable=True),
+    Column("source_text", Text, nullable=True),
+    Column("instruction", Text, nullable=True),
+    # How many refinements or regenerations replaced the text (its history is in suggestion_revisions).
+    Column("revision", Integer, nullable=False, server_default="0"),
+    # Sent as the user from the card: set once (a conditional update decides who sends); `edited` when the sent
+    # text is the user's edit of the draft, which makes it a good example of how they write.
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("sent_text", Text, nullable=True),
+    Column("sent_ts", String(32), nullable=True),
+    Column("edited", Boolean, nullable=False, server_default=false()),
+    Column("dismissed_at", UTCDateTime, nullable=True),
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in SUGGESTION_STATUSES)})", name="status"),
     Index(None, "workspace_id", "user_id"),
+)
+
+RevisionKind = Literal["refine", "regenerate"]
+
+suggestion_revisions_table = Table(
+    "suggestion_revisions",
+    metadata,
+    # The refine or regenerate job's id: one revision per job, however often the job runs.
+    Column("id", String(255), primary_key=True),
+    Column("suggestion_id", String(255), ForeignKey("suggestions.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("instruction", Text, nullable=True),
+    Column("previous_text", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cut_short", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("kind IN ('refine', 'regenerate')", name="kind"),
+    Index(None, "suggestion_id", "number", unique=True),
 )
 
 
@@ -59,11 +109,46 @@ class Suggestion:
     status: SuggestionStatus
     created_at: datetime
     updated_at: datetime
+    trigger: str | None = None
+    source_text: str | None = None
+    instruction: str | None = None
+    revision: int = 0
+    sent_at: datetime | None = None
+    sent_text: str | None = None
+    sent_ts: str | None = None
+    edited: bool = False
+    dismissed_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Suggestion:
         values = row._mapping
         return cls(**{name: values[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """One refinement or regeneration of a draft: what was asked, the text before and after."""
+
+    id: str
+    suggestion_id: str
+    number: int
+    kind: RevisionKind
+    instruction: str | None
+    previous_text: str
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cut_short: bool
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> Revision:
+        values = row._mapping
+        return cls(**{name: values[name] for name in cls.__dataclass_fields__})
+
+
+SendClaim = Literal["claimed", "sent", "gone", "not_owner"]
 
 
 class SuggestionStore:
@@ -100,6 +185,9 @@ class SuggestionStore:
         output_tokens: int,
         cut_short: bool = False,
         offline: bool = False,
+        trigger: str | None = None,
+        source_text: str | None = None,
+        instruction: str | None = None,
     ) -> Suggestion:
         """Save the draft of `job_id` as not yet delivered, unless one is saved already.
 
@@ -122,6 +210,9 @@ class SuggestionStore:
                 output_tokens=output_tokens,
                 cut_short=cut_short,
                 offline=offline,
+                trigger=trigger,
+                source_text=source_text,
+                instruction=instruction,
                 status="saved",
                 created_at=now,
                 updated_at=now,
@@ -147,5 +238,140 @@ class SuggestionStore:
     async def discard(self, job_id: str) -> bool:
         """Forget the draft of `job_id`, so its next run drafts anew (an operator's `--regenerate`)."""
         async with self._engine.begin() as conn:
+            # Explicitly, not by the foreign key alone: SQLite enforces ON DELETE CASCADE only with a pragma.
+            await conn.execute(
+                suggestion_revisions_table.delete().where(suggestion_revisions_table.c.suggestion_id == job_id)
+            )
             result = await conn.execute(suggestions_table.delete().where(suggestions_table.c.id == job_id))
         return result.rowcount == 1
+
+    async def claim_send(self, suggestion_id: str, user_id: str, text: str, *, edited: bool) -> SendClaim:
+        """Mark the draft sent by `user_id` with `text`, unless it was sent already: the one who gets "claimed"
+        posts it, so a double click (or two tabs) sends once. "gone": no such draft; "not_owner": not theirs."""
+        c = suggestions_table.c
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                suggestions_table.update()
+                .where(c.id == suggestion_id, c.user_id == user_id, c.sent_at.is_(None))
+                .values(sent_at=now, sent_text=text, edited=edited, updated_at=now)
+            )
+        if result.rowcount == 1:
+            return "claimed"
+        current = await self.get(suggestion_id)
+        if current is None:
+            return "gone"
+        return "not_owner" if current.user_id != user_id else "sent"
+
+    async def release_send(self, suggestion_id: str) -> None:
+        """Undo a claim whose post failed, so the user can press Send again."""
+        c = suggestions_table.c
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                suggestions_table.update()
+                .where(c.id == suggestion_id, c.sent_ts.is_(None))
+                .values(sent_at=None, sent_text=None, edited=False, updated_at=self._clock())
+            )
+
+    async def record_sent_ts(self, suggestion_id: str, ts: str) -> None:
+        """Keep the ts of the message posted as the user (its link, and proof the post happened)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                suggestions_table.update().where(suggestions_table.c.id == suggestion_id).values(sent_ts=ts)
+            )
+
+    async def dismiss(self, suggestion_id: str) -> bool:
+        """Record that the user dismissed the card; False when the draft is gone."""
+        c = suggestions_table.c
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                suggestions_table.update()
+                .where(c.id == suggestion_id, c.dismissed_at.is_(None))
+                .values(dismissed_at=now, updated_at=now)
+            )
+        return result.rowcount == 1
+
+    async def sent_edits(self, workspace_id: str, user_id: str, *, limit: int = 20) -> list[Suggestion]:
+        """The user's drafts they edited and then sent, newest first: examples of how they write."""
+        c = suggestions_table.c
+        statement = (
+            select(suggestions_table)
+            .where(c.workspace_id == workspace_id, c.user_id == user_id, c.edited.is_(True), c.sent_at.is_not(None))
+            .order_by(c.sent_at.desc())
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [Suggestion.from_row(row) for row in rows]
+
+    async def revision(self, job_id: str) -> Revision | None:
+        """The revision a refine/regenerate job made, or None (its rerun then drafts; else it delivers this)."""
+        async with self._engine.connect() as conn:
+            result = await conn.execute(
+                select(suggestion_revisions_table).where(suggestion_revisions_table.c.id == job_id)
+            )
+            row = result.one_or_none()
+        return None if row is None else Revision.from_row(row)
+
+    async def revisions(self, suggestion_id: str) -> list[Revision]:
+        """A draft's refinements and regenerations, oldest first."""
+        r = suggestion_revisions_table.c
+        statement = select(suggestion_revisions_table).where(r.suggestion_id == suggestion_id).order_by(r.number)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [Revision.from_row(row) for row in rows]
+
+    async def revise(
+        self,
+        suggestion_id: str,
+        job_id: str,
+        *,
+        kind: RevisionKind,
+        instruction: str | None,
+        text: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cut_short: bool,
+    ) -> Suggestion | None:
+        """Replace the draft's text with a revision, kept in its history, unless the draft was sent or is gone.
+
+        Returns:
+            The draft as it is now (already revised by this job on a rerun), or None when it is gone.
+        """
+        c = suggestions_table.c
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            done = await conn.execute(
+                select(suggestion_revisions_table.c.id).where(suggestion_revisions_table.c.id == job_id)
+            )
+            current = (await conn.execute(select(suggestions_table).where(c.id == suggestion_id))).one_or_none()
+            if current is None:
+                return None
+            draft = Suggestion.from_row(current)
+            if done.one_or_none() is not None or draft.sent_at is not None:
+                return draft
+            number = draft.revision + 1
+            await conn.execute(
+                suggestion_revisions_table.insert().values(
+                    id=job_id,
+                    suggestion_id=suggestion_id,
+                    number=number,
+                    kind=kind,
+                    instruction=instruction,
+                    previous_text=draft.text,
+                    text=text,
+                    model=model,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cut_short=cut_short,
+                    created_at=now,
+                )
+            )
+            await conn.execute(
+                suggestions_table.update()
+                .where(c.id == suggestion_id)
+                .values(text=text, cut_short=cut_short, model=model, revision=number, updated_at=now)
+            )
+        return await self.get(suggestion_id)

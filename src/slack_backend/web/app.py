@@ -149,6 +149,7 @@ def create_app(
                 installation_store=installations,
                 oauth_state_store=states,
                 signing_secret=secret,
+                engine=engine,
             )
             handler = AsyncSlackRequestHandler(bolt)
             state = WebState(settings, client, queue, bolt, handler, secret, engine, app_metrics, expect_workers)

@@ -18,6 +18,7 @@ from slack_sdk.oauth.installation_store.async_installation_store import AsyncIns
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_backend.config import Settings
 from slack_backend.jobs.queues import queue_ai_response
@@ -25,6 +26,7 @@ from slack_backend.jobs.types import MAX_TRIGGER_TEXT_CHARS, TriggerKind
 from slack_backend.logging import get_logger
 from slack_backend.queue import InvalidJobDataError, NotReplicatedError, Queue
 from slack_backend.slack.tokens import USER_SCOPES
+from slack_backend.web.card_actions import CardActions, card_token_source
 from slack_backend.web.install_guard import AllowedTeamsOAuthFlow
 
 log = get_logger(__name__)
@@ -118,6 +120,7 @@ def build_bolt_app(
     installation_store: AsyncInstallationStore | None = None,
     oauth_state_store: AsyncOAuthStateStore | None = None,
     signing_secret: str | None = None,
+    engine: AsyncEngine | None = None,
 ) -> AsyncApp:
     """Build the Bolt app whose listeners enqueue AI response jobs before Slack gets its answer.
 
@@ -128,6 +131,7 @@ def build_bolt_app(
         installation_store: OAuth mode: where installations are kept (Bolt's file store when None).
         oauth_state_store: OAuth mode: where install states are kept (Bolt's file store when None).
         signing_secret: verifies requests; default `resolve_signing_secret(settings)`.
+        engine: the database of saved drafts; with it, the suggestion card's buttons and modals are served.
     """
     secret = resolve_signing_secret(settings) if signing_secret is None else signing_secret
     oauth_mode = settings.slack_client_id is not None and settings.slack_client_secret is not None
@@ -176,6 +180,8 @@ def build_bolt_app(
     app.command(settings.slack_slash_command)(listeners.on_slash_command)
     app.event(SUBSCRIBED_EVENTS[0])(listeners.on_app_mention)
     app.event("message")(listeners.on_message)
+    if engine is not None:
+        CardActions(settings, queue, engine, card_token_source(settings, installation_store)).register(app)
     app.error(_on_error)
     return app
 

@@ -31,7 +31,8 @@ def manifest_problem(base_url: str) -> str | None:
 def build_manifest(base_url: str, *, slash_command: str, app_name: str = DEFAULT_APP_NAME) -> dict[str, Any]:
     """The manifest (Slack's JSON form) for an app served at `base_url`.
 
-    One request URL serves events, interactivity (the shortcut) and the slash command, as `/slack/events` does;
+    One request URL serves events, interactivity (the shortcut, the card's buttons and modals) and the slash
+    command, as `/slack/events` does;
     the redirect URL is for OAuth installs into more workspaces (unused with a single SLACK_BOT_TOKEN).
     """
     root = base_url.rstrip("/")
@@ -68,6 +69,7 @@ def build_manifest(base_url: str, *, slash_command: str, app_name: str = DEFAULT
         },
         "oauth_config": {
             "redirect_urls": [f"{root}{REDIRECT_URI_PATH}"],
+            # User scopes: what /slack/connect asks each user for (reading their threads; chat:write for Send as me).
             "scopes": {"bot": list(OAUTH_SCOPES), "user": list(USER_SCOPES)},
         },
         "settings": {
