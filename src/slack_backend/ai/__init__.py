@@ -12,7 +12,7 @@ from slack_backend.ai.errors import (
 from slack_backend.ai.offline import OFFLINE_LABEL, OfflineDrafter, make_drafter
 from slack_backend.ai.prompt import SYSTEM_PROMPT, build_messages, estimate_input_tokens, select_context
 from slack_backend.ai.ratelimit_headers import LimitWindow, RateLimitSnapshot
-from slack_backend.ai.types import ContextMessage, Draft, Drafter, DraftRequest
+from slack_backend.ai.types import ContextMessage, Draft, Drafter, DraftRequest, Voice
 
 __all__ = [
     "OFFLINE_LABEL",
@@ -28,6 +28,7 @@ __all__ = [
     "OfflineDrafter",
     "RateLimitSnapshot",
     "TransientAIError",
+    "Voice",
     "build_messages",
     "classify",
     "estimate_input_tokens",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from anthropic.types import MessageParam
 
 from slack_backend.ai.types import ContextMessage, DraftRequest
+from slack_backend.ai.voice import voice_section
 
 SYSTEM_PROMPT = """\
 You draft Slack replies for the person who asked you. Write the reply they could send as it is, \
@@ -77,6 +78,8 @@ def build_messages(
     else:
         # A mention in a thread: the reply answers the thread, whose newest words from others matter most.
         target = "the thread above (its newest message not written by me)"
+    if request.voice is not None and not request.voice.is_empty:
+        parts.append(voice_section(request.voice))
     if request.instruction:
         parts.append(f"<instructions>\n{_clip(request.instruction, MAX_TRIGGER_CHARS)}\n</instructions>")
     parts.append(f"I am <@{request.requester_user_id}>. Draft my reply to {target}, ready for me to send.")

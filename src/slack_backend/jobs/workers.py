@@ -21,6 +21,7 @@ from slack_backend.jobs.ledger import RedisDeliveryLedger
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.jobs.quota import QuotaGuard, QuotaVerdict
 from slack_backend.jobs.types import AIResponseJobData, AIResponseJobResult, TriggerKind
+from slack_backend.jobs.voice import VoiceSource
 from slack_backend.queue import (
     Job,
     JobEvent,
@@ -47,7 +48,9 @@ from slack_backend.slack.response_urls import is_loopback_url
 from slack_backend.slack.tokens import InstallationStoreTokenSource, token_cipher, token_rotator
 from slack_backend.store import (
     AuditLog,
+    PreferenceStore,
     QuotaStore,
+    StyleExampleStore,
     Suggestion,
     SuggestionStore,
     create_engine,
@@ -101,9 +104,11 @@ class AIResponseProcessor:
         suggestions: SuggestionStore | None = None,
         connect_url: str | None = None,
         rate_gate: RateGate | None = None,
+        voice: VoiceSource | None = None,
     ) -> None:
         """`connect_url`: the service's public https address; drafts whose thread could not be read link to its
-        /slack/connect (OAuth mode only)."""
+        /slack/connect (OAuth mode only). `voice`: the requester's preferences and style examples."""
+        self._voice = voice
         self._drafter = drafter
         self._suggestions = suggestions
         self._connect_url = connect_url
@@ -144,6 +149,7 @@ class AIResponseProcessor:
             context=context,
             requester_user_id=data.user_id,
             instruction=data.instruction,
+            voice=None if self._voice is None else await self._voice.voice_for(data),
         )
         draft = await self._drafter.draft(request)
         job.cost_used = draft.input_tokens + draft.output_tokens
@@ -428,6 +434,7 @@ async def build_ai_worker(
         # The link only helps where users can connect an account: OAuth mode.
         connect_url=settings.public_url if settings.slack_client_id is not None else None,
         rate_gate=rate_gate,
+        voice=VoiceSource(PreferenceStore(engine), StyleExampleStore(engine), tokens, slack_api_url),
     )
     worker = Worker(
         queue,

@@ -135,12 +135,13 @@ def create_app(
             app_metrics.watch(queue)
             secret = resolve_signing_secret(settings)
             installations, states = installation_store, oauth_state_store
+            oauth = settings.slack_client_id is not None
+            # OAuth mode: the config requires TOKEN_ENCRYPTION_KEY, so a cipher is always there. The schema is
+            # needed in both modes: App Home and watches keep users' settings in this database.
+            await create_tables(engine, require_token_cipher(settings) if oauth else None)
             if settings.slack_client_id is not None and installations is None:
                 # The workers read bot tokens from this same database, so installs must land here too.
-                # OAuth mode: the config requires TOKEN_ENCRYPTION_KEY, so a cipher is always there.
-                cipher = require_token_cipher(settings)
-                await create_tables(engine, cipher)
-                installations = store_installations(engine, settings.slack_client_id, cipher)
+                installations = store_installations(engine, settings.slack_client_id, require_token_cipher(settings))
                 states = states or store_oauth_states(engine)
             bolt = build_bolt_app(
                 settings,
@@ -149,6 +150,7 @@ def create_app(
                 installation_store=installations,
                 oauth_state_store=states,
                 signing_secret=secret,
+                engine=engine,
             )
             handler = AsyncSlackRequestHandler(bolt)
             state = WebState(settings, client, queue, bolt, handler, secret, engine, app_metrics, expect_workers)

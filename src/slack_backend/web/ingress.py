@@ -1,4 +1,5 @@
-"""Bolt listeners that turn Slack requests (message shortcut, slash command, app_mention) into queued AI jobs."""
+"""Bolt listeners that turn Slack requests (message shortcut, slash command, app_mention) into queued AI jobs; the
+App Home and watched-conversation listeners live in app_home.py and watch.py."""
 
 from __future__ import annotations
 
@@ -18,21 +19,45 @@ from slack_sdk.oauth.installation_store.async_installation_store import AsyncIns
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_backend.config import Settings
 from slack_backend.jobs.queues import queue_ai_response
 from slack_backend.jobs.types import MAX_TRIGGER_TEXT_CHARS, TriggerKind
 from slack_backend.logging import get_logger
 from slack_backend.queue import InvalidJobDataError, NotReplicatedError, Queue
+from slack_backend.slack.home_view import HOME_ACTION_PREFIX
 from slack_backend.slack.tokens import USER_SCOPES
+from slack_backend.web._errors import QueueUnavailableError
+from slack_backend.web.app_home import AppHome, UserStores
+from slack_backend.web.watch import WATCH_WORDS, Watching
 
 log = get_logger(__name__)
 
 DRAFT_REPLY_CALLBACK_ID = "draft_reply"
 # reactions:write: a mention shows an hourglass reaction while its draft is written (slack/delivery.py).
-OAUTH_SCOPES = ("commands", "chat:write", "app_mentions:read", "channels:history", "groups:history", "reactions:write")
-# The Events API events the app acts on (the manifest subscribes to exactly these); `message` is only acknowledged.
-SUBSCRIBED_EVENTS = ("app_mention",)
+# im:history, mpim:history: message events of watched DMs; users:read: a user's time zone for quiet hours.
+OAUTH_SCOPES = (
+    "commands",
+    "chat:write",
+    "app_mentions:read",
+    "channels:history",
+    "groups:history",
+    "im:history",
+    "mpim:history",
+    "reactions:write",
+    "users:read",
+)
+# The Events API events the app acts on (the manifest subscribes to exactly these): message.* feed watched
+# conversations (web/watch.py); app_home_opened publishes the Home tab (web/app_home.py).
+SUBSCRIBED_EVENTS = (
+    "app_mention",
+    "app_home_opened",
+    "message.channels",
+    "message.groups",
+    "message.im",
+    "message.mpim",
+)
 INSTALL_PATH = "/slack/install"
 REDIRECT_URI_PATH = "/slack/oauth_redirect"
 
@@ -55,10 +80,6 @@ ENQUEUE_DEADLINE_S = 1.5
 _SIGNING_SECRET_BYTES = 32
 # Mentions look like <@U0123> or <@U0123|name>; the trailing blanks go too, so "hi <@B> there" reads "hi there".
 _LEADING_MENTION = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>[ \t]*")
-
-
-class QueueUnavailableError(Exception):
-    """Redis did not take the job; the request is answered with a 5xx so Slack delivers it again."""
 
 
 def too_long_text(limit_chars: int) -> str:
@@ -105,6 +126,7 @@ def build_bolt_app(
     installation_store: AsyncInstallationStore | None = None,
     oauth_state_store: AsyncOAuthStateStore | None = None,
     signing_secret: str | None = None,
+    engine: AsyncEngine | None = None,
 ) -> AsyncApp:
     """Build the Bolt app whose listeners enqueue AI response jobs before Slack gets its answer.
 
@@ -115,6 +137,7 @@ def build_bolt_app(
         installation_store: OAuth mode: where installations are kept (Bolt's file store when None).
         oauth_state_store: OAuth mode: where install states are kept (Bolt's file store when None).
         signing_secret: verifies requests; default `resolve_signing_secret(settings)`.
+        engine: the database users' preferences and watches live in; without it App Home and watching do nothing.
     """
     secret = resolve_signing_secret(settings) if signing_secret is None else signing_secret
     oauth_mode = settings.slack_client_id is not None and settings.slack_client_secret is not None
@@ -152,13 +175,18 @@ def build_bolt_app(
         # app_uninstalled deletes the workspace's tokens (its queued jobs then fail at once: no token);
         # tokens_revoked deletes the named users' and bot's tokens.
         app.enable_token_revocation_listeners()
-    listeners = _Listeners(settings, queue)
+    stores = None if engine is None else UserStores.on(engine)
+    watching = Watching(settings, queue, stores)
+    home = AppHome(settings, stores)
+    listeners = _Listeners(settings, queue, watching)
     # Runs after Bolt's authorization and before every listener, so no listener can forget it.
     app.use(listeners.allowed_teams_only)
     app.message_shortcut(DRAFT_REPLY_CALLBACK_ID)(listeners.on_draft_shortcut)
     app.command(settings.slack_slash_command)(listeners.on_slash_command)
     app.event(SUBSCRIBED_EVENTS[0])(listeners.on_app_mention)
-    app.event("message")(listeners.on_message)
+    app.event("message")(watching.on_message)
+    app.event("app_home_opened")(home.on_home_opened)
+    app.action(re.compile(f"^{HOME_ACTION_PREFIX}"))(home.on_action)
     app.error(_on_error)
     return app
 
@@ -166,9 +194,10 @@ def build_bolt_app(
 class _Listeners:
     """The listener functions, sharing the settings and the queue; Bolt passes arguments by parameter name."""
 
-    def __init__(self, settings: Settings, queue: Queue) -> None:
+    def __init__(self, settings: Settings, queue: Queue, watching: Watching) -> None:
         self._settings = settings
         self._queue = queue
+        self._watching = watching
         # The job model caps the text too; the smaller limit is the one a user can be told about.
         self._limit_chars = min(settings.max_trigger_text_chars, MAX_TRIGGER_TEXT_CHARS)
 
@@ -216,6 +245,10 @@ class _Listeners:
         text = _str(command.get("text")) or ""
         if not text.strip():
             await ack(text=usage_text(self._settings.slack_slash_command), response_type="ephemeral")
+            return
+        if text.strip().lower() in WATCH_WORDS:
+            answer = await self._watching.command(text.strip().lower(), command, context)
+            await ack(text=answer, response_type="ephemeral")
             return
         team, enterprise = _identity(context, command)
         data = {
@@ -294,11 +327,6 @@ class _Listeners:
                 **fields,
             )
             raise QueueUnavailableError(_describe(exc)) from exc
-
-    async def on_message(self, event: dict[str, Any]) -> None:
-        """Plain message events: acknowledged and dropped, since drafting is asked for explicitly."""
-        # Without a listener Bolt answers 404 and Slack keeps re-delivering them.
-        log.debug("message event ignored", subtype=_str(event.get("subtype")))
 
     async def _enqueue_interactive(self, data: dict[str, Any], trigger_id: object) -> str | None:
         """Enqueue a shortcut's or command's job; None when queued, else the plain reason to tell the user."""
