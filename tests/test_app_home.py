@@ -70,7 +70,7 @@ def assert_valid_home_view(view: dict[str, Any]) -> None:
     """Slack's limits, checked with slack_sdk's own block models: a home view of 1..100 valid blocks."""
     assert view["type"] == "home"
     assert 0 < len(view["blocks"]) <= MAX_VIEW_BLOCKS
-    View(**view).validate_json()
+    View(**view).to_dict()  # validates the nested blocks too (validate_json checks only the view itself)
 
 
 async def test_home_opened_publishes_a_valid_view_with_the_users_settings_and_usage(pipeline: PipelineFactory) -> None:
@@ -82,16 +82,18 @@ async def test_home_opened_publishes_a_valid_view_with_the_users_settings_and_us
         await click(p, text_action(hv.SIGNATURE_ACTION, "-- Ana"))
         response = await post_signed(p.client, home_opened_body())
         assert response.status_code == 200
+        job = await p.queue.get("trig.home.1")
     publish = p.slack.calls_to("views.publish")[-1]
-    assert publish.token == BOT_TOKEN and publish.params["user_id"] == USER
+    assert publish.token == BOT_TOKEN
+    assert publish.params["user_id"] == USER
     view = p.slack.home.latest_view(USER)
     assert_valid_home_view(view)
     assert selected(view, hv.TONE_ACTION) == "formal"
     assert selected(view, hv.LENGTH_ACTION) == hv.UNSET
     assert '"initial_value": "-- Ana"' in view_text(view)
     assert "Europe/Amsterdam" in view_text(view), "the time zone read from users.info"
-    job = await p.queue.get("trig.home.1")
-    assert job is not None and job.result is not None
+    assert job is not None
+    assert job.result is not None
     used = job.result["input_tokens"] + job.result["output_tokens"]
     assert f"today*: {used:,} of 50,000 tokens" in view_text(view)
 
@@ -111,7 +113,8 @@ async def test_a_changed_preference_changes_the_next_prompt_at_the_model(pipelin
     assert "<my_preferences>" not in before
     for expected in ("Tone: formal", "Length: brief", "write the reply in Dutch", "Never use exclamation", "-- Ana"):
         assert expected in after, expected
-    assert "Tone:" not in cleared and "Length: brief" in cleared, "unset clears only that setting"
+    assert "Tone:" not in cleared, "unset clears that setting"
+    assert "Length: brief" in cleared, "and only that one"
 
 
 async def test_an_out_of_range_setting_is_refused_with_a_reason_and_nothing_saved(pipeline: PipelineFactory) -> None:
@@ -146,14 +149,15 @@ async def test_style_examples_reach_the_model_only_with_consent_and_delete_all_r
         await click(p, checkboxes_action(hv.LEARN_ACTION, [hv.LEARN_ON]))
         consented = await draft_prompt(p, "Status?", "trig.style.2")
         [read] = p.slack.calls_to("conversations.history")
-        assert read.token is not None and read.token.startswith("xoxp-"), "read with the user's own token"
+        assert str(read.token).startswith("xoxp-"), "read with the user's own token"
         await post_signed(p.client, home_opened_body())
         assert "Style examples kept*: 1" in view_text(p.slack.home.latest_view(USER))
         await click(p, button_action(hv.STYLE_DELETE_ACTION, "all"))
         assert "Style examples kept*: 0" in view_text(p.slack.home.latest_view(USER))
         await click(p, checkboxes_action(hv.LEARN_ACTION, []))
         revoked = await draft_prompt(p, "Status?", "trig.style.3")
-    assert STYLE_MARKER not in unconsented and "<my_style_examples>" not in unconsented
+    assert STYLE_MARKER not in unconsented
+    assert "<my_style_examples>" not in unconsented
     assert STYLE_MARKER in consented
     assert "someone else's words" not in consented.split("<my_style_examples>")[1], "only the user's own messages"
     assert STYLE_MARKER not in revoked
@@ -195,8 +199,10 @@ async def test_style_store_keeps_the_newest_twenty_per_user(tmp_path: Path) -> N
         await store.add_sent_edit(TEAM, OTHER, "other user")
         kept = await store.examples(TEAM, USER)
         assert len(kept) == MAX_EXAMPLES_PER_USER == await store.count(TEAM, USER)
-        assert kept[0] == "from history" and kept.count("from history") == 1
-        assert "sent 0" not in kept and "sent 24" in kept
+        assert kept[0] == "from history"
+        assert kept.count("from history") == 1
+        assert "sent 0" not in kept
+        assert "sent 24" in kept
         assert await store.delete_all(TEAM, USER) == MAX_EXAMPLES_PER_USER
         assert await store.examples(TEAM, OTHER) == ["other user"]
     finally:
@@ -208,11 +214,19 @@ async def test_style_store_keeps_the_newest_twenty_per_user(tmp_path: Path) -> N
     [
         ({"type": "home", "blocks": [{"type": "divider"}] * (MAX_VIEW_BLOCKS + 1)}, "invalid_arguments"),
         ({"type": "modal", "blocks": [{"type": "divider"}]}, "invalid_arguments"),
-        ({"type": "home", "blocks": [{"type": "section"}]}, "invalid_arguments"),
-        ({"type": "home", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 300_000}}]}, "view_too_large"),
+        (
+            {"type": "home", "blocks": [{"type": "header", "text": {"type": "plain_text", "text": "x" * 151}}]},
+            "invalid_arguments",
+        ),
+        (
+            {"type": "home", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 300_000}}]},
+            "view_too_large",
+        ),
     ],
 )
-async def test_fake_views_publish_refuses_what_slack_refuses(slack: FakeSlack, view: dict[str, Any], error: str) -> None:
+async def test_fake_views_publish_refuses_what_slack_refuses(
+    slack: FakeSlack, view: dict[str, Any], error: str
+) -> None:
     """The fake's views.publish refuses 101 blocks, a non-home view, an invalid block and a view over 250 kB."""
     client = AsyncWebClient(token=BOT_TOKEN, base_url=slack.base_url)
     with pytest.raises(SlackApiError) as refused:
@@ -238,5 +252,3 @@ def test_home_view_stays_within_slacks_limits_at_its_largest() -> None:
     view = hv.home_view(state)
     assert_valid_home_view(view)
     assert len(json.dumps(view).encode()) < 250_000
-
-

@@ -79,7 +79,8 @@ def test_manifest_points_every_url_at_the_service_and_asks_for_the_scopes_in_use
     assert needed <= set(OAUTH_SCOPES)
     assert manifest["oauth_config"]["scopes"]["user"] == list(USER_SCOPES)
     user_events = manifest["settings"]["event_subscriptions"]["user_events"]
-    assert {"im:history", "mpim:history"} <= set(USER_SCOPES) and user_events == ["message.im", "message.mpim"]
+    assert {"im:history", "mpim:history"} <= set(USER_SCOPES)
+    assert user_events == ["message.im", "message.mpim"]
     assert INSTALL_PATH == "/slack/install"
 
 

@@ -22,7 +22,6 @@ MAX_VIEW_BYTES = 250_000
 HISTORY_LIMIT = 15
 
 
-
 @dataclass
 class SlackHome:
     """State of the Home-tab and user methods: published views, user profiles, conversation histories.
@@ -114,7 +113,7 @@ def _view_problem(view: dict[str, Any]) -> str | None:
     if len(action_ids) != len(set(action_ids)):
         return "[ERROR] duplicate action_id [json-pointer:/view/blocks]"
     try:
-        View(**view).validate_json()
+        View(**view).to_dict()  # to_dict validates every nested block and element, validate_json only the view
     except (SlackObjectFormationError, TypeError, KeyError) as exc:
         return f"[ERROR] {exc} [json-pointer:/view]"
     return None
