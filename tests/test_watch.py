@@ -215,3 +215,36 @@ async def dump_redis(p: Pipeline) -> str:
             parts.append(str(await redis.smembers(key)))
     assert parts, "the scan found this test's keys"
     return "\n".join(parts)
+
+
+async def test_a_queued_suggestion_is_dropped_without_a_model_call_once_unwatched_or_quiet(
+    pipeline: PipelineFactory, settings_for: Callable[..., Settings]
+) -> None:
+    """Passive jobs wait behind direct ones: one whose user unwatched, or entered quiet hours, before it started
+    ends with no model call and no post, and frees its thread for the next suggestion."""
+    async with pipeline(with_worker=False) as p:
+        await slash(p, "watch")
+        await slash(p, "watch", channel="C0SECOND1")
+        await message(p, f"<@{USER}> first?", "EvQ1", "1700000901.000100")
+        await message(p, f"<@{USER}> second?", "EvQ2", "1700000902.000100", channel="C0SECOND1")
+        await slash(p, "unwatch")
+        hour = datetime.now(UTC).hour
+        await click(p, select_action(hv.QUIET_START_ACTION, str((hour - 1) % 24)))
+        await click(p, select_action(hv.QUIET_END_ACTION, str((hour + 2) % 24)))
+        settings = settings_for()
+        redis = create_redis(settings.redis_url_value())
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(redis.aclose)
+            await stack.enter_async_context(running(await build_ai_worker(settings, redis, stack)))
+            unwatched = await finished(p.queue, f"EvQ1:{USER}")
+            quiet = await finished(p.queue, f"EvQ2:{USER}")
+        for job in (unwatched, quiet):
+            assert job.state is JobState.COMPLETED
+            assert job.result["delivered_via"] == "none"
+        await click(p, select_action(hv.QUIET_START_ACTION, hv.UNSET))
+        await message(
+            p, f"<@{USER}> again?", "EvQ3", "1700000903.000100", channel="C0SECOND1", thread_ts="1700000902.000100"
+        )
+        assert await passive_job(p, "EvQ3") is not None, "the dropped suggestion freed its thread"
+    assert p.claude.message_requests == []
+    assert ephemerals(p.slack)[0] == []

@@ -18,6 +18,7 @@ from slack_backend.ai.errors import AIRejectedError, TransientAIError, user_mess
 from slack_backend.config import Settings
 from slack_backend.jobs.cost import CONTEXT_MAX_CHARS, CONTEXT_MAX_MESSAGES
 from slack_backend.jobs.ledger import RedisDeliveryLedger
+from slack_backend.jobs.passive import PassiveCheck
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.jobs.quota import QuotaGuard, QuotaVerdict
 from slack_backend.jobs.types import AIResponseJobData, AIResponseJobResult, TriggerKind
@@ -53,6 +54,7 @@ from slack_backend.store import (
     StyleExampleStore,
     Suggestion,
     SuggestionStore,
+    WatchStore,
     create_engine,
     create_tables,
     installation_store,
@@ -105,10 +107,13 @@ class AIResponseProcessor:
         connect_url: str | None = None,
         rate_gate: RateGate | None = None,
         voice: VoiceSource | None = None,
+        passive: PassiveCheck | None = None,
     ) -> None:
         """`connect_url`: the service's public https address; drafts whose thread could not be read link to its
-        /slack/connect (OAuth mode only). `voice`: the requester's preferences and style examples."""
+        /slack/connect (OAuth mode only). `voice`: the requester's preferences and style examples. `passive`: whether
+        a passive suggestion is still wanted when it starts."""
         self._voice = voice
+        self._passive = passive
         self._drafter = drafter
         self._suggestions = suggestions
         self._connect_url = connect_url
@@ -133,6 +138,10 @@ class AIResponseProcessor:
             # A rerun: the model was paid for already. No progress note, no second call.
             job.cost_used = 0
             return await self._deliver_saved(job, data, token, saved, started)
+        if self._passive is not None and not data.trigger.direct:
+            skip = await self._passive.skip_reason(data)
+            if skip is not None:
+                return await self._skip_passive(job, data, skip, started)
         if self._quota is not None:
             verdict = await self._quota.check(data.workspace_id)
             if not verdict.allowed:
@@ -213,6 +222,24 @@ class AIResponseProcessor:
             draft_chars=0,
         ).model_dump(mode="json")
 
+    async def _skip_passive(self, job: Job, data: AIResponseJobData, reason: str, started: float) -> dict[str, Any]:
+        """No AI call and nothing posted: the passive suggestion is no longer wanted; its thread is free again."""
+        log.info("passive suggestion dropped before drafting", reason=reason)
+        if self._passive is not None:
+            await self._passive.release(data)
+        job.cost_used = 0
+        await self._audit_finished(job.id, "completed", 0, 0, f"passive_{reason}")
+        return AIResponseJobResult(
+            delivered_via="none",
+            delivery_parts=0,
+            input_tokens=0,
+            output_tokens=0,
+            model="",
+            offline=False,
+            processing_time_ms=int((time.monotonic() - started) * 1000),
+            draft_chars=0,
+        ).model_dump(mode="json")
+
     async def _respect_provider_limits(self, draft: Draft) -> None:
         """When the provider says a limit is spent until its reset, hold every start of the queue until then."""
         if self._hold_queue is None or draft.rate_limits is None:
@@ -231,6 +258,9 @@ class AIResponseProcessor:
             data = parse_job_data(event.job)
         except UnrecoverableError:
             return  # nothing tells us who to answer
+        if self._passive is not None and not data.trigger.direct:
+            with contextlib.suppress(Exception):  # the slot also frees itself after OPEN_SUGGESTION_TTL
+                await self._passive.release(data)
         token = ""
         with contextlib.suppress(Exception):
             token = await self._token(data)
@@ -435,6 +465,7 @@ async def build_ai_worker(
         connect_url=settings.public_url if settings.slack_client_id is not None else None,
         rate_gate=rate_gate,
         voice=VoiceSource(PreferenceStore(engine), StyleExampleStore(engine), tokens, slack_api_url),
+        passive=PassiveCheck(PreferenceStore(engine), WatchStore(engine)),
     )
     worker = Worker(
         queue,

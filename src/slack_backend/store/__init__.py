@@ -10,7 +10,7 @@ from slack_backend.store.preferences import Preferences, PreferenceStore
 from slack_backend.store.quotas import QuotaStore
 from slack_backend.store.style_examples import StyleExampleStore
 from slack_backend.store.suggestions import Suggestion, SuggestionStore
-from slack_backend.store.watches import WatchLimitError, WatchStore
+from slack_backend.store.watches import WatchLimitError, WatchStore, thread_key
 
 __all__ = [
     "AuditLog",
@@ -34,4 +34,5 @@ __all__ = [
     "oauth_state_store",
     "ping",
     "reencrypt_tokens",
+    "thread_key",
 ]

@@ -48,6 +48,12 @@ open_passive_table = Table(
 )
 
 
+def thread_key(thread_ts: str | None, message_ts: str, *, is_dm: bool) -> str:
+    """Which "thread" a passive suggestion holds open: the thread, a DM's whole top level, or the message itself
+    (a top-level mention: the replies to it form its thread)."""
+    return thread_ts or ("dm" if is_dm else message_ts)
+
+
 class WatchLimitError(ValueError):
     """The user already watches MAX_WATCHES_PER_USER conversations."""
 

@@ -21,7 +21,7 @@ from slack_backend.jobs.queues import queue_ai_response
 from slack_backend.jobs.types import MAX_TRIGGER_TEXT_CHARS, TriggerKind
 from slack_backend.logging import get_logger
 from slack_backend.queue import InvalidJobDataError, NotReplicatedError, Queue
-from slack_backend.store import WatchLimitError
+from slack_backend.store import WatchLimitError, thread_key
 from slack_backend.store.db import utc_now
 from slack_backend.web._errors import QueueUnavailableError
 from slack_backend.web.app_home import UserStores, remember_time_zone
@@ -35,8 +35,6 @@ ENQUEUE_DEADLINE_S = 1.5
 _PLAIN_SUBTYPES = frozenset({None, "thread_broadcast", "file_share"})
 # Conversations that are DMs (one-to-one and group): a message there is addressed to everyone in it.
 _DM_TYPES = frozenset({"im", "mpim"})
-# The open-suggestion key of a DM's top level: the whole DM counts as one thread.
-_DM_KEY = "dm"
 
 WATCHING_TEXT = (
     "Watching this conversation: when someone mentions you, replies in your thread or writes to you here, "
@@ -109,7 +107,7 @@ class Watching:
         if ts is None:
             return
         is_dm = event.get("channel_type") in _DM_TYPES
-        key = thread_ts or (_DM_KEY if is_dm else ts)
+        key = thread_key(thread_ts, ts, is_dm=is_dm)
         if author in watchers:
             await self._note_own_message(team, author, channel, thread_ts, key)
         for watcher in watchers:
