@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from structlog.testing import capture_logs
 
 from slack_backend.config import Settings
@@ -16,10 +17,13 @@ from slack_backend.jobs.queues import DIRECT_PRIORITY, PASSIVE_PRIORITY
 from slack_backend.jobs.workers import build_ai_worker
 from slack_backend.queue import Job, JobState, create_redis
 from slack_backend.slack import home_view as hv
+from slack_backend.store.preferences import Preferences
+from tests.fakes.slack_server import FakeSlack
+from tests.support.app import Serve
 from tests.support.engine import running
 from tests.support.home_requests import OTHER, button_action, message_body, select_action
 from tests.support.pipeline import Pipeline, PipelineFactory
-from tests.support.slack_requests import CHANNEL, USER, command_body, post_signed
+from tests.support.slack_requests import CHANNEL, CLOSED_REDIS_URL, USER, command_body, post_signed
 from tests.test_app_home import STYLE_MARKER, click
 from tests.test_oauth import OAUTH, install
 from tests.test_work_once import ephemerals, finished
@@ -30,9 +34,15 @@ DM = "D0DIRECT1"
 
 async def slash(p: Pipeline, text: str, *, channel: str = CHANNEL, trigger_id: str = "trig.watch") -> str:
     """Run the slash command in `channel` and return the ephemeral answer."""
-    body, content_type = command_body(p.slack, text=text, trigger_id=trigger_id)
+    return await slash_to(p.client, p.slack, text, channel=channel, trigger_id=trigger_id)
+
+
+async def slash_to(
+    client: httpx.AsyncClient, slack: FakeSlack, text: str, *, channel: str = CHANNEL, trigger_id: str = "trig.watch"
+) -> str:
+    body, content_type = command_body(slack, text=text, trigger_id=trigger_id)
     body = body.replace(f"channel_id={CHANNEL}".encode(), f"channel_id={channel}".encode())
-    response = await post_signed(p.client, (body, content_type))
+    response = await post_signed(client, (body, content_type))
     assert response.status_code == 200, response.text
     return str(response.json()["text"])
 
@@ -248,3 +258,36 @@ async def test_a_queued_suggestion_is_dropped_without_a_model_call_once_unwatche
         assert await passive_job(p, "EvQ3") is not None, "the dropped suggestion freed its thread"
     assert p.claude.message_requests == []
     assert ephemerals(p.slack)[0] == []
+
+
+async def test_redis_down_answers_503_and_frees_the_thread_for_slacks_redelivery(
+    serve: Serve, pipeline: PipelineFactory, slack: FakeSlack
+) -> None:
+    """With Redis unreachable a watched mention gets 503 (Slack delivers it again) and holds no open suggestion, so
+    the redelivery, once Redis is back, queues it."""
+    async with serve(REDIS_URL=CLOSED_REDIS_URL) as client:
+        assert "Watching" in await slash_to(client, slack, "watch")
+        down = await post_signed(client, message_body(f"<@{USER}> hi", event_id="EvR1", ts="1700001001.000100"))
+    assert down.status_code == 503
+    async with pipeline(with_worker=False) as p:
+        retry = message_body(f"<@{USER}> hi", event_id="EvR1", ts="1700001001.000100")
+        again = await post_signed(
+            p.client, retry, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_error"}
+        )
+        assert again.status_code == 200
+        assert await passive_job(p, "EvR1") is not None
+
+
+def test_quiet_hours_are_read_on_the_users_clock_and_may_span_midnight() -> None:
+    """22-7 in Amsterdam is quiet at 23:30 and 06:59 there, not at 07:00 or 21:59; equal or unset hours never are."""
+    night = Preferences(quiet_start_hour=22, quiet_end_hour=7, time_zone="Europe/Amsterdam")
+    # 1 December: Amsterdam is UTC+1.
+    assert night.in_quiet_hours(datetime(2026, 12, 1, 22, 30, tzinfo=UTC))
+    assert night.in_quiet_hours(datetime(2026, 12, 1, 5, 59, tzinfo=UTC))
+    assert not night.in_quiet_hours(datetime(2026, 12, 1, 6, 0, tzinfo=UTC))
+    assert not night.in_quiet_hours(datetime(2026, 12, 1, 20, 59, tzinfo=UTC))
+    day = Preferences(quiet_start_hour=9, quiet_end_hour=17)
+    assert day.in_quiet_hours(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
+    assert not day.in_quiet_hours(datetime(2026, 12, 1, 17, 0, tzinfo=UTC))
+    assert not Preferences(quiet_start_hour=5, quiet_end_hour=5).in_quiet_hours(datetime(2026, 12, 1, 5, tzinfo=UTC))
+    assert not Preferences().in_quiet_hours(datetime(2026, 12, 1, 5, tzinfo=UTC))

@@ -1,10 +1,4 @@
-"""Watched conversations: `/draft watch` and `/draft unwatch`, and the message events that queue passive suggestions.
-
-In a conversation a user watches, a message by someone else that mentions them, replies in a thread they wrote in
-(or started), or writes to them in a DM queues a passive job for them: lower priority than any direct request, under
-the same limits. Never for their own or a bot's messages, never in their quiet hours, and at most one open
-suggestion per user per thread (until they answer there, or OPEN_SUGGESTION_TTL passes).
-"""
+"""Watched conversations: `/draft watch` and `/draft unwatch`, and the message events that queue passive suggestions."""
 
 from __future__ import annotations
 
@@ -48,7 +42,13 @@ NO_DATABASE_TEXT = "Watching conversations needs the app's database, which this 
 
 
 class Watching:
-    """The watch command and the message listener; without a database (`stores` None) messages are only acked."""
+    """The watch command and the message listener; without a database (`stores` None) messages are only acked.
+
+    In a conversation a user watches, a message by someone else that mentions them, replies in a thread they wrote
+    in (or started), or writes to them in a DM queues a passive job for them: lower priority than any direct
+    request, under the same limits. Never for their own or a bot's messages, never in their quiet hours, and at
+    most one open suggestion per user per thread (until they answer there, or OPEN_SUGGESTION_TTL passes).
+    """
 
     def __init__(
         self,
