@@ -18,6 +18,7 @@ from slack_backend.jobs.workers import build_ai_worker
 from slack_backend.queue import Job, JobState, create_redis
 from slack_backend.slack import home_view as hv
 from slack_backend.store.preferences import Preferences
+from slack_backend.web.watch import DATABASE_DOWN_TEXT
 from tests.fakes.slack_server import FakeSlack
 from tests.support.app import Serve
 from tests.support.engine import running
@@ -291,3 +292,16 @@ def test_quiet_hours_are_read_on_the_users_clock_and_may_span_midnight() -> None
     assert not day.in_quiet_hours(datetime(2026, 12, 1, 17, 0, tzinfo=UTC))
     assert not Preferences(quiet_start_hour=5, quiet_end_hour=5).in_quiet_hours(datetime(2026, 12, 1, 5, tzinfo=UTC))
     assert not Preferences().in_quiet_hours(datetime(2026, 12, 1, 5, tzinfo=UTC))
+
+
+async def test_database_down_acks_message_events_and_tells_the_watch_command_to_retry(
+    serve: Serve, slack: FakeSlack
+) -> None:
+    """With the database away the app still starts; message events get 200 (no Slack retry storm) and
+    `/draft watch` answers "try again" in plain words."""
+    closed = "postgresql+asyncpg://nobody:nothing@127.0.0.1:1/none"
+    async with serve(DATABASE_URL=closed) as client:
+        event = await post_signed(client, message_body(f"<@{USER}> hi", event_id="EvDB1", ts="1700001101.000100"))
+        answer = await slash_to(client, slack, "watch")
+    assert event.status_code == 200
+    assert answer == DATABASE_DOWN_TEXT

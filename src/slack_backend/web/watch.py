@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncBoltContext, AsyncBoltRequest
+from sqlalchemy.exc import SQLAlchemyError
 
 from slack_backend.config import Settings
 from slack_backend.jobs.queues import queue_ai_response
@@ -39,6 +40,7 @@ ALREADY_TEXT = "You already watch this conversation. `{command} unwatch` stops i
 UNWATCHED_TEXT = "Stopped watching this conversation."
 NOT_WATCHED_TEXT = "You don't watch this conversation."
 NO_DATABASE_TEXT = "Watching conversations needs the app's database, which this process does not have."
+DATABASE_DOWN_TEXT = "I couldn't save that right now, please try again in a minute."
 
 
 class Watching:
@@ -66,6 +68,13 @@ class Watching:
 
     async def command(self, word: str, command: dict[str, Any], context: AsyncBoltContext) -> str:
         """`/draft watch` or `/draft unwatch` in the conversation it is typed in; returns the ephemeral answer."""
+        try:
+            return await self._command(word, command, context)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("watch command failed: database unavailable", error=type(exc).__name__)
+            return DATABASE_DOWN_TEXT
+
+    async def _command(self, word: str, command: dict[str, Any], context: AsyncBoltContext) -> str:
         slash = self._settings.slack_slash_command
         user, channel, team = command.get("user_id"), command.get("channel_id"), context.team_id
         if self._stores is None:
@@ -99,6 +108,25 @@ class Watching:
             return
         if event.get("bot_id") or event.get("subtype") not in _PLAIN_SUBTYPES or not isinstance(author, str):
             log.debug("message ignored: from a bot or not a person's message", subtype=event.get("subtype"))
+            return
+        try:
+            await self._route(body, event, context, request, team, channel, author)
+        except (SQLAlchemyError, OSError) as exc:
+            # Every message of every channel the app is in arrives here: answering 5xx while the database is away
+            # would have Slack retry them all, and switch the app's events off (app_mention too) if it goes on.
+            log.warning("message event dropped: database unavailable", error=type(exc).__name__, channel=channel)
+
+    async def _route(
+        self,
+        body: dict[str, Any],
+        event: dict[str, Any],
+        context: AsyncBoltContext,
+        request: AsyncBoltRequest,
+        team: str,
+        channel: str,
+        author: str,
+    ) -> None:
+        if self._stores is None:
             return
         watchers = await self._stores.watches.watchers(team, channel)
         if not watchers:
