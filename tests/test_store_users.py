@@ -54,7 +54,7 @@ async def test_preferences_round_trip_and_a_bad_value_saves_nothing(engine: Asyn
     saved = await store.get(TEAM, USER)
     assert (saved.tone, saved.signature, saved.language) == ("formal", "-- Ana", None)
     assert saved.time_zone == "Europe/Amsterdam"
-    refused = {
+    refused: dict[str, dict[str, object]] = {
         "tone must be one of": {"tone": "angry"},
         "quiet_end_hour must be an hour": {"quiet_end_hour": 24},
         "time_zone must be an IANA zone": {"time_zone": "Mars/Olympus"},
