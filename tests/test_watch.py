@@ -153,6 +153,7 @@ async def test_unwatch_by_command_or_from_home_stops_suggestions(pipeline: Pipel
         await message(p, f"<@{USER}> hello again", "EvU2", "1700000602.000100")
         assert await total_jobs(p) == 0
         assert "don't watch" in await slash(p, "unwatch")
+        assert "/draft watch" in await slash(p, " "), "the usage help tells of watching"
     view = json.dumps(p.slack.home.latest_view(USER))
     assert "You watch no conversations" in view
     assert f"<#{CHANNEL}>" not in view

@@ -91,7 +91,9 @@ def usage_text(command: str) -> str:
     """The help shown for a slash command given no text."""
     return (
         f"Paste the message you want to answer after the command, like `{command} Can you send me the Q3 numbers "
-        "by Friday?`. To answer a message in a channel, use the *Draft a reply* shortcut on that message."
+        "by Friday?`. To answer a message in a channel, use the *Draft a reply* shortcut on that message. "
+        f"`{command} watch` in a conversation suggests replies there when you are mentioned or written to "
+        f"(`{command} unwatch` stops it); your settings are on the app's Home tab."
     )
 
 
