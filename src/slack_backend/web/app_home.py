@@ -61,6 +61,12 @@ async def remember_time_zone(stores: UserStores, client: AsyncWebClient | None, 
         log.info("time zone not read", user=user, error=type(exc).__name__)
 
 
+def installation_team(context: AsyncBoltContext) -> str | None:
+    """The workspace of the installation Bolt authorized (not a Slack Connect body's other organization)."""
+    result = context.authorize_result
+    return (result.team_id if result else None) or context.team_id
+
+
 class AppHome:
     """The Home tab's listeners. Without a database (`stores` None) they acknowledge and do nothing."""
 
@@ -72,7 +78,7 @@ class AppHome:
 
     async def on_home_opened(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
         """app_home_opened on the Home tab: read the user's time zone once, then publish their Home view."""
-        user, team = event.get("user"), context.team_id
+        user, team = event.get("user"), installation_team(context)
         if event.get("tab") != "home" or self._stores is None or not isinstance(user, str) or team is None:
             return
         await remember_time_zone(self._stores, context.client, team, user)
@@ -83,7 +89,7 @@ class AppHome:
     ) -> None:
         """A Home tab control: save the change at once and publish the view again (with the reason, if refused)."""
         await ack()
-        user, team = (body.get("user") or {}).get("id"), context.team_id
+        user, team = (body.get("user") or {}).get("id"), installation_team(context)
         if self._stores is None or not isinstance(user, str) or team is None:
             return
         notice: str | None = None

@@ -19,7 +19,7 @@ from slack_backend.queue import InvalidJobDataError, NotReplicatedError, Queue
 from slack_backend.store import WatchLimitError, thread_key
 from slack_backend.store.db import utc_now
 from slack_backend.web._errors import QueueUnavailableError
-from slack_backend.web.app_home import UserStores, remember_time_zone
+from slack_backend.web.app_home import UserStores, installation_team, remember_time_zone
 
 log = get_logger(__name__)
 
@@ -76,7 +76,7 @@ class Watching:
 
     async def _command(self, word: str, command: dict[str, Any], context: AsyncBoltContext) -> str:
         slash = self._settings.slack_slash_command
-        user, channel, team = command.get("user_id"), command.get("channel_id"), context.team_id
+        user, channel, team = command.get("user_id"), command.get("channel_id"), installation_team(context)
         if self._stores is None:
             return NO_DATABASE_TEXT
         if not isinstance(user, str) or not isinstance(channel, str) or team is None:
@@ -103,7 +103,7 @@ class Watching:
             QueueUnavailableError: Redis did not take a job; answered 503 so Slack delivers the event again (the
                 same event id adds no second job).
         """
-        author, channel, team = event.get("user"), event.get("channel"), context.team_id
+        author, channel, team = event.get("user"), event.get("channel"), installation_team(context)
         if self._stores is None or not isinstance(channel, str) or team is None:
             return
         if event.get("bot_id") or event.get("subtype") not in _PLAIN_SUBTYPES or not isinstance(author, str):
@@ -187,7 +187,7 @@ class Watching:
         key: str,
     ) -> None:
         stores = self._stores
-        team, channel = context.team_id, str(event.get("channel"))
+        team, channel = installation_team(context), str(event.get("channel"))
         if stores is None or team is None:
             return
         fields = {"team": team, "user": watcher, "trigger": kind.value}
