@@ -19,6 +19,7 @@ from slack_backend.queue import Job, JobState, create_redis
 from slack_backend.slack import home_view as hv
 from slack_backend.store.preferences import Preferences
 from slack_backend.web.watch import DATABASE_DOWN_TEXT
+from tests.fakes.anthropic_server import Behaviour
 from tests.fakes.slack_server import FakeSlack
 from tests.support.app import Serve
 from tests.support.engine import running
@@ -306,3 +307,24 @@ async def test_database_down_acks_message_events_and_tells_the_watch_command_to_
         answer = await slash_to(client, slack, "watch")
     assert event.status_code == 200
     assert answer == DATABASE_DOWN_TEXT
+
+
+async def test_a_failed_or_over_quota_passive_suggestion_tells_nothing_and_frees_its_thread(
+    pipeline: PipelineFactory,
+) -> None:
+    """Nobody asked for a passive suggestion: when the model refuses it for good, or the workspace is over its
+    quota, no failure or quota note is posted, and the thread takes the next suggestion."""
+    async with pipeline(WORKSPACE_DAILY_TOKEN_QUOTA="1") as p:
+        await slash(p, "watch")
+        p.claude.script(Behaviour.bad_request())
+        await message(p, f"<@{USER}> one?", "EvF1", "1700001201.000100", thread_ts=THREAD, parent_user_id=OTHER)
+        failed = await finished(p.queue, f"EvF1:{USER}")
+        await post_signed(p.client, command_body(p.slack, text="use the quota up", trigger_id="trig.quota"))
+        await finished(p.queue, "trig.quota")
+        await message(p, f"<@{USER}> two?", "EvF2", "1700001202.000100", thread_ts=THREAD, parent_user_id=OTHER)
+        over = await finished(p.queue, f"EvF2:{USER}")
+    assert failed.state is JobState.FAILED
+    assert over.state is JobState.COMPLETED
+    assert over.result["delivered_via"] == "none"
+    assert [c.params["channel"] for c in p.slack.calls_to("chat.postEphemeral")] == [], "no note reached the user"
+    assert len(p.claude.message_requests) == 2, "the failed suggestion and the direct draft; none over quota"

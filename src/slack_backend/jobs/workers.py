@@ -208,7 +208,10 @@ class AIResponseProcessor:
     ) -> dict[str, Any]:
         """No AI call: tell the user when the quota resets, and finish the job (it did what it could)."""
         log.info("over daily quota: no AI call", used=verdict.used, quota=verdict.quota)
-        told = await self._delivery.tell_failure(data, token, verdict.user_text())
+        # A passive suggestion was never asked for: its user hears nothing of the quota from it.
+        told = data.trigger.direct and await self._delivery.tell_failure(data, token, verdict.user_text())
+        if self._passive is not None and not data.trigger.direct:
+            await self._passive.release(data)
         job.cost_used = 0
         await self._audit_finished(job.id, "completed", 0, 0, "over_quota")
         return AIResponseJobResult(
@@ -258,9 +261,12 @@ class AIResponseProcessor:
             data = parse_job_data(event.job)
         except UnrecoverableError:
             return  # nothing tells us who to answer
-        if self._passive is not None and not data.trigger.direct:
-            with contextlib.suppress(Exception):  # the slot also frees itself after OPEN_SUGGESTION_TTL
-                await self._passive.release(data)
+        if not data.trigger.direct:
+            # Nobody asked for a passive suggestion: no failure note; its thread is free for the next one.
+            if self._passive is not None:
+                with contextlib.suppress(Exception):  # the slot also frees itself after OPEN_SUGGESTION_TTL
+                    await self._passive.release(data)
+            return
         token = ""
         with contextlib.suppress(Exception):
             token = await self._token(data)
