@@ -91,7 +91,7 @@ async def test_home_opened_publishes_a_valid_view_with_the_users_settings_and_us
     assert selected(view, hv.TONE_ACTION) == "formal"
     assert selected(view, hv.LENGTH_ACTION) == hv.UNSET
     assert '"initial_value": "-- Ana"' in view_text(view)
-    assert "Europe/Amsterdam" in view_text(view), "the time zone read from users.info"
+    assert selected(view, hv.TIME_ZONE_ACTION) == "Europe/Amsterdam", "the time zone read from users.info"
     assert job is not None
     assert job.result is not None
     used = job.result["input_tokens"] + job.result["output_tokens"]
@@ -115,6 +115,20 @@ async def test_a_changed_preference_changes_the_next_prompt_at_the_model(pipelin
         assert expected in after, expected
     assert "Tone:" not in cleared, "unset clears that setting"
     assert "Length: brief" in cleared, "and only that one"
+
+
+async def test_a_chosen_time_zone_wins_over_slacks_until_cleared(pipeline: PipelineFactory) -> None:
+    """A zone picked on the Home tab is kept across opens; "From my Slack profile" goes back to users.info's tz."""
+    async with pipeline(with_worker=False) as p:
+        p.slack.home.users[USER] = {"tz": "Asia/Kolkata"}
+        await click(p, select_action(hv.TIME_ZONE_ACTION, "America/Chicago"))
+        await post_signed(p.client, home_opened_body())
+        assert selected(p.slack.home.latest_view(USER), hv.TIME_ZONE_ACTION) == "America/Chicago"
+        await click(p, select_action(hv.TIME_ZONE_ACTION, hv.UNSET))
+        await post_signed(p.client, home_opened_body(event_id="EvHOME002"))
+        assert selected(p.slack.home.latest_view(USER), hv.TIME_ZONE_ACTION) == "Asia/Kolkata"
+        await click(p, select_action(hv.TIME_ZONE_ACTION, "Mars/Olympus"))
+    assert "Not saved: time_zone must be an IANA zone" in view_text(p.slack.home.latest_view(USER))
 
 
 async def test_an_out_of_range_setting_is_refused_with_a_reason_and_nothing_saved(pipeline: PipelineFactory) -> None:

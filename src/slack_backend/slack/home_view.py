@@ -21,9 +21,34 @@ STYLE_DELETE_ACTION = "home_style_delete"
 DISCONNECT_ACTION = "home_disconnect"
 CONNECT_ACTION = "home_connect"
 UNWATCH_ACTION = "home_unwatch"
+TIME_ZONE_ACTION = "home_time_zone"
 # A select's value meaning "no setting" (Slack options need a non-empty value).
 UNSET = "unset"
 LEARN_ON = "on"
+# A user's Slack time zone is used unless they pick one here (one outside this list is offered too).
+TIME_ZONES = (
+    "UTC",
+    "Europe/London",
+    "Europe/Lisbon",
+    "Europe/Paris",
+    "Europe/Amsterdam",
+    "Europe/Berlin",
+    "Europe/Madrid",
+    "Europe/Helsinki",
+    "Europe/Istanbul",
+    "Asia/Dubai",
+    "Asia/Kolkata",
+    "Asia/Singapore",
+    "Asia/Shanghai",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+    "America/Sao_Paulo",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+)
 LANGUAGES = ("English", "Spanish", "French", "German", "Portuguese", "Italian", "Dutch", "Japanese", "Chinese")
 # Slack's documented limits: a Home view holds at most 100 blocks; a select at most 100 options.
 MAX_VIEW_BLOCKS = 100
@@ -90,7 +115,7 @@ def home_view(state: HomeState) -> dict[str, Any]:
                 _hour_select(QUIET_END_ACTION, prefs.quiet_end_hour, "Until"),
             ],
         },
-        _context(f"Your time zone: {prefs.time_zone or 'UTC (Slack did not say yours)'}"),
+        _time_zone_section(prefs.time_zone),
         *_watched_blocks(state.watched),
         _divider(),
         _header("Your voice"),
@@ -102,6 +127,17 @@ def home_view(state: HomeState) -> dict[str, Any]:
         *_account_blocks(state.account),
     ]
     return {"type": "home", "blocks": blocks}
+
+
+def _time_zone_section(current: str | None) -> dict[str, Any]:
+    zones = TIME_ZONES if current is None or current in TIME_ZONES else (current, *TIME_ZONES)
+    return _select_section(
+        f"*Time zone* for quiet hours: {current or 'UTC (Slack did not say yours)'}",
+        TIME_ZONE_ACTION,
+        [(zone, zone) for zone in zones],
+        current,
+        "From my Slack profile",
+    )
 
 
 def _usage_text(usage: Usage) -> str:

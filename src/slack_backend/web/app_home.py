@@ -29,6 +29,7 @@ _SELECTS = {
     hv.LANGUAGE_ACTION: "language",
     hv.QUIET_START_ACTION: "quiet_start_hour",
     hv.QUIET_END_ACTION: "quiet_end_hour",
+    hv.TIME_ZONE_ACTION: "time_zone",
 }
 _TEXTS = {hv.INSTRUCTIONS_ACTION: "custom_instructions", hv.SIGNATURE_ACTION: "signature"}
 
@@ -81,6 +82,7 @@ class AppHome:
         user, team = event.get("user"), installation_team(context)
         if event.get("tab") != "home" or self._stores is None or not isinstance(user, str) or team is None:
             return
+        # A zone the user picked is kept; "From my Slack profile" cleared it, so Slack's is read again.
         await remember_time_zone(self._stores, context.client, team, user)
         await self._publish(context, team, user)
 
