@@ -71,8 +71,9 @@ async def test_control_characters_are_dropped_and_unicode_round_trips(make_queue
 
 
 def test_passive_triggers_wait_behind_direct_ones() -> None:
-    """Thread and reply triggers are passive; the rest are direct requests and go first."""
-    assert {t for t in TriggerKind if not t.direct} == {TriggerKind.THREAD, TriggerKind.REPLY}
+    """Thread, reply and watched-conversation triggers are passive; the rest are direct requests and go first."""
+    passive = {TriggerKind.THREAD, TriggerKind.REPLY, TriggerKind.WATCHED_MENTION, TriggerKind.WATCHED_THREAD}
+    assert {t for t in TriggerKind if not t.direct} == passive | {TriggerKind.WATCHED_DM}
     assert DIRECT_PRIORITY < PASSIVE_PRIORITY
 
 

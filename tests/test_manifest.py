@@ -18,8 +18,8 @@ from slack_backend.web.manifest import build_manifest
 from tests.test_config import run_cli
 
 BASE = "https://drafts.example.com"
-# Acknowledged so Slack gets no 404 if a workspace subscribes them, but never acted on: not in the manifest.
-ACKNOWLEDGED_ONLY = {("event", "message")}
+# Block actions need no manifest entry (interactivity's one request URL serves them all).
+NOT_IN_MANIFEST = {"action"}
 
 
 def listened(slash_command: str) -> dict[str, set[str]]:
@@ -44,7 +44,8 @@ def manifest_sets(manifest: dict[str, Any]) -> dict[str, set[str]]:
     return {
         "message_shortcut": {s["callback_id"] for s in features["shortcuts"] if s["type"] == "message"},
         "command": {c["command"] for c in features["slash_commands"]},
-        "event": set(settings["event_subscriptions"]["bot_events"]),
+        # Slack's message.channels / .groups / .im / .mpim all reach Bolt's one `message` listener.
+        "event": {e.split(".")[0] for e in settings["event_subscriptions"]["bot_events"]},
     }
 
 
@@ -53,13 +54,15 @@ def test_manifest_lists_exactly_what_the_listeners_match(slash_command: str) -> 
     """Shortcut callback ids, slash commands and bot events in the manifest are exactly the code's listeners."""
     manifest = build_manifest(BASE, slash_command=slash_command)
     code = listened(slash_command)
-    acted_on = {kind: {v for v in values if (kind, v) not in ACKNOWLEDGED_ONLY} for kind, values in code.items()}
+    acted_on = {kind: values for kind, values in code.items() if kind not in NOT_IN_MANIFEST}
     assert manifest_sets(manifest) == acted_on
-    # Built without a database: the card's buttons and modals (interactivity) are checked in the test below.
-    assert set(code) == {"message_shortcut", "command", "event"}
+    # Built without a database: the card's buttons and modals are checked in the test below; "action" is App Home's.
+    assert set(code) == {"message_shortcut", "command", "event", "action"}
+    bot_events = manifest["settings"]["event_subscriptions"]["bot_events"]
+    assert {"message.channels", "message.groups", "message.im", "message.mpim"} <= set(bot_events)
     home = manifest["features"]["app_home"]
-    assert not home["messages_tab_enabled"], "no listener answers DMs (no message.im), so users cannot write one"
-    assert not home["home_tab_enabled"], "no app_home_opened listener"
+    assert not home["messages_tab_enabled"], "no listener answers a DM to the app itself, so users cannot write one"
+    assert home["home_tab_enabled"], "app_home_opened publishes the Home tab"
 
 
 def test_manifest_points_every_url_at_the_service_and_asks_for_the_scopes_in_use() -> None:
@@ -73,6 +76,12 @@ def test_manifest_points_every_url_at_the_service_and_asks_for_the_scopes_in_use
     assert manifest["oauth_config"]["scopes"]["bot"] == list(OAUTH_SCOPES)
     assert manifest["oauth_config"]["scopes"]["user"] == list(USER_SCOPES), "what /slack/connect asks a user for"
     assert "reactions:write" in OAUTH_SCOPES, "the mention's progress reaction needs it"
+    # Each message event needs its history scope; users.info's tz needs users:read.
+    needed = {"channels:history", "groups:history", "im:history", "mpim:history", "users:read"}
+    assert needed <= set(OAUTH_SCOPES)
+    user_events = manifest["settings"]["event_subscriptions"]["user_events"]
+    assert {"im:history", "mpim:history"} <= set(USER_SCOPES)
+    assert user_events == ["message.im", "message.mpim"]
     assert INSTALL_PATH == "/slack/install"
 
 

@@ -17,6 +17,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from tests.fakes.slack_home import SlackHome
 from tests.fakes.slack_reads import NON_MARKETPLACE_LIMIT, Person, SlackReads
 from tests.fakes.slack_views import SlackUI
 
@@ -117,6 +118,7 @@ class FakeSlack:
         self.issued_tokens: dict[str, float | None] = {}  # token -> expiry (epoch s), None when it never expires
         self._token_users: dict[str, str] = {}  # issued user token -> the user it belongs to
         self._latency: dict[str, tuple[float, float]] = {}
+        self.home = SlackHome(bot_token, self._token_users)  # views.publish, users.info, conversations.history
         self._rng = random.Random(0)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -301,7 +303,8 @@ class FakeSlack:
             "reactions.remove": self._reactions_remove,
         }.get(method)
         if handler is None:
-            return _fail("unknown_method")
+            home = self.home.handlers().get(method)
+            return _fail("unknown_method") if home is None else home(params, token)
         return handler(params)
 
     async def _response_url(self, request: web.Request) -> web.Response:

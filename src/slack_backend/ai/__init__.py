@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from slack_backend.ai.offline import OFFLINE_LABEL, OfflineDrafter, make_drafter
     from slack_backend.ai.prompt import SYSTEM_PROMPT, build_messages, estimate_input_tokens, select_context
     from slack_backend.ai.ratelimit_headers import LimitWindow, RateLimitSnapshot
-    from slack_backend.ai.types import ContextMessage, Draft, Drafter, DraftRequest
+    from slack_backend.ai.types import ContextMessage, Draft, Drafter, DraftRequest, Voice
 
 # Each name loads its module on first use (PEP 562): the command line's light commands and the settings import a
 # submodule without paying for the whole package (docs/performance.md, "Start-up").
@@ -33,7 +33,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "slack_backend.ai.offline": ("OFFLINE_LABEL", "OfflineDrafter", "make_drafter"),
     "slack_backend.ai.prompt": ("SYSTEM_PROMPT", "build_messages", "estimate_input_tokens", "select_context"),
     "slack_backend.ai.ratelimit_headers": ("LimitWindow", "RateLimitSnapshot"),
-    "slack_backend.ai.types": ("ContextMessage", "Draft", "Drafter", "DraftRequest"),
+    "slack_backend.ai.types": ("ContextMessage", "Draft", "Drafter", "DraftRequest", "Voice"),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -51,6 +51,7 @@ __all__ = [
     "OfflineDrafter",
     "RateLimitSnapshot",
     "TransientAIError",
+    "Voice",
     "build_messages",
     "classify",
     "estimate_input_tokens",

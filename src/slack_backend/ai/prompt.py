@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from slack_backend.ai.speakers import REPLY_MARK, reply_target, speaker, thread_lines, today_line
 from slack_backend.ai.types import ContextMessage, DraftRequest
+from slack_backend.ai.voice import voice_section
 
 if TYPE_CHECKING:
     # Types only: importing anthropic costs about a second, and the job's cost estimate (enqueue, CLI) needs none.
@@ -91,6 +92,8 @@ def build_messages(
         target = "the thread above (its newest message not written by me)"
     if request.previous_draft:
         parts.append(f"<draft>\n{_clip(request.previous_draft, MAX_DRAFT_CHARS)}\n</draft>")
+    if request.voice is not None and not request.voice.is_empty:
+        parts.append(voice_section(request.voice))
     if request.instruction:
         parts.append(f"<instructions>\n{_clip(request.instruction, MAX_TRIGGER_CHARS)}\n</instructions>")
     me = speaker(request.requester_user_id, request.names)

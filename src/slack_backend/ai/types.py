@@ -20,12 +20,35 @@ class ContextMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Voice:
+    """How the requester wants their drafts to sound (App Home), and examples of how they write (with consent).
+
+    Every field is optional: an empty Voice adds nothing to the prompt.
+    """
+
+    tone: str | None = None
+    length: str | None = None
+    language: str | None = None
+    custom_instructions: str | None = None
+    signature: str | None = None
+    style_examples: tuple[str, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return (
+            not (self.tone or self.length or self.language or self.custom_instructions or self.signature)
+            and not self.style_examples
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class DraftRequest:
     """What to draft a reply to: the trigger message, its context (oldest first), and who asked.
 
     An empty `trigger_text` means "reply to the thread" (its newest message not by the requester); `instruction`
     is what the requester asked for the draft in their own words, when they said anything. `names`, `now` and
-    `trigger_user_id` tell the model who wrote what and what day it is.
+    `trigger_user_id` tell the model who wrote what and what day it is; `voice` holds their saved preferences and
+    style examples.
     """
 
     trigger_text: str
@@ -40,6 +63,7 @@ class DraftRequest:
     trigger_user_id: str | None = None
     # A refine: the current draft the instruction applies to (its own tag, so a long draft is not clipped with it).
     previous_draft: str | None = None
+    voice: Voice | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,10 +57,26 @@ class TriggerKind(StrEnum):
     DM = "dm"
     REPLY = "reply"
     THREAD = "thread"
+    # Passive suggestions in a conversation the user watches: someone mentioned them, replied in a thread they
+    # are in, or wrote to them in a DM.
+    WATCHED_MENTION = "watched_mention"
+    WATCHED_THREAD = "watched_thread"
+    WATCHED_DM = "watched_dm"
 
     @property
     def direct(self) -> bool:
-        return self not in (TriggerKind.REPLY, TriggerKind.THREAD)
+        return self not in _PASSIVE_TRIGGERS
+
+
+_PASSIVE_TRIGGERS = frozenset(
+    {
+        TriggerKind.REPLY,
+        TriggerKind.THREAD,
+        TriggerKind.WATCHED_MENTION,
+        TriggerKind.WATCHED_THREAD,
+        TriggerKind.WATCHED_DM,
+    }
+)
 
 
 class ContextMessageData(BaseModel):

@@ -19,10 +19,12 @@ from slack_backend.config import Settings
 from slack_backend.jobs.card_jobs import CARD_JOB_NAMES, CardJobProcessor, card_for
 from slack_backend.jobs.context import ContextReader, local_now
 from slack_backend.jobs.ledger import RedisDeliveryLedger
+from slack_backend.jobs.passive import PassiveCheck
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.jobs.quota import QuotaGuard, QuotaVerdict
 from slack_backend.jobs.slack_limits import SlackCallLimiter, slack_call_limits
 from slack_backend.jobs.types import AIResponseJobData, AIResponseJobResult
+from slack_backend.jobs.voice import VoiceSource
 from slack_backend.queue import (
     Job,
     JobEvent,
@@ -48,9 +50,12 @@ from slack_backend.slack.response_urls import is_loopback_url
 from slack_backend.slack.tokens import InstallationStoreTokenSource, token_cipher, token_rotator
 from slack_backend.store import (
     AuditLog,
+    PreferenceStore,
     QuotaStore,
+    StyleExampleStore,
     Suggestion,
     SuggestionStore,
+    WatchStore,
     create_engine,
     create_tables,
     installation_store,
@@ -99,9 +104,14 @@ class AIResponseProcessor:
         suggestions: SuggestionStore | None = None,
         connect_url: str | None = None,
         rate_gate: RateGate | None = None,
+        voice: VoiceSource | None = None,
+        passive: PassiveCheck | None = None,
     ) -> None:
         """`connect_url`: the service's public https address; drafts whose thread could not be read link to its
-        /slack/connect (OAuth mode only)."""
+        /slack/connect (OAuth mode only). `voice`: the requester's preferences and style examples. `passive`: whether
+        a passive suggestion is still wanted when it starts."""
+        self._voice = voice
+        self._passive = passive
         self._drafter = drafter
         self._suggestions = suggestions
         self._connect_url = connect_url
@@ -133,6 +143,10 @@ class AIResponseProcessor:
             # A rerun: the model was paid for already. No progress note, no second call.
             job.cost_used = 0
             return await self._deliver_saved(job, data, token, saved, started)
+        if self._passive is not None and not data.trigger.direct:
+            skip = await self._passive.skip_reason(data)
+            if skip is not None:
+                return await self._skip_passive(job, data, skip, started)
         if self._quota is not None:
             verdict = await self._quota.check(data.workspace_id)
             if not verdict.allowed:
@@ -153,6 +167,7 @@ class AIResponseProcessor:
             names=conversation.names,
             now=local_now(self._clock(), conversation.tz),
             trigger_user_id=data.trigger_user_id,
+            voice=None if self._voice is None else await self._voice.voice_for(data),
         )
         draft = await self._drafter.draft(request)
         job.cost_used = draft.input_tokens + draft.output_tokens
@@ -216,12 +231,33 @@ class AIResponseProcessor:
     ) -> dict[str, Any]:
         """No AI call: tell the user when the quota resets, and finish the job (it did what it could)."""
         log.info("over daily quota: no AI call", used=verdict.used, quota=verdict.quota)
-        told = await self._delivery.tell_failure(data, token, verdict.user_text())
+        # A passive suggestion was never asked for: its user hears nothing of the quota from it.
+        told = data.trigger.direct and await self._delivery.tell_failure(data, token, verdict.user_text())
+        if self._passive is not None and not data.trigger.direct:
+            await self._passive.release(data)
         job.cost_used = 0
         await self._audit_finished(job.id, "completed", 0, 0, "over_quota")
         return AIResponseJobResult(
             delivered_via="quota_notice" if told else "none",
             delivery_parts=1 if told else 0,
+            input_tokens=0,
+            output_tokens=0,
+            model="",
+            offline=False,
+            processing_time_ms=int((time.monotonic() - started) * 1000),
+            draft_chars=0,
+        ).model_dump(mode="json")
+
+    async def _skip_passive(self, job: Job, data: AIResponseJobData, reason: str, started: float) -> dict[str, Any]:
+        """No AI call and nothing posted: the passive suggestion is no longer wanted; its thread is free again."""
+        log.info("passive suggestion dropped before drafting", reason=reason)
+        if self._passive is not None:
+            await self._passive.release(data)
+        job.cost_used = 0
+        await self._audit_finished(job.id, "completed", 0, 0, f"passive_{reason}")
+        return AIResponseJobResult(
+            delivered_via="none",
+            delivery_parts=0,
             input_tokens=0,
             output_tokens=0,
             model="",
@@ -251,6 +287,12 @@ class AIResponseProcessor:
             data = parse_job_data(event.job)
         except UnrecoverableError:
             return  # nothing tells us who to answer
+        if not data.trigger.direct:
+            # Nobody asked for a passive suggestion: no failure note; its thread is free for the next one.
+            if self._passive is not None:
+                with contextlib.suppress(Exception):  # the slot also frees itself after OPEN_SUGGESTION_TTL
+                    await self._passive.release(data)
+            return
         token = ""
         with contextlib.suppress(Exception):
             token = await self._token(data)
@@ -445,6 +487,8 @@ async def build_ai_worker(
         # The link only helps where users can connect an account: OAuth mode.
         connect_url=settings.public_url if settings.slack_client_id is not None else None,
         rate_gate=rate_gate,
+        voice=VoiceSource(PreferenceStore(engine), StyleExampleStore(engine), tokens, slack_api_url),
+        passive=PassiveCheck(PreferenceStore(engine), WatchStore(engine)),
     )
     worker = Worker(
         queue,

@@ -87,6 +87,15 @@ class WebState:
     expect_workers: bool = False
 
 
+async def _migrate_if_reachable(engine: AsyncEngine) -> None:
+    """Single-workspace mode: bring the schema up for App Home and watches, but start without a database (commands,
+    shortcuts and mentions need none; /readyz reports it, and the users' settings wait for it)."""
+    try:
+        await create_tables(engine)
+    except Exception as exc:  # an unreachable database is /readyz's to report, not a reason to refuse to start
+        log.warning("database not migrated at start: App Home and watches wait for it", error=type(exc).__name__)
+
+
 def web_state(app: Starlette) -> WebState:
     """The running app's state; only available inside its lifespan."""
     state = getattr(app.state, "web", None)
@@ -135,12 +144,15 @@ def create_app(
             app_metrics.watch(queue)
             secret = resolve_signing_secret(settings)
             installations, states = installation_store, oauth_state_store
+            oauth = settings.slack_client_id is not None
+            if oauth:
+                # OAuth mode: the config requires TOKEN_ENCRYPTION_KEY, so a cipher is always there.
+                await create_tables(engine, require_token_cipher(settings))
+            else:
+                await _migrate_if_reachable(engine)
             if settings.slack_client_id is not None and installations is None:
                 # The workers read bot tokens from this same database, so installs must land here too.
-                # OAuth mode: the config requires TOKEN_ENCRYPTION_KEY, so a cipher is always there.
-                cipher = require_token_cipher(settings)
-                await create_tables(engine, cipher)
-                installations = store_installations(engine, settings.slack_client_id, cipher)
+                installations = store_installations(engine, settings.slack_client_id, require_token_cipher(settings))
                 states = states or store_oauth_states(engine)
             bolt = build_bolt_app(
                 settings,

@@ -1,4 +1,5 @@
-"""Bolt listeners that turn Slack requests (message shortcut, slash command, app_mention) into queued AI jobs."""
+"""Bolt listeners that turn Slack requests (message shortcut, slash command, app_mention) into queued AI jobs; the
+App Home and watched-conversation listeners live in app_home.py and watch.py."""
 
 from __future__ import annotations
 
@@ -25,16 +26,21 @@ from slack_backend.jobs.queues import queue_ai_response
 from slack_backend.jobs.types import MAX_TRIGGER_TEXT_CHARS, TriggerKind
 from slack_backend.logging import get_logger
 from slack_backend.queue import InvalidJobDataError, NotReplicatedError, Queue
+from slack_backend.slack.home_view import HOME_ACTION_PREFIX
 from slack_backend.slack.tokens import USER_SCOPES
+from slack_backend.web._errors import QueueUnavailableError
+from slack_backend.web.app_home import AppHome, UserStores
 from slack_backend.web.card_actions import CardActions, card_token_source
 from slack_backend.web.install_guard import AllowedTeamsOAuthFlow
+from slack_backend.web.watch import WATCH_WORDS, Watching
 
 log = get_logger(__name__)
 
 DRAFT_REPLY_CALLBACK_ID = "draft_reply"
 # reactions:write: a mention shows an hourglass reaction while its draft is written (slack/delivery.py).
 # im:history, mpim:history: the only threads Slack lets a bot token read are in DMs and group DMs (channel threads
-# need the user's own token); users:read: the model is told who wrote each message.
+# need the user's own token), and the message events of watched DMs; users:read: the model is told who wrote each
+# message, and a user's time zone sets quiet hours.
 OAUTH_SCOPES = (
     "commands",
     "chat:write",
@@ -46,8 +52,16 @@ OAUTH_SCOPES = (
     "reactions:write",
     "users:read",
 )
-# The Events API events the app acts on (the manifest subscribes to exactly these); `message` is only acknowledged.
-SUBSCRIBED_EVENTS = ("app_mention",)
+# The Events API events the app acts on (the manifest subscribes to exactly these): message.* feed watched
+# conversations (web/watch.py); app_home_opened publishes the Home tab (web/app_home.py).
+SUBSCRIBED_EVENTS = (
+    "app_mention",
+    "app_home_opened",
+    "message.channels",
+    "message.groups",
+    "message.im",
+    "message.mpim",
+)
 INSTALL_PATH = "/slack/install"
 REDIRECT_URI_PATH = "/slack/oauth_redirect"
 
@@ -72,10 +86,6 @@ _SIGNING_SECRET_BYTES = 32
 _LEADING_MENTION = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>[ \t]*")
 
 
-class QueueUnavailableError(Exception):
-    """Redis did not take the job; the request is answered with a 5xx so Slack delivers it again."""
-
-
 def too_long_text(limit_chars: int) -> str:
     """The plain message for a trigger text over the limit."""
     return f"Your message is too long to draft a reply for (limit {limit_chars} characters)."
@@ -85,7 +95,9 @@ def usage_text(command: str) -> str:
     """The help shown for a slash command given no text."""
     return (
         f"Paste the message you want to answer after the command, like `{command} Can you send me the Q3 numbers "
-        "by Friday?`. To answer a message in a channel, use the *Draft a reply* shortcut on that message."
+        "by Friday?`. To answer a message in a channel, use the *Draft a reply* shortcut on that message. "
+        f"`{command} watch` in a conversation suggests replies there when you are mentioned or written to "
+        f"(`{command} unwatch` stops it); your settings are on the app's Home tab."
     )
 
 
@@ -131,7 +143,8 @@ def build_bolt_app(
         installation_store: OAuth mode: where installations are kept (Bolt's file store when None).
         oauth_state_store: OAuth mode: where install states are kept (Bolt's file store when None).
         signing_secret: verifies requests; default `resolve_signing_secret(settings)`.
-        engine: the database of saved drafts; with it, the suggestion card's buttons and modals are served.
+        engine: the database of saved drafts, users' preferences and watches; without it the suggestion card's
+            buttons, App Home and watching do nothing.
     """
     secret = resolve_signing_secret(settings) if signing_secret is None else signing_secret
     oauth_mode = settings.slack_client_id is not None and settings.slack_client_secret is not None
@@ -173,13 +186,18 @@ def build_bolt_app(
         # app_uninstalled deletes the workspace's tokens (its queued jobs then fail at once: no token);
         # tokens_revoked deletes the named users' and bot's tokens.
         app.enable_token_revocation_listeners()
-    listeners = _Listeners(settings, queue)
+    stores = None if engine is None else UserStores.on(engine)
+    watching = Watching(settings, queue, stores)
+    home = AppHome(settings, stores)
+    listeners = _Listeners(settings, queue, watching)
     # Runs after Bolt's authorization and before every listener, so no listener can forget it.
     app.use(listeners.allowed_teams_only)
     app.message_shortcut(DRAFT_REPLY_CALLBACK_ID)(listeners.on_draft_shortcut)
     app.command(settings.slack_slash_command)(listeners.on_slash_command)
     app.event(SUBSCRIBED_EVENTS[0])(listeners.on_app_mention)
-    app.event("message")(listeners.on_message)
+    app.event("message")(watching.on_message)
+    app.event("app_home_opened")(home.on_home_opened)
+    app.action(re.compile(f"^{HOME_ACTION_PREFIX}"))(home.on_action)
     if engine is not None:
         CardActions(settings, queue, engine, card_token_source(settings, installation_store)).register(app)
     app.error(_on_error)
@@ -189,9 +207,10 @@ def build_bolt_app(
 class _Listeners:
     """The listener functions, sharing the settings and the queue; Bolt passes arguments by parameter name."""
 
-    def __init__(self, settings: Settings, queue: Queue) -> None:
+    def __init__(self, settings: Settings, queue: Queue, watching: Watching) -> None:
         self._settings = settings
         self._queue = queue
+        self._watching = watching
         # The job model caps the text too; the smaller limit is the one a user can be told about.
         self._limit_chars = min(settings.max_trigger_text_chars, MAX_TRIGGER_TEXT_CHARS)
 
@@ -240,6 +259,10 @@ class _Listeners:
         text = _str(command.get("text")) or ""
         if not text.strip():
             await ack(text=usage_text(self._settings.slack_slash_command), response_type="ephemeral")
+            return
+        if text.strip().lower() in WATCH_WORDS:
+            answer = await self._watching.command(text.strip().lower(), command, context)
+            await ack(text=answer, response_type="ephemeral")
             return
         team, enterprise = _identity(context, command)
         data = {
@@ -318,11 +341,6 @@ class _Listeners:
                 **fields,
             )
             raise QueueUnavailableError(_describe(exc)) from exc
-
-    async def on_message(self, event: dict[str, Any]) -> None:
-        """Plain message events: acknowledged and dropped, since drafting is asked for explicitly."""
-        # Without a listener Bolt answers 404 and Slack keeps re-delivering them.
-        log.debug("message event ignored", subtype=_str(event.get("subtype")))
 
     async def _enqueue_interactive(self, data: dict[str, Any], trigger_id: object) -> str | None:
         """Enqueue a shortcut's or command's job; None when queued, else the plain reason to tell the user."""

@@ -14,6 +14,8 @@ from slack_backend.web.ingress import (
     SUBSCRIBED_EVENTS,
 )
 
+USER_EVENTS = ("message.im", "message.mpim")
+
 DEFAULT_APP_NAME = "Draft Reply"
 _DESCRIPTION = "Drafts replies in your voice with Claude. Only you see a draft: copy it, change it, send it."
 
@@ -41,10 +43,11 @@ def build_manifest(base_url: str, *, slash_command: str, app_name: str = DEFAULT
         "_metadata": {"major_version": 1, "minor_version": 1},
         "display_information": {"name": app_name, "description": _DESCRIPTION},
         "features": {
-            # No listener answers a DM to the app (no message.im subscription): the Messages tab stays off, so
-            # nobody writes to it and hears nothing back.
+            # The Home tab holds each user's settings (web/app_home.py). No listener answers a DM to the app
+            # itself (message.im serves watched DMs only): the Messages tab stays off, so nobody writes to it
+            # and hears nothing back.
             "app_home": {
-                "home_tab_enabled": False,
+                "home_tab_enabled": True,
                 "messages_tab_enabled": False,
                 "messages_tab_read_only_enabled": False,
             },
@@ -69,11 +72,17 @@ def build_manifest(base_url: str, *, slash_command: str, app_name: str = DEFAULT
         },
         "oauth_config": {
             "redirect_urls": [f"{root}{REDIRECT_URI_PATH}"],
-            # User scopes: what /slack/connect asks each user for (reading their threads; chat:write for Send as me).
+            # User scopes: what /slack/connect asks each user for (reading as them; chat:write for Send as me).
             "scopes": {"bot": list(OAUTH_SCOPES), "user": list(USER_SCOPES)},
         },
         "settings": {
-            "event_subscriptions": {"request_url": events_url, "bot_events": list(SUBSCRIBED_EVENTS)},
+            # user_events: DMs between people reach the app only through the connected account of a user who
+            # watches them (their im:history / mpim:history user scopes).
+            "event_subscriptions": {
+                "request_url": events_url,
+                "bot_events": list(SUBSCRIBED_EVENTS),
+                "user_events": list(USER_EVENTS),
+            },
             "interactivity": {"is_enabled": True, "request_url": events_url},
             "org_deploy_enabled": False,
             "socket_mode_enabled": False,
