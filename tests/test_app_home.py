@@ -76,7 +76,7 @@ def assert_valid_home_view(view: dict[str, Any]) -> None:
 async def test_home_opened_publishes_a_valid_view_with_the_users_settings_and_usage(pipeline: PipelineFactory) -> None:
     """app_home_opened -> views.publish of a valid Home view with the saved settings, Slack's tz and today's usage."""
     async with pipeline(WORKSPACE_DAILY_TOKEN_QUOTA="50000") as p:
-        p.slack.home.users[USER] = {"tz": "Europe/Amsterdam", "tz_offset": 3600}
+        p.slack.add_person(USER, "Ana", tz="Europe/Amsterdam")
         await draft_prompt(p, "Can we meet at 3?", "trig.home.1")
         await click(p, select_action(hv.TONE_ACTION, "formal"))
         await click(p, text_action(hv.SIGNATURE_ACTION, "-- Ana"))
@@ -120,7 +120,7 @@ async def test_a_changed_preference_changes_the_next_prompt_at_the_model(pipelin
 async def test_a_chosen_time_zone_wins_over_slacks_until_cleared(pipeline: PipelineFactory) -> None:
     """A zone picked on the Home tab is kept across opens; "From my Slack profile" goes back to users.info's tz."""
     async with pipeline(with_worker=False) as p:
-        p.slack.home.users[USER] = {"tz": "Asia/Kolkata"}
+        p.slack.add_person(USER, "Ana", tz="Asia/Kolkata")
         await click(p, select_action(hv.TIME_ZONE_ACTION, "America/Chicago"))
         await post_signed(p.client, home_opened_body())
         assert selected(p.slack.home.latest_view(USER), hv.TIME_ZONE_ACTION) == "America/Chicago"

@@ -17,7 +17,18 @@ from slack_sdk.oauth.installation_store import Installation
 from slack_backend.jobs.card_jobs import GONE_TEXT, queue_card_job
 from slack_backend.queue import Job, JobState, Queue
 from slack_backend.slack import card
-from slack_backend.store import AuditLog, SuggestionStore, TokenCipher, create_engine, create_tables, installation_store
+from slack_backend.store import (
+    AuditLog,
+    PreferenceStore,
+    StyleExampleStore,
+    SuggestionStore,
+    TokenCipher,
+    WatchStore,
+    create_engine,
+    create_tables,
+    installation_store,
+    thread_key,
+)
 from tests.fakes.anthropic_server import Behaviour
 from tests.fakes.slack_server import FakeSlack
 from tests.support.card_requests import Click, click, edit_values, refine_values, submit
@@ -424,3 +435,53 @@ async def test_a_used_up_response_url_gets_the_new_card_as_a_fresh_ephemeral_mes
     assert (call.params["user"], call.params["channel"], call.params["thread_ts"]) == (USER, CHANNEL, THREAD_TS)
     blocks = call.params["blocks"]
     assert button_values(json.loads(blocks) if isinstance(blocks, str) else blocks) == suggestion_id
+
+
+@pytest.mark.parametrize(
+    ("consent", "edit"),
+    [(True, "Numbers by Friday, please?"), (False, "Numbers by Friday, please?"), (True, None)],
+    ids=["edited-with-consent", "edited-without-consent", "unedited-with-consent"],
+)
+async def test_an_edited_send_becomes_a_style_example_only_with_consent(
+    connected: Connect, tmp_path: Path, consent: bool, edit: str | None
+) -> None:
+    """Edit & send keeps the sent text as one of the user's style examples when they allowed learning from their
+    messages; without consent, or for a draft sent as it was, nothing is kept."""
+    async with connected() as p:
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+        await PreferenceStore(engine).update(TEAM, USER, learn_from_messages=consent)
+        suggestion_id = await draft_card(p)
+        if edit is None:
+            c = await press(p, card.SEND, suggestion_id)
+        else:
+            c = await press(p, card.EDIT, suggestion_id)
+            view = p.slack.ui.opened[-1]
+            assert (await post_signed(p.client, submit(p.slack, view, edit_values(edit)))).status_code == 200
+
+        async def sent() -> bool:
+            return "Sent as you" in shown(p.slack, c.response_id)
+
+        await wait_until(sent)
+        examples = await StyleExampleStore(engine).examples(TEAM, USER)
+        await engine.dispose()
+    assert len(p.slack.ui.posted_as(USER)) == 1
+    assert examples == ([edit] if consent and edit is not None else [])
+
+
+async def test_dismissing_a_card_frees_its_thread_for_the_next_passive_suggestion(
+    connected: Connect, tmp_path: Path
+) -> None:
+    """A card that holds its thread's one open passive suggestion releases it when dismissed."""
+    async with connected() as p:
+        suggestion_id = await draft_card(p)
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+        saved = await SuggestionStore(engine).get(suggestion_id)
+        assert saved is not None
+        watches = WatchStore(engine)
+        key = thread_key(saved.thread_ts, saved.source_ts or "", is_dm=False)
+        assert await watches.open_suggestion(TEAM, USER, saved.channel_id, key)
+        assert not await watches.open_suggestion(TEAM, USER, saved.channel_id, key), "one open per thread"
+        await answered(p, await press(p, card.DISMISS, suggestion_id))
+        reopened = await watches.open_suggestion(TEAM, USER, saved.channel_id, key)
+        await engine.dispose()
+    assert reopened, "the dismissed card freed its thread"

@@ -1,4 +1,5 @@
-"""The fake Slack's App Home and user methods: views.publish, users.info and conversations.history (user tokens).
+"""The fake Slack's App Home and user methods: views.publish and conversations.history (user tokens); users.info is
+slack_reads.py's (`FakeSlack.add_person`).
 
 Kept apart from slack_server.py (several developers edit that file); FakeSlack owns one `SlackHome` as `home` and
 routes these methods to it.
@@ -26,7 +27,7 @@ HISTORY_LIMIT = 15
 class SlackHome:
     """State of the Home-tab and user methods: published views, user profiles, conversation histories.
 
-    `users`: user id -> users.info's `user` object (set `tz` for quiet hours). `histories`: channel -> messages,
+    `histories`: channel -> messages,
     newest first as Slack returns them. `members`: channel -> users whose own token may read it (the bot may not).
     `user_of_token`: the fake's map of issued user tokens to users (FakeSlack fills it at OAuth).
     """
@@ -34,7 +35,6 @@ class SlackHome:
     bot_token: str | None
     user_of_token: Mapping[str, str]
     published: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    users: dict[str, dict[str, Any]] = field(default_factory=dict)
     histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     members: dict[str, set[str]] = field(default_factory=dict)
     home_tab_enabled: bool = True
@@ -52,7 +52,6 @@ class SlackHome:
         """Method name -> handler(params, token), for FakeSlack's router."""
         return {
             "views.publish": self._views_publish,
-            "users.info": self._users_info,
             "conversations.history": self._conversations_history,
         }
 
@@ -77,12 +76,6 @@ class SlackHome:
             return _fail("not_enabled")
         self.published.setdefault(user_id, []).append(view)
         return _ok(view={"id": f"V{len(self.published[user_id]):08d}", "type": "home", **view})
-
-    def _users_info(self, params: dict[str, Any], token: str | None) -> web.Response:
-        user = self.users.get(str(params.get("user")))
-        if user is None:
-            return _fail("user_not_found")
-        return _ok(user={"id": params["user"], **user})
 
     def _conversations_history(self, params: dict[str, Any], token: str | None) -> web.Response:
         channel = params.get("channel")

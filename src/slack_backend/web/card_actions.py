@@ -46,7 +46,14 @@ from slack_backend.slack.tokens import (
     TokenSource,
     token_rotator,
 )
-from slack_backend.store import Suggestion, SuggestionStore
+from slack_backend.store import (
+    PreferenceStore,
+    StyleExampleStore,
+    Suggestion,
+    SuggestionStore,
+    WatchStore,
+    thread_key,
+)
 
 log = get_logger(__name__)
 
@@ -92,6 +99,11 @@ class CardActions:
         self._settings = settings
         self._queue = queue
         self._suggestions = SuggestionStore(engine)
+        # The user's side (web/app_home.py, web/watch.py): a sent edit becomes a style example (with consent), and a
+        # sent or dismissed card frees its thread for the next passive suggestion.
+        self._preferences = PreferenceStore(engine)
+        self._style = StyleExampleStore(engine)
+        self._watches = WatchStore(engine)
         self._tokens = tokens
         api_url = settings.slack_api_url
         self._delivery = SlackDelivery(
@@ -171,6 +183,7 @@ class CardActions:
             return
         if suggestion is not None:
             await self._suggestions.dismiss(suggestion.id)
+            await self._free_thread(suggestion)
         await self._respond(click.response_url, {"delete_original": True})
 
     # Modal submissions
@@ -271,7 +284,15 @@ class CardActions:
         if isinstance(ts, str):
             await self._suggestions.record_sent_ts(suggestion.id, ts)
         log.info("draft sent as the user", suggestion=suggestion.id, edited=edited)
+        await self._free_thread(suggestion)
+        if edited and (await self._preferences.get(suggestion.workspace_id, user_id)).learn_from_messages:
+            await self._style.add_sent_edit(suggestion.workspace_id, user_id, text)
         await self._note(response_url, SENT_TEXT.format(channel=suggestion.channel_id), replace=True)
+
+    async def _free_thread(self, suggestion: Suggestion) -> None:
+        """A card acted on no longer holds its thread's one open passive suggestion (a no-op for direct drafts)."""
+        key = thread_key(suggestion.thread_ts, suggestion.source_ts or "", is_dm=suggestion.channel_id.startswith("D"))
+        await self._watches.close_suggestion(suggestion.workspace_id, suggestion.user_id, suggestion.channel_id, key)
 
     async def _user_token(self, team_id: str, user_id: str) -> str | None:
         if self._tokens is None:
