@@ -286,6 +286,33 @@ async def test_regenerate_drafts_again_and_updates_the_card_in_place(connected: 
     assert button_values(post["blocks"]) == suggestion_id, "the new card acts on the same draft"
 
 
+async def test_double_click_on_regenerate_pays_once_and_a_later_click_regenerates_again(connected: Connect) -> None:
+    """Two clicks on Regenerate at once make one model call (one job per card revision); a click on the new card
+    regenerates again."""
+    async with connected() as p:
+        suggestion_id = await draft_card(p)
+        p.claude.script(Behaviour.success(text="A fresh take on the Q3 numbers."))
+        clicks = [click(p.slack, card.REGENERATE, suggestion_id) for _ in range(2)]
+        await asyncio.gather(*(post_signed(p.client, c.body) for c in clicks))
+
+        async def replaced() -> bool:
+            return any("A fresh take" in shown(p.slack, c.response_id) for c in clicks)
+
+        await wait_until(replaced, timeout_s=15)
+        await asyncio.sleep(0.3)  # room for a second (wrong) job to reach the model
+        calls_after_double_click = len(p.claude.message_requests)
+        p.claude.script(Behaviour.success(text="Yet another take."))
+        again = await press(p, card.REGENERATE, suggestion_id)
+
+        async def replaced_again() -> bool:
+            return "Yet another take" in shown(p.slack, again.response_id)
+
+        await wait_until(replaced_again, timeout_s=15)
+
+    assert calls_after_double_click == 2, "the first draft and one regeneration"
+    assert len(p.claude.message_requests) == 3
+
+
 async def test_stale_cards_answer_in_plain_words(connected: Connect, tmp_path: Path) -> None:
     """A card whose draft is gone, or was sent, says so in plain words; no modal opens and nothing is posted."""
     async with connected() as p:

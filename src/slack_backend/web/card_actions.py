@@ -169,7 +169,8 @@ class CardActions:
         suggestion = await self._usable(click, need_unsent=True)
         if suggestion is not None:
             data = self._job_data("regenerate", click.suggestion_id, suggestion, click.response_url, context)
-            queued = await self._enqueue(data, f"regenerate-{click.trigger_id}")
+            # One job per revision of the card: a double click (two trigger ids) regenerates once, and pays once.
+            queued = await self._enqueue(data, f"regenerate-{suggestion.id}-r{suggestion.revision}")
             if not queued:
                 await self._note(click.response_url, TRY_AGAIN_TEXT, replace=False)
         await ack()
