@@ -1,7 +1,8 @@
 """Claude generation: prompt, client, error classification, token accounting; no Redis, no Slack."""
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from slack_backend.queue._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from slack_backend.ai.client import ClaudeDrafter
@@ -35,7 +36,6 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "slack_backend.ai.ratelimit_headers": ("LimitWindow", "RateLimitSnapshot"),
     "slack_backend.ai.types": ("ContextMessage", "Draft", "Drafter", "DraftRequest", "Voice"),
 }
-_WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "OFFLINE_LABEL",
@@ -61,15 +61,4 @@ __all__ = [
     "user_message",
 ]
 
-
-def __getattr__(name: str) -> object:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _MODULES)

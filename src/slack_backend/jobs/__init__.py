@@ -1,7 +1,8 @@
 """The app's jobs on the engine: typed job data, the ai-responses queue, and its processor."""
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from slack_backend.queue._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from slack_backend.jobs.queues import (
@@ -25,7 +26,6 @@ _MODULES: dict[str, tuple[str, ...]] = {
     ),
     "slack_backend.jobs.types": ("AIResponseJobData", "AIResponseJobResult", "ContextMessageData", "TriggerKind"),
 }
-_WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "AI_RESPONSES_QUEUE",
@@ -39,15 +39,4 @@ __all__ = [
     "queue_ai_response",
 ]
 
-
-def __getattr__(name: str) -> object:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _MODULES)

@@ -3,8 +3,9 @@
 Generic: it imports nothing from the rest of the package.
 """
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from slack_backend.queue._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from slack_backend.queue.connection import (
@@ -64,7 +65,6 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "slack_backend.queue.queue": ("AddResult", "BulkJob", "GroupInfo", "JobDefaults", "Queue"),
     "slack_backend.queue.worker": ("KeepJobs", "Processor", "Worker", "WorkerStats"),
 }
-_WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "EVENT_NAMES",
@@ -108,15 +108,4 @@ __all__ = [
     "warn_unsafe_server",
 ]
 
-
-def __getattr__(name: str) -> object:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _MODULES)

@@ -1,7 +1,8 @@
 """Slack out: delivery, bot tokens, error classification, Block Kit drafts, thread reading; no Redis, no ingress."""
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from slack_backend.queue._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from slack_backend.slack.context import read_thread
@@ -61,7 +62,6 @@ _MODULES: dict[str, tuple[str, ...]] = {
     ),
     "slack_backend.slack.tokens": ("InstallationStoreTokenSource", "StaticTokenSource", "TokenSource"),
 }
-_WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "DRAFT_HEADER",
@@ -88,15 +88,4 @@ __all__ = [
     "user_facing_reason",
 ]
 
-
-def __getattr__(name: str) -> object:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _MODULES)
