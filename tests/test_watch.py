@@ -16,18 +16,21 @@ from slack_backend.config import Settings
 from slack_backend.jobs.queues import DIRECT_PRIORITY, PASSIVE_PRIORITY
 from slack_backend.jobs.workers import build_ai_worker
 from slack_backend.queue import Job, JobState, create_redis
+from slack_backend.slack import card
 from slack_backend.slack import home_view as hv
 from slack_backend.store.preferences import Preferences
 from slack_backend.web.watch import DATABASE_DOWN_TEXT
 from tests.fakes.anthropic_server import Behaviour
 from tests.fakes.slack_server import FakeSlack
 from tests.support.app import Serve
-from tests.support.engine import running
+from tests.support.card_requests import click as card_click
+from tests.support.engine import running, wait_until
 from tests.support.home_requests import OTHER, button_action, message_body, select_action
 from tests.support.oauth import OAUTH, install
 from tests.support.pipeline import Pipeline, PipelineFactory
 from tests.support.slack_requests import CHANNEL, CLOSED_REDIS_URL, USER, command_body, post_signed
 from tests.test_app_home import STYLE_MARKER, click
+from tests.test_card import button_values, shown
 from tests.test_work_once import ephemerals, finished
 
 THREAD = "1700000300.000100"
@@ -328,3 +331,34 @@ async def test_a_failed_or_over_quota_passive_suggestion_tells_nothing_and_frees
     assert over.result["delivered_via"] == "none"
     assert [c.params["channel"] for c in p.slack.calls_to("chat.postEphemeral")] == [], "no note reached the user"
     assert len(p.claude.message_requests) == 2, "the failed suggestion and the direct draft; none over quota"
+
+
+async def test_watch_then_a_passive_card_sent_as_me_posts_once_and_frees_the_thread(pipeline: PipelineFactory) -> None:
+    """The passive flow as a user meets it: watch -> someone mentions them -> a suggestion card arrives on its own
+    (ephemeral, with the card's buttons) -> Send as me posts it once with their own token -> the thread is free for
+    the next suggestion."""
+    async with pipeline(**OAUTH) as p:
+        p.slack.enable_oauth(OAUTH["SLACK_CLIENT_ID"], OAUTH["SLACK_CLIENT_SECRET"])
+        await install(p)
+        await slash(p, "watch")
+        await message(p, f"<@{USER}> can you send PASSIVE-SEND numbers?", "EvS1", "1700000901.000100")
+        job = await finished(p.queue, f"EvS1:{USER}")
+        assert job.state is JobState.COMPLETED, job.failed_reason
+        drafts, _ = ephemerals(p.slack)
+        [suggestion] = [d for d in drafts if "PASSIVE-SEND" in json.dumps(d.params.get("blocks"))]
+        blocks = suggestion.params["blocks"]
+        [post_blocks] = [json.loads(blocks) if isinstance(blocks, str) else blocks]
+        suggestion_id = button_values(post_blocks)
+        send = card_click(p.slack, card.SEND, suggestion_id)
+        assert (await post_signed(p.client, send.body)).status_code == 200
+
+        async def sent() -> bool:
+            return "Sent as you" in shown(p.slack, send.response_id)
+
+        await wait_until(sent, timeout_s=15)
+        await message(p, f"<@{USER}> and PASSIVE-AGAIN?", "EvS2", "1700000902.000100", thread_ts="1700000901.000100")
+        follow_up = await passive_job(p, "EvS2")
+    [post] = p.slack.ui.posted_as(USER)
+    assert post.token.startswith("xoxp"), "sent with the user's own token"
+    assert post.channel == CHANNEL
+    assert follow_up is not None, "the sent card no longer holds the thread"
