@@ -65,6 +65,14 @@ def test_version_imports_neither_redis_nor_the_settings(env: dict[str, str]) -> 
     assert sorted(loaded & {"redis", "pydantic_settings", "rich", "structlog", "hiredis"}) == []
 
 
+@pytest.mark.parametrize("args", [["jobs", "counts", "--json"], ["check-config", "--json"]])
+def test_json_forms_do_not_import_the_terminal_renderer(args: list[str], env: dict[str, str]) -> None:
+    """The `--json` forms that scripts and probes run print JSON without importing rich (only tables need it)."""
+    loaded = loaded_by(args, env)
+    assert "slack_backend" in loaded
+    assert sorted(loaded & {"rich", "pygments"}) == []
+
+
 def test_heavy_commands_still_find_their_libraries(env: dict[str, str]) -> None:
     """The lazy imports still resolve: `db current` loads SQLAlchemy and alembic when it runs (exit 1: behind)."""
     done = subprocess.run(

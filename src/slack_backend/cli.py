@@ -53,15 +53,16 @@ def check_config(
     as_json: Annotated[bool, typer.Option("--json", help="Print the settings as one JSON object.")] = False,
 ) -> None:
     """Validate the settings from the environment and print them, secrets masked."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
     settings = settings_or_exit()
     shown = {**settings.masked(), **_redis_server_rows(settings)}
     if as_json:
         typer.echo(json.dumps(shown, indent=2))
         return
+    # rich only for the table: `--json` (what scripts and probes run) does not pay its ~28 ms import.
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table("setting", "value", title="slack-backend settings")
     for name, value in shown.items():
         # Text, not str: a "[...]" in a value is data, not rich markup.
