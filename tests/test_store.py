@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from slack_sdk.oauth.installation_store.models.installation import Installation
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -170,6 +170,34 @@ async def test_audit_round_trip_computes_wait_and_run_ms(engine: AsyncEngine) ->
     assert row.updated_at == row.finished_at
     assert row.queued_at.tzinfo is UTC
     assert await audit.record_started("unknown", 1) is False
+
+
+async def test_audit_queued_and_started_is_one_transaction_with_the_same_rows(engine: AsyncEngine) -> None:
+    """A worker's start writes queued+started in one transaction; a retry keeps the first start and its wait."""
+    clock = FakeClock()
+    audit = AuditLog(engine, clock=clock)
+    begins: list[object] = []
+
+    def on_begin(conn: object) -> None:
+        begins.append(conn)
+
+    event.listen(engine.sync_engine, "begin", on_begin)
+    try:
+        await audit.record_queued_and_started("Ev05", "T0001", "U0001", "C0001", "mention", 1)
+        assert len(begins) == 1
+        [first] = await audit.recent()
+        assert (first.status, first.attempts, first.started_at, first.wait_ms) == ("active", 1, T0, 0)
+
+        clock.advance(900)
+        begins.clear()
+        await audit.record_queued_and_started("Ev05", "T0001", "U0001", "C0001", "mention", 2)
+        assert len(begins) == 1
+        [retry] = await audit.recent()
+        assert (retry.status, retry.attempts, retry.started_at, retry.wait_ms) == ("active", 2, T0, 0)
+    finally:
+        event.remove(engine.sync_engine, "begin", on_begin)
+    with pytest.raises(ValueError, match="attempt"):
+        await audit.record_queued_and_started("Ev06", "T0001", "U0001", "C0001", "mention", 0)
 
 
 async def test_audit_failure_keeps_only_a_classification(engine: AsyncEngine) -> None:

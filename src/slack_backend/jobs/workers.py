@@ -309,8 +309,9 @@ class AIResponseProcessor:
             return
         try:
             # Idempotent: the row exists once, however often the job starts.
-            await self._audit.record_queued(job.id, data.workspace_id, data.user_id, data.channel_id, data.trigger)
-            await self._audit.record_started(job.id, job.attempts_made + 1)
+            await self._audit.record_queued_and_started(
+                job.id, data.workspace_id, data.user_id, data.channel_id, data.trigger, job.attempts_made + 1
+            )
         except Exception as exc:  # the audit is a record, never a reason to fail a user's draft
             log.warning("audit write failed", job_id=job.id, error=type(exc).__name__)
 

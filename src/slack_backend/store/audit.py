@@ -20,7 +20,7 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from slack_backend.store.db import UTCDateTime, dialect_insert, metadata, utc_now
 
@@ -117,9 +117,29 @@ class AuditLog:
         Raises:
             ValueError: `trigger` is not a short classification.
         """
+        statement = self._queued_statement(job_id, workspace_id, user_id, channel_id, trigger)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(statement)
+        return result.rowcount == 1
+
+    async def record_queued_and_started(
+        self, job_id: str, workspace_id: str, user_id: str, channel_id: str | None, trigger: str, attempt: int
+    ) -> None:
+        """`record_queued` then `record_started`, in one transaction: a worker's start costs one round of
+        BEGIN/COMMIT on the draft path, not two (docs/performance.md, round 4)."""
+        if attempt < 1:
+            raise ValueError("attempt must be >= 1")
+        statement = self._queued_statement(job_id, workspace_id, user_id, channel_id, trigger)
+        async with self._engine.begin() as conn:
+            await conn.execute(statement)
+            await self._started(conn, job_id, attempt)
+
+    def _queued_statement(
+        self, job_id: str, workspace_id: str, user_id: str, channel_id: str | None, trigger: str
+    ) -> Any:
         _check_kind("trigger", trigger)
         now = self._clock()
-        statement = (
+        return (
             dialect_insert(self._engine, audit_table)
             .values(
                 job_id=job_id,
@@ -137,9 +157,6 @@ class AuditLog:
             )
             .on_conflict_do_nothing(index_elements=[audit_table.c.job_id])
         )
-        async with self._engine.begin() as conn:
-            result = await conn.execute(statement)
-        return result.rowcount == 1
 
     async def record_started(self, job_id: str, attempt: int) -> bool:
         """Record that attempt number `attempt` (1 for the first) of a job began.
@@ -151,21 +168,24 @@ class AuditLog:
         """
         if attempt < 1:
             raise ValueError("attempt must be >= 1")
+        async with self._engine.begin() as conn:
+            return await self._started(conn, job_id, attempt)
+
+    async def _started(self, conn: AsyncConnection, job_id: str, attempt: int) -> bool:
         now = self._clock()
         c = audit_table.c
-        async with self._engine.begin() as conn:
-            # FOR UPDATE (PostgreSQL; SQLite ignores it): a stalled job's old and new worker must not interleave.
-            found = await conn.execute(
-                select(c.queued_at, c.started_at, c.attempts).where(c.job_id == job_id).with_for_update()
-            )
-            row = found.one_or_none()
-            if row is None:
-                return False
-            values: dict[str, Any] = {"status": "active", "attempts": max(row.attempts, attempt), "updated_at": now}
-            if row.started_at is None:
-                values["started_at"] = now
-                values["wait_ms"] = _elapsed_ms(row.queued_at, now)
-            await conn.execute(audit_table.update().where(c.job_id == job_id).values(values))
+        # FOR UPDATE (PostgreSQL; SQLite ignores it): a stalled job's old and new worker must not interleave.
+        found = await conn.execute(
+            select(c.queued_at, c.started_at, c.attempts).where(c.job_id == job_id).with_for_update()
+        )
+        row = found.one_or_none()
+        if row is None:
+            return False
+        values: dict[str, Any] = {"status": "active", "attempts": max(row.attempts, attempt), "updated_at": now}
+        if row.started_at is None:
+            values["started_at"] = now
+            values["wait_ms"] = _elapsed_ms(row.queued_at, now)
+        await conn.execute(audit_table.update().where(c.job_id == job_id).values(values))
         return True
 
     async def record_finished(
