@@ -15,7 +15,7 @@ import pytest
 from slack_sdk.oauth.installation_store import Installation
 
 from slack_backend.jobs.card_jobs import GONE_TEXT, queue_card_job
-from slack_backend.queue import Job, JobState, Queue
+from slack_backend.queue import JobState
 from slack_backend.slack import card
 from slack_backend.store import (
     AuditLog,
@@ -35,6 +35,7 @@ from tests.support.card_requests import Click, click, edit_values, refine_values
 from tests.support.engine import wait_until
 from tests.support.pipeline import Pipeline, PipelineFactory
 from tests.support.slack_requests import BOT_TOKEN, CHANNEL, TEAM, THREAD_TS, USER, post_signed, shortcut_body
+from tests.test_pipeline import job_ended
 
 CLIENT_ID = "1111.2222"
 PUBLIC_URL = "https://drafts.example.com"
@@ -376,7 +377,7 @@ async def test_refine_of_a_gone_draft_fails_at_once_with_a_plain_note(connected:
             "response_url": url,
         }
         await queue_card_job(p.queue, data, job_id="refine-gone", max_output_tokens=256)
-        job = await ended(p.queue, "refine-gone")
+        job = await job_ended(p.queue, "refine-gone")
 
         async def told() -> bool:
             return bool(p.slack.response_posts.get("gonecard"))
@@ -410,17 +411,6 @@ async def test_refine_jobs_obey_the_ai_rate_limit(connected: Connect) -> None:
     assert min(gaps) >= 0.4 * 0.9, gaps
 
 
-async def ended(queue: Queue, job_id: str) -> Job:
-    async def done() -> bool:
-        job = await queue.get(job_id)
-        return job is not None and job.state in (JobState.COMPLETED, JobState.FAILED)
-
-    await wait_until(done, timeout_s=15)
-    job = await queue.get(job_id)
-    assert job is not None
-    return job
-
-
 async def test_a_rerun_of_a_refine_job_pays_and_posts_nothing_new(connected: Connect, tmp_path: Path) -> None:
     """Work once: running a finished refine job again (a stall's rerun) makes no model call, no second revision
     and no second post to the card."""
@@ -428,7 +418,7 @@ async def test_a_rerun_of_a_refine_job_pays_and_posts_nothing_new(connected: Con
         suggestion_id = await draft_card(p)
         c = await refine(p, suggestion_id, refine_values(preset="formal"), "Dear colleague, the Q3 numbers?")
         job_id = f"refine-{p.slack.ui.opened[-1]['id']}"  # one refine job per modal
-        job = await ended(p.queue, job_id)
+        job = await job_ended(p.queue, job_id)
         assert job.state is JobState.COMPLETED
         calls, posts = len(p.claude.message_requests), len(p.slack.response_posts[c.response_id])
         assert p.worker is not None
