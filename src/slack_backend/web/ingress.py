@@ -30,6 +30,7 @@ from slack_backend.logging import get_logger
 from slack_backend.queue import InvalidJobDataError, NotReplicatedError, Queue
 from slack_backend.slack.home_view import HOME_ACTION_PREFIX
 from slack_backend.slack.tokens import USER_SCOPES
+from slack_backend.web._authorize import CachedAuthorize
 from slack_backend.web._errors import QueueUnavailableError
 from slack_backend.web.app_home import AppHome, UserStores
 from slack_backend.web.card_actions import CardActions, card_token_source
@@ -162,6 +163,7 @@ def build_bolt_app(
         )
 
     options: dict[str, Any] = {}
+    cached_authorize: CachedAuthorize | None = None
     if oauth_mode:
         oauth_settings = AsyncOAuthSettings(
             client_id=settings.slack_client_id,
@@ -178,6 +180,9 @@ def build_bolt_app(
         options["oauth_flow"] = AllowedTeamsOAuthFlow(
             client=client, settings=oauth_settings, allowed=settings.allowed_teams()
         )
+        # No auth.test round trips to Slack before every click's ack (web/_authorize.py).
+        cached_authorize = CachedAuthorize(oauth_settings.authorize)
+        options["authorize"] = cached_authorize
     elif client.token is None:
         # Bolt refuses to start without a token; the offline demo has none, and queueing needs none.
         log.warning("SLACK_BOT_TOKEN is not set: requests are queued, but the app cannot call Slack")
@@ -195,6 +200,8 @@ def build_bolt_app(
         # app_uninstalled deletes the workspace's tokens (its queued jobs then fail at once: no token);
         # tokens_revoked deletes the named users' and bot's tokens.
         app.enable_token_revocation_listeners()
+    if cached_authorize is not None:
+        app.use(cached_authorize.forget_on_revocation)
     stores = None if engine is None else UserStores.on(engine)
     watching = Watching(settings, queue, stores)
     home = AppHome(settings, stores)
