@@ -1,9 +1,15 @@
-"""Click-to-updated-card latency of Refine and Regenerate: the real web app and worker, fake Slack and Claude.
+"""Click-to-updated-card latency of Refine, Regenerate and Send as me: the real web app and worker, fake Slack and
+Claude.
 
-Run from the repository root with a redis-server on 127.0.0.1:6379: `python -m bench.card_latency [--clicks 40]`.
+Run from the repository root with a redis-server on 127.0.0.1:6379: `python -m bench.card_latency [--clicks 90]`
+(`--database-url postgresql+asyncpg://...` to run against PostgreSQL, as production does; SQLite by default).
 Each click's time runs from the signed request going in to the fake Slack's receipt of the card's replacement at
 the click's response_url, minus the fake model's fixed delay (Send as me calls no model: nothing subtracted; the
-draft is set back to unsent between its clicks). Prints p50/p99; not a test.
+draft is set back to unsent between its clicks). One click of each kind goes first, unmeasured: the first click of
+a kind loads lazy imports, opens connections and compiles its SQL, which a running service did long before.
+Prints p50/p99/max, where the time went (the ack; for Refine and Regenerate the request in to the model's request
+arriving, and the model's answer to the card), and this process's CPU time per click (web app, worker and fakes:
+the figure load moves least); not a test.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import secrets
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -40,12 +48,29 @@ KEY = TokenCipher.new_key()
 MODEL_DELAY_S = 0.2
 
 
+REFINE = "refine (modal submit -> card)"
+REGENERATE = "regenerate (click -> card)"
+SEND = "send as me (click -> 'Sent' card)"
+KINDS = (REFINE, REGENERATE, SEND)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def main(clicks: int, redis_url: str) -> None:
+@dataclass
+class Figures:
+    """Per kind of click, in seconds: the overhead, the ack, the segments around the model, the process's CPU."""
+
+    overhead: list[float] = field(default_factory=list)
+    ack: list[float] = field(default_factory=list)
+    to_model: list[float] = field(default_factory=list)
+    after_model: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+
+async def main(clicks: int, redis_url: str, database_url: str | None) -> None:
     async with (
         FakeSlack(bot_token=BOT_TOKEN, team_id=TEAM) as slack,
         FakeAnthropic(api_key=API_KEY) as claude,
@@ -55,7 +80,7 @@ async def main(clicks: int, redis_url: str) -> None:
             {
                 "REDIS_URL": redis_url,
                 "REDIS_PREFIX": f"bench-card-{secrets.token_hex(4)}",
-                "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'db.sqlite'}",
+                "DATABASE_URL": database_url or f"sqlite+aiosqlite:///{tmp / 'db.sqlite'}",
                 "SLACK_SIGNING_SECRET": SECRET,
                 "SLACK_CLIENT_ID": CLIENT_ID,
                 "SLACK_CLIENT_SECRET": "bench-secret",
@@ -91,7 +116,7 @@ async def main(clicks: int, redis_url: str) -> None:
             )
             worker = await build_ai_worker(settings, redis, stack)
             await stack.enter_async_context(running(worker))
-            claude.script(*[Behaviour(delay_s=MODEL_DELAY_S) for _ in range(clicks + 1)])
+            claude.script(*[Behaviour(delay_s=MODEL_DELAY_S) for _ in range(clicks + len(KINDS) + 1)])
             print(f"fake model delay {MODEL_DELAY_S * 1000:.0f} ms, subtracted from refine and regenerate")
             await post_signed(client, shortcut_body(slack))
 
@@ -102,50 +127,69 @@ async def main(clicks: int, redis_url: str) -> None:
             [post] = slack.response_posts["shortcut1"]
             [actions] = [b for b in post["blocks"] if b["type"] == "actions"]
             suggestion_id = actions["elements"][0]["value"]
-            figures: dict[str, list[float]] = {
-                "refine (modal submit -> card)": [],
-                "regenerate (click -> card)": [],
-                "send as me (click -> 'Sent' card)": [],
-            }
-            for i in range(clicks):
-                delay_s = MODEL_DELAY_S
+            figures = {kind: Figures() for kind in KINDS}
+            for i in range(-len(KINDS), clicks):
+                kind = KINDS[i % len(KINDS)]
                 # The draft back to unsent, so every click finds it usable (a sent draft refuses Refine).
                 async with engine.begin() as conn:
                     await conn.execute(suggestions_table.update().values(sent_at=None, sent_ts=None))
-                if i % 3 == 2:
+                if kind == SEND:
                     the_click = click(slack, card.SEND, suggestion_id)
                     body = the_click.body
-                    key = "send as me (click -> 'Sent' card)"
-                    delay_s = 0.0
-                elif i % 3 == 0:
+                elif kind == REFINE:
                     the_click = click(slack, card.REFINE, suggestion_id)
                     await post_signed(client, the_click.body)
                     body = submit(slack, slack.ui.opened[-1], refine_values(preset="shorter"))
-                    key = "refine (modal submit -> card)"
                 else:
                     the_click = click(slack, card.REGENERATE, suggestion_id)
                     body = the_click.body
-                    key = "regenerate (click -> card)"
+                delay_s = 0.0 if kind == SEND else MODEL_DELAY_S
+                models_before = len(claude.requests)
+                cpu_s = time.process_time()
                 sent = time.monotonic()
                 await post_signed(client, body)
+                acked = time.monotonic()
 
                 async def changed(response_id: str = the_click.response_id) -> bool:
                     return bool(slack.ui.card_changed_s.get(response_id))
 
                 await wait_until(changed, timeout_s=30, every_s=0.005)
-                figures[key].append(slack.ui.card_changed_s[the_click.response_id][0] - sent - delay_s)
-        for name, values in figures.items():
-            ms = [v * 1000 for v in values]
-            print(
-                f"{name}: n={len(ms)} p50={percentile(ms, 0.5):.1f} ms p99={percentile(ms, 0.99):.1f} ms "
-                f"mean={statistics.mean(ms):.1f} ms"
-            )
+                done = slack.ui.card_changed_s[the_click.response_id][0]
+                if i < 0:
+                    continue  # warm-up
+                row = figures[kind]
+                row.cpu.append(time.process_time() - cpu_s)
+                row.overhead.append(done - sent - delay_s)
+                row.ack.append(acked - sent)
+                if delay_s:
+                    [model] = claude.requests[models_before:]
+                    row.to_model.append(model.received_s - sent)
+                    row.after_model.append(done - model.received_s - delay_s)
+        print(f"load average {os.getloadavg()[0]:.1f}; {len(KINDS)} warm-up clicks left out")
+        for name, row in figures.items():
+            print(f"{name}: n={len(row.overhead)} {_stats(row.overhead)}")
+            print(f"    ack {_stats(row.ack)}; CPU per click (this process) median {_ms(statistics.median(row.cpu))}")
+            if row.to_model:
+                print(f"    request in -> model's request {_stats(row.to_model)}")
+                print(f"    model's answer -> card {_stats(row.after_model)}")
+
+
+def _stats(values: list[float]) -> str:
+    return (
+        f"p50={_ms(percentile(values, 0.5))} p99={_ms(percentile(values, 0.99))} max={_ms(max(values))} "
+        f"mean={_ms(statistics.mean(values))}"
+    )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=60)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--database-url", default=None, help="default: a new SQLite file")
     args = parser.parse_args()
     with capture_logs():  # the figures only, not the app's log lines
-        asyncio.run(main(args.clicks, args.redis_url))
+        asyncio.run(main(args.clicks, args.redis_url, args.database_url))
