@@ -2,7 +2,8 @@
 Claude.
 
 Run from the repository root with a redis-server on 127.0.0.1:6379: `python -m bench.card_latency [--clicks 90]`
-(`--database-url postgresql+asyncpg://...` to run against PostgreSQL, as production does; SQLite by default).
+(`--database-url postgresql+asyncpg://.../empty_db` to run against an empty PostgreSQL database, as production
+runs; a new SQLite file by default).
 Each click's time runs from the signed request going in to the fake Slack's receipt of the card's replacement at
 the click's response_url, minus the fake model's fixed delay (Send as me calls no model: nothing subtracted; the
 draft is set back to unsent between its clicks). One click of each kind goes first, unmeasured: the first click of
@@ -36,16 +37,18 @@ from tests.support.slack_requests import BOT_TOKEN, SECRET, TEAM, USER, post_sig
 
 from slack_backend.config import load_settings
 from slack_backend.jobs.workers import build_ai_worker
-from slack_backend.queue import create_redis
+from slack_backend.queue import JobState, create_redis
 from slack_backend.slack import card
 from slack_backend.store import TokenCipher, create_engine, installation_store
 from slack_backend.store.suggestions import suggestions_table
 from slack_backend.web import create_app
+from slack_backend.web.app import web_state
 
 API_KEY = "sk-ant-bench-0123456789"
 CLIENT_ID = "1111.2222"
 KEY = TokenCipher.new_key()
 MODEL_DELAY_S = 0.2
+COMPLETED = JobState.COMPLETED
 
 
 REFINE = "refine (modal submit -> card)"
@@ -66,6 +69,9 @@ class Figures:
     overhead: list[float] = field(default_factory=list)
     ack: list[float] = field(default_factory=list)
     to_model: list[float] = field(default_factory=list)
+    to_queued: list[float] = field(default_factory=list)
+    queue_hop: list[float] = field(default_factory=list)
+    before_model: list[float] = field(default_factory=list)
     after_model: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
 
@@ -128,6 +134,9 @@ async def main(clicks: int, redis_url: str, database_url: str | None) -> None:
             [actions] = [b for b in post["blocks"] if b["type"] == "actions"]
             suggestion_id = actions["elements"][0]["value"]
             figures = {kind: Figures() for kind in KINDS}
+            # (kind, request sent, the model's request arrived, response_url) of each measured Refine and Regenerate.
+            hops: list[tuple[str, float, float, str]] = []
+            wall_offset_s = time.time() - time.monotonic()
             for i in range(-len(KINDS), clicks):
                 kind = KINDS[i % len(KINDS)]
                 # The draft back to unsent, so every click finds it usable (a sent draft refuses Refine).
@@ -165,12 +174,25 @@ async def main(clicks: int, redis_url: str, database_url: str | None) -> None:
                     [model] = claude.requests[models_before:]
                     row.to_model.append(model.received_s - sent)
                     row.after_model.append(done - model.received_s - delay_s)
+                    hops.append((kind, sent, model.received_s, the_click.response_url))
+            # Where the job's time went, from its record: created (enqueued) and processed (a worker started it).
+            jobs = {str(job.data.get("response_url")): job for job in await web_state(app).queue.get_jobs(COMPLETED)}
+            for kind, sent, model_s, url in hops:
+                job = jobs[url]
+                created_s = job.created_ms / 1000 - wall_offset_s
+                started_s = (job.processed_ms or 0) / 1000 - wall_offset_s
+                figures[kind].to_queued.append(created_s - sent)
+                figures[kind].queue_hop.append(started_s - created_s)
+                figures[kind].before_model.append(model_s - started_s)
         print(f"load average {os.getloadavg()[0]:.1f}; {len(KINDS)} warm-up clicks left out")
         for name, row in figures.items():
             print(f"{name}: n={len(row.overhead)} {_stats(row.overhead)}")
             print(f"    ack {_stats(row.ack)}; CPU per click (this process) median {_ms(statistics.median(row.cpu))}")
             if row.to_model:
                 print(f"    request in -> model's request {_stats(row.to_model)}")
+                print(f"      request in -> job enqueued {_stats(row.to_queued)}")
+                print(f"      enqueued -> a worker started it {_stats(row.queue_hop)}")
+                print(f"      started -> model's request {_stats(row.before_model)}")
                 print(f"    model's answer -> card {_stats(row.after_model)}")
 
 
