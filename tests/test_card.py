@@ -224,6 +224,25 @@ async def test_double_click_on_send_as_me_posts_once(connected: Connect) -> None
     assert any("already sent" in w for w in words)
 
 
+async def test_clicks_reuse_the_first_authorization(connected: Connect) -> None:
+    """Bolt asks Slack's auth.test for the user's first request only, not again before each click's ack."""
+    async with connected() as p:
+        suggestion_id = await draft_card(p)
+        asked = sum(call.method == "auth.test" for call in p.slack.calls)
+        for action in (card.REGENERATE, card.SEND):
+            p.claude.script(Behaviour.success(text="Again: the Q3 numbers are attached."))
+            c = await press(p, action, suggestion_id)
+
+            async def replaced(response_id: str = c.response_id) -> bool:
+                return bool(p.slack.ui.card_changed_s.get(response_id))
+
+            await wait_until(replaced, timeout_s=15)
+
+    assert asked >= 1
+    assert sum(call.method == "auth.test" for call in p.slack.calls) == asked
+    assert "Sent as you" in shown(p.slack, c.response_id), "Send as me still posts through the shared clients"
+
+
 async def test_send_or_edit_without_a_connected_account_offers_the_connect_link(connected: Connect) -> None:
     """No user token: Send as me and Edit & send post nothing and open no modal; the card stays, and a note links
     to /slack/connect."""

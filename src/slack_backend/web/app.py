@@ -8,7 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ from slack_backend.store import create_engine, create_tables
 from slack_backend.store import installation_store as store_installations
 from slack_backend.store import oauth_state_store as store_oauth_states
 from slack_backend.store import ping as ping_database
+from slack_backend.web._clients import outbound_clients
 from slack_backend.web.admin import AdminDashboard
 from slack_backend.web.ingress import INSTALL_PATH, REDIRECT_URI_PATH, build_bolt_app, resolve_signing_secret
 from slack_backend.web.metrics import Metrics, metrics_routes
@@ -116,7 +117,8 @@ def create_app(
     expect_workers: bool = False,
 ) -> Starlette:
     """Build the web app. Its lifespan opens Redis (unless `redis` is given, which the caller then closes),
-    opens the database engine (for /readyz), builds the queue and the Bolt app, and keeps them in `app.state.web`
+    opens the database engine (for /readyz) and the outbound HTTP clients every click shares (web/_clients.py),
+    builds the queue and the Bolt app, and keeps them in `app.state.web`
     (a `WebState`); `app.state.redis`, `.queue`, `.bolt`, `.signing_secret` and `.metrics` name the same objects.
     /metrics and the /admin dashboard are always mounted (the dashboard answers 503 without ADMIN_TOKEN).
 
@@ -139,7 +141,9 @@ def create_app(
         engine = create_engine(settings.database_url)
         client = create_redis(settings.redis_target()) if redis is None else redis
         queue: Queue | None = None
+        closing = AsyncExitStack()
         try:
+            outbound = await closing.enter_async_context(outbound_clients())
             queue = ai_responses_queue(client, settings)
             app_metrics.watch(queue)
             secret = resolve_signing_secret(settings)
@@ -162,6 +166,8 @@ def create_app(
                 oauth_state_store=states,
                 signing_secret=secret,
                 engine=engine,
+                http=outbound.http,
+                slack_session=outbound.slack_session,
             )
             handler = AsyncSlackRequestHandler(bolt)
             state = WebState(settings, client, queue, bolt, handler, secret, engine, app_metrics, expect_workers)
@@ -174,6 +180,7 @@ def create_app(
         finally:
             if queue is not None:
                 app_metrics.unwatch(queue)
+            await closing.aclose()
             await engine.dispose()
             if redis is None:
                 await client.aclose()

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 import httpx
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
@@ -85,7 +86,11 @@ ACTION_DEADLINE_S = 1.5
 
 
 class CardActions:
-    """The listeners; suggestions and users' tokens are read from the database at click time."""
+    """The listeners; suggestions and users' tokens are read from the database at click time.
+
+    `http` (response_url posts) and `slack_session` (Web API calls) are the web app's shared clients, left open;
+    without them each post or call opens and closes its own.
+    """
 
     def __init__(
         self,
@@ -95,6 +100,7 @@ class CardActions:
         tokens: TokenSource | None,
         *,
         http: httpx.AsyncClient | None = None,
+        slack_session: aiohttp.ClientSession | None = None,
     ) -> None:
         self._settings = settings
         self._queue = queue
@@ -105,12 +111,12 @@ class CardActions:
         self._style = StyleExampleStore(engine)
         self._watches = WatchStore(engine)
         self._tokens = tokens
-        api_url = settings.slack_api_url
+        self._slack_session = slack_session
         self._delivery = SlackDelivery(
-            lambda token: AsyncWebClient(token=token, base_url=api_url),
+            self._web_client,
             InMemoryDeliveryLedger(),
             http_client=http,
-            allow_loopback_response_url=is_loopback_url(api_url),
+            allow_loopback_response_url=is_loopback_url(settings.slack_api_url),
         )
 
     def register(self, app: AsyncApp) -> None:
@@ -268,7 +274,7 @@ class CardActions:
             words = {"gone": GONE_TEXT, "not_owner": NOT_YOURS_TEXT}.get(claim, ALREADY_SENT_TEXT)
             await self._note(response_url, words, replace=claim != "not_owner")
             return
-        client = AsyncWebClient(token=token, base_url=self._settings.slack_api_url)
+        client = self._web_client(token)
         try:
             # Escaped like every draft we show: a drafted "<!channel>" must not notify a whole channel.
             response = await client.chat_postMessage(
@@ -299,6 +305,9 @@ class CardActions:
         if self._tokens is None:
             return None
         return await self._tokens.user_token_for(team_id, user_id)
+
+    def _web_client(self, token: str) -> AsyncWebClient:
+        return AsyncWebClient(token=token, base_url=self._settings.slack_api_url, session=self._slack_session)
 
     def _connect_text(self) -> str:
         if self._settings.slack_client_id is None:

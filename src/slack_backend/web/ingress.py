@@ -10,6 +10,8 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import aiohttp
+import httpx
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncBoltRequest
 from slack_bolt.authorization import AuthorizeResult
@@ -28,6 +30,7 @@ from slack_backend.logging import get_logger
 from slack_backend.queue import InvalidJobDataError, NotReplicatedError, Queue
 from slack_backend.slack.home_view import HOME_ACTION_PREFIX
 from slack_backend.slack.tokens import USER_SCOPES
+from slack_backend.web._authorize import CachedAuthorize
 from slack_backend.web._errors import QueueUnavailableError
 from slack_backend.web.app_home import AppHome, UserStores
 from slack_backend.web.card_actions import CardActions, card_token_source
@@ -133,6 +136,8 @@ def build_bolt_app(
     oauth_state_store: AsyncOAuthStateStore | None = None,
     signing_secret: str | None = None,
     engine: AsyncEngine | None = None,
+    http: httpx.AsyncClient | None = None,
+    slack_session: aiohttp.ClientSession | None = None,
 ) -> AsyncApp:
     """Build the Bolt app whose listeners enqueue AI response jobs before Slack gets its answer.
 
@@ -145,14 +150,20 @@ def build_bolt_app(
         signing_secret: verifies requests; default `resolve_signing_secret(settings)`.
         engine: the database of saved drafts, users' preferences and watches; without it the suggestion card's
             buttons, App Home and watching do nothing.
+        http: the app's shared client for response_url posts (web/_clients.py), left open; None: one per post.
+        slack_session: the app's shared aiohttp session for Slack's Web API and notes, left open; None: one per
+            call.
     """
     secret = resolve_signing_secret(settings) if signing_secret is None else signing_secret
     oauth_mode = settings.slack_client_id is not None and settings.slack_client_secret is not None
     bot_token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token is not None else None
     if client is None:
-        client = AsyncWebClient(token=None if oauth_mode else bot_token, base_url=settings.slack_api_url)
+        client = AsyncWebClient(
+            token=None if oauth_mode else bot_token, base_url=settings.slack_api_url, session=slack_session
+        )
 
     options: dict[str, Any] = {}
+    cached_authorize: CachedAuthorize | None = None
     if oauth_mode:
         oauth_settings = AsyncOAuthSettings(
             client_id=settings.slack_client_id,
@@ -169,6 +180,9 @@ def build_bolt_app(
         options["oauth_flow"] = AllowedTeamsOAuthFlow(
             client=client, settings=oauth_settings, allowed=settings.allowed_teams()
         )
+        # No auth.test round trips to Slack before every click's ack (web/_authorize.py).
+        cached_authorize = CachedAuthorize(oauth_settings.authorize)
+        options["authorize"] = cached_authorize
     elif client.token is None:
         # Bolt refuses to start without a token; the offline demo has none, and queueing needs none.
         log.warning("SLACK_BOT_TOKEN is not set: requests are queued, but the app cannot call Slack")
@@ -186,10 +200,12 @@ def build_bolt_app(
         # app_uninstalled deletes the workspace's tokens (its queued jobs then fail at once: no token);
         # tokens_revoked deletes the named users' and bot's tokens.
         app.enable_token_revocation_listeners()
+    if cached_authorize is not None:
+        app.use(cached_authorize.forget_on_revocation)
     stores = None if engine is None else UserStores.on(engine)
     watching = Watching(settings, queue, stores)
     home = AppHome(settings, stores)
-    listeners = _Listeners(settings, queue, watching)
+    listeners = _Listeners(settings, queue, watching, slack_session)
     # Runs after Bolt's authorization and before every listener, so no listener can forget it.
     app.use(listeners.allowed_teams_only)
     app.message_shortcut(DRAFT_REPLY_CALLBACK_ID)(listeners.on_draft_shortcut)
@@ -199,7 +215,8 @@ def build_bolt_app(
     app.event("app_home_opened")(home.on_home_opened)
     app.action(re.compile(f"^{HOME_ACTION_PREFIX}"))(home.on_action)
     if engine is not None:
-        CardActions(settings, queue, engine, card_token_source(settings, installation_store)).register(app)
+        tokens = card_token_source(settings, installation_store)
+        CardActions(settings, queue, engine, tokens, http=http, slack_session=slack_session).register(app)
     app.error(_on_error)
     return app
 
@@ -207,8 +224,11 @@ def build_bolt_app(
 class _Listeners:
     """The listener functions, sharing the settings and the queue; Bolt passes arguments by parameter name."""
 
-    def __init__(self, settings: Settings, queue: Queue, watching: Watching) -> None:
+    def __init__(
+        self, settings: Settings, queue: Queue, watching: Watching, session: aiohttp.ClientSession | None
+    ) -> None:
         self._settings = settings
+        self._session = session
         self._queue = queue
         self._watching = watching
         # The job model caps the text too; the smaller limit is the one a user can be told about.
@@ -227,7 +247,7 @@ class _Listeners:
             reply = {"text": NOT_ALLOWED_TEXT, "response_type": "ephemeral"}
             return BoltResponse(status=200, body=json.dumps(reply), headers={"content-type": "application/json"})
         # A shortcut shows nothing of its HTTP answer; an event gets a 200 so Slack does not deliver it again.
-        await _tell_user(_str(body.get("response_url")), NOT_ALLOWED_TEXT)
+        await _tell_user(_str(body.get("response_url")), NOT_ALLOWED_TEXT, self._session)
         return BoltResponse(status=200, body="")
 
     async def on_draft_shortcut(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
@@ -252,7 +272,7 @@ class _Listeners:
         # Slack shows nothing from a shortcut's HTTP answer: only a post to response_url reaches the user.
         await ack()
         if problem is not None:
-            await _tell_user(data["response_url"], problem)
+            await _tell_user(data["response_url"], problem, self._session)
 
     async def on_slash_command(self, ack: AsyncAck, command: dict[str, Any], context: AsyncBoltContext) -> None:
         """The slash command: queue a draft reply to the text given after it."""
@@ -419,13 +439,16 @@ async def _tell_in_channel(
         log.warning("could not tell the user why the mention was ignored", error=type(exc).__name__)
 
 
-async def _tell_user(response_url: str | None, text: str) -> None:
-    """Best effort: post an ephemeral note to the user through response_url, within a short deadline."""
+async def _tell_user(response_url: str | None, text: str, session: aiohttp.ClientSession | None) -> None:
+    """Best effort: post an ephemeral note to the user through response_url, within a short deadline (on the
+    app's shared `session` when there is one)."""
     if response_url is None:
         return
     try:
         async with asyncio.timeout(ERROR_NOTE_TIMEOUT_S):
-            await AsyncWebhookClient(response_url).send(text=text, response_type="ephemeral", replace_original=False)
+            await AsyncWebhookClient(response_url, session=session).send(
+                text=text, response_type="ephemeral", replace_original=False
+            )
     except Exception as exc:  # the note is a courtesy: failing to send it must not fail the request
         log.warning("could not tell the user why the request failed", error=_describe(exc))
 

@@ -1,0 +1,67 @@
+"""The web app's outbound HTTP clients, opened when the app starts and closed when it stops: an httpx client for
+response_url posts and an aiohttp session for Slack's Web API (Bolt's client, posts as a user, notes).
+
+One of each for the app's life, so no click pays for a new client: a new httpx client builds a TLS context from
+the CA bundle (about 20 ms of CPU), and a new aiohttp session opens a new connection (a TLS handshake to Slack).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+
+import aiohttp
+import httpx
+
+from slack_backend.slack.delivery import DEFAULT_HTTP_TIMEOUT_S
+
+# slack_sdk's own default per call; a shared session carries it (slack_sdk passes no timeout to a given session).
+SLACK_API_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundClients:
+    """`http` posts to response_urls; `slack_session` carries every Slack Web API call the web app makes."""
+
+    http: httpx.AsyncClient
+    slack_session: aiohttp.ClientSession
+
+
+class _SharedSession:
+    """The app's session as slack_sdk uses it (`closed`, `request`), which a deep copy leaves shared.
+
+    Bolt deep-copies each request, its Web API client included, before it runs a lazy listener (Send as me,
+    Dismiss); a live aiohttp session cannot be copied, and a copy would not be shared anyway.
+    """
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        return self._session.request(method, url, **kwargs)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SharedSession:
+        return self
+
+
+@asynccontextmanager
+async def outbound_clients() -> AsyncIterator[OutboundClients]:
+    """Open both clients (inside the running loop, which aiohttp needs) and close them on the way out."""
+    http = httpx.AsyncClient(timeout=DEFAULT_HTTP_TIMEOUT_S)
+    try:
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_API_TIMEOUT_S))
+        try:
+            # slack_sdk asks for a ClientSession and uses only what _SharedSession has.
+            yield OutboundClients(http=http, slack_session=cast(aiohttp.ClientSession, _SharedSession(session)))
+        finally:
+            await session.close()
+    finally:
+        await http.aclose()
