@@ -1,8 +1,11 @@
-"""`python -m bench.startup [--runs N]`: how fast `slack-backend version`, `jobs counts` and `check-config` start.
+"""`python -m bench.startup [--runs N] [--baseline-src DIR]`: how fast the light commands start.
 
-Each command runs as users start it (the installed `slack-backend` script, a fresh process), against a
-redis-server of its own on a free loopback port. Reported per command: the median [min-max] wall time and the
-median CPU time (user + system, from the child's rusage), which a loaded machine inflates much less than wall time.
+`slack-backend version`, `jobs counts` and `check-config` (and the `--json` forms) run as users start them (the
+installed `slack-backend` script, a fresh process), against a redis-server of its own on a free loopback port.
+Reported per command: the median [min-max] wall time and the median CPU time (user + system, from the child's
+rusage), which a loaded machine inflates much less than wall time. With `--baseline-src`, each run also starts the
+same script with another source tree first on the path (say `git archive main src | tar -x -C /tmp/base`),
+interleaved, so before and after share the machine's load.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from bench._server import BenchRedis
 
-COMMANDS = (["version"], ["jobs", "counts"], ["check-config"])
+COMMANDS = (["version"], ["jobs", "counts"], ["jobs", "counts", "--json"], ["check-config"], ["check-config", "--json"])
 SCRIPT = Path(sys.executable).with_name("slack-backend")
 
 
@@ -39,6 +42,7 @@ def time_one(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__)
     parser.add_argument("--runs", type=int, default=9, help="runs per command (default 9), interleaved")
+    parser.add_argument("--baseline-src", type=Path, help="another source tree's src/ to compare against")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         redis = BenchRedis(Path(tmp))
@@ -51,24 +55,33 @@ def main(argv: list[str] | None = None) -> int:
             "SLACK_BOT_TOKEN": "xoxb-startup-bench",
             "ANTHROPIC_API_KEY": "sk-ant-startup-bench",
         }
-        samples: dict[str, list[tuple[float, float]]] = {" ".join(c): [] for c in COMMANDS}
+        # An install has its modules compiled; without their .pyc files (a shell that sets this, over an editable
+        # install) every start compiles the package anew: ~14% more instructions for `jobs counts`.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        envs = {"": env}
+        if args.baseline_src is not None:
+            envs["baseline"] = {**env, "PYTHONPATH": str(args.baseline_src.resolve())}
+        samples: dict[tuple[str, str], list[tuple[float, float]]] = {
+            (tree, " ".join(c)): [] for tree in envs for c in COMMANDS
+        }
         try:
-            for argv_ in COMMANDS:  # one unmeasured run each: the first start reads files from disk
-                time_one(argv_, env)
+            for tree_env in envs.values():  # one unmeasured run each: the first start reads (and compiles) files
+                for argv_ in COMMANDS:
+                    time_one(argv_, tree_env)
             for _ in range(args.runs):
                 for argv_ in COMMANDS:
-                    samples[" ".join(argv_)].append(time_one(argv_, env))
+                    for tree, tree_env in envs.items():
+                        samples[(tree, " ".join(argv_))].append(time_one(argv_, tree_env))
         finally:
             redis.stop()
     print(f"| command | wall s, median [min-max] of {args.runs} | CPU s (user + sys), median |")
     print("|---|---|---|")
-    for name, runs in samples.items():
+    for (tree, name), runs in samples.items():
         walls = [w for w, _ in runs]
         cpus = [c for _, c in runs]
-        print(
-            f"| `slack-backend {name}` | {statistics.median(walls):.3f} [{min(walls):.3f}-{max(walls):.3f}]"
-            f" | {statistics.median(cpus):.3f} |"
-        )
+        label = f"`slack-backend {name}`" + (f" ({tree})" if tree else "")
+        wall = f"{statistics.median(walls):.3f} [{min(walls):.3f}-{max(walls):.3f}]"
+        print(f"| {label} | {wall} | {statistics.median(cpus):.3f} |")
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
     return 0
 

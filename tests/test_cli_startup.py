@@ -65,9 +65,11 @@ def test_version_imports_neither_redis_nor_the_settings(env: dict[str, str]) -> 
     assert sorted(loaded & {"redis", "pydantic_settings", "rich", "structlog", "hiredis"}) == []
 
 
-@pytest.mark.parametrize("args", [["jobs", "counts", "--json"], ["check-config", "--json"]])
-def test_json_forms_do_not_import_the_terminal_renderer(args: list[str], env: dict[str, str]) -> None:
-    """The `--json` forms that scripts and probes run print JSON without importing rich (only tables need it)."""
+@pytest.mark.parametrize(
+    "args", [["jobs", "counts"], ["jobs", "counts", "--json"], ["check-config"], ["check-config", "--json"]]
+)
+def test_light_commands_do_not_import_the_terminal_renderer(args: list[str], env: dict[str, str]) -> None:
+    """`jobs counts` and `check-config` print their tables as plain text and their `--json` forms without rich."""
     loaded = loaded_by(args, env)
     assert "slack_backend" in loaded
     assert sorted(loaded & {"rich", "pygments"}) == []

@@ -9,13 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    DotEnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 from slack_backend.queue.connection import RedisTarget, cluster_url_nodes, parse_hosts
 from slack_backend.slack.response_urls import is_loopback_url
@@ -67,15 +61,17 @@ class _VariableError(ValueError):
         super().__init__(reason)
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Every setting of the service; field `worker_concurrency` is read from `WORKER_CONCURRENCY`, and so on.
 
     Build it with `load_settings()`. `Settings(**fields)` validates the given fields only and never reads the
     environment, so tests stay hermetic.
     """
 
-    # validate_default off (BaseSettings turns it on) so the REDIS_HOST part check sees only given values.
-    model_config = SettingsConfigDict(extra="forbid", frozen=True, validate_default=False)
+    # A plain model, not pydantic-settings' BaseSettings: load_settings() is the one reader of the environment, and
+    # that package's import (its asyncio, argparse and cloud sources) was ~5% of every command's start.
+    # validate_default off so the REDIS_HOST part check sees only given values.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
 
     # Declared before its parts: the part validators read it from `info.data`.
     redis_url: str = Field("redis://127.0.0.1:6379/0", repr=False)
@@ -155,18 +151,6 @@ class Settings(BaseSettings):
     # A worker process serves /metrics here; with `--processes N`, child i listens on this port + i.
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
     max_trigger_text_chars: int = Field(4000, ge=1)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # load_settings() is the one reader of the environment, so it can be handed any mapping.
-        return (init_settings,)
 
     @field_validator("redis_url")
     @classmethod
@@ -441,7 +425,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env_file = environ.get(ENV_FILE_VAR)
     if env_file:
         if Path(env_file).is_file():
-            values.update(DotEnvSettingsSource(Settings, env_file=env_file, env_ignore_empty=True)())
+            values.update(_env_file_values(env_file))
         else:
             problems.append((ENV_FILE_VAR, "file not found"))
     for name in Settings.model_fields:
@@ -455,6 +439,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _env_file_values(path: str) -> dict[str, str]:
+    """The non-empty variables of a `.env`-style file by field name; unknown names are kept, to be reported."""
+    # Imported here: only a start that names an env file reads one.
+    from dotenv import dotenv_values
+
+    return {name.lower(): value for name, value in dotenv_values(path, encoding="utf-8").items() if value}
 
 
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
