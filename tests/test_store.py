@@ -315,10 +315,12 @@ async def test_quota_overrides_set_get_delete(engine: AsyncEngine) -> None:
 
 
 async def test_engine_configured_for_its_backend(engine: AsyncEngine) -> None:
-    """SQLite runs in WAL mode with a busy timeout; PostgreSQL checks connections before use."""
+    """SQLite runs in WAL mode, syncing at checkpoints (synchronous=NORMAL), with a busy timeout; PostgreSQL checks
+    connections before use."""
     if engine.dialect.name == "sqlite":
         async with engine.connect() as conn:
             assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
+            assert await conn.scalar(text("PRAGMA synchronous")) == 1  # NORMAL
             assert await conn.scalar(text("PRAGMA busy_timeout")) == 5_000
     else:
         assert engine.pool._pre_ping
