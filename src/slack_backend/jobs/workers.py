@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -135,8 +136,14 @@ class AIResponseProcessor:
         started = time.monotonic()
         data = parse_job_data(job)
         structlog.contextvars.bind_contextvars(workspace=data.workspace_id)
-        await self._audit_started(job, data)
-        saved, verdict = await self._saved_and_quota(job.id, data.workspace_id)
+        # Side by side: neither needs the other, and each is a database round trip before the model call. Both are
+        # awaited to their end (the audit row is written even when the read fails, before any failure is audited).
+        _, reads = await asyncio.gather(
+            self._audit_started(job, data), self._saved_and_quota(job.id, data.workspace_id), return_exceptions=True
+        )
+        if isinstance(reads, BaseException):
+            raise reads
+        saved, verdict = reads
         # A draft delivered already needs no token: nothing is posted, so nothing is looked up or refreshed either.
         token = "" if saved is not None and saved.status == "delivered" else await self._token(data)
         if saved is not None:
