@@ -8,8 +8,13 @@ commands go in open loop at 5 a second; the fake model answers each after a fixe
 
 and where that time went, from timestamps on one machine: the client's send, the job record's `created_ms` and
 `processed_ms` (Redis's clock, when the job entered the queue and when a worker started it), the fake model's and
-the fake response_url's receive clocks. Results: a table on stdout, and `bench/results/overhead.md` with
-`overhead.png` (a stacked chart: where each request's time went, the model's delay left out).
+the fake response_url's receive clocks. Also the service process's CPU time (user + sys, all its threads) over the
+measured requests, per draft: the figure a loaded machine moves least. Results: a table on stdout, and
+`bench/results/overhead.md` with `overhead.png` (a stacked chart: where each request's time went, the model's delay
+left out).
+
+`--database-url postgresql+asyncpg://user@host/db` runs the service on a fresh PostgreSQL database made on that
+server for the run and dropped after it (production's backend); the default is a SQLite file in a temp directory.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,9 @@ from urllib.parse import urlencode
 
 import httpx
 from aiohttp import web
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 from tests.fakes.anthropic_server import Behaviour, FakeAnthropic
 from tests.fakes.slack_server import FakeSlack
 
@@ -163,56 +173,96 @@ def model_arrivals(claude: FakeAnthropic) -> dict[int, float]:
     return out
 
 
-async def measure(rate: float, seconds: float, model_ms: int, log_path: Path) -> dict[str, Any]:
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far, all its threads (Linux /proc)."""
+    # Fields after the command's closing parenthesis: utime and stime are the 12th and 13th (clock ticks).
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@asynccontextmanager
+async def database(url: str | None, tmp: str) -> AsyncIterator[str]:
+    """The service's DATABASE_URL: a SQLite file in `tmp`, or a fresh PostgreSQL database on `url`'s server."""
+    if url is None:
+        yield f"sqlite+aiosqlite:///{tmp}/overhead.db"
+        return
+    base = make_url(url)
+    name = f"bench_overhead_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(base, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield base.set(database=name).render_as_string(hide_password=False)
+        finally:
+            async with admin.connect() as conn:
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+async def measure(
+    rate: float, seconds: float, model_ms: int, log_path: Path, database_url: str | None = None
+) -> dict[str, Any]:
     count = int(rate * seconds)
     with tempfile.TemporaryDirectory() as tmp:
-        redis = BenchRedis(Path(tmp))
-        redis.start()
-        slack, claude = ClockedSlack(), FakeAnthropic()
-        await slack.start()
-        await claude.start()
-        claude.script(*[Behaviour(delay_s=model_ms / 1000) for _ in range(WARMUP + count + 10)])
-        port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
-            "REDIS_URL": redis.url,
-            "REDIS_PREFIX": PREFIX,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/overhead.db",
-            "SLACK_SIGNING_SECRET": SECRET,
-            "SLACK_BOT_TOKEN": "xoxb-bench-overhead",
-            "SLACK_API_URL": slack.base_url,
-            "ANTHROPIC_API_KEY": "sk-ant-bench-overhead",
-            "ANTHROPIC_BASE_URL": claude.base_url,
-            "AI_RATE_LIMIT_MAX": "100",
-            "KEEP_COMPLETED": str(count + 100),
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "LOG_LEVEL": "INFO",
-            "LOG_FORMAT": "json",
-        }
-        script = Path(sys.executable).with_name("slack-backend")
-        with log_path.open("wb") as log:
-            # The service's own process, started once: the blocking call is a fork, not a wait.
-            proc = subprocess.Popen(  # noqa: ASYNC220
-                [str(script), "run"], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        try:
-            base_url = f"http://127.0.0.1:{port}"
-            await wait_ready(base_url, proc)
-            # Unmeasured warm-up: the first requests open connections and load the lazy paths.
-            warm = range(count + 1000, count + 1000 + WARMUP)
-            await send_all(base_url, slack, rate=10, count=WARMUP, first=warm[0])
-            await wait_delivered(slack, warm, timeout_s=60)
-            wall_offset_s = time.time() - time.monotonic()
-            sent = await send_all(base_url, slack, rate, count)
-            await wait_delivered(slack, range(count), timeout_s=30 + model_ms / 1000 * count)
-            jobs = await job_times(redis.url)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            await slack.close()
-            await claude.close()
-            redis.stop()
+        async with database(database_url, tmp) as db_url:
+            result = await _measure(rate, count, seconds, model_ms, log_path, tmp, db_url)
+    return result
+
+
+async def _measure(
+    rate: float, count: int, seconds: float, model_ms: int, log_path: Path, tmp: str, db_url: str
+) -> dict[str, Any]:
+    redis = BenchRedis(Path(tmp))
+    redis.start()
+    slack, claude = ClockedSlack(), FakeAnthropic()
+    await slack.start()
+    await claude.start()
+    claude.script(*[Behaviour(delay_s=model_ms / 1000) for _ in range(WARMUP + count + 10)])
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
+        "REDIS_URL": redis.url,
+        "REDIS_PREFIX": PREFIX,
+        "DATABASE_URL": db_url,
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_BOT_TOKEN": "xoxb-bench-overhead",
+        "SLACK_API_URL": slack.base_url,
+        "ANTHROPIC_API_KEY": "sk-ant-bench-overhead",
+        "ANTHROPIC_BASE_URL": claude.base_url,
+        "AI_RATE_LIMIT_MAX": "100",
+        "KEEP_COMPLETED": str(count + 100),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
+    }
+    script = Path(sys.executable).with_name("slack-backend")
+    with log_path.open("wb") as log:
+        # The service's own process, started once: the blocking call is a fork, not a wait.
+        proc = subprocess.Popen(  # noqa: ASYNC220
+            [str(script), "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        await wait_ready(base_url, proc)
+        # Unmeasured warm-up: the first requests open connections and load the lazy paths.
+        warm = range(count + 1000, count + 1000 + WARMUP)
+        await send_all(base_url, slack, rate=10, count=WARMUP, first=warm[0])
+        await wait_delivered(slack, warm, timeout_s=60)
+        wall_offset_s = time.time() - time.monotonic()
+        cpu_before_s = process_cpu_s(proc.pid)
+        sent = await send_all(base_url, slack, rate, count)
+        await wait_delivered(slack, range(count), timeout_s=30 + model_ms / 1000 * count)
+        cpu_s = process_cpu_s(proc.pid) - cpu_before_s
+        jobs = await job_times(redis.url)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        await slack.close()
+        await claude.close()
+        redis.stop()
     arrivals = model_arrivals(claude)
     rows = []
     for item in sent:
@@ -237,7 +287,15 @@ async def measure(rate: float, seconds: float, model_ms: int, log_path: Path) ->
                 **{name: max(0.0, s) * 1000 for name, s in segments.items()},
             }
         )
-    return {"rate": rate, "seconds": seconds, "model_ms": model_ms, "rows": rows, "load_1m": os.getloadavg()[0]}
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "model_ms": model_ms,
+        "rows": rows,
+        "load_1m": os.getloadavg()[0],
+        "backend": make_url(db_url).get_backend_name(),
+        "service_cpu_ms_per_draft": cpu_s * 1000 / max(1, count),
+    }
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -246,6 +304,7 @@ def summary(result: dict[str, Any]) -> str:
     lines = [
         f"{len(good)} drafts ({errors} errors) at {result['rate']:g} requests/s for {result['seconds']:g} s, "
         f"model delay {result['model_ms']} ms (subtracted); load average {result['load_1m']:.2f}",
+        f"database {result['backend']}; service CPU (user + sys) {result['service_cpu_ms_per_draft']:.2f} ms a draft",
         "",
         "| figure | p50 ms | p99 ms | max ms | mean ms |",
         "|---|---|---|---|---|",
@@ -299,9 +358,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to send (default 60)")
     parser.add_argument("--model-ms", type=int, default=200, help="the fake model's fixed delay (default 200)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where overhead.md and overhead.png go")
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server's URL (postgresql+asyncpg://...): run on a fresh database made there and dropped "
+        "after; default: a SQLite file in a temp directory",
+    )
     args = parser.parse_args(argv)
     args.results.mkdir(parents=True, exist_ok=True)
-    result = asyncio.run(measure(args.rate, args.seconds, args.model_ms, args.results / "overhead-service.log"))
+    log_path = args.results / "overhead-service.log"
+    result = asyncio.run(measure(args.rate, args.seconds, args.model_ms, log_path, args.database_url))
     text = summary(result)
     print(text)
     (args.results / "overhead.md").write_text(f"# Our overhead on a draft\n\n{text}\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,46 @@ async def test_audit_queued_and_started_is_one_transaction_with_the_same_rows(en
         await audit.record_queued_and_started("Ev06", "T0001", "U0001", "C0001", "mention", 0)
 
 
+class TickingClock(FakeClock):
+    """A clock that moves 250 ms at every reading, so rows show which reading filled each column."""
+
+    def __call__(self) -> datetime:
+        now = self.now
+        self.advance(250)
+        return now
+
+
+async def test_audit_first_start_is_one_statement_with_the_rows_of_two_calls(engine: AsyncEngine) -> None:
+    """A first start is one INSERT whose row equals record_queued + record_started's (same clock readings); a
+    retry reads and updates the row (3 statements) as record_started does."""
+    statements: list[str] = []
+
+    def on_execute(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    await AuditLog(engine, clock=TickingClock()).record_queued("Ev07", "T0001", "U0001", "C0001", "mention")
+    await AuditLog(engine, clock=TickingClock(T0 + timedelta(milliseconds=250))).record_started("Ev07", 1)
+    event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        await AuditLog(engine, clock=TickingClock()).record_queued_and_started(
+            "Ev08", "T0001", "U0001", "C0001", "mention", 1
+        )
+        assert len(statements) == 1
+        statements.clear()
+        await AuditLog(engine, clock=TickingClock(T0 + timedelta(seconds=5))).record_queued_and_started(
+            "Ev08", "T0001", "U0001", "C0001", "mention", 2
+        )
+        assert len(statements) == 3
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
+    by_job = {row.job_id: row for row in await AuditLog(engine).recent()}
+    two_calls, one_call = by_job["Ev07"], by_job["Ev08"]
+    assert (one_call.queued_at, one_call.started_at, one_call.wait_ms) == (T0, T0 + timedelta(milliseconds=250), 250)
+    assert replace(one_call, job_id="Ev07", attempts=1, updated_at=two_calls.updated_at) == two_calls
+    # The retry kept the first start and its wait, and counted the attempt.
+    assert (one_call.attempts, one_call.updated_at) == (2, T0 + timedelta(seconds=5, milliseconds=250))
+
+
 async def test_audit_failure_keeps_only_a_classification(engine: AsyncEngine) -> None:
     """A failed job stores its error kind; a sentence (which could quote a message) is rejected."""
     audit = AuditLog(engine, clock=FakeClock())
@@ -314,11 +355,63 @@ async def test_quota_overrides_set_get_delete(engine: AsyncEngine) -> None:
         await quotas.set_daily_tokens("T0001", -1)
 
 
+async def test_draft_start_read_answers_as_the_three_reads_it_replaces(engine: AsyncEngine) -> None:
+    """get_with_quota_use gives what get, daily_tokens and tokens_used give, in one statement, with or without a
+    saved draft, an override or use."""
+    clock = FakeClock()
+    audit, quotas = AuditLog(engine, clock=clock), QuotaStore(engine)
+    suggestions = SuggestionStore(engine, clock=clock)
+    statements: list[str] = []
+
+    def on_execute(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    async def check(job_id: str, workspace_id: str, since: datetime) -> None:
+        event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
+        try:
+            start = await suggestions.get_with_quota_use(job_id, workspace_id, since=since)
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
+        assert len(statements) == 1
+        statements.clear()
+        assert start.saved == await suggestions.get(job_id)
+        override = await quotas.daily_tokens(workspace_id, default=-1)
+        assert start.daily_tokens == (None if override == -1 else override)
+        assert start.tokens_used == await audit.tokens_used(workspace_id, since)
+
+    await check("job-1", "T0001", T0)
+    for job_id, workspace_id, tokens in (("job-1", "T0001", 120), ("job-2", "T0001", 30), ("job-3", "T0002", 7)):
+        await audit.record_queued_and_started(job_id, workspace_id, "U0001", "C0001", "slash_command", 1)
+        clock.advance(1_000)
+        await audit.record_finished(job_id, "completed", input_tokens=tokens, output_tokens=1)
+    await suggestions.save(
+        "job-1",
+        workspace_id="T0001",
+        user_id="U0001",
+        channel_id="C0001",
+        thread_ts=None,
+        source_ts=None,
+        text="a draft",
+        model="claude-test",
+        input_tokens=120,
+        output_tokens=1,
+        instruction="shorter",
+    )
+    await quotas.set_daily_tokens("T0002", 5_000)
+    for job_id, workspace_id in (("job-1", "T0001"), ("job-2", "T0001"), ("job-9", "T0002"), ("job-1", "T0003")):
+        await check(job_id, workspace_id, T0)
+        await check(job_id, workspace_id, T0 + timedelta(milliseconds=1_500))
+    start = await suggestions.get_with_quota_use("job-1", "T0001", since=T0)
+    assert (start.saved is not None, start.daily_tokens, start.tokens_used) == (True, None, 152)
+
+
 async def test_engine_configured_for_its_backend(engine: AsyncEngine) -> None:
-    """SQLite runs in WAL mode with a busy timeout; PostgreSQL checks connections before use."""
+    """SQLite runs in WAL mode, syncing at checkpoints (synchronous=NORMAL), with a busy timeout; PostgreSQL checks
+    connections before use."""
     if engine.dialect.name == "sqlite":
         async with engine.connect() as conn:
             assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
+            assert await conn.scalar(text("PRAGMA synchronous")) == 1  # NORMAL
             assert await conn.scalar(text("PRAGMA busy_timeout")) == 5_000
     else:
         assert engine.pool._pre_ping

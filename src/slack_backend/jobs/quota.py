@@ -48,11 +48,25 @@ class QuotaGuard:
         self._clock = clock
 
     async def check(self, workspace_id: str) -> QuotaVerdict:
-        now = self._clock()
-        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        resets_at = day_start + timedelta(days=1)
+        """Read the workspace's quota and its use today, and judge them."""
+        now, day_start = self.today()
         quota = await self._quotas.daily_tokens(workspace_id, self._default)
         if quota <= 0:
-            return QuotaVerdict(True, 0, 0, resets_at, now)
+            return self.judge(quota, 0, now)
         used = await self._audit.tokens_used(workspace_id, since=day_start)
+        return self.judge(quota, used, now)
+
+    def today(self) -> tuple[datetime, datetime]:
+        """Now, and the start of today (UTC): use is counted from there."""
+        now = self._clock()
+        return now, now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def judge(self, daily_tokens: int | None, used: int, now: datetime) -> QuotaVerdict:
+        """The verdict for a workspace whose override is `daily_tokens` (None: the default) that used `used`
+        tokens today, read at `now` (for a caller that read both in one statement:
+        `SuggestionStore.get_with_quota_use`)."""
+        quota = self._default if daily_tokens is None else daily_tokens
+        resets_at = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        if quota <= 0:
+            return QuotaVerdict(True, 0, 0, resets_at, now)
         return QuotaVerdict(used < quota, used, quota, resets_at, now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -135,8 +136,14 @@ class AIResponseProcessor:
         started = time.monotonic()
         data = parse_job_data(job)
         structlog.contextvars.bind_contextvars(workspace=data.workspace_id)
-        await self._audit_started(job, data)
-        saved = await self._saved(job.id)
+        # Side by side: neither needs the other, and each is a database round trip before the model call. Both are
+        # awaited to their end (the audit row is written even when the read fails, before any failure is audited).
+        _, reads = await asyncio.gather(
+            self._audit_started(job, data), self._saved_and_quota(job.id, data.workspace_id), return_exceptions=True
+        )
+        if isinstance(reads, BaseException):
+            raise reads
+        saved, verdict = reads
         # A draft delivered already needs no token: nothing is posted, so nothing is looked up or refreshed either.
         token = "" if saved is not None and saved.status == "delivered" else await self._token(data)
         if saved is not None:
@@ -148,7 +155,8 @@ class AIResponseProcessor:
             if skip is not None:
                 return await self._skip_passive(job, data, skip, started)
         if self._quota is not None:
-            verdict = await self._quota.check(data.workspace_id)
+            if verdict is None:
+                verdict = await self._quota.check(data.workspace_id)
             if not verdict.allowed:
                 return await self._refuse_over_quota(job, data, token, verdict, started)
         await self._delivery.progress(data, token, "Drafting a reply...")
@@ -188,8 +196,16 @@ class AIResponseProcessor:
             saved = await self._suggestions.save(job.id, **_draft_fields(data, draft, draft.text))
         return await self._deliver_saved(job, data, token, saved, started, notes=notes)
 
-    async def _saved(self, job_id: str) -> Suggestion | None:
-        return None if self._suggestions is None else await self._suggestions.get(job_id)
+    async def _saved_and_quota(self, job_id: str, workspace_id: str) -> tuple[Suggestion | None, QuotaVerdict | None]:
+        """The saved draft of this job and, with a quota, the workspace's verdict: one read when both are kept
+        (they share the database, see build_ai_worker). The verdict is used only if no draft was saved."""
+        if self._suggestions is None:
+            return None, None
+        if self._quota is None:
+            return await self._suggestions.get(job_id), None
+        now, day_start = self._quota.today()
+        start = await self._suggestions.get_with_quota_use(job_id, workspace_id, since=day_start)
+        return start.saved, self._quota.judge(start.daily_tokens, start.tokens_used, now)
 
     async def _deliver_saved(
         self,

@@ -126,35 +126,57 @@ class AuditLog:
         self, job_id: str, workspace_id: str, user_id: str, channel_id: str | None, trigger: str, attempt: int
     ) -> None:
         """`record_queued` then `record_started`, in one transaction: a worker's start costs one round of
-        BEGIN/COMMIT on the draft path, not two (docs/performance.md, round 4)."""
+        BEGIN/COMMIT on the draft path, not two (docs/performance.md, round 4).
+
+        A first start (no row yet) is one INSERT of the row as the two calls leave it (the same clock readings:
+        queued, then started); only a job that has a row already (a retry, a rerun) reads and updates it.
+        """
         if attempt < 1:
             raise ValueError("attempt must be >= 1")
-        statement = self._queued_statement(job_id, workspace_id, user_id, channel_id, trigger)
+        values = self._queued_values(job_id, workspace_id, user_id, channel_id, trigger)
+        now = self._clock()
+        started = {
+            "status": "active",
+            "attempts": attempt,
+            "started_at": now,
+            "wait_ms": _elapsed_ms(values["queued_at"], now),
+            "updated_at": now,
+        }
         async with self._engine.begin() as conn:
-            await conn.execute(statement)
-            await self._started(conn, job_id, attempt)
+            inserted = await conn.execute(self._insert(values | started))
+            if inserted.rowcount != 1:
+                await self._started(conn, job_id, attempt, now)
 
     def _queued_statement(
         self, job_id: str, workspace_id: str, user_id: str, channel_id: str | None, trigger: str
     ) -> Any:
+        return self._insert(self._queued_values(job_id, workspace_id, user_id, channel_id, trigger))
+
+    def _queued_values(
+        self, job_id: str, workspace_id: str, user_id: str, channel_id: str | None, trigger: str
+    ) -> dict[str, Any]:
         _check_kind("trigger", trigger)
         now = self._clock()
+        return {
+            "job_id": job_id,
+            "workspace_id": workspace_id,
+            "user_id": user_id,
+            "channel_id": channel_id,
+            "trigger": trigger,
+            "status": "queued",
+            "attempts": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "queued_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+    def _insert(self, values: dict[str, Any]) -> Any:
+        """INSERT of a new row, or nothing when `job_id` has one (Slack re-delivers; a job starts again)."""
         return (
             dialect_insert(self._engine, audit_table)
-            .values(
-                job_id=job_id,
-                workspace_id=workspace_id,
-                user_id=user_id,
-                channel_id=channel_id,
-                trigger=trigger,
-                status="queued",
-                attempts=0,
-                input_tokens=0,
-                output_tokens=0,
-                queued_at=now,
-                created_at=now,
-                updated_at=now,
-            )
+            .values(values)
             .on_conflict_do_nothing(index_elements=[audit_table.c.job_id])
         )
 
@@ -169,10 +191,9 @@ class AuditLog:
         if attempt < 1:
             raise ValueError("attempt must be >= 1")
         async with self._engine.begin() as conn:
-            return await self._started(conn, job_id, attempt)
+            return await self._started(conn, job_id, attempt, self._clock())
 
-    async def _started(self, conn: AsyncConnection, job_id: str, attempt: int) -> bool:
-        now = self._clock()
+    async def _started(self, conn: AsyncConnection, job_id: str, attempt: int, now: datetime) -> bool:
         c = audit_table.c
         # FOR UPDATE (PostgreSQL; SQLite ignores it): a stalled job's old and new worker must not interleave.
         found = await conn.execute(
