@@ -66,3 +66,12 @@ async def test_one_by_one_and_bulk_adds_store_the_same_record(make_queue: QueueF
     assert [getattr(one, f) for f in fields] == [getattr(two, f) for f in fields]
     assert two.seq == one.seq + 1
     assert (await queue.counts())[JobState.DELAYED] == 2
+
+
+async def test_the_one_by_one_path_sends_the_registered_script(make_queue: QueueFactory) -> None:
+    """The pre-packed EVALSHA names the script the queue registers: a mismatch would make every add a NOSCRIPT
+    and a second send through the ordinary path (the session's Redis is shared, so its error counters can't tell)."""
+    queue = make_queue()
+    assert queue._single is not None
+    assert queue._scripts._scripts["add"].sha.encode() in queue._single._prefix
+    assert (await queue.add("x", {})).created
