@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from slack_backend.queue import Backoff, BulkJob, Job, JobOptions, JobState, Worker
+import pytest
+
+from slack_backend.queue import Backoff, BulkJob, InvalidJobDataError, Job, JobOptions, JobState, Worker
 from tests.support.engine import QueueFactory, job_in_state, running, wait_until
 
 
@@ -75,3 +77,13 @@ async def test_the_one_by_one_path_sends_the_registered_script(make_queue: Queue
     assert queue._single is not None
     assert queue._scripts._scripts["add"].sha.encode() in queue._single._prefix
     assert (await queue.add("x", {})).created
+
+
+async def test_a_bad_job_name_is_refused_before_anything_is_written(make_queue: QueueFactory) -> None:
+    """A name that is not text, empty or holds NUL is refused with InvalidJobDataError, cached heads or not."""
+    queue = make_queue()
+    await queue.add("ok", {})
+    for name in (["x"], "", "a\0b"):
+        with pytest.raises(InvalidJobDataError):
+            await queue.add(name, {})  # type: ignore[arg-type]
+    assert (await queue.counts())[JobState.WAITING] == 1

@@ -201,7 +201,7 @@ class Queue:
         else:
             opts = _opts_json(o.attempts or self.defaults.attempts, o.backoff or self.defaults.backoff)
         head_key = (name, group, priority, opts, o.cost or 0)
-        head = self._heads.get(head_key)
+        head = self._heads.get(head_key) if isinstance(name, str) else None  # a bad name gets its clear error
         if head is None:
             check_identifier("job name", name)
             head = _record_head(*head_key)
