@@ -122,10 +122,12 @@ def _pruned(include: str, reached: frozenset[str]) -> str:
 
 
 def _binding_prologue(names: tuple[str, ...]) -> str:
-    listed = ", ".join(f"'{n}'" for n in names)
+    # One table constructor: Lua sizes the table once, where a loop of inserts grew it step by step on every call
+    # (about 18,000 of an add's 207,000 instructions inside Redis).
+    bound = ", ".join(f"{n} = KEYS[{i}]" for i, n in enumerate(names, 1))
     # A key the scan missed fails loudly rather than reaching redis.call as nil.
     guard = "setmetatable(k, {__index = function(_, n) error('script reached an unbound key: ' .. n) end})"
-    return f"local k = {{}}\nfor i, name in ipairs({{{listed}}}) do k[name] = KEYS[i] end\n{guard}\n"
+    return f"local k = {{{bound}}}\n{guard}\n"
 
 
 @cache

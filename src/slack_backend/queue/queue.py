@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slack_backend.queue._keys import QueueKeys
-from slack_backend.queue._scripts import Scripts
+from slack_backend.queue._scripts import Scripts, script_keys
+from slack_backend.queue._single_add import SingleAdd
 from slack_backend.queue.connection import RedisClient
 from slack_backend.queue.errors import InvalidJobDataError, NotReplicatedError, raise_for_code
 from slack_backend.queue.events import DEFAULT_MAX_EVENTS
@@ -24,6 +25,8 @@ DEFAULT_MAX_DATA_BYTES = 512 * 1024
 # longer: a caller-chosen id is refused for a day, however soon retention trims the finished job.
 DEFAULT_DEDUP_TTL_MS = 24 * 3600 * 1000
 BATCH = 1000
+# Record heads kept per queue (one per name, group, priority, options and cost seen); past it the cache starts over.
+_HEADS_KEPT = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,6 +110,9 @@ class Queue:
         self._id_salt = f"{random.randrange(10**6):06d}"
         self._id_seq = itertools.count()
         self._default_opts = _opts_json(self.defaults.attempts, self.defaults.backoff)
+        # The JSON head of a record depends only on these few options, so it is encoded once per combination.
+        self._heads: dict[tuple[str, str, int, str, int], str] = {}
+        self._single = SingleAdd.for_client(connection, [self.keys.key(n) for n in script_keys("add")], dedup_ttl_ms)
 
     async def call(self, script: str, *args: str | int | float) -> Any:
         """Run one of the queue's scripts (for the worker; not for application code)."""
@@ -151,11 +157,19 @@ class Queue:
             group=group,
             cost=cost,
         )
-        return (await self.add_bulk([BulkJob(name, data, options)]))[0]
+        spec = self._spec(name, data, options)
+        if self.min_replicas_ack or self._single is None:
+            return (await self._add_specs([spec]))[0]
+        reply = await self._single.add(spec)
+        if reply is None:
+            reply = list(await self.call("add", self.dedup_ttl_ms, spec))
+        return AddResult(str(reply[0]), bool(int(reply[1])))  # type: ignore[call-overload]
 
     async def add_bulk(self, jobs: Sequence[BulkJob]) -> list[AddResult]:
         """Add many jobs, a thousand per atomic script call; every spec is checked before anything is written."""
-        specs = [self._spec(job) for job in jobs]
+        return await self._add_specs([self._spec(job.name, job.data, job.options) for job in jobs])
+
+    async def _add_specs(self, specs: Sequence[str]) -> list[AddResult]:
         results: list[AddResult] = []
         for start in range(0, len(specs), BATCH):
             args: list[str | int | float] = [self.dedup_ttl_ms, *specs[start : start + BATCH]]
@@ -172,24 +186,29 @@ class Queue:
             results.extend(AddResult(str(pairs[i]), bool(int(pairs[i + 1]))) for i in range(0, len(pairs), 2))
         return results
 
-    def _spec(self, job: BulkJob) -> str:
-        """One job as add.lua takes it: eight fields joined by NUL, the data last."""
-        check_identifier("job name", job.name)
+    def _spec(self, name: str, data: Any, o: JobOptions) -> str:
+        """One job as add.lua takes it: id, group, priority, delay, the record's head and the data, NUL-joined."""
         try:
-            data = json.dumps(job.data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            data_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidJobDataError(f"job data must be JSON-serializable: {exc}") from exc
-        if len(data) > self.max_data_bytes // 4 and len(data.encode()) > self.max_data_bytes:
+        if len(data_json) > self.max_data_bytes // 4 and len(data_json.encode()) > self.max_data_bytes:
             raise InvalidJobDataError(f"job data is larger than {self.max_data_bytes} bytes")
-        o = job.options
+        priority = o.priority or self.defaults.priority
+        group = o.group or ""
         if o.attempts is None and o.backoff is None:
             opts = self._default_opts
         else:
-            attempts = o.attempts or self.defaults.attempts
-            opts = _opts_json(attempts, o.backoff or self.defaults.backoff)
-        priority = o.priority or self.defaults.priority
-        job_id = o.job_id or self._new_id()
-        return f"{job_id}\0{job.name}\0{o.group or ''}\0{priority}\0{o.delay_ms}\0{o.cost or 0}\0{opts}\0{data}"
+            opts = _opts_json(o.attempts or self.defaults.attempts, o.backoff or self.defaults.backoff)
+        head_key = (name, group, priority, opts, o.cost or 0)
+        head = self._heads.get(head_key) if isinstance(name, str) else None  # a bad name gets its clear error
+        if head is None:
+            check_identifier("job name", name)
+            head = _record_head(*head_key)
+            if len(self._heads) >= _HEADS_KEPT:
+                self._heads.clear()
+            self._heads[head_key] = head
+        return f"{o.job_id or self._new_id()}\0{group}\0{priority}\0{o.delay_ms}\0{head}\0{data_json}"
 
     def _new_id(self) -> str:
         return f"{int(time.time() * 1000)}{self._id_salt}{next(self._id_seq) % 10**6:06d}"
@@ -373,6 +392,16 @@ class Queue:
     async def obliterate(self) -> None:
         """Delete every key of the queue (tests and tear-down only)."""
         await self.redis.delete(*self.keys.all(), self.keys.calls())
+
+
+def _record_head(name: str, group: str, priority: int, opts: str, cost: int) -> str:
+    """A new job's record as JSON, without its closing brace: add.lua appends id, seq, created_ms and state."""
+    dumps = json.dumps
+    cost_field = f',"cost":{cost}' if cost > 0 else ""
+    return (
+        f'{{"name":{dumps(name, ensure_ascii=False)},"group":{dumps(group, ensure_ascii=False)},'
+        f'"priority":{priority},"attempts_made":0,"starts":0,"stalls":0,"opts":{opts}{cost_field}'
+    )
 
 
 def _opts_json(attempts: int, backoff: Backoff) -> str:
