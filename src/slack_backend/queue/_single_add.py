@@ -56,5 +56,7 @@ class SingleAdd:
             # The connection was closed by redis-py on a lost link or a timeout; NOSCRIPT leaves it clean.
             return None
         finally:
+            # Safe to give back even after a cancel: redis-py's send and read drop the connection on any exception,
+            # so none returns to the pool with a reply still on its way (test_engine_add).
             await self._pool.release(conn)
         return reply
