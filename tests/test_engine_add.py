@@ -99,7 +99,7 @@ async def test_an_add_cancelled_while_its_reply_is_on_the_way_does_not_answer_th
     pooled connection, where the next add would read it as its own and report another job's id."""
     queue = make_queue()
     await queue.add("warm", {})  # the script is loaded and one connection is in the pool
-    await redis_client.execute_command("CLIENT", "PAUSE", "300", "WRITE")  # scripts that write wait, unanswered
+    await redis_client.client_pause(300, all=False)  # WRITE mode: scripts that write wait, unanswered
     first = asyncio.create_task(queue.add("x", {"n": 1}, job_id="first"))
     await asyncio.sleep(0.1)
     first.cancel()
