@@ -19,6 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from slack_backend.queue._packing import packing_class
+
 
 def _log() -> Any:
     """The module's logger, loaded at the first line logged: the settings import this module, and the command
@@ -174,6 +176,8 @@ def create_redis(
             **_auth_kwargs(target.url),
             **common,
         )
+        pool = client.connection_pool
+        pool.connection_class = packing_class(pool.connection_class)
         return client
     if target.url.startswith("unix://"):
         # A unix socket has no TCP keepalive: redis-py's UnixDomainSocketConnection refuses the option.
@@ -181,6 +185,7 @@ def create_redis(
     pool = ConnectionPool.from_url(
         target.url, max_connections=BLOCKING_MAX_CONNECTIONS if blocking else MAX_CONNECTIONS, **common
     )
+    pool.connection_class = packing_class(pool.connection_class)
     return Redis.from_pool(pool)
 
 
