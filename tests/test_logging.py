@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 
 from slack_backend.logging import REDACTED, configure_logging, get_logger, redact_secrets
 
@@ -155,3 +157,45 @@ def test_refresh_tokens_app_tokens_and_response_urls_are_redacted(secret: str) -
     assert "xox" not in json.dumps(event)
     assert "hooks.slack" not in json.dumps(event)
     assert event["error"] == f"call failed ({REDACTED}) at the end"
+
+
+# Fragments joined at random: token-shaped pieces, their near misses, braces and key-like words.
+_FRAGMENTS = [
+    "a",
+    "x",
+    "o",
+    "-",
+    "k",
+    "_",
+    ".",
+    "/",
+    "{",
+    " ",
+    "Token",
+    "xoxb-1-2",
+    "xox",
+    "sk-ant-a",
+    "hooks.slack.com/x",
+]
+_TEXT = st.lists(st.sampled_from(_FRAGMENTS), max_size=6).map("".join)
+_KEYS = st.sampled_from(["event", "user", "bot_token", "max_tokens", "job_id", "headers", "level_of"])
+_VALUES = st.recursive(
+    st.none() | st.integers(-(2**63), 2**63 - 1) | st.booleans() | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@given(st.dictionaries(_KEYS, _VALUES, max_size=6))
+def test_json_line_equals_the_redacted_rendering(event: dict[str, Any]) -> None:
+    """A JSON line rendered without redaction (when judged safe) is the same text as redact-then-render."""
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    event.pop("event", None)
+    get_logger("slack_backend.test").info("line", **event)
+    written = json.loads(stream.getvalue())
+    expected = redact(**{k: v for k, v in written.items()})
+    assert written == expected
+    assert "xoxb-1-2" not in stream.getvalue()
+    assert "sk-ant-a" not in stream.getvalue()
+    assert "https://hooks.slack.com/x" not in stream.getvalue()

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from slack_backend.queue.gate import GateStats, RateGate
     from slack_backend.queue.job import Backoff, BackoffStrategy, Job, JobOptions, JobState
     from slack_backend.queue.limits import GroupSettings, QueueLimits, RateLimit, TokenBudget
+    from slack_backend.queue.log_context import merge_job_context
     from slack_backend.queue.queue import AddResult, BulkJob, GroupInfo, JobDefaults, Queue
     from slack_backend.queue.worker import KeepJobs, Processor, Worker, WorkerStats
 
@@ -62,6 +63,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "slack_backend.queue.gate": ("GateStats", "RateGate"),
     "slack_backend.queue.job": ("Backoff", "BackoffStrategy", "Job", "JobOptions", "JobState"),
     "slack_backend.queue.limits": ("GroupSettings", "QueueLimits", "RateLimit", "TokenBudget"),
+    "slack_backend.queue.log_context": ("merge_job_context",),
     "slack_backend.queue.queue": ("AddResult", "BulkJob", "GroupInfo", "JobDefaults", "Queue"),
     "slack_backend.queue.worker": ("KeepJobs", "Processor", "Worker", "WorkerStats"),
 }
@@ -103,6 +105,7 @@ __all__ = [
     "Worker",
     "WorkerStats",
     "create_redis",
+    "merge_job_context",
     "ping",
     "server_safety",
     "warn_unsafe_server",

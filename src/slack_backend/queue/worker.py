@@ -34,6 +34,7 @@ from slack_backend.queue.errors import (
 from slack_backend.queue.events import EventName, Hook, Hooks, JobEvent
 from slack_backend.queue.job import Backoff, BackoffStrategy, Job
 from slack_backend.queue.limits import QueueLimits
+from slack_backend.queue.log_context import set_job_log_context
 from slack_backend.queue.queue import Queue
 
 log = structlog.get_logger("slack_backend.queue.worker")
@@ -492,11 +493,10 @@ class Worker:
     # -- running --------------------------------------------------------------------------------------------
 
     async def _run_job(self, job: Job, token: str) -> None:
-        # Every log line written while the job runs (ours, the processor's, libraries') carries the job's context;
-        # each job is its own task, so the binding ends with it.
-        structlog.contextvars.bind_contextvars(
-            job_id=job.id, queue=self.queue.name, group=job.group, attempt=job.attempts_made + 1
-        )
+        # Every log line written while the job runs (ours, the processor's, libraries') carries the job's context
+        # (merged by log_context.merge_job_context when a line is written); each job is its own task, so the
+        # context ends with it.
+        set_job_log_context(job.id, self.queue.name, job.group, job.attempts_made + 1)
         await self._run_bound(job, token)
 
     async def _run_bound(self, job: Job, token: str) -> None:
