@@ -146,11 +146,15 @@ async def wait_delivered(slack: ClockedSlack, seqs: range, timeout_s: float) -> 
 
 
 async def job_times(redis_url: str) -> dict[int, tuple[int, int]]:
-    """created_ms and processed_ms of each completed job, by the request's sequence number."""
+    """created_ms and processed_ms of each started job, by the request's sequence number.
+
+    Active ones too: a draft reaches the response_url before its job writes the delivered mark and completes, so the
+    last job can still be active when its draft has arrived.
+    """
     client = create_redis(redis_url)
     try:
         queue = Queue("ai-responses", connection=client, prefix=PREFIX)
-        jobs = await queue.get_jobs(JobState.COMPLETED, 0, -1)
+        jobs = [job for state in (JobState.COMPLETED, JobState.ACTIVE) for job in await queue.get_jobs(state, 0, -1)]
     finally:
         await client.aclose()
     out: dict[int, tuple[int, int]] = {}
