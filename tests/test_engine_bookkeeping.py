@@ -139,15 +139,16 @@ async def test_a_background_loop_that_raises_is_restarted_and_leases_are_still_r
     queue = make_queue()
 
     async def process(job: Job) -> str:
-        await asyncio.sleep(3.0)  # two leases long
+        await asyncio.sleep(6.5)  # over two leases long
         return "ok"
 
-    # A 1.5 s lease: the two crashes and restarts (0.15 s, plus two tracebacks logged, which take a few hundred ms
-    # on a loaded machine) fit well inside it; at 1 s a busy run once let the lease lapse (stalls == 1).
-    worker = _CrashingHeartbeat(queue, process, lease_ms=1500, stalled_interval_ms=100)
+    # A 3 s lease, renewed every 1 s: the two crashes and restarts (0.15 s, plus two tracebacks logged) fit inside
+    # it with 1.8 s to spare. At 1 s, and then at 1.5 s, a busy run let the lease lapse (stalls == 1): on a host
+    # stealing CPU, the renewal after the restarts came more than 0.85 s late.
+    worker = _CrashingHeartbeat(queue, process, lease_ms=3000, stalled_interval_ms=100)
     async with running(worker):
         await queue.add("long", {}, job_id="long")
-        await wait_until(job_in_state(queue, "long", JobState.COMPLETED), timeout_s=10)
+        await wait_until(job_in_state(queue, "long", JobState.COMPLETED), timeout_s=15)
     job = await queue.get("long")
     assert job is not None
     assert job.stalls == 0
