@@ -245,7 +245,7 @@ async def _service_process(
 
     stack.callback(stop)
     base_url = f"http://127.0.0.1:{port}"
-    await wait_ready(base_url, proc)
+    await wait_ready(base_url, [proc])
     client = await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=10))
     ticks_s = os.sysconf("SC_CLK_TCK")
 

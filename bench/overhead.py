@@ -13,8 +13,10 @@ measured requests, per draft: the figure a loaded machine moves least. Results: 
 `bench/results/overhead.md` with `overhead.png` (a stacked chart: where each request's time went, the model's delay
 left out).
 
-`--database-url postgresql+asyncpg://user@host/db` runs the service on a fresh PostgreSQL database made on that
-server for the run and dropped after it (production's backend); the default is a SQLite file in a temp directory.
+`--split` runs production's layout instead: `slack-backend serve` and `slack-backend worker` as two processes (the
+CPU figure is their sum). `--database-url postgresql+asyncpg://user@host/db` runs the service on a fresh PostgreSQL
+database made on that server for the run and dropped after it (production's backend); the default is a SQLite file
+in a temp directory.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import httpx
@@ -102,12 +104,14 @@ def command_body(seq: int, response_url: str) -> bytes:
     ).encode()
 
 
-async def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+async def wait_ready(base_url: str, procs: list[subprocess.Popen[bytes]], timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"slack-backend run exited {proc.returncode} before it was ready")
+            for proc in procs:
+                if proc.poll() is not None:
+                    command = " ".join(str(arg) for arg in cast(list[str], proc.args))
+                    raise RuntimeError(f"{command} exited {proc.returncode} before it was ready")
             try:
                 if (await client.get(f"{base_url}/readyz")).status_code == 200:
                     return
@@ -206,17 +210,24 @@ async def database(url: str | None, tmp: str) -> AsyncIterator[str]:
 
 
 async def measure(
-    rate: float, seconds: float, model_ms: int, log_path: Path, database_url: str | None = None
+    rate: float,
+    seconds: float,
+    model_ms: int,
+    log_path: Path,
+    database_url: str | None = None,
+    *,
+    split: bool = False,
 ) -> dict[str, Any]:
+    """`split`: `serve` and `worker` in two processes (production's layout), not `run` in one."""
     count = int(rate * seconds)
     with tempfile.TemporaryDirectory() as tmp:
         async with database(database_url, tmp) as db_url:
-            result = await _measure(rate, count, seconds, model_ms, log_path, tmp, db_url)
+            result = await _measure(rate, count, seconds, model_ms, log_path, tmp, db_url, split)
     return result
 
 
 async def _measure(
-    rate: float, count: int, seconds: float, model_ms: int, log_path: Path, tmp: str, db_url: str
+    rate: float, count: int, seconds: float, model_ms: int, log_path: Path, tmp: str, db_url: str, split: bool
 ) -> dict[str, Any]:
     redis = BenchRedis(Path(tmp))
     redis.start()
@@ -244,26 +255,29 @@ async def _measure(
     }
     script = Path(sys.executable).with_name("slack-backend")
     with log_path.open("wb") as log:
-        # The service's own process, started once: the blocking call is a fork, not a wait.
-        proc = subprocess.Popen(  # noqa: ASYNC220
-            [str(script), "run"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        # The service's own processes, started once: the blocking call is a fork, not a wait.
+        procs = [
+            subprocess.Popen([str(script), command], env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: ASYNC220
+            for command in (("serve", "worker") if split else ("run",))
+        ]
     try:
         base_url = f"http://127.0.0.1:{port}"
-        await wait_ready(base_url, proc)
+        await wait_ready(base_url, procs)
         # Unmeasured warm-up: the first requests open connections and load the lazy paths.
         warm = range(count + 1000, count + 1000 + WARMUP)
         await send_all(base_url, slack, rate=10, count=WARMUP, first=warm[0])
         await wait_delivered(slack, warm, timeout_s=60)
         wall_offset_s = time.time() - time.monotonic()
-        cpu_before_s = process_cpu_s(proc.pid)
+        cpu_before_s = sum(process_cpu_s(proc.pid) for proc in procs)
         sent = await send_all(base_url, slack, rate, count)
         await wait_delivered(slack, range(count), timeout_s=30 + model_ms / 1000 * count)
-        cpu_s = process_cpu_s(proc.pid) - cpu_before_s
+        cpu_s = sum(process_cpu_s(proc.pid) for proc in procs) - cpu_before_s
         jobs = await job_times(redis.url)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
         await slack.close()
         await claude.close()
         redis.stop()
@@ -298,6 +312,7 @@ async def _measure(
         "rows": rows,
         "load_1m": os.getloadavg()[0],
         "backend": make_url(db_url).get_backend_name(),
+        "layout": "serve + worker (two processes)" if split else "run (one process)",
         "service_cpu_ms_per_draft": cpu_s * 1000 / max(1, count),
     }
 
@@ -308,7 +323,8 @@ def summary(result: dict[str, Any]) -> str:
     lines = [
         f"{len(good)} drafts ({errors} errors) at {result['rate']:g} requests/s for {result['seconds']:g} s, "
         f"model delay {result['model_ms']} ms (subtracted); load average {result['load_1m']:.2f}",
-        f"database {result['backend']}; service CPU (user + sys) {result['service_cpu_ms_per_draft']:.2f} ms a draft",
+        f"{result['layout']}; database {result['backend']}; "
+        f"service CPU (user + sys) {result['service_cpu_ms_per_draft']:.2f} ms a draft",
         "",
         "| figure | p50 ms | p99 ms | max ms | mean ms |",
         "|---|---|---|---|---|",
@@ -367,10 +383,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a PostgreSQL server's URL (postgresql+asyncpg://...): run on a fresh database made there and dropped "
         "after; default: a SQLite file in a temp directory",
     )
+    parser.add_argument(
+        "--split", action="store_true", help="`serve` and `worker` as two processes (production), not `run` in one"
+    )
     args = parser.parse_args(argv)
     args.results.mkdir(parents=True, exist_ok=True)
     log_path = args.results / "overhead-service.log"
-    result = asyncio.run(measure(args.rate, args.seconds, args.model_ms, log_path, args.database_url))
+    result = asyncio.run(measure(args.rate, args.seconds, args.model_ms, log_path, args.database_url, split=args.split))
     text = summary(result)
     print(text)
     (args.results / "overhead.md").write_text(f"# Our overhead on a draft\n\n{text}\n")

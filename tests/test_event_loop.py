@@ -1,4 +1,5 @@
-"""The service's processes run on uvloop where it is installed, and on asyncio's loop without it."""
+"""The service's processes run on uvloop where it is installed (and on asyncio's loop without it), and its web server
+parses HTTP with httptools."""
 
 from __future__ import annotations
 
@@ -31,3 +32,15 @@ def test_without_uvloop_the_service_runs_on_asyncio(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(builtins, "__import__", no_uvloop)
     assert run_event_loop(loop_module()).startswith("asyncio")
+
+
+def test_the_web_server_parses_http_with_httptools() -> None:
+    """`run` and `serve` configure uvicorn with httptools' C parser, not h11's Python one."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from slack_backend.app import web_server_config
+    from slack_backend.config import load_settings
+
+    config = web_server_config(object(), load_settings({"SLACK_SIGNING_SECRET": "s" * 32}))
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol

@@ -406,13 +406,14 @@ async def test_draft_start_read_answers_as_the_three_reads_it_replaces(engine: A
 
 
 async def test_engine_configured_for_its_backend(engine: AsyncEngine) -> None:
-    """SQLite runs in WAL mode, syncing at checkpoints (synchronous=NORMAL), with a busy timeout; PostgreSQL checks
+    """SQLite runs in WAL mode, syncing at checkpoints (synchronous=NORMAL), on the event loop's thread with a busy
+    timeout of 0 there (a locked statement waits on a thread: test_store_sqlite_inline); PostgreSQL checks
     connections before use."""
     if engine.dialect.name == "sqlite":
         async with engine.connect() as conn:
             assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
             assert await conn.scalar(text("PRAGMA synchronous")) == 1  # NORMAL
-            assert await conn.scalar(text("PRAGMA busy_timeout")) == 5_000
+            assert await conn.scalar(text("PRAGMA busy_timeout")) == 0
     else:
         assert engine.pool._pre_ping
     await create_tables(engine)  # a second run (every process start) is harmless

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import uvicorn
@@ -31,6 +31,20 @@ log = structlog.get_logger("slack_backend.app")
 
 # How often the supervisor looks for a child that exited.
 _CHILD_POLL_S = 0.2
+
+
+def web_server_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """uvicorn's settings for the web app: HTTP parsed by httptools (C), not h11 (Python), which cost 0.6-1.8 ms of
+    CPU on each Slack request and its ack (docs/performance.md, round 6)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -77,15 +91,8 @@ async def run_service(
             app_metrics.instrument(ai_worker)
             tasks.append(asyncio.create_task(ai_worker.run(), name="ai worker"))
         if web:
-            config = uvicorn.Config(
-                create_app(settings, redis=redis, metrics=app_metrics, expect_workers=worker),
-                host=settings.host,
-                port=settings.port,
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-            )
-            server = _EmbeddedServer(config)
+            app = create_app(settings, redis=redis, metrics=app_metrics, expect_workers=worker)
+            server = _EmbeddedServer(web_server_config(app, settings))
             tasks.append(asyncio.create_task(server.serve(), name="web"))
         elif worker and settings.worker_metrics_port is not None:
             try:

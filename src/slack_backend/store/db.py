@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +14,8 @@ from sqlalchemy import DateTime, Dialect, MetaData, Table, event, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
+
+from slack_backend.store import _sqlite_inline as sqlite_inline
 
 if TYPE_CHECKING:
     from slack_backend.store.crypto import TokenCipher
@@ -76,10 +80,19 @@ def create_engine(database_url: str) -> AsyncEngine:
     if backend == "postgresql":
         return create_async_engine(database_url, pool_pre_ping=True)
     database = make_url(database_url).database
-    if database and database != ":memory:" and not database.startswith("file:"):
-        _create_private_file(database)
-    engine = create_async_engine(database_url)
-    event.listen(engine.sync_engine, "connect", _configure_sqlite)
+    if not database or database == ":memory:" or database.startswith("file:") or make_url(database_url).query:
+        # A memory database or a URI keeps aiosqlite's thread (tests and tools; SQLAlchemy picks their pool).
+        engine = create_async_engine(database_url)
+        event.listen(engine.sync_engine, "connect", _sqlite_configurer(SQLITE_BUSY_TIMEOUT_MS))
+        return engine
+    _create_private_file(database)
+    # A file database runs on the event loop's thread (store/_sqlite_inline.py): a busy timeout of 0 there, and
+    # the statement that finds the database locked waits on a thread for up to SQLITE_BUSY_TIMEOUT_MS.
+    engine = create_async_engine(
+        database_url,
+        async_creator=functools.partial(sqlite_inline.connect, database, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS),
+    )
+    event.listen(engine.sync_engine, "connect", _sqlite_configurer(0))
     return engine
 
 
@@ -90,18 +103,23 @@ def _create_private_file(path: str) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
-def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # Under WAL, NORMAL syncs the log at checkpoints rather than at every commit: a commit costs ~0.02 ms, not
-        # 2-7 ms of fsync on this project's machines (two commits sit on a draft's path). A process crash loses
-        # nothing; a power cut or OS crash may roll back the last commits, never corrupt the file. SQLite is the
-        # embedded default; production runs PostgreSQL (docs/operations.md, "The database").
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    finally:
-        cursor.close()
+def _sqlite_configurer(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    """The `connect` listener that sets up each new SQLite connection of an engine."""
+
+    def configure(dbapi_connection: Any, _connection_record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # Under WAL, NORMAL syncs the log at checkpoints rather than at every commit: a commit costs ~0.02 ms,
+            # not 2-7 ms of fsync on this project's machines (two commits sit on a draft's path). A process crash
+            # loses nothing; a power cut or OS crash may roll back the last commits, never corrupt the file. SQLite
+            # is the embedded default; production runs PostgreSQL (docs/operations.md, "The database").
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        finally:
+            cursor.close()
+
+    return configure
 
 
 async def create_tables(engine: AsyncEngine, cipher: TokenCipher | None = None) -> None:
