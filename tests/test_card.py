@@ -306,6 +306,22 @@ async def test_regenerate_drafts_again_and_updates_the_card_in_place(connected: 
     assert button_values(post["blocks"]) == suggestion_id, "the new card acts on the same draft"
 
 
+async def test_regenerate_over_the_daily_quota_tells_the_user_and_calls_no_model(connected: Connect) -> None:
+    """With the workspace's quota used up by the first draft, Regenerate answers with the quota's plain words (when
+    it resets) and makes no second model call; the card stays as it was."""
+    async with connected(WORKSPACE_DAILY_TOKEN_QUOTA="1") as p:
+        suggestion_id = await draft_card(p)
+        c = await press(p, card.REGENERATE, suggestion_id)
+        [note] = await answered(p, c)
+        job = await job_ended(p.queue, f"regenerate-{suggestion_id}-r0")
+    assert job.state == JobState.COMPLETED
+    assert job.result == {"delivered_via": "quota_notice", "revised": False}
+    assert len(p.claude.message_requests) == 1, "no model call over the quota"
+    assert "used today's AI quota (1 tokens)" in note["text"]
+    assert "resets at 00:00 UTC" in note["text"]
+    assert note.get("replace_original") is not True, "the card stays"
+
+
 async def test_double_click_on_regenerate_pays_once_and_a_later_click_regenerates_again(connected: Connect) -> None:
     """Two clicks on Regenerate at once make one model call (one job per card revision); a click on the new card
     regenerates again."""

@@ -405,6 +405,82 @@ async def test_draft_start_read_answers_as_the_three_reads_it_replaces(engine: A
     assert (start.saved is not None, start.daily_tokens, start.tokens_used) == (True, None, 152)
 
 
+async def test_card_start_read_answers_as_the_four_reads_it_replaces(engine: AsyncEngine) -> None:
+    """card_start gives what get, revision, daily_tokens and tokens_used give, in one statement, with or without the
+    draft, this job's revision, an override or use."""
+    clock = FakeClock()
+    audit, quotas = AuditLog(engine, clock=clock), QuotaStore(engine)
+    suggestions = SuggestionStore(engine, clock=clock)
+    statements: list[str] = []
+
+    def on_execute(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    async def check(suggestion_id: str, job_id: str, workspace_id: str, since: datetime) -> None:
+        event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
+        try:
+            start = await suggestions.card_start(suggestion_id, job_id, workspace_id, since=since)
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
+        assert len(statements) == 1
+        statements.clear()
+        assert start.suggestion == await suggestions.get(suggestion_id)
+        assert start.revision == await suggestions.revision(job_id)
+        override = await quotas.daily_tokens(workspace_id, default=-1)
+        assert start.daily_tokens == (None if override == -1 else override)
+        assert start.tokens_used == await audit.tokens_used(workspace_id, since)
+
+    await check("job-1", "refine-1", "T0001", T0)
+    for job_id, workspace_id, tokens in (("job-1", "T0001", 120), ("refine-1", "T0001", 30), ("job-3", "T0002", 7)):
+        await audit.record_queued_and_started(job_id, workspace_id, "U0001", "C0001", "slash_command", 1)
+        clock.advance(1_000)
+        await audit.record_finished(job_id, "completed", input_tokens=tokens, output_tokens=1)
+    await suggestions.save(
+        "job-1",
+        workspace_id="T0001",
+        user_id="U0001",
+        channel_id="C0001",
+        thread_ts=None,
+        source_ts=None,
+        text="a draft",
+        model="claude-test",
+        input_tokens=120,
+        output_tokens=1,
+        instruction="shorter",
+    )
+    await check("job-1", "refine-1", "T0001", T0)
+    revised = await suggestions.revise(
+        "job-1",
+        "refine-1",
+        kind="refine",
+        instruction="warmer",
+        text="a warmer draft",
+        model="claude-test",
+        input_tokens=30,
+        output_tokens=1,
+        cut_short=False,
+    )
+    assert revised is not None
+    await quotas.set_daily_tokens("T0002", 5_000)
+    for suggestion_id, job_id, workspace_id in (
+        ("job-1", "refine-1", "T0001"),
+        ("job-1", "refine-2", "T0001"),
+        ("job-9", "refine-1", "T0002"),
+        ("job-9", "refine-9", "T0003"),
+    ):
+        await check(suggestion_id, job_id, workspace_id, T0)
+        await check(suggestion_id, job_id, workspace_id, T0 + timedelta(milliseconds=1_500))
+    start = await suggestions.card_start("job-1", "refine-1", "T0001", since=T0)
+    assert start.suggestion is not None
+    assert start.revision is not None
+    assert (start.suggestion.revision, start.revision.text, start.daily_tokens, start.tokens_used) == (
+        1,
+        "a warmer draft",
+        None,
+        152,
+    )
+
+
 async def test_engine_configured_for_its_backend(engine: AsyncEngine) -> None:
     """SQLite runs in WAL mode, syncing at checkpoints (synchronous=NORMAL), on the event loop's thread with a busy
     timeout of 0 there (a locked statement waits on a thread: test_store_sqlite_inline); PostgreSQL checks

@@ -26,6 +26,7 @@ from slack_backend.logging import get_logger
 from slack_backend.queue import AddResult, InvalidJobDataError, Job, JobEvent, Queue, UnrecoverableError
 from slack_backend.slack.card import CardDraft, card_message, note_message
 from slack_backend.store import Suggestion, SuggestionStore
+from slack_backend.store.db import utc_now
 
 if TYPE_CHECKING:
     from slack_backend.jobs.workers import AIResponseProcessor
@@ -169,7 +170,11 @@ class CardJobProcessor:
         started = time.monotonic()
         data = parse_card_job_data(job)
         structlog.contextvars.bind_contextvars(workspace=data.workspace_id)
-        suggestion = await self._suggestions.get(data.suggestion_id)
+        quota = self._p._quota
+        now, day_start = quota.today() if quota is not None else (None, utc_now())
+        # The draft, this job's saved revision and the workspace's quota use: one read (four statements before).
+        start = await self._suggestions.card_start(data.suggestion_id, job.id, data.workspace_id, since=day_start)
+        suggestion = start.suggestion
         if suggestion is None:
             raise CardRefusedError(GONE_TEXT, replace_card=True)
         if suggestion.user_id != data.user_id or suggestion.workspace_id != data.workspace_id:
@@ -179,15 +184,15 @@ class CardJobProcessor:
         await self._p._audit_started(job, source)
         token = await self._p._token(source)
         recipient = _recipient(data, suggestion)
-        done = await self._suggestions.revision(job.id)
+        done = start.revision
         if done is not None:
             job.cost_used = 0
             used = (done.input_tokens, done.output_tokens)
         else:
             if suggestion.sent_at is not None:
                 raise CardRefusedError(ALREADY_SENT_TEXT, replace_card=False)
-            if self._p._quota is not None:
-                verdict = await self._p._quota.check(data.workspace_id)
+            if quota is not None and now is not None:
+                verdict = quota.judge(start.daily_tokens, start.tokens_used, now)
                 if not verdict.allowed:
                     await self._p._delivery.tell_failure(recipient, token, verdict.user_text())
                     job.cost_used = 0

@@ -9,13 +9,14 @@ from slack_backend.store.installations import installation_store, oauth_state_st
 from slack_backend.store.preferences import Preferences, PreferenceStore
 from slack_backend.store.quotas import QuotaStore
 from slack_backend.store.style_examples import StyleExampleStore
-from slack_backend.store.suggestions import DraftStart, Revision, SendClaim, Suggestion, SuggestionStore
+from slack_backend.store.suggestions import CardStart, DraftStart, Revision, SendClaim, Suggestion, SuggestionStore
 from slack_backend.store.watches import WatchLimitError, WatchStore, thread_key
 
 __all__ = [
     "AuditLog",
     "AuditRow",
     "AuditStatus",
+    "CardStart",
     "DraftStart",
     "FinishedStatus",
     "PreferenceStore",

@@ -162,7 +162,42 @@ class DraftStart:
     tokens_used: int
 
 
+@dataclass(frozen=True, slots=True)
+class CardStart:
+    """What a refine or regenerate job reads before it may call the model: the draft it changes, the revision this
+    job saved already (a rerun delivers that instead), and the workspace's quota override and use, as in DraftStart."""
+
+    suggestion: Suggestion | None
+    revision: Revision | None
+    daily_tokens: int | None
+    tokens_used: int
+
+
 SendClaim = Literal["claimed", "sent", "gone", "not_owner"]
+
+# A one-row table: a start read outer-joins what may be missing to it, so it always answers one row.
+_ONE = select(literal(1).label("one")).subquery()
+_REVISION_LABEL = "revision_row_"
+
+
+def _quota_use_columns(workspace_id: str, since: datetime) -> tuple[Any, Any]:
+    """The workspace's daily token override and its tokens used since `since`, as two labelled scalar subqueries."""
+    q, a = workspace_quota_table.c, audit_table.c
+    override = select(q.daily_tokens).where(q.workspace_id == workspace_id).scalar_subquery()
+    used = (
+        select(func.coalesce(func.sum(a.input_tokens + a.output_tokens), 0))
+        .where(a.workspace_id == workspace_id, a.finished_at >= since)
+        .scalar_subquery()
+    )
+    return override.label("quota_daily_tokens"), used.label("quota_tokens_used")
+
+
+def _quota_use(row: Row[Any]) -> tuple[int | None, int]:
+    """(override or None, tokens used) from a row selected with `_quota_use_columns`."""
+    values = row._mapping
+    daily_tokens = values["quota_daily_tokens"]
+    return None if daily_tokens is None else int(daily_tokens), int(values["quota_tokens_used"] or 0)
+
 
 # What `save` writes; the other columns (revision, sent_*, edited, dismissed_at) start at their defaults.
 _INSERTED = (
@@ -212,26 +247,39 @@ class SuggestionStore:
         The three reads a draft job makes before its model call, answered together: one statement, one round trip
         (a thread hop on SQLite) instead of three. The quota stays exact: the use is summed from the audit now.
         """
-        s, q, a = suggestions_table, workspace_quota_table.c, audit_table.c
-        override = select(q.daily_tokens).where(q.workspace_id == workspace_id).scalar_subquery()
-        used = (
-            select(func.coalesce(func.sum(a.input_tokens + a.output_tokens), 0))
-            .where(a.workspace_id == workspace_id, a.finished_at >= since)
-            .scalar_subquery()
-        )
+        s = suggestions_table
         # One row always: a one-row table, outer-joined to the draft if there is one.
-        one = select(literal(1).label("one")).subquery()
-        statement = select(s, override.label("quota_daily_tokens"), used.label("quota_tokens_used")).select_from(
-            one.outerjoin(s, s.c.id == job_id)
+        statement = select(s, *_quota_use_columns(workspace_id, since)).select_from(_ONE.outerjoin(s, s.c.id == job_id))
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(statement)).one()
+        daily_tokens, tokens_used = _quota_use(row)
+        return DraftStart(
+            saved=None if row._mapping["id"] is None else Suggestion.from_row(row),
+            daily_tokens=daily_tokens,
+            tokens_used=tokens_used,
+        )
+
+    async def card_start(self, suggestion_id: str, job_id: str, workspace_id: str, *, since: datetime) -> CardStart:
+        """`get(suggestion_id)`, `revision(job_id)`, `QuotaStore.daily_tokens` and `AuditLog.tokens_used` as one
+        SELECT: the reads a refine or regenerate job makes before its model call (four statements before)."""
+        s, r = suggestions_table, suggestion_revisions_table
+        revision_columns = [column.label(f"{_REVISION_LABEL}{column.name}") for column in r.c]
+        statement = select(s, *revision_columns, *_quota_use_columns(workspace_id, since)).select_from(
+            _ONE.outerjoin(s, s.c.id == suggestion_id).outerjoin(r, r.c.id == job_id)
         )
         async with self._engine.connect() as conn:
             row = (await conn.execute(statement)).one()
         values = row._mapping
-        daily_tokens = values["quota_daily_tokens"]
-        return DraftStart(
-            saved=None if values["id"] is None else Suggestion.from_row(row),
-            daily_tokens=None if daily_tokens is None else int(daily_tokens),
-            tokens_used=int(values["quota_tokens_used"] or 0),
+        daily_tokens, tokens_used = _quota_use(row)
+        revision = None
+        if values[f"{_REVISION_LABEL}id"] is not None:
+            fields = Revision.__dataclass_fields__
+            revision = Revision(**{name: values[f"{_REVISION_LABEL}{name}"] for name in fields})
+        return CardStart(
+            suggestion=None if values["id"] is None else Suggestion.from_row(row),
+            revision=revision,
+            daily_tokens=daily_tokens,
+            tokens_used=tokens_used,
         )
 
     async def save(
