@@ -405,6 +405,28 @@ async def test_draft_start_read_answers_as_the_three_reads_it_replaces(engine: A
     assert (start.saved is not None, start.daily_tokens, start.tokens_used) == (True, None, 152)
 
 
+async def test_the_quota_read_is_answered_from_the_index_on_sqlite(tmp_path: Path) -> None:
+    """The draft's start read sums the day's tokens from the audit's quota-use index alone (SQLite's plan says
+    COVERING INDEX): it never fetches the day's rows from the table, which cost 4.5 ms a read at 20,000 of them."""
+    async with empty_database("sqlite", tmp_path) as sqlite_engine:
+        await create_tables(sqlite_engine)
+        executed: list[tuple[str, Any]] = []
+
+        def on_execute(conn: Connection, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+            executed.append((statement, parameters))
+
+        event.listen(sqlite_engine.sync_engine, "before_cursor_execute", on_execute)
+        await SuggestionStore(sqlite_engine).get_with_quota_use("job-1", "T0001", since=T0)
+        event.remove(sqlite_engine.sync_engine, "before_cursor_execute", on_execute)
+        [(statement, parameters)] = executed
+        async with sqlite_engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            assert raw.driver_connection is not None
+            plan = raw.driver_connection._conn.execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall()
+    details = [str(row[-1]) for row in plan]
+    assert any("request_audit USING COVERING INDEX ix_request_audit_quota_use" in d for d in details), details
+
+
 async def test_card_start_read_answers_as_the_four_reads_it_replaces(engine: AsyncEngine) -> None:
     """card_start gives what get, revision, daily_tokens and tokens_used give, in one statement, with or without the
     draft, this job's revision, an override or use."""

@@ -59,8 +59,8 @@ audit_table = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in AUDIT_STATUSES)})", name="status"),
     Index(None, "queued_at"),
-    # tokens_used: one workspace's spend over a time window.
-    Index(None, "workspace_id", "finished_at"),
+    # tokens_used: one workspace's spend over a time window, read from the index alone (migration 0005).
+    Index("ix_request_audit_quota_use", "workspace_id", "finished_at", "input_tokens", "output_tokens"),
 )
 
 
