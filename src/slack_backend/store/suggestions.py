@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     false,
     func,
     literal,
@@ -180,13 +181,14 @@ _ONE = select(literal(1).label("one")).subquery()
 _REVISION_LABEL = "revision_row_"
 
 
-def _quota_use_columns(workspace_id: str, since: datetime) -> tuple[Any, Any]:
-    """The workspace's daily token override and its tokens used since `since`, as two labelled scalar subqueries."""
+def _quota_use_columns() -> tuple[Any, Any]:
+    """The workspace's daily token override and its tokens used since a moment, as two labelled scalar subqueries
+    (bound parameters `workspace_id` and `since`)."""
     q, a = workspace_quota_table.c, audit_table.c
-    override = select(q.daily_tokens).where(q.workspace_id == workspace_id).scalar_subquery()
+    override = select(q.daily_tokens).where(q.workspace_id == bindparam("workspace_id")).scalar_subquery()
     used = (
         select(func.coalesce(func.sum(a.input_tokens + a.output_tokens), 0))
-        .where(a.workspace_id == workspace_id, a.finished_at >= since)
+        .where(a.workspace_id == bindparam("workspace_id"), a.finished_at >= bindparam("since"))
         .scalar_subquery()
     )
     return override.label("quota_daily_tokens"), used.label("quota_tokens_used")
@@ -197,6 +199,22 @@ def _quota_use(row: Row[Any]) -> tuple[int | None, int]:
     values = row._mapping
     daily_tokens = values["quota_daily_tokens"]
     return None if daily_tokens is None else int(daily_tokens), int(values["quota_tokens_used"] or 0)
+
+
+# The start reads, built once (bound parameters: job_id, suggestion_id, workspace_id, since): building and keying a
+# statement of this size cost about as much as running it on SQLite (docs/performance.md, round 6).
+_DRAFT_START = select(suggestions_table, *_quota_use_columns()).select_from(
+    _ONE.outerjoin(suggestions_table, suggestions_table.c.id == bindparam("job_id"))
+)
+_CARD_START = select(
+    suggestions_table,
+    *(column.label(f"{_REVISION_LABEL}{column.name}") for column in suggestion_revisions_table.c),
+    *_quota_use_columns(),
+).select_from(
+    _ONE.outerjoin(suggestions_table, suggestions_table.c.id == bindparam("suggestion_id")).outerjoin(
+        suggestion_revisions_table, suggestion_revisions_table.c.id == bindparam("job_id")
+    )
+)
 
 
 # What `save` writes; the other columns (revision, sent_*, edited, dismissed_at) start at their defaults.
@@ -247,11 +265,9 @@ class SuggestionStore:
         The three reads a draft job makes before its model call, answered together: one statement, one round trip
         (a thread hop on SQLite) instead of three. The quota stays exact: the use is summed from the audit now.
         """
-        s = suggestions_table
-        # One row always: a one-row table, outer-joined to the draft if there is one.
-        statement = select(s, *_quota_use_columns(workspace_id, since)).select_from(_ONE.outerjoin(s, s.c.id == job_id))
+        params = {"job_id": job_id, "workspace_id": workspace_id, "since": since}
         async with self._engine.connect() as conn:
-            row = (await conn.execute(statement)).one()
+            row = (await conn.execute(_DRAFT_START, params)).one()
         daily_tokens, tokens_used = _quota_use(row)
         return DraftStart(
             saved=None if row._mapping["id"] is None else Suggestion.from_row(row),
@@ -262,13 +278,9 @@ class SuggestionStore:
     async def card_start(self, suggestion_id: str, job_id: str, workspace_id: str, *, since: datetime) -> CardStart:
         """`get(suggestion_id)`, `revision(job_id)`, `QuotaStore.daily_tokens` and `AuditLog.tokens_used` as one
         SELECT: the reads a refine or regenerate job makes before its model call (four statements before)."""
-        s, r = suggestions_table, suggestion_revisions_table
-        revision_columns = [column.label(f"{_REVISION_LABEL}{column.name}") for column in r.c]
-        statement = select(s, *revision_columns, *_quota_use_columns(workspace_id, since)).select_from(
-            _ONE.outerjoin(s, s.c.id == suggestion_id).outerjoin(r, r.c.id == job_id)
-        )
+        params = {"suggestion_id": suggestion_id, "job_id": job_id, "workspace_id": workspace_id, "since": since}
         async with self._engine.connect() as conn:
-            row = (await conn.execute(statement)).one()
+            row = (await conn.execute(_CARD_START, params)).one()
         values = row._mapping
         daily_tokens, tokens_used = _quota_use(row)
         revision = None
