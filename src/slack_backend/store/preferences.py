@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Boolean, CheckConstraint, Column, Integer, String, Table, Text, select
+from sqlalchemy import Boolean, CheckConstraint, Column, Integer, String, Table, Text, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_backend.store.db import UTCDateTime, dialect_insert, metadata, utc_now
@@ -38,6 +38,12 @@ user_preferences_table = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     CheckConstraint("quiet_start_hour IS NULL OR (quiet_start_hour >= 0 AND quiet_start_hour < 24)", name="start"),
     CheckConstraint("quiet_end_hour IS NULL OR (quiet_end_hour >= 0 AND quiet_end_hour < 24)", name="end"),
+)
+
+# A draft reads its user's preferences on its way to the model: the statement is built once (see store/audit.py).
+_GET = select(user_preferences_table).where(
+    user_preferences_table.c.workspace_id == bindparam("b_workspace_id"),
+    user_preferences_table.c.user_id == bindparam("b_user_id"),
 )
 
 
@@ -125,11 +131,8 @@ class PreferenceStore:
 
     async def get(self, workspace_id: str, user_id: str) -> Preferences:
         """The user's preferences, or the defaults when they saved none."""
-        c = user_preferences_table.c
         async with self._engine.connect() as conn:
-            result = await conn.execute(
-                select(user_preferences_table).where(c.workspace_id == workspace_id, c.user_id == user_id)
-            )
+            result = await conn.execute(_GET, {"b_workspace_id": workspace_id, "b_user_id": user_id})
             row = result.one_or_none()
         if row is None:
             return Preferences()

@@ -206,6 +206,11 @@ def _quota_use(row: Row[Any]) -> tuple[int | None, int]:
 _DRAFT_START = select(suggestions_table, *_quota_use_columns()).select_from(
     _ONE.outerjoin(suggestions_table, suggestions_table.c.id == bindparam("job_id"))
 )
+_MARK_DELIVERED = (
+    suggestions_table.update()
+    .where(suggestions_table.c.id == bindparam("b_id"))
+    .values(status="delivered", updated_at=bindparam("b_now", type_=UTCDateTime))
+)
 _CARD_START = select(
     suggestions_table,
     *(column.label(f"{_REVISION_LABEL}{column.name}") for column in suggestion_revisions_table.c),
@@ -251,6 +256,10 @@ class SuggestionStore:
     def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utc_now) -> None:
         self._engine = engine
         self._clock = clock
+        # Built once, like the start reads: a saved draft's INSERT, or nothing when the job saved one already.
+        self._insert_new = dialect_insert(engine, suggestions_table).on_conflict_do_nothing(
+            index_elements=[suggestions_table.c.id]
+        )
 
     async def get(self, job_id: str) -> Suggestion | None:
         """The saved draft of `job_id`, or None."""
@@ -340,13 +349,8 @@ class SuggestionStore:
             updated_at=now,
         )
         values = {name: getattr(draft, name) for name in _INSERTED}
-        statement = (
-            dialect_insert(self._engine, suggestions_table)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=[suggestions_table.c.id])
-        )
         async with self._engine.begin() as conn:
-            inserted = await conn.execute(statement)
+            inserted = await conn.execute(self._insert_new, values)
         if inserted.rowcount == 1:
             # The row is exactly `draft` (the columns not inserted keep their defaults, as the dataclass does): no
             # second read on the draft's path to the user.
@@ -358,11 +362,8 @@ class SuggestionStore:
 
     async def mark_delivered(self, job_id: str) -> bool:
         """Record that the draft reached the user; False when `job_id` has no saved draft."""
-        c = suggestions_table.c
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                suggestions_table.update().where(c.id == job_id).values(status="delivered", updated_at=self._clock())
-            )
+            result = await conn.execute(_MARK_DELIVERED, {"b_id": job_id, "b_now": self._clock()})
         return result.rowcount == 1
 
     async def discard(self, job_id: str) -> bool:
