@@ -483,6 +483,7 @@ async def test_card_start_read_answers_as_the_four_reads_it_replaces(engine: Asy
         cut_short=False,
     )
     assert revised is not None
+    assert revised == await suggestions.get("job-1"), "revise returns the row as stored, without reading it again"
     await quotas.set_daily_tokens("T0002", 5_000)
     for suggestion_id, job_id, workspace_id in (
         ("job-1", "refine-1", "T0001"),

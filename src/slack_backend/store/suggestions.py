@@ -4,7 +4,7 @@ and what the user did with it on its card (revisions, sent once as the user, dis
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
@@ -206,6 +206,20 @@ def _quota_use(row: Row[Any]) -> tuple[int | None, int]:
 _DRAFT_START = select(suggestions_table, *_quota_use_columns()).select_from(
     _ONE.outerjoin(suggestions_table, suggestions_table.c.id == bindparam("job_id"))
 )
+_GET = select(suggestions_table).where(suggestions_table.c.id == bindparam("b_id"))
+_REVISION_DONE = select(suggestion_revisions_table.c.id).where(suggestion_revisions_table.c.id == bindparam("b_id"))
+_INSERT_REVISION = suggestion_revisions_table.insert()
+_REVISE = (
+    suggestions_table.update()
+    .where(suggestions_table.c.id == bindparam("b_id"))
+    .values(
+        text=bindparam("b_text"),
+        cut_short=bindparam("b_cut_short"),
+        model=bindparam("b_model"),
+        revision=bindparam("b_revision"),
+        updated_at=bindparam("b_updated_at", type_=UTCDateTime),
+    )
+)
 _MARK_DELIVERED = (
     suggestions_table.update()
     .where(suggestions_table.c.id == bindparam("b_id"))
@@ -264,8 +278,7 @@ class SuggestionStore:
     async def get(self, job_id: str) -> Suggestion | None:
         """The saved draft of `job_id`, or None."""
         async with self._engine.connect() as conn:
-            result = await conn.execute(select(suggestions_table).where(suggestions_table.c.id == job_id))
-            row = result.one_or_none()
+            row = (await conn.execute(_GET, {"b_id": job_id})).one_or_none()
         return None if row is None else Suggestion.from_row(row)
 
     async def get_with_quota_use(self, job_id: str, workspace_id: str, *, since: datetime) -> DraftStart:
@@ -471,38 +484,33 @@ class SuggestionStore:
         Returns:
             The draft as it is now (already revised by this job on a rerun), or None when it is gone.
         """
-        c = suggestions_table.c
-        now = self._clock()
+        now = self._clock().astimezone(UTC)
         async with self._engine.begin() as conn:
-            done = await conn.execute(
-                select(suggestion_revisions_table.c.id).where(suggestion_revisions_table.c.id == job_id)
-            )
-            current = (await conn.execute(select(suggestions_table).where(c.id == suggestion_id))).one_or_none()
+            done = await conn.execute(_REVISION_DONE, {"b_id": job_id})
+            current = (await conn.execute(_GET, {"b_id": suggestion_id})).one_or_none()
             if current is None:
                 return None
             draft = Suggestion.from_row(current)
             if done.one_or_none() is not None or draft.sent_at is not None:
                 return draft
             number = draft.revision + 1
-            await conn.execute(
-                suggestion_revisions_table.insert().values(
-                    id=job_id,
-                    suggestion_id=suggestion_id,
-                    number=number,
-                    kind=kind,
-                    instruction=instruction,
-                    previous_text=draft.text,
-                    text=text,
-                    model=model,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    cut_short=cut_short,
-                    created_at=now,
-                )
-            )
-            await conn.execute(
-                suggestions_table.update()
-                .where(c.id == suggestion_id)
-                .values(text=text, cut_short=cut_short, model=model, revision=number, updated_at=now)
-            )
-        return await self.get(suggestion_id)
+            revision = {
+                "id": job_id,
+                "suggestion_id": suggestion_id,
+                "number": number,
+                "kind": kind,
+                "instruction": instruction,
+                "previous_text": draft.text,
+                "text": text,
+                "model": model,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cut_short": cut_short,
+                "created_at": now,
+            }
+            await conn.execute(_INSERT_REVISION, revision)
+            revised = replace(draft, text=text, cut_short=cut_short, model=model, revision=number, updated_at=now)
+            changed = ("text", "cut_short", "model", "revision", "updated_at")
+            await conn.execute(_REVISE, {"b_id": suggestion_id, **{f"b_{k}": getattr(revised, k) for k in changed}})
+        # The row is the one read, with these changes (as `save` returns its row): no second read.
+        return revised
