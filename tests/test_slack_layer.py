@@ -1,4 +1,4 @@
-"""The slack/ layer driven through the real slack_sdk AsyncWebClient and httpx against the loopback fake Slack."""
+"""The slack/ layer driven through the real slack_sdk AsyncWebClient and aiohttp against the loopback fake Slack."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ from slack_backend.slack import (
 from slack_backend.slack.delivery import PROGRESS_REACTION
 from slack_backend.slack.messages import MESSAGE_MAX_BLOCKS, MESSAGE_MAX_TEXT_CHARS, SECTION_MAX_CHARS
 from tests.fakes.slack_server import RESPONSE_URL_MAX_USES, RESPONSE_URL_METHOD, FakeSlack
+from tests.support.redis_server import free_port
 
 BOT_TOKEN = "xoxb-slack-layer-test-token"
 TEAM = "T0FAKE"
@@ -444,6 +445,61 @@ async def test_used_up_response_url_falls_back_to_post_ephemeral(fake: FakeSlack
     # Known to be used up now: the next message goes straight to chat.postEphemeral.
     await delivery.tell_failure(_data(response_url=url), BOT_TOKEN, "x")
     assert len(fake.calls_to(RESPONSE_URL_METHOD)) == RESPONSE_URL_MAX_USES + 1
+
+
+async def test_response_url_posts_on_a_shared_session_leave_it_open(
+    fake: FakeSlack, ledger: InMemoryDeliveryLedger
+) -> None:
+    """Response_url posts through the caller's aiohttp session reuse it and leave it open; the caller closes it."""
+    async with aiohttp.ClientSession() as session:
+        shared = SlackDelivery(
+            lambda token: AsyncWebClient(token=token, base_url=fake.base_url),
+            ledger,
+            session=session,
+            allow_loopback_response_url=True,
+        )
+        await shared.respond(fake.response_url("s1"), {"text": "a note"})
+        assert not session.closed
+        command = _data(response_url=fake.response_url("s2"), trigger=TriggerKind.SLASH_COMMAND)
+        receipt = await shared.deliver("job-s", command, BOT_TOKEN, "the draft", offline=False)
+        assert receipt.via == "response_url"
+        assert await shared.tell_failure(command, BOT_TOKEN, "x")
+        assert not session.closed
+    assert [post["text"] for post in fake.response_posts["s1"]] == ["a note"]
+    assert len(fake.response_posts["s2"]) == 2
+    assert fake.calls_to("chat.postEphemeral") == []
+
+
+async def test_response_url_network_failure_is_left_for_the_engine_to_retry(
+    fake: FakeSlack, ledger: InMemoryDeliveryLedger
+) -> None:
+    """A response_url on a closed port raises a connection error (neither permanent nor a 429), nothing is marked
+    delivered, and the job's rerun delivers; the shared session stays usable."""
+    dead_url = f"http://127.0.0.1:{free_port()}/response/dead"
+    async with aiohttp.ClientSession() as session:
+        shared = SlackDelivery(
+            lambda token: AsyncWebClient(token=token, base_url=fake.base_url),
+            ledger,
+            session=session,
+            http_timeout_s=5.0,
+            allow_loopback_response_url=True,
+        )
+        with pytest.raises(aiohttp.ClientConnectionError) as caught:
+            await shared.deliver("job-n", _data(response_url=dead_url), BOT_TOKEN, "the draft", offline=False)
+        assert not isinstance(caught.value, UnrecoverableError | RetryAfter)
+        assert not await ledger.delivered("job-n")
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await shared.respond(dead_url, {"text": "a note"})
+        # A failure note falls back to chat.postEphemeral rather than raising.
+        assert await shared.tell_failure(_data(response_url=dead_url), BOT_TOKEN, "x")
+        assert len(fake.calls_to("chat.postEphemeral")) == 1
+
+        rerun = await shared.deliver(
+            "job-n", _data(response_url=fake.response_url("n1")), BOT_TOKEN, "the draft", offline=False
+        )
+        assert rerun.via == "response_url"
+        assert await ledger.delivered("job-n")
+        assert not session.closed
 
 
 async def test_expired_response_url_falls_back(fake: FakeSlack, delivery: SlackDelivery) -> None:

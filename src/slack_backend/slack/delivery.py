@@ -9,6 +9,7 @@ hourglass reaction on the user's message while it is drafted, removed once the d
 from __future__ import annotations
 
 import asyncio
+import json
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, Protocol, TypeVar
 
-import httpx
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -158,7 +159,7 @@ class SlackDelivery:
         client_factory: ClientFactory,
         ledger: DeliveryLedger,
         *,
-        http_client: httpx.AsyncClient | None = None,
+        session: aiohttp.ClientSession | None = None,
         http_timeout_s: float = DEFAULT_HTTP_TIMEOUT_S,
         max_rate_limit_wait_s: float = DEFAULT_MAX_RATE_LIMIT_WAIT_S,
         allow_loopback_response_url: bool = False,
@@ -166,8 +167,8 @@ class SlackDelivery:
         """Args:
         client_factory: builds an AsyncWebClient for a bot token (called per use).
         ledger: where delivered job ids are recorded.
-        http_client: used for response_url POSTs and left open (the caller owns it); without one, a short-lived
-            client is opened and closed per POST.
+        session: the aiohttp session for response_url POSTs, left open (the caller owns it); without one, a
+            short-lived session is opened and closed per POST.
         http_timeout_s: timeout of each response_url POST.
         max_rate_limit_wait_s: total Slack 429 wait honoured in place per delivery.
         allow_loopback_response_url: also post to loopback response_urls (only when SLACK_API_URL is loopback:
@@ -175,7 +176,7 @@ class SlackDelivery:
         """
         self._client_factory = client_factory
         self._ledger = ledger
-        self._http = http_client
+        self._session = session
         self._http_timeout_s = http_timeout_s
         self._max_rate_limit_wait_s = max_rate_limit_wait_s
         self._allow_loopback = allow_loopback_response_url
@@ -369,17 +370,23 @@ class SlackDelivery:
         self._url_uses.move_to_end(url)
 
     async def _post_response_url(self, url: str, payload: Mapping[str, Any]) -> None:
-        async with self._http_client() as http:
-            response = await http.post(url, json=dict(payload), timeout=self._http_timeout_s)
-        error = _response_error(response)
-        if response.is_success and not error:
+        timeout = aiohttp.ClientTimeout(total=self._http_timeout_s)
+        # No redirects: the URL checked against Slack's hook hosts is the only one posted to.
+        async with (
+            self._http_session() as session,
+            session.request("POST", url, json=dict(payload), timeout=timeout, allow_redirects=False) as response,
+        ):
+            status = response.status
+            body = await response.read()
+            headers = response.headers
+        error = _response_error(status, body)
+        if 200 <= status < 300 and not error:
             self._count_use(url)
             return
-        status = response.status_code
         if error in _GONE_ERRORS or status in (404, 410):
             raise _ResponseUrlGone(error or f"http_{status}")
         if status == 429 or error == "ratelimited":
-            raise rate_limited(retry_after_s(response.headers), what="Slack's response_url")
+            raise rate_limited(retry_after_s(headers), what="Slack's response_url")
         if status >= 500:
             raise ResponseUrlError(status, error)
         refused = rejected(error, status_code=status)
@@ -405,12 +412,12 @@ class SlackDelivery:
             raise classified from exc
 
     @asynccontextmanager
-    async def _http_client(self) -> AsyncIterator[httpx.AsyncClient]:
-        if self._http is not None:
-            yield self._http
+    async def _http_session(self) -> AsyncIterator[aiohttp.ClientSession]:
+        if self._session is not None:
+            yield self._session
             return
-        async with httpx.AsyncClient(timeout=self._http_timeout_s) as http:
-            yield http
+        async with aiohttp.ClientSession() as session:
+            yield session
 
 
 def _response_payload(text: str, blocks: list[BlockDict], *, replace_original: bool) -> dict[str, Any]:
@@ -418,14 +425,14 @@ def _response_payload(text: str, blocks: list[BlockDict], *, replace_original: b
     return {"response_type": "ephemeral", "replace_original": replace_original, "text": text, "blocks": blocks}
 
 
-def _response_error(response: httpx.Response) -> str:
+def _response_error(status: int, body: bytes) -> str:
     # Slack answers a response_url with JSON ({"ok": false, "error": ...}) or plain "ok"; both are accepted.
     try:
-        body = response.json()
-    except ValueError:
-        return "" if response.is_success else response.text.strip()[:64]
-    if isinstance(body, dict) and body.get("ok") is False:
-        error = body.get("error")
+        parsed = json.loads(body)
+    except ValueError:  # not JSON, or not UTF-8
+        return "" if 200 <= status < 300 else body.decode("utf-8", "replace").strip()[:64]
+    if isinstance(parsed, dict) and parsed.get("ok") is False:
+        error = parsed.get("error")
         return error if isinstance(error, str) and error else "unknown_error"
     return ""
 

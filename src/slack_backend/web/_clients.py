@@ -1,8 +1,8 @@
-"""The web app's outbound HTTP clients, opened when the app starts and closed when it stops: an httpx client for
-response_url posts and an aiohttp session for Slack's Web API (Bolt's client, posts as a user, notes).
+"""The web app's outbound HTTP session, opened when the app starts and closed when it stops: one aiohttp session
+for Slack's Web API (Bolt's client, posts as a user, notes) and for response_url posts.
 
-One of each for the app's life, so no click pays for a new client: a new httpx client builds a TLS context from
-the CA bundle (about 20 ms of CPU), and a new aiohttp session opens a new connection (a TLS handshake to Slack).
+One for the app's life, so no click pays for a new client: a new session opens a new connection (a TLS handshake
+to Slack).
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import aiohttp
-import httpx
-
-from slack_backend.slack.delivery import DEFAULT_HTTP_TIMEOUT_S
 
 # slack_sdk's own default per call; a shared session carries it (slack_sdk passes no timeout to a given session).
 SLACK_API_TIMEOUT_S = 30.0
@@ -23,9 +20,8 @@ SLACK_API_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True, slots=True)
 class OutboundClients:
-    """`http` posts to response_urls; `slack_session` carries every Slack Web API call the web app makes."""
+    """`slack_session` carries every Slack Web API call and response_url post the web app makes."""
 
-    http: httpx.AsyncClient
     slack_session: aiohttp.ClientSession
 
 
@@ -54,14 +50,11 @@ class _SharedSession:
 
 @asynccontextmanager
 async def outbound_clients() -> AsyncIterator[OutboundClients]:
-    """Open both clients (inside the running loop, which aiohttp needs) and close them on the way out."""
-    http = httpx.AsyncClient(timeout=DEFAULT_HTTP_TIMEOUT_S)
+    """Open the session (inside the running loop, which aiohttp needs) and close it on the way out."""
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_API_TIMEOUT_S))
     try:
-        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_API_TIMEOUT_S))
-        try:
-            # slack_sdk asks for a ClientSession and uses only what _SharedSession has.
-            yield OutboundClients(http=http, slack_session=cast(aiohttp.ClientSession, _SharedSession(session)))
-        finally:
-            await session.close()
+        # slack_sdk asks for a ClientSession and uses only what _SharedSession has; so does SlackDelivery
+        # (`request`, with its own per-post timeout).
+        yield OutboundClients(slack_session=cast(aiohttp.ClientSession, _SharedSession(session)))
     finally:
-        await http.aclose()
+        await session.close()

@@ -117,7 +117,7 @@ def create_app(
     expect_workers: bool = False,
 ) -> Starlette:
     """Build the web app. Its lifespan opens Redis (unless `redis` is given, which the caller then closes),
-    opens the database engine (for /readyz) and the outbound HTTP clients every click shares (web/_clients.py),
+    opens the database engine (for /readyz) and the outbound HTTP session every click shares (web/_clients.py),
     builds the queue and the Bolt app, and keeps them in `app.state.web`
     (a `WebState`); `app.state.redis`, `.queue`, `.bolt`, `.signing_secret` and `.metrics` name the same objects.
     /metrics and the /admin dashboard are always mounted (the dashboard answers 503 without ADMIN_TOKEN).
@@ -166,7 +166,6 @@ def create_app(
                 oauth_state_store=states,
                 signing_secret=secret,
                 engine=engine,
-                http=outbound.http,
                 slack_session=outbound.slack_session,
             )
             handler = AsyncSlackRequestHandler(bolt)

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-import httpx
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
@@ -88,8 +87,8 @@ ACTION_DEADLINE_S = 1.5
 class CardActions:
     """The listeners; suggestions and users' tokens are read from the database at click time.
 
-    `http` (response_url posts) and `slack_session` (Web API calls) are the web app's shared clients, left open;
-    without them each post or call opens and closes its own.
+    `slack_session` (Web API calls and response_url posts) is the web app's shared session, left open; without it
+    each post or call opens and closes its own.
     """
 
     def __init__(
@@ -99,7 +98,6 @@ class CardActions:
         engine: AsyncEngine,
         tokens: TokenSource | None,
         *,
-        http: httpx.AsyncClient | None = None,
         slack_session: aiohttp.ClientSession | None = None,
     ) -> None:
         self._settings = settings
@@ -115,7 +113,7 @@ class CardActions:
         self._delivery = SlackDelivery(
             self._web_client,
             InMemoryDeliveryLedger(),
-            http_client=http,
+            session=slack_session,
             allow_loopback_response_url=is_loopback_url(settings.slack_api_url),
         )
 
@@ -280,7 +278,7 @@ class CardActions:
             response = await client.chat_postMessage(
                 channel=suggestion.channel_id, text=escape_mrkdwn(text), thread_ts=suggestion.thread_ts
             )
-        except (SlackApiError, httpx.HTTPError, OSError, TimeoutError) as exc:
+        except (SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             await self._suggestions.release_send(suggestion.id)
             error = _slack_error(exc)
             log.warning("send as user failed", suggestion=suggestion.id, error=error or type(exc).__name__)
@@ -363,7 +361,7 @@ class CardActions:
         try:
             async with asyncio.timeout(ACTION_DEADLINE_S):
                 await client.views_open(trigger_id=click.trigger_id, view=view)
-        except (SlackApiError, httpx.HTTPError, OSError, TimeoutError) as exc:
+        except (SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("views.open failed", error=_slack_error(exc) or type(exc).__name__)
             await self._note(click.response_url, TRY_AGAIN_TEXT, replace=False)
 

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
-import httpx
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncBoltRequest
 from slack_bolt.authorization import AuthorizeResult
@@ -136,7 +135,6 @@ def build_bolt_app(
     oauth_state_store: AsyncOAuthStateStore | None = None,
     signing_secret: str | None = None,
     engine: AsyncEngine | None = None,
-    http: httpx.AsyncClient | None = None,
     slack_session: aiohttp.ClientSession | None = None,
 ) -> AsyncApp:
     """Build the Bolt app whose listeners enqueue AI response jobs before Slack gets its answer.
@@ -150,9 +148,8 @@ def build_bolt_app(
         signing_secret: verifies requests; default `resolve_signing_secret(settings)`.
         engine: the database of saved drafts, users' preferences and watches; without it the suggestion card's
             buttons, App Home and watching do nothing.
-        http: the app's shared client for response_url posts (web/_clients.py), left open; None: one per post.
-        slack_session: the app's shared aiohttp session for Slack's Web API and notes, left open; None: one per
-            call.
+        slack_session: the app's shared aiohttp session for Slack's Web API, notes and response_url posts
+            (web/_clients.py), left open; None: one per call or post.
     """
     secret = resolve_signing_secret(settings) if signing_secret is None else signing_secret
     oauth_mode = settings.slack_client_id is not None and settings.slack_client_secret is not None
@@ -216,7 +213,7 @@ def build_bolt_app(
     app.action(re.compile(f"^{HOME_ACTION_PREFIX}"))(home.on_action)
     if engine is not None:
         tokens = card_token_source(settings, installation_store)
-        CardActions(settings, queue, engine, tokens, http=http, slack_session=slack_session).register(app)
+        CardActions(settings, queue, engine, tokens, slack_session=slack_session).register(app)
     app.error(_on_error)
     return app
 
