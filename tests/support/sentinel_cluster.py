@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import itertools
 import json
@@ -185,16 +186,24 @@ class SentinelSet:
 
         _wait_until(known, "sentinels to see the replicas and each other", timeout_s=30)
 
-    def current_master_port(self) -> int:
-        """The master port the Sentinels name now."""
+    def master_ports(self) -> list[int]:
+        """The master port each Sentinel that answers names now (one that missed a switch may lag seconds)."""
+        ports = []
         for node in self.sentinels:
             try:
                 with node.client() as c:
                     _host, port = c.sentinel_get_master_addr_by_name(MASTER_NAME)
-                    return int(port)
+                    ports.append(int(port))
             except (redis.RedisError, OSError):
                 continue
-        raise RuntimeError("no Sentinel answered")
+        return ports
+
+    def current_master_port(self) -> int:
+        """The master port most Sentinels name now (quorum 2 of 3; a single Sentinel's view may be stale)."""
+        ports = self.master_ports()
+        if not ports:
+            raise RuntimeError("no Sentinel answered")
+        return collections.Counter(ports).most_common(1)[0][0]
 
     def stop(self) -> None:
         for node in [*self.sentinels, *self.replicas, self.master]:
