@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -210,29 +211,36 @@ class TickingClock(FakeClock):
         return now
 
 
+@contextlib.contextmanager
+def executed(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
+    """The (statement, parameters) pairs `engine` sends to the database while the block runs."""
+    sent: list[tuple[str, Any]] = []
+
+    def on_execute(conn: Connection, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        sent.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        yield sent
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
+
+
 async def test_audit_first_start_is_one_statement_with_the_rows_of_two_calls(engine: AsyncEngine) -> None:
     """A first start is one INSERT whose row equals record_queued + record_started's (same clock readings); a
     retry reads and updates the row (3 statements) as record_started does."""
-    statements: list[str] = []
-
-    def on_execute(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
     await AuditLog(engine, clock=TickingClock()).record_queued("Ev07", "T0001", "U0001", "C0001", "mention")
     await AuditLog(engine, clock=TickingClock(T0 + timedelta(milliseconds=250))).record_started("Ev07", 1)
-    event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
-    try:
+    with executed(engine) as statements:
         await AuditLog(engine, clock=TickingClock()).record_queued_and_started(
             "Ev08", "T0001", "U0001", "C0001", "mention", 1
         )
-        assert len(statements) == 1
-        statements.clear()
+    assert len(statements) == 1
+    with executed(engine) as statements:
         await AuditLog(engine, clock=TickingClock(T0 + timedelta(seconds=5))).record_queued_and_started(
             "Ev08", "T0001", "U0001", "C0001", "mention", 2
         )
-        assert len(statements) == 3
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
+    assert len(statements) == 3
     by_job = {row.job_id: row for row in await AuditLog(engine).recent()}
     two_calls, one_call = by_job["Ev07"], by_job["Ev08"]
     assert (one_call.queued_at, one_call.started_at, one_call.wait_ms) == (T0, T0 + timedelta(milliseconds=250), 250)
@@ -355,32 +363,12 @@ async def test_quota_overrides_set_get_delete(engine: AsyncEngine) -> None:
         await quotas.set_daily_tokens("T0001", -1)
 
 
-async def test_draft_start_read_answers_as_the_three_reads_it_replaces(engine: AsyncEngine) -> None:
-    """get_with_quota_use gives what get, daily_tokens and tokens_used give, in one statement, with or without a
-    saved draft, an override or use."""
-    clock = FakeClock()
-    audit, quotas = AuditLog(engine, clock=clock), QuotaStore(engine)
-    suggestions = SuggestionStore(engine, clock=clock)
-    statements: list[str] = []
-
-    def on_execute(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    async def check(job_id: str, workspace_id: str, since: datetime) -> None:
-        event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
-        try:
-            start = await suggestions.get_with_quota_use(job_id, workspace_id, since=since)
-        finally:
-            event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
-        assert len(statements) == 1
-        statements.clear()
-        assert start.saved == await suggestions.get(job_id)
-        override = await quotas.daily_tokens(workspace_id, default=-1)
-        assert start.daily_tokens == (None if override == -1 else override)
-        assert start.tokens_used == await audit.tokens_used(workspace_id, since)
-
-    await check("job-1", "T0001", T0)
-    for job_id, workspace_id, tokens in (("job-1", "T0001", 120), ("job-2", "T0001", 30), ("job-3", "T0002", 7)):
+async def seed_use_and_a_draft(
+    audit: AuditLog, suggestions: SuggestionStore, clock: FakeClock, jobs: list[str]
+) -> None:
+    """Three finished jobs (`jobs`: the first two of T0001, with 120 and 30 input tokens, the third of T0002 with 7),
+    a second apart, and job-1's saved draft."""
+    for job_id, workspace_id, tokens in zip(jobs, ("T0001", "T0001", "T0002"), (120, 30, 7), strict=True):
         await audit.record_queued_and_started(job_id, workspace_id, "U0001", "C0001", "slash_command", 1)
         clock.advance(1_000)
         await audit.record_finished(job_id, "completed", input_tokens=tokens, output_tokens=1)
@@ -397,6 +385,33 @@ async def test_draft_start_read_answers_as_the_three_reads_it_replaces(engine: A
         output_tokens=1,
         instruction="shorter",
     )
+
+
+async def assert_quota_as_read(
+    engine: AsyncEngine, daily_tokens: int | None, tokens_used: int, workspace_id: str, since: datetime
+) -> None:
+    """A start read's quota figures equal what QuotaStore.daily_tokens and AuditLog.tokens_used read."""
+    override = await QuotaStore(engine).daily_tokens(workspace_id, default=-1)
+    assert daily_tokens == (None if override == -1 else override)
+    assert tokens_used == await AuditLog(engine).tokens_used(workspace_id, since)
+
+
+async def test_draft_start_read_answers_as_the_three_reads_it_replaces(engine: AsyncEngine) -> None:
+    """get_with_quota_use gives what get, daily_tokens and tokens_used give, in one statement, with or without a
+    saved draft, an override or use."""
+    clock = FakeClock()
+    audit, quotas = AuditLog(engine, clock=clock), QuotaStore(engine)
+    suggestions = SuggestionStore(engine, clock=clock)
+
+    async def check(job_id: str, workspace_id: str, since: datetime) -> None:
+        with executed(engine) as statements:
+            start = await suggestions.get_with_quota_use(job_id, workspace_id, since=since)
+        assert len(statements) == 1
+        assert start.saved == await suggestions.get(job_id)
+        await assert_quota_as_read(engine, start.daily_tokens, start.tokens_used, workspace_id, since)
+
+    await check("job-1", "T0001", T0)
+    await seed_use_and_a_draft(audit, suggestions, clock, ["job-1", "job-2", "job-3"])
     await quotas.set_daily_tokens("T0002", 5_000)
     for job_id, workspace_id in (("job-1", "T0001"), ("job-2", "T0001"), ("job-9", "T0002"), ("job-1", "T0003")):
         await check(job_id, workspace_id, T0)
@@ -410,15 +425,9 @@ async def test_the_quota_read_is_answered_from_the_index_on_sqlite(tmp_path: Pat
     COVERING INDEX): it never fetches the day's rows from the table, which cost 4.5 ms a read at 20,000 of them."""
     async with empty_database("sqlite", tmp_path) as sqlite_engine:
         await create_tables(sqlite_engine)
-        executed: list[tuple[str, Any]] = []
-
-        def on_execute(conn: Connection, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-            executed.append((statement, parameters))
-
-        event.listen(sqlite_engine.sync_engine, "before_cursor_execute", on_execute)
-        await SuggestionStore(sqlite_engine).get_with_quota_use("job-1", "T0001", since=T0)
-        event.remove(sqlite_engine.sync_engine, "before_cursor_execute", on_execute)
-        [(statement, parameters)] = executed
+        with executed(sqlite_engine) as sent:
+            await SuggestionStore(sqlite_engine).get_with_quota_use("job-1", "T0001", since=T0)
+        [(statement, parameters)] = sent
         async with sqlite_engine.connect() as conn:
             raw = await conn.get_raw_connection()
             assert raw.driver_connection is not None
@@ -433,43 +442,17 @@ async def test_card_start_read_answers_as_the_four_reads_it_replaces(engine: Asy
     clock = FakeClock()
     audit, quotas = AuditLog(engine, clock=clock), QuotaStore(engine)
     suggestions = SuggestionStore(engine, clock=clock)
-    statements: list[str] = []
-
-    def on_execute(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
 
     async def check(suggestion_id: str, job_id: str, workspace_id: str, since: datetime) -> None:
-        event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
-        try:
+        with executed(engine) as statements:
             start = await suggestions.card_start(suggestion_id, job_id, workspace_id, since=since)
-        finally:
-            event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
         assert len(statements) == 1
-        statements.clear()
         assert start.suggestion == await suggestions.get(suggestion_id)
         assert start.revision == await suggestions.revision(job_id)
-        override = await quotas.daily_tokens(workspace_id, default=-1)
-        assert start.daily_tokens == (None if override == -1 else override)
-        assert start.tokens_used == await audit.tokens_used(workspace_id, since)
+        await assert_quota_as_read(engine, start.daily_tokens, start.tokens_used, workspace_id, since)
 
     await check("job-1", "refine-1", "T0001", T0)
-    for job_id, workspace_id, tokens in (("job-1", "T0001", 120), ("refine-1", "T0001", 30), ("job-3", "T0002", 7)):
-        await audit.record_queued_and_started(job_id, workspace_id, "U0001", "C0001", "slash_command", 1)
-        clock.advance(1_000)
-        await audit.record_finished(job_id, "completed", input_tokens=tokens, output_tokens=1)
-    await suggestions.save(
-        "job-1",
-        workspace_id="T0001",
-        user_id="U0001",
-        channel_id="C0001",
-        thread_ts=None,
-        source_ts=None,
-        text="a draft",
-        model="claude-test",
-        input_tokens=120,
-        output_tokens=1,
-        instruction="shorter",
-    )
+    await seed_use_and_a_draft(audit, suggestions, clock, ["job-1", "refine-1", "job-3"])
     await check("job-1", "refine-1", "T0001", T0)
     revised = await suggestions.revise(
         "job-1",
