@@ -171,7 +171,7 @@ class CardJobProcessor:
         data = parse_card_job_data(job)
         structlog.contextvars.bind_contextvars(workspace=data.workspace_id)
         quota = self._p._quota
-        now, day_start = quota.today() if quota is not None else (None, utc_now())
+        now, day_start = quota.today() if quota is not None else (utc_now(), utc_now())
         # The draft, this job's saved revision and the workspace's quota use: one read (four statements before).
         start = await self._suggestions.card_start(data.suggestion_id, job.id, data.workspace_id, since=day_start)
         suggestion = start.suggestion
@@ -191,7 +191,7 @@ class CardJobProcessor:
         else:
             if suggestion.sent_at is not None:
                 raise CardRefusedError(ALREADY_SENT_TEXT, replace_card=False)
-            if quota is not None and now is not None:
+            if quota is not None:
                 verdict = quota.judge(start.daily_tokens, start.tokens_used, now)
                 if not verdict.allowed:
                     await self._p._delivery.tell_failure(recipient, token, verdict.user_text())

@@ -121,8 +121,9 @@ class AuditLog:
     def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utc_now) -> None:
         self._engine = engine
         self._clock = clock
-        # Built once (its values come as parameters): building and keying a statement per call cost more than
-        # running it on SQLite (docs/performance.md, round 6).
+        # A new row, or nothing when `job_id` has one (Slack re-delivers; a job starts again). Built once, its values
+        # bound at each call: building and keying a statement per call cost more than running it on SQLite
+        # (docs/performance.md, round 6).
         self._insert_new = dialect_insert(engine, audit_table).on_conflict_do_nothing(
             index_elements=[audit_table.c.job_id]
         )
@@ -140,9 +141,9 @@ class AuditLog:
         Raises:
             ValueError: `trigger` is not a short classification.
         """
-        statement = self._queued_statement(job_id, workspace_id, user_id, channel_id, trigger)
+        values = self._queued_values(job_id, workspace_id, user_id, channel_id, trigger)
         async with self._engine.begin() as conn:
-            result = await conn.execute(statement)
+            result = await conn.execute(self._insert_new, values)
         return result.rowcount == 1
 
     async def record_queued_and_started(
@@ -170,11 +171,6 @@ class AuditLog:
             if inserted.rowcount != 1:
                 await self._started(conn, job_id, attempt, now)
 
-    def _queued_statement(
-        self, job_id: str, workspace_id: str, user_id: str, channel_id: str | None, trigger: str
-    ) -> Any:
-        return self._insert(self._queued_values(job_id, workspace_id, user_id, channel_id, trigger))
-
     def _queued_values(
         self, job_id: str, workspace_id: str, user_id: str, channel_id: str | None, trigger: str
     ) -> dict[str, Any]:
@@ -194,10 +190,6 @@ class AuditLog:
             "created_at": now,
             "updated_at": now,
         }
-
-    def _insert(self, values: dict[str, Any]) -> Any:
-        """INSERT of a new row, or nothing when `job_id` has one (Slack re-delivers; a job starts again)."""
-        return self._insert_new.values(values)
 
     async def record_started(self, job_id: str, attempt: int) -> bool:
         """Record that attempt number `attempt` (1 for the first) of a job began.
