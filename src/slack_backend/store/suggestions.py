@@ -206,6 +206,17 @@ def _quota_use(row: Row[Any]) -> tuple[int | None, int]:
 _DRAFT_START = select(suggestions_table, *_quota_use_columns()).select_from(
     _ONE.outerjoin(suggestions_table, suggestions_table.c.id == bindparam("job_id"))
 )
+_CARD_START = select(
+    suggestions_table,
+    *(column.label(f"{_REVISION_LABEL}{column.name}") for column in suggestion_revisions_table.c),
+    *_quota_use_columns(),
+).select_from(
+    _ONE.outerjoin(suggestions_table, suggestions_table.c.id == bindparam("suggestion_id")).outerjoin(
+        suggestion_revisions_table, suggestion_revisions_table.c.id == bindparam("job_id")
+    )
+)
+
+# The rest of a draft's and a card's path, built once the same way (b_*: an UPDATE's SET reserves the columns' names).
 _GET = select(suggestions_table).where(suggestions_table.c.id == bindparam("b_id"))
 _REVISION_DONE = select(suggestion_revisions_table.c.id).where(suggestion_revisions_table.c.id == bindparam("b_id"))
 _INSERT_REVISION = suggestion_revisions_table.insert()
@@ -224,15 +235,6 @@ _MARK_DELIVERED = (
     suggestions_table.update()
     .where(suggestions_table.c.id == bindparam("b_id"))
     .values(status="delivered", updated_at=bindparam("b_now", type_=UTCDateTime))
-)
-_CARD_START = select(
-    suggestions_table,
-    *(column.label(f"{_REVISION_LABEL}{column.name}") for column in suggestion_revisions_table.c),
-    *_quota_use_columns(),
-).select_from(
-    _ONE.outerjoin(suggestions_table, suggestions_table.c.id == bindparam("suggestion_id")).outerjoin(
-        suggestion_revisions_table, suggestion_revisions_table.c.id == bindparam("job_id")
-    )
 )
 
 
@@ -285,7 +287,7 @@ class SuggestionStore:
         """`get(job_id)`, `QuotaStore.daily_tokens` and `AuditLog.tokens_used(workspace_id, since)` as one SELECT.
 
         The three reads a draft job makes before its model call, answered together: one statement, one round trip
-        (a thread hop on SQLite) instead of three. The quota stays exact: the use is summed from the audit now.
+        instead of three. The quota stays exact: the use is summed from the audit now.
         """
         params = {"job_id": job_id, "workspace_id": workspace_id, "since": since}
         async with self._engine.connect() as conn:
