@@ -158,12 +158,12 @@ class Queue:
             cost=cost,
         )
         spec = self._spec(name, data, options)
-        if self.min_replicas_ack or self._single is None:
-            return (await self._add_specs([spec]))[0]
-        reply = await self._single.add(spec)
-        if reply is None:
-            reply = list(await self.call("add", self.dedup_ttl_ms, spec))
-        return AddResult(str(reply[0]), bool(int(reply[1])))  # type: ignore[call-overload]
+        if not self.min_replicas_ack and self._single is not None:
+            reply = await self._single.add(spec)
+            if reply is not None:
+                return _add_results(reply)[0]
+        # The replica ack, a Cluster, or what the pre-packed path hands on (NOSCRIPT, a lost link): the usual call.
+        return (await self._add_specs([spec]))[0]
 
     async def add_bulk(self, jobs: Sequence[BulkJob]) -> list[AddResult]:
         """Add many jobs, a thousand per atomic script call; every spec is checked before anything is written."""
@@ -183,7 +183,7 @@ class Queue:
                 if acked < self.min_replicas_ack:
                     ids = [str(pairs[i]) for i in range(0, len(pairs), 2)]
                     raise NotReplicatedError(ids, acked, self.min_replicas_ack, self.replicas_ack_timeout_ms)
-            results.extend(AddResult(str(pairs[i]), bool(int(pairs[i + 1]))) for i in range(0, len(pairs), 2))
+            results.extend(_add_results(pairs))
         return results
 
     def _spec(self, name: str, data: Any, o: JobOptions) -> str:
@@ -392,6 +392,11 @@ class Queue:
     async def obliterate(self) -> None:
         """Delete every key of the queue (tests and tear-down only)."""
         await self.redis.delete(*self.keys.all(), self.keys.calls())
+
+
+def _add_results(pairs: Sequence[Any]) -> list[AddResult]:
+    """add.lua's reply (id, created, id, created, ...) as results."""
+    return [AddResult(str(pairs[i]), bool(int(pairs[i + 1]))) for i in range(0, len(pairs), 2)]
 
 
 def _record_head(name: str, group: str, priority: int, opts: str, cost: int) -> str:
