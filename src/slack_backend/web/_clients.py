@@ -9,20 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, cast
 
 import aiohttp
 
 # slack_sdk's own default per call; a shared session carries it (slack_sdk passes no timeout to a given session).
 SLACK_API_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundClients:
-    """`slack_session` carries every Slack Web API call and response_url post the web app makes."""
-
-    slack_session: aiohttp.ClientSession
 
 
 class _SharedSession:
@@ -49,12 +41,13 @@ class _SharedSession:
 
 
 @asynccontextmanager
-async def outbound_clients() -> AsyncIterator[OutboundClients]:
-    """Open the session (inside the running loop, which aiohttp needs) and close it on the way out."""
+async def outbound_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The session every Slack Web API call and response_url post of the web app goes through: opened inside the
+    running loop (which aiohttp needs), closed on the way out."""
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_API_TIMEOUT_S))
     try:
         # slack_sdk asks for a ClientSession and uses only what _SharedSession has; so does SlackDelivery
         # (`request`, with its own per-post timeout).
-        yield OutboundClients(slack_session=cast(aiohttp.ClientSession, _SharedSession(session)))
+        yield cast(aiohttp.ClientSession, _SharedSession(session))
     finally:
         await session.close()

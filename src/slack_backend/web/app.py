@@ -45,7 +45,7 @@ from slack_backend.store import create_engine, create_tables
 from slack_backend.store import installation_store as store_installations
 from slack_backend.store import oauth_state_store as store_oauth_states
 from slack_backend.store import ping as ping_database
-from slack_backend.web._clients import outbound_clients
+from slack_backend.web._clients import outbound_session
 from slack_backend.web.admin import AdminDashboard
 from slack_backend.web.ingress import INSTALL_PATH, REDIRECT_URI_PATH, build_bolt_app, resolve_signing_secret
 from slack_backend.web.metrics import Metrics, metrics_routes
@@ -143,7 +143,7 @@ def create_app(
         queue: Queue | None = None
         closing = AsyncExitStack()
         try:
-            outbound = await closing.enter_async_context(outbound_clients())
+            slack_session = await closing.enter_async_context(outbound_session())
             queue = ai_responses_queue(client, settings)
             app_metrics.watch(queue)
             secret = resolve_signing_secret(settings)
@@ -166,7 +166,7 @@ def create_app(
                 oauth_state_store=states,
                 signing_secret=secret,
                 engine=engine,
-                slack_session=outbound.slack_session,
+                slack_session=slack_session,
             )
             handler = AsyncSlackRequestHandler(bolt)
             state = WebState(settings, client, queue, bolt, handler, secret, engine, app_metrics, expect_workers)
