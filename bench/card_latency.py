@@ -3,9 +3,11 @@ Claude.
 
 Run from the repository root with a redis-server on 127.0.0.1:6379: `python -m bench.card_latency [--clicks 90]`
 (`--database-url postgresql+asyncpg://.../empty_db` to run against an empty PostgreSQL database, as production
-runs; a new SQLite file by default). Each click's time runs from the signed request going in to the fake Slack's
-receipt of the card's replacement at the click's response_url, minus the fake model's fixed delay (Send as me calls
-no model: nothing subtracted; the draft is set back to unsent between its clicks). One click of each kind goes
+runs; a new SQLite file by default). Each click's time runs from the signed request going in (its first byte on
+the socket) to the fake Slack's receipt of the card's replacement at the click's response_url, minus the model's
+own time as the fake model saw it (from its receipt of the request to its answer ready: the fixed delay and however
+late its timer woke). Send as me calls no model: nothing is subtracted; the draft is set back to unsent between its
+clicks. One click of each kind goes
 first, unmeasured: the first click of a kind loads lazy imports, opens connections and compiles its SQL, which a
 running service did long before.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import statistics
@@ -36,14 +39,14 @@ from pathlib import Path
 import httpx
 from slack_sdk.oauth.installation_store import Installation
 from structlog.testing import capture_logs
-from tests.fakes.anthropic_server import Behaviour, FakeAnthropic
+from tests.fakes.anthropic_server import Behaviour
 from tests.fakes.slack_server import FakeSlack
 from tests.support.card_requests import click, refine_values, submit
 from tests.support.engine import running, wait_until
 from tests.support.slack_requests import BOT_TOKEN, SECRET, TEAM, USER, post_signed, shortcut_body
 
 from bench._server import free_port
-from bench.overhead import wait_ready
+from bench.overhead import ClockedAnthropic, on_wire, wait_ready
 from slack_backend.config import Settings, load_settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.jobs.workers import build_ai_worker
@@ -89,7 +92,7 @@ class Figures:
 async def main(clicks: int, redis_url: str, database_url: str | None, *, service_process: bool) -> None:
     async with (
         FakeSlack(bot_token=BOT_TOKEN, team_id=TEAM) as slack,
-        FakeAnthropic(api_key=API_KEY) as claude,
+        ClockedAnthropic(api_key=API_KEY) as claude,
     ):
         tmp = Path(tempfile.mkdtemp(prefix="card-bench-"))
         env = {
@@ -131,7 +134,7 @@ async def main(clicks: int, redis_url: str, database_url: str | None, *, service
             else:
                 client, cpu_s = await _in_process(stack, settings, redis)
             claude.script(*[Behaviour(delay_s=MODEL_DELAY_S) for _ in range(clicks + len(KINDS) + 1)])
-            print(f"fake model delay {MODEL_DELAY_S * 1000:.0f} ms, subtracted from refine and regenerate")
+            print(f"fake model delay {MODEL_DELAY_S * 1000:.0f} ms; its own time is subtracted from refine, regenerate")
             await post_signed(client, shortcut_body(slack))
 
             async def carded() -> bool:
@@ -163,9 +166,12 @@ async def main(clicks: int, redis_url: str, database_url: str | None, *, service
                 delay_s = 0.0 if kind == SEND else MODEL_DELAY_S
                 models_before = len(claude.requests)
                 cpu_before_s = cpu_s()
-                sent = time.monotonic()
-                await post_signed(client, body)
+                # Over HTTP the click counts as sent when its first byte goes (on_wire); through the in-process
+                # ASGI transport there is no socket, and the call's start stands.
+                sent = [time.monotonic()]
+                await post_signed(client, body, extensions=on_wire(functools.partial(sent.__setitem__, 0)))
                 acked = time.monotonic()
+                sent_s = sent[0]
 
                 async def changed(response_id: str = the_click.response_id) -> bool:
                     return bool(slack.ui.card_changed_s.get(response_id))
@@ -176,20 +182,24 @@ async def main(clicks: int, redis_url: str, database_url: str | None, *, service
                     continue  # warm-up
                 row = figures[kind]
                 row.cpu.append(cpu_s() - cpu_before_s)
-                row.overhead.append(done - sent - delay_s)
-                row.ack.append(acked - sent)
-                if delay_s:
+                if not delay_s:
+                    row.overhead.append(done - sent_s)
+                else:
+                    # Minus the model's own time: its fixed delay and however late the fake's timer woke.
                     [model] = claude.requests[models_before:]
-                    row.to_model.append(model.received_s - sent)
-                    row.after_model.append(done - model.received_s - delay_s)
-                    hops.append((kind, sent, model.received_s, the_click.response_url))
+                    answered_s = claude.answered_s[models_before]
+                    row.overhead.append(done - sent_s - (answered_s - model.received_s))
+                    row.to_model.append(model.received_s - sent_s)
+                    row.after_model.append(done - answered_s)
+                    hops.append((kind, sent_s, model.received_s, the_click.response_url))
+                row.ack.append(acked - sent_s)
             # Where the job's time went, from its record: created (enqueued) and processed (a worker started it).
             jobs = {str(job.data.get("response_url")): job for job in await queue.get_jobs(COMPLETED)}
-            for kind, sent, model_s, url in hops:
+            for kind, sent_s, model_s, url in hops:
                 job = jobs[url]
                 created_s = job.created_ms / 1000 - wall_offset_s
                 started_s = (job.processed_ms or 0) / 1000 - wall_offset_s
-                figures[kind].to_queued.append(created_s - sent)
+                figures[kind].to_queued.append(created_s - sent_s)
                 figures[kind].queue_hop.append(started_s - created_s)
                 figures[kind].before_model.append(model_s - started_s)
         print(f"load average {os.getloadavg()[0]:.1f}; {len(KINDS)} warm-up clicks left out")

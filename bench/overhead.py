@@ -4,14 +4,17 @@ The real service as users start it (`slack-backend run`: web app and worker in o
 of its own, with the loopback fakes of Slack and Anthropic (tests/fakes/) in this process. Signed `/draft` slash
 commands go in open loop at 5 a second; the fake model answers each after a fixed delay. Per request:
 
-    overhead = (draft received at the response_url) - (request sent) - (the model's fixed delay)
+    overhead = (draft received at the response_url) - (request sent) - (the model's own time)
 
-and where that time went, from timestamps on one machine: the client's send, the job record's `created_ms` and
-`processed_ms` (Redis's clock, when the job entered the queue and when a worker started it), the fake model's and
-the fake response_url's receive clocks. Also the service process's CPU time (user + sys, all its threads) over the
-measured requests, per draft: the figure a loaded machine moves least. Results: a table on stdout, and
-`bench/results/overhead.md` with `overhead.png` (a stacked chart: where each request's time went, the model's delay
-left out).
+"Request sent" is the moment the client starts writing the request to the socket (httpx's trace), not before the
+client built it; "the model's own time" is from the fake model's receipt of the request to its answer being ready,
+as its clock saw it: the fixed delay plus the few tenths of a millisecond the fake's timer wakes late, which are the
+model's, not ours. Where that time went, from timestamps on one machine: the client's send, the job record's
+`created_ms` and `processed_ms` (Redis's clock, when the job entered the queue and when a worker started it), the
+fake model's receive and answer clocks, and the fake response_url's receive clock. Also the service process's CPU
+time (user + sys, all its threads) over the measured requests, per draft: the figure a loaded machine moves least.
+Results: a table on stdout, and `bench/results/overhead.md` with `overhead.png` (a stacked chart: where each
+request's time went, the model's delay left out).
 
 `--split` runs production's layout instead: `slack-backend serve` and `slack-backend worker` as two processes (the
 CPU figure is their sum). `--database-url postgresql+asyncpg://user@host/db` runs the service on a fresh PostgreSQL
@@ -31,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +46,7 @@ from aiohttp import web
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
-from tests.fakes.anthropic_server import Behaviour, FakeAnthropic
+from tests.fakes.anthropic_server import MESSAGES_PATH, Behaviour, FakeAnthropic
 from tests.fakes.slack_server import FakeSlack
 
 from bench._server import BenchRedis, free_port
@@ -77,12 +80,52 @@ class ClockedSlack(FakeSlack):
         return response
 
 
+class ClockedAnthropic(FakeAnthropic):
+    """The fake model, also noting when (time.monotonic) each Messages answer was ready.
+
+    `answered_s[i]` belongs to `requests[i]`: the model's own time for that request is `answered_s[i]` minus its
+    `received_s` (the fixed delay, and however late the fake's timer woke).
+    """
+
+    def __init__(self, *, api_key: str | None = None) -> None:
+        super().__init__(api_key=api_key)
+        self.answered_s: dict[int, float] = {}
+
+    async def _record(self, request: web.Request) -> dict[str, Any] | None:
+        body = await super()._record(request)
+        request[_RECORD_INDEX] = len(self.requests) - 1
+        return body
+
+    async def _messages(self, request: web.Request) -> web.Response:
+        response = await super()._messages(request)
+        if _RECORD_INDEX in request:
+            self.answered_s[request[_RECORD_INDEX]] = time.monotonic()
+        return response
+
+
+_RECORD_INDEX = "bench_record_index"
+
+
+def on_wire(sent: Callable[[float], None]) -> dict[str, Any]:
+    """httpx request extensions calling `sent(time.monotonic())` as the request's first byte goes to the socket:
+    the request counts as sent then, not while the client was still building it."""
+
+    async def trace(event: str, _info: dict[str, object]) -> None:
+        if event == "http11.send_request_headers.started":
+            sent(time.monotonic())
+
+    return {"trace": trace}
+
+
 @dataclass
 class Sent:
     seq: int
     send_s: float
     ack_s: float = 0.0
     status: int = 0
+
+    def sent_at(self, when_s: float) -> None:
+        self.send_s = when_s
 
 
 def command_body(seq: int, response_url: str) -> bytes:
@@ -130,8 +173,9 @@ async def send_all(base_url: str, slack: ClockedSlack, rate: float, count: int, 
             body = command_body(item.seq, slack.response_url(f"r{item.seq}"))
             headers = {**sign_request(SECRET, body), "Content-Type": "application/x-www-form-urlencoded"}
             await asyncio.sleep(max(0.0, at - time.monotonic()))
-            item.send_s = time.monotonic()
-            response = await client.post("/slack/events", content=body, headers=headers)
+            response = await client.post(
+                "/slack/events", content=body, headers=headers, extensions=on_wire(item.sent_at)
+            )
             item.ack_s = time.monotonic()
             item.status = response.status_code
 
@@ -168,16 +212,21 @@ async def job_times(redis_url: str) -> dict[int, tuple[int, int]]:
     return out
 
 
-def model_arrivals(claude: FakeAnthropic) -> dict[int, float]:
-    """When (time.monotonic) the fake model received each request, by the sequence number in its text."""
-    out: dict[int, float] = {}
-    for request in claude.message_requests:
-        text = str(request.body)
-        at = text.find("request ")
-        if at >= 0:
-            digits = text[at + 8 :].split(":", 1)[0]
-            if digits.isdigit():
-                out.setdefault(int(digits), request.received_s)
+def sequence_in(text: str) -> int | None:
+    """The sequence number a request's text carries ("request 12: ..."), or None."""
+    at = text.find("request ")
+    digits = text[at + 8 :].split(":", 1)[0] if at >= 0 else ""
+    return int(digits) if digits.isdigit() else None
+
+
+def model_times(claude: ClockedAnthropic) -> dict[int, tuple[float, float]]:
+    """When (time.monotonic) the fake model received each request and had its answer ready, by the sequence number
+    in its text."""
+    out: dict[int, tuple[float, float]] = {}
+    for index, request in enumerate(claude.requests):
+        seq = sequence_in(str(request.body)) if request.path == MESSAGES_PATH else None
+        if seq is not None and index in claude.answered_s:
+            out.setdefault(seq, (request.received_s, claude.answered_s[index]))
     return out
 
 
@@ -231,7 +280,7 @@ async def _measure(
 ) -> dict[str, Any]:
     redis = BenchRedis(Path(tmp))
     redis.start()
-    slack, claude = ClockedSlack(), FakeAnthropic()
+    slack, claude = ClockedSlack(), ClockedAnthropic()
     await slack.start()
     await claude.start()
     claude.script(*[Behaviour(delay_s=model_ms / 1000) for _ in range(WARMUP + count + 10)])
@@ -281,27 +330,28 @@ async def _measure(
         await slack.close()
         await claude.close()
         redis.stop()
-    arrivals = model_arrivals(claude)
+    model = model_times(claude)
     rows = []
     for item in sent:
         drafts = [t for t, draft in slack.post_times.get(f"r{item.seq}", []) if draft]
-        if item.status != 200 or not drafts or item.seq not in jobs or item.seq not in arrivals:
+        if item.status != 200 or not drafts or item.seq not in jobs or item.seq not in model:
             rows.append({"seq": item.seq, "error": f"status {item.status}, draft {'yes' if drafts else 'no'}"})
             continue
         created_s = jobs[item.seq][0] / 1000 - wall_offset_s
         started_s = jobs[item.seq][1] / 1000 - wall_offset_s
-        model_s, delivered_s = arrivals[item.seq], drafts[0]
+        (model_s, answered_s), delivered_s = model[item.seq], drafts[0]
         segments = {
             "ingress to enqueued": created_s - item.send_s,
             "wait for a slot": started_s - created_s,
             "before the model": model_s - started_s,
-            "delivery": delivered_s - (model_s + model_ms / 1000),
+            "delivery": delivered_s - answered_s,
         }
         rows.append(
             {
                 "seq": item.seq,
                 "ack_ms": (item.ack_s - item.send_s) * 1000,
-                "overhead_ms": (delivered_s - item.send_s) * 1000 - model_ms,
+                "model_ms": (answered_s - model_s) * 1000,
+                "overhead_ms": (delivered_s - item.send_s - (answered_s - model_s)) * 1000,
                 **{name: max(0.0, s) * 1000 for name, s in segments.items()},
             }
         )
@@ -322,18 +372,23 @@ def summary(result: dict[str, Any]) -> str:
     errors = len(result["rows"]) - len(good)
     lines = [
         f"{len(good)} drafts ({errors} errors) at {result['rate']:g} requests/s for {result['seconds']:g} s, "
-        f"model delay {result['model_ms']} ms (subtracted); load average {result['load_1m']:.2f}",
+        f"model delay {result['model_ms']} ms (its own time, as the fake saw it, is subtracted); "
+        f"load average {result['load_1m']:.2f}",
         f"{result['layout']}; database {result['backend']}; "
         f"service CPU (user + sys) {result['service_cpu_ms_per_draft']:.2f} ms a draft",
         "",
         "| figure | p50 ms | p99 ms | max ms | mean ms |",
         "|---|---|---|---|---|",
     ]
-    for name in ("overhead_ms", "ack_ms", *SEGMENTS):
+    for name in ("overhead_ms", "ack_ms", *SEGMENTS, "model_ms"):
         values = [r[name] for r in good]
         if not values:
             continue
-        label = {"overhead_ms": "**overhead** (send to draft, minus the model)", "ack_ms": "ack (HTTP response)"}
+        label = {
+            "overhead_ms": "**overhead** (send to draft, minus the model)",
+            "ack_ms": "ack (HTTP response)",
+            "model_ms": "(the model's own time, subtracted)",
+        }
         lines.append(
             f"| {label.get(name, name)} | {percentile(values, 50):.1f} | {percentile(values, 99):.1f} | "
             f"{max(values):.1f} | {statistics.fmean(values):.1f} |"

@@ -94,5 +94,7 @@ async def test_overhead_bench_times_every_draft_through_the_real_service(tmp_pat
         # Each segment is a difference of two clocks read at ms (Redis) or better: they add up to the overhead
         # within the rounding of the two Redis timestamps.
         assert row["overhead_ms"] >= 0
+        # What is subtracted is the model's own time as the fake measured it: never less than its fixed delay.
+        assert row["model_ms"] >= 50, row
         assert abs(parts - row["overhead_ms"]) <= 2.5, row
     assert "overhead" in overhead.summary(result)

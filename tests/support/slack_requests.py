@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -96,7 +97,8 @@ async def post_signed(
     secret: str = SECRET,
     timestamp: int | None = None,
     headers: Mapping[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> httpx.Response:
     body, content_type = body_and_type
     signed = {**sign_request(secret, body, timestamp), "Content-Type": content_type, **(headers or {})}
-    return await client.post("/slack/events", content=body, headers=signed)
+    return await client.post("/slack/events", content=body, headers=signed, extensions=extensions)
