@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import structlog
@@ -22,10 +23,11 @@ from slack_backend.jobs.types import (
     _clean_text,
     _response_url,
 )
+from slack_backend.jobs.while_calling import WhileCalling
 from slack_backend.logging import get_logger
 from slack_backend.queue import AddResult, InvalidJobDataError, Job, JobEvent, Queue, UnrecoverableError
 from slack_backend.slack.card import CardDraft, card_message, note_message
-from slack_backend.store import Suggestion, SuggestionStore
+from slack_backend.store import CardStart, Suggestion, SuggestionStore
 from slack_backend.store.db import utc_now
 
 if TYPE_CHECKING:
@@ -180,8 +182,27 @@ class CardJobProcessor:
         if suggestion.user_id != data.user_id or suggestion.workspace_id != data.workspace_id:
             raise CardRefusedError(NOT_YOURS_TEXT, replace_card=False)
         source = _source(suggestion, data)
-        # Audited like a draft: the workspace's daily quota counts the tokens every refine and regenerate used.
-        await self._p._audit_started(job, source)
+        # Audited like a draft: the workspace's daily quota counts the tokens every refine and regenerate used. The
+        # start row is written while the model call is in flight, and before anything finishes it (as a draft's).
+        audit = WhileCalling(lambda: self._p._audit_started(job, source))
+        try:
+            return await self._revise_and_replace(job, data, start, suggestion, audit, now, started)
+        finally:
+            await audit.written()
+
+    async def _revise_and_replace(
+        self,
+        job: Job,
+        data: CardJobData,
+        start: CardStart,
+        suggestion: Suggestion,
+        audit: WhileCalling,
+        now: datetime,
+        started: float,
+    ) -> dict[str, Any]:
+        """From the start read on: the revision (saved, or drafted now under the quota), then the card replaced."""
+        quota = self._p._quota
+        source = _source(suggestion, data)
         token = await self._p._token(source)
         recipient = _recipient(data, suggestion)
         done = start.revision
@@ -196,10 +217,12 @@ class CardJobProcessor:
                 if not verdict.allowed:
                     await self._p._delivery.tell_failure(recipient, token, verdict.user_text())
                     job.cost_used = 0
+                    await audit.written()
                     await self._p._audit_finished(job.id, "completed", 0, 0, "over_quota")
                     return {"delivered_via": "quota_notice", "revised": False}
-            suggestion, used = await self._redraft(job, data, suggestion, source, token)
+            suggestion, used = await self._redraft(job, data, suggestion, source, token, audit)
         receipt = await self._p._delivery.replace_card(job.id, recipient, token, card_message(card_for(suggestion)))
+        await audit.written()
         await self._p._audit_finished(job.id, "completed", used[0], used[1], None)
         return {
             "delivered_via": receipt.via,
@@ -209,7 +232,13 @@ class CardJobProcessor:
         }
 
     async def _redraft(
-        self, job: Job, data: CardJobData, suggestion: Suggestion, source: AIResponseJobData, token: str
+        self,
+        job: Job,
+        data: CardJobData,
+        suggestion: Suggestion,
+        source: AIResponseJobData,
+        token: str,
+        audit: WhileCalling,
     ) -> tuple[Suggestion, tuple[int, int]]:
         """The draft with its new revision, and the (input, output) tokens the model call used."""
         if data.kind == "refine":
@@ -229,7 +258,8 @@ class CardJobProcessor:
             now=local_now(self._p._clock(), conversation.tz),
             trigger_user_id=source.trigger_user_id,
         )
-        draft = await self._p._drafter.draft(request)
+        with audit.call():
+            draft = await self._p._drafter.draft(request)
         job.cost_used = draft.input_tokens + draft.output_tokens
         await self._p._respect_provider_limits(draft)
         revised = await self._suggestions.revise(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,6 +25,7 @@ from slack_backend.jobs.quota import QuotaGuard, QuotaVerdict
 from slack_backend.jobs.slack_limits import SlackCallLimiter, slack_call_limits
 from slack_backend.jobs.types import AIResponseJobData, AIResponseJobResult
 from slack_backend.jobs.voice import VoiceSource
+from slack_backend.jobs.while_calling import WhileCalling, then_begin_pending
 from slack_backend.queue import (
     Job,
     JobEvent,
@@ -136,28 +136,35 @@ class AIResponseProcessor:
         started = time.monotonic()
         data = parse_job_data(job)
         structlog.contextvars.bind_contextvars(workspace=data.workspace_id)
-        # Side by side: neither needs the other, and each is a database round trip before the model call. Both are
-        # awaited to their end (the audit row is written even when the read fails, before any failure is audited).
-        _, reads = await asyncio.gather(
-            self._audit_started(job, data), self._saved_and_quota(job.id, data.workspace_id), return_exceptions=True
-        )
-        if isinstance(reads, BaseException):
-            raise reads
-        saved, verdict = reads
+        # The audit's start row is written while the model call is in flight (jobs/while_calling.py), and before
+        # anything that finishes it: every way out of the job passes `written()` first, failures included.
+        audit = WhileCalling(lambda: self._audit_started(job, data))
+        try:
+            return await self._draft_and_deliver(job, data, audit, started)
+        finally:
+            await audit.written()
+
+    async def _draft_and_deliver(
+        self, job: Job, data: AIResponseJobData, audit: WhileCalling, started: float
+    ) -> dict[str, Any]:
+        saved, verdict = await self._saved_and_quota(job.id, data.workspace_id)
         # A draft delivered already needs no token: nothing is posted, so nothing is looked up or refreshed either.
         token = "" if saved is not None and saved.status == "delivered" else await self._token(data)
         if saved is not None:
             # A rerun: the model was paid for already. No progress note, no second call.
             job.cost_used = 0
+            await audit.written()
             return await self._deliver_saved(job, data, token, saved, started)
         if self._passive is not None and not data.trigger.direct:
             skip = await self._passive.skip_reason(data)
             if skip is not None:
+                await audit.written()
                 return await self._skip_passive(job, data, skip, started)
         if self._quota is not None:
             if verdict is None:
                 verdict = await self._quota.check(data.workspace_id)
             if not verdict.allowed:
+                await audit.written()
                 return await self._refuse_over_quota(job, data, token, verdict, started)
         await self._delivery.progress(data, token, "Drafting a reply...")
         conversation = await self._context_reader.read(data, token)
@@ -177,7 +184,9 @@ class AIResponseProcessor:
             trigger_user_id=data.trigger_user_id,
             voice=None if self._voice is None else await self._voice.voice_for(data),
         )
-        draft = await self._drafter.draft(request)
+        with audit.call():
+            draft = await self._drafter.draft(request)
+        await audit.written()
         job.cost_used = draft.input_tokens + draft.output_tokens
         await self._respect_provider_limits(draft)
         if draft.cut_short:
@@ -451,7 +460,7 @@ async def build_ai_worker(
         settings.anthropic_base_url,
         settings.ai_max_tokens,
         settings.ai_timeout_s,
-        before_call=rate_gate.acquire,
+        before_call=then_begin_pending(rate_gate.acquire),
     )
     cleanup.push_async_callback(drafter.aclose)
     if api_key is None:
