@@ -43,6 +43,26 @@ def test_card_stays_within_slacks_message_limits(text: str) -> None:
         assert "&lt;are&gt; in &amp; ready" in json.dumps(message.blocks), "draft text is escaped"
 
 
+@pytest.mark.parametrize(
+    "draft",
+    [
+        card.CardDraft(SUGGESTION, "Sure, Friday works."),
+        card.CardDraft(SUGGESTION, "Sure.", offline=True, revision=3, notes=("<https://x.example|Connect>",)),
+        card.CardDraft(SUGGESTION, "a *b* <c> & d", replies_to="x" * 500, cut_short=True, notes=("one", "two")),
+    ],
+)
+def test_every_card_block_is_what_slack_sdks_models_make_of_it(draft: card.CardDraft) -> None:
+    """The card's blocks are built as plain dicts: each one parses through slack_sdk's models (whose to_dict()
+    validates) back to itself, header, offline label, sections, notes and buttons alike."""
+    message = card.card_message(draft)
+    for block in message.blocks:
+        parsed = Block.parse(block)
+        assert parsed is not None
+        assert parsed.to_dict() == block
+    assert [b["type"] for b in message.blocks][-1] == "actions"
+    assert ("warning" in json.dumps(message.blocks[1])) is draft.offline
+
+
 def test_modals_hold_the_whole_draft_within_input_and_view_limits() -> None:
     """Edit splits a long draft across inputs of at most 3,000 chars and joins them back to the same words;
     Copy shows it as plain_text; each view passes slack_sdk's View validation (title, blocks, metadata)."""
