@@ -13,7 +13,10 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slack_backend.logging import REDACTED, configure_logging, get_logger, redact_secrets
+from slack_backend.ai.client import ClaudeDrafter
+from slack_backend.ai.types import DraftRequest
+from slack_backend.logging import CHATTY_HTTP_LOGGERS, REDACTED, configure_logging, get_logger, redact_secrets
+from tests.fakes.anthropic_server import FakeAnthropic
 
 SLACK_TOKEN = "xoxb-1234-5678-abcdEFGH"
 ANTHROPIC_KEY = "sk-ant-api03-abc_DEF-123"
@@ -199,3 +202,26 @@ def test_json_line_equals_the_redacted_rendering(event: dict[str, Any]) -> None:
     assert "xoxb-1-2" not in stream.getvalue()
     assert "sk-ant-a" not in stream.getvalue()
     assert "https://hooks.slack.com/x" not in stream.getvalue()
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+async def test_the_model_clients_per_request_line_shows_only_at_debug(level: str, shown: bool) -> None:
+    """A draft through the real SDK and the fake model: at INFO the HTTP library's "HTTP Request: POST ..." line
+    (one per draft, saying less than `job completed`) is not written; at DEBUG it is; its warnings always are."""
+    quiet = {name: logging.getLogger(name).level for name in CHATTY_HTTP_LOGGERS}
+    stream = io.StringIO()
+    try:
+        configure_logging(level, "json", stream=stream)
+        async with FakeAnthropic(api_key="sk-ant-test-logging") as claude:
+            drafter = ClaudeDrafter(api_key="sk-ant-test-logging", model="claude-test", base_url=claude.base_url)
+            try:
+                await drafter.draft(DraftRequest(trigger_text="Lunch on Friday?", context=(), requester_user_id="U1"))
+            finally:
+                await drafter.aclose()
+        logging.getLogger(CHATTY_HTTP_LOGGERS[-1]).warning("the HTTP library warns")
+    finally:
+        for name, old in quiet.items():
+            logging.getLogger(name).setLevel(old)
+    events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert any(event.startswith("HTTP Request: POST") for event in events) is shown
+    assert "the HTTP library warns" in events

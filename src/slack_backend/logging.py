@@ -110,6 +110,10 @@ def _redacting(formatter: ExceptionRenderer) -> ExceptionRenderer:
     return render
 
 
+# The HTTP clients under the Anthropic SDK (httpx, and the SDK's own copy of it).
+CHATTY_HTTP_LOGGERS = ("httpx", "httpx2")
+
+
 def configure_logging(level: str, fmt: str, *, stream: TextIO | None = None) -> None:
     """Send structlog and standard-library logs through one handler, as JSON lines or for a terminal.
 
@@ -188,6 +192,11 @@ def configure_logging(level: str, fmt: str, *, stream: TextIO | None = None) -> 
         old.close()
     root.addHandler(handler)
     root.setLevel(level_no)
+    # The model client's HTTP library logs every request at INFO ("HTTP Request: POST ... 200 OK"): a second line
+    # per draft that says less than `job completed`, written on the way from the model's answer to the user. Its
+    # warnings still show, and at DEBUG so does every request.
+    for name in CHATTY_HTTP_LOGGERS:
+        logging.getLogger(name).setLevel(level_no if level_no <= logging.DEBUG else max(level_no, logging.WARNING))
 
 
 def _orjson_text(obj: Any, default: Callable[[Any], Any] | None = None, **_: Any) -> str:
