@@ -10,10 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from slack_backend.ai import DraftRequest
+from slack_backend.ai import AIFailure, DraftRequest, TransientAIError
 from slack_backend.ai.offline import OfflineDrafter, make_drafter
 from slack_backend.queue import JobState, RateGate, RateLimit
 from slack_backend.web.metrics import Metrics
@@ -155,6 +156,69 @@ async def test_the_slot_is_taken_as_the_request_goes_out_and_by_the_stand_in(cla
     offline = OfflineDrafter(before_call=slot)
     await offline.draft(request)
     assert len(taken) == 3
+
+
+async def test_a_slot_wait_longer_than_the_timeout_is_not_a_timeout(claude: FakeAnthropic) -> None:
+    """A slot wait of 0.6 s under a 0.3 s client timeout still sends, on a new connection and on a pooled one."""
+
+    async def slow_slot() -> None:
+        await asyncio.sleep(0.6)
+
+    request = DraftRequest(trigger_text="hi", context=(), requester_user_id="U1")
+    drafter = make_drafter(API_KEY, "claude-test", claude.base_url, 64, timeout_s=0.3, before_call=slow_slot)
+    try:
+        await drafter.draft(request)
+        await drafter.draft(request)
+    finally:
+        await drafter.aclose()
+    assert len(claude.message_requests) == 2
+
+
+async def test_a_failed_or_cancelled_slot_sends_nothing_and_leaves_no_connection_open(claude: FakeAnthropic) -> None:
+    """A slot that raises is a transient connection error and one cancelled cancels the call; the API gets
+    neither, the next call goes out, and once the drafter is closed no connection to the API is left open."""
+    fail = True
+
+    async def slot() -> None:
+        if fail:
+            raise RuntimeError("the gate's Redis is down")
+
+    request = DraftRequest(trigger_text="hi", context=(), requester_user_id="U1")
+    drafter = make_drafter(API_KEY, "claude-test", claude.base_url, 64, before_call=slot)
+    try:
+        with pytest.raises(TransientAIError) as caught:
+            await drafter.draft(request)  # a new connection
+        assert caught.value.failure is AIFailure.CONNECTION
+        fail = False
+        await drafter.draft(request)
+        fail = True
+        with pytest.raises(TransientAIError):
+            await drafter.draft(request)  # a pooled connection
+        fail = False
+        waiting = asyncio.Event()
+
+        async def endless_slot() -> None:
+            waiting.set()
+            await asyncio.sleep(3600)
+
+        stuck = make_drafter(API_KEY, "claude-test", claude.base_url, 64, before_call=endless_slot)
+        try:
+            call = asyncio.create_task(stuck.draft(request))
+            await waiting.wait()
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        finally:
+            await stuck.aclose()
+        await drafter.draft(request)
+    finally:
+        await drafter.aclose()
+    assert len(claude.message_requests) == 2
+
+    async def all_closed() -> bool:
+        return claude.open_connections() == 0
+
+    await wait_until(all_closed, timeout_s=5)
 
 
 async def test_call_gate_waits_are_metrics(redis_client: Redis, prefix: str) -> None:

@@ -169,6 +169,11 @@ class FakeAnthropic:
         """The recorded `POST /v1/messages` requests, oldest first."""
         return [request for request in self.requests if request.path == MESSAGES_PATH]
 
+    def open_connections(self) -> int:
+        """How many client connections the fake holds open now (0 once stopped)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
+
     def script(self, *behaviours: Behaviour, path: str = MESSAGES_PATH) -> None:
         """Queue behaviours for the next requests to `path`, one each, in order."""
         self._scripts.setdefault(path, deque()).extend(behaviours)
