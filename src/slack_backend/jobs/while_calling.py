@@ -38,13 +38,13 @@ class WhileCalling:
 
     def __init__(self, write: Callable[[], Awaitable[None]]) -> None:
         self._write = write
+        self._begun: asyncio.Handle | None = None
         self._task: asyncio.Future[None] | None = None
         self._written = False
 
     @contextmanager
     def call(self) -> Iterator[None]:
-        """Around the model call: the write begins as its request goes out (as a task: the request is written to
-        the socket before the loop runs it)."""
+        """Around the model call: the write begins once its request is on its way."""
         reset = _ON_SLOT.set(self._begin)
         try:
             yield
@@ -52,6 +52,13 @@ class WhileCalling:
             _ON_SLOT.reset(reset)
 
     def _begin(self) -> None:
+        # One loop turn later, not now: on Python 3.11 aiohttp writes the request (headers and body together) in a
+        # task it makes just after the slot is taken, and a task made here would run first, holding the request
+        # back by the whole write (measured: slot to the model's receipt 0.56 ms before, 0.97 ms with it).
+        if self._begun is None and not self._written:
+            self._begun = asyncio.get_running_loop().call_soon(self._start)
+
+    def _start(self) -> None:
         if self._task is None and not self._written:
             self._task = asyncio.ensure_future(self._write())
 
@@ -60,6 +67,8 @@ class WhileCalling:
         if self._written:
             return
         self._written = True
+        if self._begun is not None:
+            self._begun.cancel()
         if self._task is None:
             await self._write()
         else:
