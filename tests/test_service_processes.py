@@ -208,6 +208,9 @@ async def test_worker_processes_drain_every_child_on_sigterm_and_exit_0(
         "worker", "--processes", "2", "--concurrency", "1", env=service_env(WORKER_METRICS_PORT=str(metrics_port))
     )
     await service.wait_log('"service started"', timeout_s=START_S, count=2)
+    started = [json.loads(line) for line in service.log_text().splitlines() if '"service started"' in line]
+    # Each child froze its start-up heap (app.freeze_startup_heap): full collections no longer scan it.
+    assert all(line["frozen_objects"] > 100_000 for line in started), started
     jobs = [await queue_mention(queue, n) for n in (1, 2)]
     await model_calls(claude, 2)  # one job per child: each has concurrency 1
     async with httpx.AsyncClient(timeout=5) as http:

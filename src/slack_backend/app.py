@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import subprocess
@@ -102,7 +103,8 @@ async def run_service(
             except OSError as exc:
                 # Jobs matter more than their metrics: a taken port must not stop (or crash-loop) the worker.
                 log.error("worker metrics port unavailable", port=settings.worker_metrics_port, error=str(exc))
-        log.info("service started", web=web, worker=worker, port=settings.port if web else None)
+        frozen = freeze_startup_heap()
+        log.info("service started", web=web, worker=worker, port=settings.port if web else None, frozen_objects=frozen)
         stopper = asyncio.create_task(signals.requested.wait())
         await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
@@ -116,6 +118,20 @@ async def run_service(
         await redis.aclose()
         signals.remove()
         log.info("service stopped")
+
+
+def freeze_startup_heap() -> int:
+    """Move every object alive now (the libraries, settings, compiled statements) out of the cyclic garbage
+    collector's reach; returns how many objects are frozen.
+
+    A full (oldest-generation) collection scans every tracked object: about a million once the web app, Bolt, the
+    Anthropic SDK and SQLAlchemy are loaded, a 90-100 ms pause of the event loop here, which fell on whichever
+    requests were in flight (bench.overhead: max 100-120 ms against a p50 of 9 ms). What is built at start-up
+    lives as long as the process, so scanning it finds nothing to free.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 async def _migrate(settings: Settings) -> None:
