@@ -8,7 +8,7 @@ commands go in open loop at 5 a second; the fake model answers each after a fixe
 
 "Request sent" is the moment the client starts writing the request to the socket (httpx's trace), not before the
 client built it; "the model's own time" is from the fake model's receipt of the request to its answer being ready,
-as its clock saw it: the fixed delay plus the few tenths of a millisecond the fake's timer wakes late, which are the
+as its clock saw it: the fixed delay plus however late the fake's timer woke (0.6-0.9 ms here), which is the
 model's, not ours. Where that time went, from timestamps on one machine: the client's send, the job record's
 `created_ms` and `processed_ms` (Redis's clock, when the job entered the queue and when a worker started it), the
 fake model's receive and answer clocks, and the fake response_url's receive clock. Also the service process's CPU
@@ -412,7 +412,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
         left.bar(x, values, bottom=bottom, width=1.0, label=name)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     left.set_xlabel("requests, sorted by overhead")
-    left.set_ylabel("ms (the model's fixed delay left out)")
+    left.set_ylabel("ms (the model's own time left out)")
     left.set_title(f"Our overhead on a draft at {result['rate']:g} requests/s")
     left.legend(loc="upper left")
     base = 0.0
