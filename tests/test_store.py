@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_backend.store import (
     AuditLog,
+    PreferenceStore,
     QuotaStore,
     SuggestionStore,
     TokenCipher,
@@ -396,28 +397,35 @@ async def assert_quota_as_read(
     assert tokens_used == await AuditLog(engine).tokens_used(workspace_id, since)
 
 
-async def test_draft_start_read_answers_as_the_three_reads_it_replaces(engine: AsyncEngine) -> None:
-    """get_with_quota_use gives what get, daily_tokens and tokens_used give, in one statement, with or without a
-    saved draft, an override or use."""
+async def test_draft_start_read_answers_as_the_four_reads_it_replaces(engine: AsyncEngine) -> None:
+    """get_with_quota_use gives what get, daily_tokens, tokens_used and the requester's preferences give, in one
+    statement, with or without a saved draft, an override, use or saved preferences (another user's, or the same
+    user's in another workspace, are not theirs)."""
     clock = FakeClock()
     audit, quotas = AuditLog(engine, clock=clock), QuotaStore(engine)
-    suggestions = SuggestionStore(engine, clock=clock)
+    suggestions, preferences = SuggestionStore(engine, clock=clock), PreferenceStore(engine)
 
-    async def check(job_id: str, workspace_id: str, since: datetime) -> None:
+    async def check(job_id: str, workspace_id: str, since: datetime, user_id: str = "U0001") -> None:
         with executed(engine) as statements:
-            start = await suggestions.get_with_quota_use(job_id, workspace_id, since=since)
+            start = await suggestions.get_with_quota_use(job_id, workspace_id, since=since, user_id=user_id)
         assert len(statements) == 1
         assert start.saved == await suggestions.get(job_id)
+        assert start.preferences == await preferences.get(workspace_id, user_id)
         await assert_quota_as_read(engine, start.daily_tokens, start.tokens_used, workspace_id, since)
 
     await check("job-1", "T0001", T0)
     await seed_use_and_a_draft(audit, suggestions, clock, ["job-1", "job-2", "job-3"])
     await quotas.set_daily_tokens("T0002", 5_000)
+    await preferences.update("T0001", "U0001", tone="friendly", signature="-- Ana", time_zone="Europe/Amsterdam")
+    await preferences.update("T0002", "U0002", language="German", learn_from_messages=True)
     for job_id, workspace_id in (("job-1", "T0001"), ("job-2", "T0001"), ("job-9", "T0002"), ("job-1", "T0003")):
-        await check(job_id, workspace_id, T0)
-        await check(job_id, workspace_id, T0 + timedelta(milliseconds=1_500))
-    start = await suggestions.get_with_quota_use("job-1", "T0001", since=T0)
+        for user_id in ("U0001", "U0002"):
+            await check(job_id, workspace_id, T0, user_id)
+            await check(job_id, workspace_id, T0 + timedelta(milliseconds=1_500), user_id)
+    start = await suggestions.get_with_quota_use("job-1", "T0001", since=T0, user_id="U0001")
     assert (start.saved is not None, start.daily_tokens, start.tokens_used) == (True, None, 152)
+    assert (start.preferences.tone, start.preferences.signature) == ("friendly", "-- Ana")
+    assert start.preferences != await preferences.get("T0002", "U0001"), "saved in T0001 only"
 
 
 async def test_the_quota_read_is_answered_from_the_index_on_sqlite(tmp_path: Path) -> None:
@@ -426,7 +434,7 @@ async def test_the_quota_read_is_answered_from_the_index_on_sqlite(tmp_path: Pat
     async with empty_database("sqlite", tmp_path) as sqlite_engine:
         await create_tables(sqlite_engine)
         with executed(sqlite_engine) as sent:
-            await SuggestionStore(sqlite_engine).get_with_quota_use("job-1", "T0001", since=T0)
+            await SuggestionStore(sqlite_engine).get_with_quota_use("job-1", "T0001", since=T0, user_id="U0001")
         [(statement, parameters)] = sent
         async with sqlite_engine.connect() as conn:
             raw = await conn.get_raw_connection()

@@ -10,7 +10,7 @@ from slack_backend.jobs.types import AIResponseJobData
 from slack_backend.logging import get_logger
 from slack_backend.slack import TokenSource
 from slack_backend.slack.style import read_own_messages
-from slack_backend.store import PreferenceStore, StyleExampleStore
+from slack_backend.store import Preferences, PreferenceStore, StyleExampleStore
 
 log = get_logger(__name__)
 
@@ -35,9 +35,12 @@ class VoiceSource:
         self._tokens = tokens
         self._slack_api_url = slack_api_url
 
-    async def voice_for(self, data: AIResponseJobData) -> Voice:
-        """The requester's Voice; never raises for a missing setting or an unreadable history."""
-        prefs = await self._preferences.get(data.workspace_id, data.user_id)
+    async def voice_for(self, data: AIResponseJobData, preferences: Preferences | None = None) -> Voice:
+        """The requester's Voice; never raises for a missing setting or an unreadable history.
+
+        `preferences`: the requester's, when the job read them already (a draft's start read); else read here.
+        """
+        prefs = preferences if preferences is not None else await self._preferences.get(data.workspace_id, data.user_id)
         examples: tuple[str, ...] = ()
         if prefs.learn_from_messages:
             if await self._examples.count(data.workspace_id, data.user_id) < MAX_STYLE_EXAMPLES:

@@ -51,6 +51,7 @@ from slack_backend.slack.response_urls import is_loopback_url
 from slack_backend.slack.tokens import InstallationStoreTokenSource, token_cipher, token_rotator
 from slack_backend.store import (
     AuditLog,
+    Preferences,
     PreferenceStore,
     QuotaStore,
     StyleExampleStore,
@@ -147,7 +148,7 @@ class AIResponseProcessor:
     async def _draft_and_deliver(
         self, job: Job, data: AIResponseJobData, audit: WhileCalling, started: float
     ) -> dict[str, Any]:
-        saved, verdict = await self._saved_and_quota(job.id, data.workspace_id)
+        saved, verdict, preferences = await self._start_read(job.id, data)
         # A draft delivered already needs no token: nothing is posted, so nothing is looked up or refreshed either.
         token = "" if saved is not None and saved.status == "delivered" else await self._token(data)
         if saved is not None:
@@ -182,7 +183,7 @@ class AIResponseProcessor:
             names=conversation.names,
             now=local_now(self._clock(), conversation.tz),
             trigger_user_id=data.trigger_user_id,
-            voice=None if self._voice is None else await self._voice.voice_for(data),
+            voice=None if self._voice is None else await self._voice.voice_for(data, preferences),
         )
         with audit.call():
             draft = await self._drafter.draft(request)
@@ -205,16 +206,21 @@ class AIResponseProcessor:
             saved = await self._suggestions.save(job.id, **_draft_fields(data, draft, draft.text))
         return await self._deliver_saved(job, data, token, saved, started, notes=notes)
 
-    async def _saved_and_quota(self, job_id: str, workspace_id: str) -> tuple[Suggestion | None, QuotaVerdict | None]:
-        """The saved draft of this job and, with a quota, the workspace's verdict: one read when both are kept
-        (they share the database, see build_ai_worker). The verdict is used only if no draft was saved."""
+    async def _start_read(
+        self, job_id: str, data: AIResponseJobData
+    ) -> tuple[Suggestion | None, QuotaVerdict | None, Preferences | None]:
+        """The saved draft of this job and, with a quota, the workspace's verdict and the requester's preferences:
+        one read when all are kept (they share the database, see build_ai_worker). The verdict is used only if no
+        draft was saved; preferences None: the voice reads them itself."""
         if self._suggestions is None:
-            return None, None
+            return None, None, None
         if self._quota is None:
-            return await self._suggestions.get(job_id), None
+            return await self._suggestions.get(job_id), None, None
         now, day_start = self._quota.today()
-        start = await self._suggestions.get_with_quota_use(job_id, workspace_id, since=day_start)
-        return start.saved, self._quota.judge(start.daily_tokens, start.tokens_used, now)
+        start = await self._suggestions.get_with_quota_use(
+            job_id, data.workspace_id, since=day_start, user_id=data.user_id
+        )
+        return start.saved, self._quota.judge(start.daily_tokens, start.tokens_used, now), start.preferences
 
     async def _deliver_saved(
         self,

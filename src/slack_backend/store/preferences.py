@@ -117,6 +117,14 @@ def validate_preferences(prefs: Preferences) -> Preferences:
 _FIELDS = tuple(f.name for f in fields(Preferences))
 
 
+def preferences_from(values: Any, prefix: str = "") -> Preferences:
+    """The Preferences of a selected row's columns named `prefix` + field (the defaults when the row is missing:
+    an outer join's nulls, or no row at all)."""
+    if values is None or values[f"{prefix}user_id"] is None:
+        return Preferences()
+    return Preferences(**{name: values[f"{prefix}{name}"] for name in _FIELDS})
+
+
 class PreferenceStore:
     """Reads and saves preferences by (workspace, user).
 
@@ -134,9 +142,7 @@ class PreferenceStore:
         async with self._engine.connect() as conn:
             result = await conn.execute(_GET, {"b_workspace_id": workspace_id, "b_user_id": user_id})
             row = result.one_or_none()
-        if row is None:
-            return Preferences()
-        return Preferences(**{name: row._mapping[name] for name in _FIELDS})
+        return preferences_from(None if row is None else row._mapping)
 
     async def update(self, workspace_id: str, user_id: str, **changes: Any) -> Preferences:
         """Change some fields (None clears one) and save; returns the saved preferences.

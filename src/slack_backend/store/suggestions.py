@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
     false,
     func,
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_backend.store.audit import audit_table
 from slack_backend.store.db import UTCDateTime, dialect_insert, metadata, utc_now
+from slack_backend.store.preferences import Preferences, preferences_from, user_preferences_table
 from slack_backend.store.quotas import workspace_quota_table
 
 SuggestionStatus = Literal["saved", "delivered"]
@@ -156,11 +158,13 @@ class Revision:
 @dataclass(frozen=True, slots=True)
 class DraftStart:
     """What a draft job reads before it may call the model: its saved draft (a rerun delivers that instead), the
-    workspace's daily token quota override (None: the default applies) and its tokens used since a moment."""
+    workspace's daily token quota override (None: the default applies), its tokens used since a moment, and the
+    requester's preferences (the defaults when they saved none)."""
 
     saved: Suggestion | None
     daily_tokens: int | None
     tokens_used: int
+    preferences: Preferences
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +183,7 @@ SendClaim = Literal["claimed", "sent", "gone", "not_owner"]
 # A one-row table: a start read outer-joins what may be missing to it, so it always answers one row.
 _ONE = select(literal(1).label("one")).subquery()
 _REVISION_LABEL = "revision_row_"
+_PREFERENCES_LABEL = "preferences_row_"
 
 
 def _quota_use_columns() -> tuple[Any, Any]:
@@ -203,8 +208,18 @@ def _quota_use(row: Row[Any]) -> tuple[int | None, int]:
 
 # The start reads, built once (bound parameters: job_id, suggestion_id, workspace_id, since): building and keying a
 # statement of this size cost about as much as running it on SQLite (docs/performance.md, round 6).
-_DRAFT_START = select(suggestions_table, *_quota_use_columns()).select_from(
-    _ONE.outerjoin(suggestions_table, suggestions_table.c.id == bindparam("job_id"))
+_DRAFT_START = select(
+    suggestions_table,
+    *_quota_use_columns(),
+    *(column.label(f"{_PREFERENCES_LABEL}{column.name}") for column in user_preferences_table.c),
+).select_from(
+    _ONE.outerjoin(suggestions_table, suggestions_table.c.id == bindparam("job_id")).outerjoin(
+        user_preferences_table,
+        and_(
+            user_preferences_table.c.workspace_id == bindparam("workspace_id"),
+            user_preferences_table.c.user_id == bindparam("user_id"),
+        ),
+    )
 )
 _CARD_START = select(
     suggestions_table,
@@ -283,13 +298,15 @@ class SuggestionStore:
             row = (await conn.execute(_GET, {"b_id": job_id})).one_or_none()
         return None if row is None else Suggestion.from_row(row)
 
-    async def get_with_quota_use(self, job_id: str, workspace_id: str, *, since: datetime) -> DraftStart:
-        """`get(job_id)`, `QuotaStore.daily_tokens` and `AuditLog.tokens_used(workspace_id, since)` as one SELECT.
+    async def get_with_quota_use(self, job_id: str, workspace_id: str, *, since: datetime, user_id: str) -> DraftStart:
+        """`get(job_id)`, `QuotaStore.daily_tokens`, `AuditLog.tokens_used(workspace_id, since)` and
+        `PreferenceStore.get(workspace_id, user_id)` as one SELECT.
 
-        The three reads a draft job makes before its model call, answered together: one statement, one round trip
-        instead of three. The quota stays exact: the use is summed from the audit now.
+        The four reads a draft job makes before its model call, answered together: one statement, one round trip
+        instead of four. The quota stays exact (the use is summed from the audit now), and the preferences are
+        those saved now.
         """
-        params = {"job_id": job_id, "workspace_id": workspace_id, "since": since}
+        params = {"job_id": job_id, "workspace_id": workspace_id, "since": since, "user_id": user_id}
         async with self._engine.connect() as conn:
             row = (await conn.execute(_DRAFT_START, params)).one()
         daily_tokens, tokens_used = _quota_use(row)
@@ -297,6 +314,7 @@ class SuggestionStore:
             saved=None if row._mapping["id"] is None else Suggestion.from_row(row),
             daily_tokens=daily_tokens,
             tokens_used=tokens_used,
+            preferences=preferences_from(row._mapping, _PREFERENCES_LABEL),
         )
 
     async def card_start(self, suggestion_id: str, job_id: str, workspace_id: str, *, since: datetime) -> CardStart:
