@@ -398,7 +398,7 @@ async def assert_quota_as_read(
 
 
 async def test_draft_start_read_answers_as_the_four_reads_it_replaces(engine: AsyncEngine) -> None:
-    """get_with_quota_use gives what get, daily_tokens, tokens_used and the requester's preferences give, in one
+    """draft_start gives what get, daily_tokens, tokens_used and the requester's preferences give, in one
     statement, with or without a saved draft, an override, use or saved preferences (another user's, or the same
     user's in another workspace, are not theirs)."""
     clock = FakeClock()
@@ -407,7 +407,7 @@ async def test_draft_start_read_answers_as_the_four_reads_it_replaces(engine: As
 
     async def check(job_id: str, workspace_id: str, since: datetime, user_id: str = "U0001") -> None:
         with executed(engine) as statements:
-            start = await suggestions.get_with_quota_use(job_id, workspace_id, since=since, user_id=user_id)
+            start = await suggestions.draft_start(job_id, workspace_id, since=since, user_id=user_id)
         assert len(statements) == 1
         assert start.saved == await suggestions.get(job_id)
         assert start.preferences == await preferences.get(workspace_id, user_id)
@@ -422,7 +422,7 @@ async def test_draft_start_read_answers_as_the_four_reads_it_replaces(engine: As
         for user_id in ("U0001", "U0002"):
             await check(job_id, workspace_id, T0, user_id)
             await check(job_id, workspace_id, T0 + timedelta(milliseconds=1_500), user_id)
-    start = await suggestions.get_with_quota_use("job-1", "T0001", since=T0, user_id="U0001")
+    start = await suggestions.draft_start("job-1", "T0001", since=T0, user_id="U0001")
     assert (start.saved is not None, start.daily_tokens, start.tokens_used) == (True, None, 152)
     assert (start.preferences.tone, start.preferences.signature) == ("friendly", "-- Ana")
     assert start.preferences != await preferences.get("T0002", "U0001"), "saved in T0001 only"
@@ -434,7 +434,7 @@ async def test_the_quota_read_is_answered_from_the_index_on_sqlite(tmp_path: Pat
     async with empty_database("sqlite", tmp_path) as sqlite_engine:
         await create_tables(sqlite_engine)
         with executed(sqlite_engine) as sent:
-            await SuggestionStore(sqlite_engine).get_with_quota_use("job-1", "T0001", since=T0, user_id="U0001")
+            await SuggestionStore(sqlite_engine).draft_start("job-1", "T0001", since=T0, user_id="U0001")
         [(statement, parameters)] = sent
         async with sqlite_engine.connect() as conn:
             raw = await conn.get_raw_connection()

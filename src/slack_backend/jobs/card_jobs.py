@@ -186,7 +186,7 @@ class CardJobProcessor:
         # start row is written while the model call is in flight, and before anything finishes it (as a draft's).
         audit = WhileCalling(lambda: self._p._audit_started(job, source))
         try:
-            return await self._revise_and_replace(job, data, start, suggestion, audit, now, started)
+            return await self._revise_and_replace(job, data, start, suggestion, source, audit, now, started)
         finally:
             await audit.written()
 
@@ -196,13 +196,13 @@ class CardJobProcessor:
         data: CardJobData,
         start: CardStart,
         suggestion: Suggestion,
+        source: AIResponseJobData,
         audit: WhileCalling,
         now: datetime,
         started: float,
     ) -> dict[str, Any]:
         """From the start read on: the revision (saved, or drafted now under the quota), then the card replaced."""
         quota = self._p._quota
-        source = _source(suggestion, data)
         token = await self._p._token(source)
         recipient = _recipient(data, suggestion)
         done = start.revision

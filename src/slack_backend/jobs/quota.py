@@ -64,7 +64,7 @@ class QuotaGuard:
     def judge(self, daily_tokens: int | None, used: int, now: datetime) -> QuotaVerdict:
         """The verdict for a workspace whose override is `daily_tokens` (None: the default) that used `used`
         tokens today, read at `now` (for a caller that read both in one statement:
-        `SuggestionStore.get_with_quota_use`)."""
+        `SuggestionStore.draft_start`)."""
         quota = self._default if daily_tokens is None else daily_tokens
         resets_at = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
         if quota <= 0:

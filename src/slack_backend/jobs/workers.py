@@ -217,9 +217,7 @@ class AIResponseProcessor:
         if self._quota is None:
             return await self._suggestions.get(job_id), None, None
         now, day_start = self._quota.today()
-        start = await self._suggestions.get_with_quota_use(
-            job_id, data.workspace_id, since=day_start, user_id=data.user_id
-        )
+        start = await self._suggestions.draft_start(job_id, data.workspace_id, since=day_start, user_id=data.user_id)
         return start.saved, self._quota.judge(start.daily_tokens, start.tokens_used, now), start.preferences
 
     async def _deliver_saved(

@@ -262,12 +262,10 @@ def _buttons_for(suggestion_id: str) -> BlockDict:
 
 @functools.cache
 def _buttons_template() -> BlockDict:
-    return _buttons("").to_dict()
+    """The six buttons as slack_sdk builds and validates them, with an empty value for `_buttons_for` to fill."""
 
-
-def _buttons(suggestion_id: str) -> ActionsBlock:
     def button(label: str, action_id: str, style: str | None = None) -> ButtonElement:
-        return ButtonElement(text=label, action_id=action_id, value=suggestion_id, style=style)
+        return ButtonElement(text=label, action_id=action_id, value="", style=style)
 
     return ActionsBlock(
         block_id="card_actions",
@@ -279,7 +277,7 @@ def _buttons(suggestion_id: str) -> ActionsBlock:
             button("Copy", COPY),
             button("Dismiss", DISMISS),
         ],
-    )
+    ).to_dict()
 
 
 def _view(

@@ -40,7 +40,7 @@ user_preferences_table = Table(
     CheckConstraint("quiet_end_hour IS NULL OR (quiet_end_hour >= 0 AND quiet_end_hour < 24)", name="end"),
 )
 
-# A draft reads its user's preferences on its way to the model: the statement is built once (see store/audit.py).
+# Built once (see store/audit.py). A draft reads these in its start read instead (SuggestionStore.draft_start).
 _GET = select(user_preferences_table).where(
     user_preferences_table.c.workspace_id == bindparam("b_workspace_id"),
     user_preferences_table.c.user_id == bindparam("b_user_id"),

@@ -206,8 +206,8 @@ def _quota_use(row: Row[Any]) -> tuple[int | None, int]:
     return None if daily_tokens is None else int(daily_tokens), int(values["quota_tokens_used"] or 0)
 
 
-# The start reads, built once (bound parameters: job_id, suggestion_id, workspace_id, since): building and keying a
-# statement of this size cost about as much as running it on SQLite (docs/performance.md, round 6).
+# The start reads, built once (bound parameters: job_id, suggestion_id, workspace_id, since, user_id): building and
+# keying a statement of this size cost about as much as running it on SQLite (docs/performance.md, round 6).
 _DRAFT_START = select(
     suggestions_table,
     *_quota_use_columns(),
@@ -298,7 +298,7 @@ class SuggestionStore:
             row = (await conn.execute(_GET, {"b_id": job_id})).one_or_none()
         return None if row is None else Suggestion.from_row(row)
 
-    async def get_with_quota_use(self, job_id: str, workspace_id: str, *, since: datetime, user_id: str) -> DraftStart:
+    async def draft_start(self, job_id: str, workspace_id: str, *, since: datetime, user_id: str) -> DraftStart:
         """`get(job_id)`, `QuotaStore.daily_tokens`, `AuditLog.tokens_used(workspace_id, since)` and
         `PreferenceStore.get(workspace_id, user_id)` as one SELECT.
 
