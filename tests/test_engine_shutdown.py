@@ -9,10 +9,17 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from slack_backend.queue import BulkJob, JobState
+from slack_backend.queue import BulkJob, JobState, Queue
 from slack_backend.queue.runner import EXIT_ON_SECOND_SIGNAL
 from tests.support.engine import QueueFactory, wait_until
 from tests.support.procs import recorded_runs, spawn_worker
+
+
+async def in_processor(client: Redis, queue: Queue, count: int) -> bool:
+    """Whether `count` jobs are inside the worker's processor: each run sets its marker key on entry
+    (tests/support/worker_proc.py). Redis's ACTIVE count is not enough: a job is active once fetched, before the
+    worker has read the reply, and a fetch read after the signal is handed straight back (by design), not run."""
+    return len(await client.keys(f"{queue.keys.tag}:test:marker:*")) == count
 
 
 async def test_sigterm_finishes_in_flight_jobs_and_starts_nothing_new(
@@ -24,10 +31,7 @@ async def test_sigterm_finishes_in_flight_jobs_and_starts_nothing_new(
     cfg = {"url": redis_url, "prefix": prefix, "concurrency": 5, "shutdown_timeout_s": 10}
     proc = spawn_worker(cfg, tmp_path / "w.log")
 
-    async def five_active() -> bool:
-        return (await queue.counts())[JobState.ACTIVE] == 5
-
-    await wait_until(five_active, timeout_s=15)
+    await wait_until(lambda: in_processor(redis_client, queue, 5), timeout_s=15)
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 15) == 0
     counts = await queue.counts()
@@ -38,7 +42,7 @@ async def test_sigterm_finishes_in_flight_jobs_and_starts_nothing_new(
 
 
 async def test_sigterm_releases_jobs_longer_than_the_timeout_at_once(
-    make_queue: QueueFactory, redis_url: str, prefix: str, tmp_path: Path
+    make_queue: QueueFactory, redis_url: str, prefix: str, redis_client: Redis, tmp_path: Path
 ) -> None:
     """Jobs longer than the shutdown timeout go back to waiting at the timeout, attempts unchanged; exit 0."""
     queue = make_queue()
@@ -46,10 +50,7 @@ async def test_sigterm_releases_jobs_longer_than_the_timeout_at_once(
     cfg = {"url": redis_url, "prefix": prefix, "concurrency": 5, "shutdown_timeout_s": 0.5}
     proc = spawn_worker(cfg, tmp_path / "w.log")
 
-    async def five_active() -> bool:
-        return (await queue.counts())[JobState.ACTIVE] == 5
-
-    await wait_until(five_active, timeout_s=15)
+    await wait_until(lambda: in_processor(redis_client, queue, 5), timeout_s=15)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 15) == 0
