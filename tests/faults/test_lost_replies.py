@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from slack_backend.queue import Job, JobEvent, JobState, Queue, RedisTarget, RetryAfter, Worker, create_redis
+from slack_backend.queue import Job, JobEvent, JobState, KeepJobs, Queue, RedisTarget, RetryAfter, Worker, create_redis
 from slack_backend.queue._scripts import SCRIPT_NAMES, script_source
 from tests.support.engine import job_in_state, running, wait_until
 from tests.support.fault_proxy import Command, FaultProxy, evalsha_of
@@ -169,6 +169,47 @@ async def test_a_lost_fetch_reply_leases_no_job_that_nobody_runs(proxy: FaultPro
     assert sorted(starts) == [f"j{i}" for i in range(6)]
     jobs = await queue.get_jobs(JobState.COMPLETED)
     assert [(j.starts, j.stalls) for j in jobs] == [(1, 0)] * 6
+
+
+async def test_a_lost_reply_on_the_second_lane_starts_its_jobs_once(proxy: FaultProxy, queue: Queue) -> None:
+    """The reply of a `complete` that also fetched on lane 1 is lost: the re-send gets lane 1's jobs back even
+    though lane 0 fetched meanwhile, so every job starts once and none is left leased to nobody."""
+    complete = evalsha_of(sha("complete"))
+
+    def lane_1_fetch(command: Command) -> bool:
+        # ARGV[7] of complete is the fetch's request id; lane 1's begins "1:".
+        return complete(command) and command[3 + int(command[2]) + 6].startswith(b"1:")
+
+    proxy.lose_reply(lane_1_fetch)
+    for i in range(200):
+        await queue.add("x", {}, job_id=f"j{i}")
+    starts: list[str] = []
+
+    async def process(job: Job) -> None:
+        starts.append(job.id)
+
+    # Every completed job kept: the other lane goes on completing while the lost call is re-sent, and a job trimmed
+    # by retention before its re-sent completion lands is answered "not found" (docs/reliability.md, section 7).
+    worker = Worker(
+        queue, process, concurrency=4, lease_ms=500, stalled_interval_ms=100, keep_completed=KeepJobs(count=None)
+    )
+    seen = Recorder(worker)
+    async with running(worker):
+        await wait_until(lambda: _count_is(starts, 200))
+        await wait_until(lambda: _all_done(queue))
+        await asyncio.sleep(1.0)
+    assert len(proxy.lost) == 1
+    assert sorted(starts) == sorted(f"j{i}" for i in range(200))
+    assert (seen.count("completed"), seen.count("error"), seen.count("stalled")) == (200, 0, 0)
+
+
+async def _count_is(seen: list[str], n: int) -> bool:
+    return len(seen) == n
+
+
+async def _all_done(queue: Queue) -> bool:
+    counts = await queue.counts()
+    return counts[JobState.ACTIVE] == counts[JobState.WAITING] == 0
 
 
 async def _all_completed(queue: Queue, n: int) -> bool:

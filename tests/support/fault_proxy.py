@@ -3,7 +3,8 @@
 It can lose the reply of a chosen command (the server runs it; the client sees its connection reset and sends it
 again), delay every chunk, reset every connection, or blackhole them (bytes dropped both ways, sockets left open:
 no RST, no FIN, as a partition looks to both ends). It reads the clients' commands (RESP arrays) to know which
-one to lose; replies are passed through unread.
+one to lose; replies are passed through unread. It can also count the chosen commands sent and not yet answered,
+over all connections: how many a client really has in flight at once.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class _Link:
     client: asyncio.StreamWriter
     server: asyncio.StreamWriter
     losing: bool = False
+    # Counted commands sent on this link whose reply has not begun to come back.
+    awaiting: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -81,6 +84,9 @@ class FaultProxy:
         self.lost: list[Command] = []
         self.seen: list[Command] = []
         self._rules: list[_Rule] = []
+        self._counted: Predicate | None = None
+        self._in_flight = 0
+        self.max_in_flight = 0
         self._links: set[_Link] = set()
         self._handlers: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -89,6 +95,13 @@ class FaultProxy:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    async def __aenter__(self) -> FaultProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -106,6 +119,11 @@ class FaultProxy:
     def lose_reply(self, matches: Predicate, times: int = 1) -> None:
         """The next `times` commands that match run on the server, but their replies never reach the client."""
         self._rules.append(_Rule(matches, times))
+
+    def count_in_flight(self, matches: Predicate) -> None:
+        """From now on, keep in `max_in_flight` the most matching commands awaiting their replies at once. A
+        connection carries one command at a time here (redis-py's), so its next reply chunk answers it."""
+        self._counted = matches
 
     def blackhole(self) -> None:
         """Drop every byte both ways from now on, leaving the sockets open (new connections hang too)."""
@@ -149,6 +167,11 @@ class FaultProxy:
             self.seen.extend(commands)
             if any(self._take_rule(c) for c in commands):
                 link.losing = True
+            if self._counted is not None:
+                sent = sum(1 for c in commands if self._counted(c))
+                link.awaiting += sent
+                self._in_flight += sent
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             link.server.write(chunk)
@@ -162,10 +185,15 @@ class FaultProxy:
                 # The server has run the command: let it finish what was pipelined with it, then cut the client off.
                 await asyncio.sleep(0.05)
                 return
+            self._answered(link)
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             link.client.write(chunk)
             await link.client.drain()
+
+    def _answered(self, link: _Link) -> None:
+        self._in_flight -= link.awaiting
+        link.awaiting = 0
 
     def _take_rule(self, command: Command) -> bool:
         for rule in self._rules:
@@ -179,6 +207,7 @@ class FaultProxy:
         if link not in self._links:
             return
         self._links.discard(link)
+        self._answered(link)
         for task in link.tasks:
             if task is not asyncio.current_task():
                 task.cancel()

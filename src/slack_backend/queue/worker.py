@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -57,6 +58,9 @@ BLOCKING_SLACK_S = 1.0
 DEFAULT_MAX_RETRY_AFTER_MS = 15 * 60 * 1000
 # Completions that land together go to Redis in one script call, up to this many.
 ACK_BATCH = 100
+# Finishing calls in flight at once. With two, Redis runs one batch while this process runs the other's jobs;
+# each call also starts the next jobs on its own fetch lane (see _FetchLane).
+ACK_LANES = 2
 # A finishing call's outcome when Redis stayed away for the whole lease (the job will be recovered).
 GAVE_UP = -100
 
@@ -107,6 +111,26 @@ class _Ack:
     result_json: str
     used: int
     done: asyncio.Future[int]
+
+
+class _FetchLane:
+    """One of the worker's fetch identities in Redis: the request id of its next fetch, kept after a fetch whose
+    reply never came so the next fetch on this lane replays it (fetch_replay) instead of leaving those jobs leased
+    to nobody. Lane n > 0 names itself in the id ("n:..."), and Redis keeps each lane's last fetch apart."""
+
+    __slots__ = ("prefix", "req", "seq")
+
+    def __init__(self, index: int, seq: itertools.count[int]) -> None:
+        self.prefix = f"{index}:" if index else ""
+        self.seq = seq
+        self.req: str | None = None
+
+    def next_req(self) -> str:
+        if self.req is None:
+            # Growing and fixed-width: a send abandoned here but retried by redis-py that lands after a newer
+            # fetch is known in Redis as stale and starts nothing (see fetch_replay).
+            self.req = f"{self.prefix}{next(self.seq):016d}"
+        return self.req
 
 
 @dataclass
@@ -181,12 +205,17 @@ class Worker:
         # The fetch loop's one wait: resolved when what it waits for happens (see _pause), without a task per wait.
         self._waiter: asyncio.Future[None] | None = None
         self._waiting_for: Callable[[], bool] = _never
-        # One fetch at a time, by the fetch loop or riding on a batch of completions (see _ack_loop).
-        self._fetch_busy = False
-        # The request id of the next fetch. Kept after a fetch whose reply never came, so the next one (from either
-        # loop) replays it in Redis and gets those jobs back instead of leaving them leased to nobody.
-        self._fetch_req: str | None = None
-        self._fetch_seq = itertools.count(1)
+        # Fetches in flight: the fetch loop's (alone), or up to one per lane riding on batches of completions.
+        self._fetching = 0
+        self._loop_fetching = False
+        seq = itertools.count(1)
+        self._lanes = [_FetchLane(i, seq) for i in range(ACK_LANES)]
+        # Runs past their processor, writing their outcome: they hold no slot any more.
+        self._finishing = 0
+        # Jobs the finishing calls in flight may start: their slots are taken already, so the calls together
+        # never start more than the concurrency.
+        self._incoming = 0
+        self._senders_idle = ACK_LANES
         # The last fetch got all it asked for: more is probably waiting, so completions ask for the next jobs.
         self._backlog = False
         self._acks: list[_Ack] = []
@@ -222,7 +251,12 @@ class Worker:
         background = [
             asyncio.create_task(self._supervised("leases", self._renew_leases_loop), name=f"{self.id} leases"),
             asyncio.create_task(self._supervised("stalled", self._stalled_loop), name=f"{self.id} stalled"),
-            asyncio.create_task(self._supervised("acks", self._ack_loop), name=f"{self.id} acks"),
+        ]
+        background += [
+            asyncio.create_task(
+                self._supervised(f"acks {n}", functools.partial(self._ack_sender, lane)), name=f"{self.id} acks {n}"
+            )
+            for n, lane in enumerate(self._lanes)
         ]
         try:
             await self._configure()
@@ -314,20 +348,23 @@ class Worker:
                 await self._pause(None, self._may_fetch)
                 continue
             free = self.concurrency - len(self._running)
-            self._fetch_busy = True
+            lane = self._lane_for_loop()
+            self._loop_fetching = True
+            self._fetching += 1
             try:
                 # Never cancelled half-way: a fetch that ran in Redis must be seen here, or its jobs would
                 # sit leased to nobody until the stall check.
-                fetch = self.queue.call("fetch", self.id, self.lease_ms, free, self._req())
+                fetch = self.queue.call("fetch", self.id, self.lease_ms, free, lane.next_req())
                 reply = await self._bounded(asyncio.shield(fetch))
             except RedisError as exc:
                 await self._redis_failed(exc)
                 continue
             finally:
-                self._fetch_busy = False
+                self._fetching -= 1
+                self._loop_fetching = False
             self._watch.ready()
             status, wait_ms = int(reply[0]), int(reply[1])
-            started = self._fetched(free, reply)
+            started = self._fetched(free, reply, lane)
             if started:
                 continue
             await self._idle(status, wait_ms)
@@ -345,16 +382,17 @@ class Worker:
         except TimeoutError as exc:
             raise RedisTimeoutError(f"no reply from Redis within {limit_s:g} s") from exc
 
-    def _req(self) -> str:
-        if self._fetch_req is None:
-            # Growing and fixed-width: a send abandoned here but retried by redis-py that lands after a newer
-            # fetch is known in Redis as stale and starts nothing (see fetch_replay).
-            self._fetch_req = f"{next(self._fetch_seq):016d}"
-        return self._fetch_req
+    def _lane_for_loop(self) -> _FetchLane:
+        """The lane the fetch loop fetches on (no other fetch is in flight then): one whose last fetch got no
+        reply, so its jobs come back now, or else lane 0."""
+        for lane in self._lanes:
+            if lane.req is not None:
+                return lane
+        return self._lanes[0]
 
-    def _fetched(self, asked: int, reply: list[Any]) -> int:
+    def _fetched(self, asked: int, reply: list[Any], lane: _FetchLane) -> int:
         """Start the jobs of a fetch reply ({status, wait_ms, id, rec, data, token, ...}); returns how many."""
-        self._fetch_req = None  # answered: the next fetch is a new request
+        lane.req = None  # answered: the next fetch on this lane is a new request
         self.stats.fetches += 1
         started = self._start_jobs(reply[2:])
         self._backlog = int(reply[0]) == STATUS_STARTED and started >= asked
@@ -386,7 +424,9 @@ class Worker:
 
     def _job_done_callback(self, token: str) -> Callable[[asyncio.Task[object]], None]:
         def done(_task: asyncio.Task[object]) -> None:
-            self._running.pop(token, None)
+            held = self._running.pop(token, None)
+            if held is not None and held.finishing:
+                self._finishing -= 1
             self._fence.drop(token)
             self._nudge()
 
@@ -427,12 +467,14 @@ class Worker:
         free = self.concurrency - len(self._running)
         timer = asyncio.get_running_loop().call_later(timeout_s, self._poke)
         keys = [self.queue.keys.key("wake"), self._own_wake_key]
-        self._fetch_busy = self._blocked = True
+        lane = self._lane_for_loop()
+        self._loop_fetching = self._blocked = True
+        self._fetching += 1
         try:
             # The BLPOP's own timeout is only a safety net behind the timer; the client-side bound is the net
             # behind that, for a link that died silently.
             wait = self.queue.call_after_blpop(
-                self._blocking, keys, timeout_s + 1, "fetch", self.id, self.lease_ms, free, self._req()
+                self._blocking, keys, timeout_s + 1, "fetch", self.id, self.lease_ms, free, lane.next_req()
             )
             reply = await self._bounded(wait, timeout_s + 1 + BLOCKING_SLACK_S)
         except RedisError as exc:
@@ -440,10 +482,11 @@ class Worker:
             return
         finally:
             timer.cancel()
-            self._fetch_busy = self._blocked = False
+            self._fetching -= 1
+            self._loop_fetching = self._blocked = False
         self._watch.ready()
         if reply is not None:
-            self._fetched(free, reply)
+            self._fetched(free, reply, lane)
 
     @property
     def _own_wake_key(self) -> str:
@@ -466,7 +509,7 @@ class Worker:
                 await pipe.execute()
 
     def _may_fetch(self) -> bool:
-        return len(self._running) < self.concurrency and not self._fetch_busy
+        return len(self._running) < self.concurrency and self._fetching == 0
 
     async def _pause(self, timeout_s: float | None, until: Callable[[], bool]) -> None:
         """Wait until `until()` holds when nudged, close begins, or `timeout_s` passes (None: no limit)."""
@@ -610,58 +653,70 @@ class Worker:
         await self.hooks.emit(JobEvent("failed", error=error, final=True, job_id=job_id))
 
     async def _complete(self, job: Job, token: str, result_json: str, used: int) -> bool:
-        """Hand the completion to the ack loop and wait for its outcome; True when it was written."""
+        """Hand the completion to the ack senders and wait for its outcome; True when it was written."""
         self._mark_finishing(token)
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._acks.append(_Ack(job, token, result_json, used, done))
         self._acks_waiting.set()
         return await self._finish_outcome("complete", job.id, await done, job)
 
-    async def _ack_loop(self) -> None:
+    async def _ack_sender(self, lane: _FetchLane) -> None:
         """Send waiting completions, a batch per `complete` call; the first one of a batch is never delayed.
 
-        Completions that arrive while a call is in flight wait for it and go together in the next call
-        ("group commit"): at a high rate a call carries many jobs, when idle each job goes alone at once.
-        Ends on the stop flag once no completion waits.
+        Completions that arrive while both senders' calls are in flight wait and go together in the next call
+        ("group commit"): at a high rate a call carries many jobs, when idle each job goes alone at once. A sender
+        that finds the other idle takes its share only, so the two calls settle into taking turns: Redis runs one
+        while this process runs the jobs the other started. Ends on the stop flag once no completion waits.
         """
         count, age_ms = self.keep_completed.args()
         while not (self._stopping.is_set() and not self._acks):
-            await self._acks_waiting.wait()
-            self._acks_waiting.clear()
-            while self._acks:
-                batch, self._acks = self._acks[:ACK_BATCH], self._acks[ACK_BATCH:]
-                try:
-                    await self._send_acks(batch, count, age_ms)
-                finally:
-                    # Whatever happened, no run waits for ever: an unanswered one gives up (and is recovered).
-                    for ack in batch:
-                        if not ack.done.done():
-                            ack.done.set_result(GAVE_UP)
+            if not self._acks:
+                self._acks_waiting.clear()
+                await self._acks_waiting.wait()
+                continue
+            size = min(ACK_BATCH, -(-len(self._acks) // self._senders_idle))
+            batch, self._acks = self._acks[:size], self._acks[size:]
+            self._senders_idle -= 1
+            try:
+                await self._send_acks(batch, count, age_ms, lane)
+            finally:
+                self._senders_idle += 1
+                # Whatever happened, no run waits for ever: an unanswered one gives up (and is recovered).
+                for ack in batch:
+                    if not ack.done.done():
+                        ack.done.set_result(GAVE_UP)
 
-    async def _send_acks(self, batch: list[_Ack], count: int, age_ms: int) -> None:
+    async def _send_acks(self, batch: list[_Ack], count: int, age_ms: int, lane: _FetchLane) -> None:
         # While a backlog lasts, the same call starts the next jobs (as BullMQ's moveToFinished does):
         # one round trip per batch instead of two. When idle, completions go alone.
         want = 0
-        if self._backlog and not self._fetch_busy and not self._closing.is_set():
-            want = max(0, self.concurrency - len(self._running) + len(batch))
-        req = self._req() if want > 0 else ""
+        if self._backlog and not self._loop_fetching and not self._closing.is_set():
+            want = max(0, self.concurrency - len(self._running) + self._finishing - self._incoming)
+            if self._acks:
+                # The completions left go in the other lane's call, which starts their successors.
+                want = min(want, len(batch))
+        req = lane.next_req() if want > 0 else ""
         args: list[str | int] = [count, age_ms, _ev(self), self.id, self.lease_ms, want, req]
         for ack in batch:
             args += [ack.job.id, ack.token, ack.result_json, ack.used]
         if want > 0:
-            self._fetch_busy = True
+            self._fetching += 1
+            self._incoming += want
         try:
             reply = await self._call_riding_outages("complete", args)
         finally:
             if want > 0:
-                self._fetch_busy = False
+                self._fetching -= 1
+                self._incoming -= want
         codes = [GAVE_UP] * len(batch) if reply is None else [int(c) for c in reply[1 : 1 + len(batch)]]
         for ack, code in zip(batch, codes, strict=True):
             if not ack.done.done():
                 ack.done.set_result(code)
         if want > 0:
-            if reply is not None:
-                self._fetched(want, reply[1 + len(batch) :])
+            if reply is not None and self._fetched(want, reply[1 + len(batch) :], lane):
+                # One loop turn for the jobs just started: those done by then go in this lane's next call with
+                # the completions already waiting, rather than a third batch being formed behind both lanes.
+                await asyncio.sleep(0)
             self._nudge()
 
     async def _finish_call(
@@ -683,8 +738,9 @@ class Worker:
 
     def _mark_finishing(self, token: str) -> None:
         held = self._running.get(token)
-        if held is not None:
+        if held is not None and not held.finishing:
             held.finishing = True
+            self._finishing += 1
 
     async def _call_riding_outages(self, script: str, args: Sequence[str | int | float]) -> list[Any] | None:
         """Run a finishing script, retrying through a Redis outage for as long as a lease lasts; None: gave up.
@@ -824,7 +880,8 @@ class Worker:
     async def _forget_self(self) -> None:
         with contextlib.suppress(RedisError):
             await self.queue.redis.hdel(self.queue.keys.key("workers"), self.id)
-            await self.queue.redis.hdel(self.queue.keys.key("fetches"), self.id)
+            fields = [self.id] + [f"{self.id}#{n}" for n in range(1, len(self._lanes))]
+            await self.queue.redis.hdel(self.queue.keys.key("fetches"), *fields)
             await self.queue.redis.delete(self._own_wake_key)
 
     async def _redis_failed(self, exc: RedisError) -> None:

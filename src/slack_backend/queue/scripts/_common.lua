@@ -20,7 +20,7 @@
 --   budget        ZSET  reservation (id:starts) -> ms it was made;  budget_cost HASH reservation -> tokens
 --   events        STREAM (MAXLEN ~);  wake  LIST workers block on
 --   dedup         ZSET  caller-chosen job id -> ms until which a new add of it is refused
---   fetches       HASH  worker id -> JSON {req, jobs = {id, token, ...}}: its last fetch, replayed when re-sent
+--   fetches       HASH  worker id (#lane) -> JSON {req, jobs = {id, token, ...}}: its last fetch, replayed when re-sent
 --   A finished run leaves its token and answer in the record (`done`, the last 4 runs): a finishing call re-sent
 --   after a lost reply finds it there and answers as the first did, changing nothing, even if the job ran again.
 local rcall = redis.call
@@ -275,9 +275,17 @@ end
 -- their leases are still that run's; it never leases a second batch nobody would run. Request ids grow (fixed
 -- width): one older than the last remembered is a send its worker gave up on and has fetched since (redis-py
 -- still retrying it in the background), and starts nothing.
+-- A worker with two calls in flight fetches on two lanes, and names the lane in the request id ("1:000...", none for
+-- lane 0): each lane keeps its own last fetch, so a lost reply on one is replayed while the other goes on.
+local function fetch_field(worker_id, req)
+  local lane = string.match(req, '^(%d+):')
+  if lane then return worker_id .. '#' .. lane end
+  return worker_id
+end
+
 local function fetch_replay(k, worker_id, req)
   if req == '' then return nil end
-  local raw = rcall('HGET', k.fetches, worker_id)
+  local raw = rcall('HGET', k.fetches, fetch_field(worker_id, req))
   if not raw then return nil end
   local last = cjson.decode(raw)
   if last.req ~= req then
@@ -302,8 +310,9 @@ end
 -- stale send arriving after it is still known as stale). The worker deletes its field when it closes.
 local function fetch_remember(k, worker_id, req, out)
   if req == '' then return end
+  local field = fetch_field(worker_id, req)
   if #out <= 2 then
-    rcall('HSET', k.fetches, worker_id, cjson.encode({req = req, jobs = {}}))
+    rcall('HSET', k.fetches, field, cjson.encode({req = req, jobs = {}}))
     return
   end
   local jobs = {}
@@ -311,5 +320,5 @@ local function fetch_remember(k, worker_id, req, out)
     jobs[#jobs + 1] = out[i]
     jobs[#jobs + 1] = out[i + 3]
   end
-  rcall('HSET', k.fetches, worker_id, cjson.encode({req = req, jobs = jobs}))
+  rcall('HSET', k.fetches, field, cjson.encode({req = req, jobs = jobs}))
 end
