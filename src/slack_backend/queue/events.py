@@ -64,6 +64,10 @@ class Hooks:
     def off(self, name: EventName, hook: Hook) -> None:
         self._hooks[name].remove(hook)
 
+    def __contains__(self, name: str) -> bool:
+        """Whether anything listens to `name`: a hot path builds no event nobody would see."""
+        return bool(self._hooks.get(name))  # type: ignore[call-overload]
+
     async def emit(self, event: JobEvent) -> None:
         for hook in list(self._hooks.get(event.name, ())):
             try:

@@ -547,7 +547,8 @@ class Worker:
         bound = self._log
         try:
             # Inside the try: a cancel during the `active` hook (shutdown, lost lease) releases the job too.
-            await self.hooks.emit(JobEvent("active", job))
+            if "active" in self.hooks:
+                await self.hooks.emit(JobEvent("active", job))
             if job.data_error is not None:
                 await self._fail(job, token, UnrecoverableError(job.data_error), bound)
                 return
@@ -573,7 +574,8 @@ class Worker:
         job.result = result
         self.stats.completed += 1
         bound.info("job completed", **_figures(job))
-        await self.hooks.emit(JobEvent("completed", job, result=result))
+        if "completed" in self.hooks:
+            await self.hooks.emit(JobEvent("completed", job, result=result))
 
     async def _fail(self, job: Job, token: str, exc: BaseException, bound: Any) -> None:
         attempts_made = job.attempts_made + 1
