@@ -69,3 +69,24 @@ async def test_each_lane_replays_its_own_lost_fetch(make_queue: QueueFactory) ->
     assert (counts[JobState.ACTIVE], counts[JobState.WAITING]) == (4, 1)
     assert list(await queue.call("fetch", "w", 30_000, 2, f"1:{1:016d}")) == [1, -1], "older than lane 1's last"
     assert list(await queue.call("fetch", "w", 30_000, 2, f"{3:016d}"))[2::4] == ["j4"]
+
+
+async def test_a_completion_re_sent_after_retention_trimmed_its_job_answers_as_the_first_did(
+    make_queue: QueueFactory,
+) -> None:
+    """A `complete` that fetched on a lane, kept nothing (so its job's record went at once, as a busy queue's
+    retention does while a lost reply is re-sent), sent again: it answers 0 for the job, not "not found", and gives
+    back the same next job rather than leasing another."""
+    queue = make_queue()
+    await queue.add_bulk([BulkJob("n", {}, options=JobOptions(job_id=f"j{i}")) for i in range(3)])
+    first = list(await queue.call("fetch", "w", 30_000, 1, f"{1:016d}"))
+    assert first[2::4] == ["j0"]
+    call: list[str | int] = [0, 0, 1000, "w", 30_000, 1, f"1:{2:016d}", "j0", str(first[5]), "null", -1]
+    reply = list(await queue.call("complete", *call))
+    assert (int(reply[1]), reply[4::4]) == (0, ["j1"])
+    assert await queue.get("j0") is None, "retention kept nothing"
+    again = list(await queue.call("complete", *call))
+    assert int(again[1]) == 0
+    assert (again[4::4], again[7::4]) == (reply[4::4], reply[7::4]), "the same next job, the same lease token"
+    counts = await queue.counts()
+    assert (counts[JobState.ACTIVE], counts[JobState.WAITING]) == (1, 1)

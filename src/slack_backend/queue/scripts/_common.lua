@@ -307,18 +307,29 @@ local function fetch_replay(k, worker_id, req)
 end
 
 -- Remember what a fetch started, for fetch_replay (a fetch that started nothing keeps only its request id, so a
--- stale send arriving after it is still known as stale). The worker deletes its field when it closes.
-local function fetch_remember(k, worker_id, req, out)
+-- stale send arriving after it is still known as stale), and the jobs the same call completed (`completed`, ids
+-- answered 0; see fetch_completed). The worker deletes its field when it closes.
+local function fetch_remember(k, worker_id, req, out, completed)
   if req == '' then return end
-  local field = fetch_field(worker_id, req)
-  if #out <= 2 then
-    rcall('HSET', k.fetches, field, cjson.encode({req = req, jobs = {}}))
-    return
-  end
   local jobs = {}
   for i = 3, #out, 4 do
     jobs[#jobs + 1] = out[i]
     jobs[#jobs + 1] = out[i + 3]
   end
-  rcall('HSET', k.fetches, field, cjson.encode({req = req, jobs = jobs}))
+  rcall('HSET', k.fetches, fetch_field(worker_id, req), cjson.encode({req = req, jobs = jobs, done = completed or {}}))
+end
+
+-- Whether the lane's last call, when it was request `req`, completed job `id`: a completion re-sent after its reply
+-- was lost may find the record already trimmed by retention (the other lane and other workers go on completing
+-- meanwhile), and answers as the first run did. Looked up only for a record that is gone.
+local function fetch_completed(k, worker_id, req, id)
+  if req == '' then return false end
+  local raw = rcall('HGET', k.fetches, fetch_field(worker_id, req))
+  if not raw then return false end
+  local last = cjson.decode(raw)
+  if last.req ~= req or type(last.done) ~= 'table' then return false end
+  for _, done_id in ipairs(last.done) do
+    if done_id == id then return true end
+  end
+  return false
 end

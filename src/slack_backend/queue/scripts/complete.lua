@@ -7,7 +7,8 @@
 -- then per job, four arguments: job id, lease token, result (JSON text),
 --   tokens the run really used (-1 = unknown: its budget reservation stands)
 -- Returns: {finished_ms, code1, code2, ...} in argument order; code 0 ok | -1 job not found | -2 lease lost;
---   a completion re-sent after a lost reply (its run is in the record's `done`) answers 0 again;
+--   a completion re-sent after a lost reply (its run is in the record's `done`, or, for a record retention has
+--   trimmed since, in what the call's fetch lane remembers) answers 0 again;
 --   when jobs to start next > 0, fetch's reply follows the codes: status, wait_ms, id1, rec1, data1, token1, ...
 -- Events: one completed entry per call: job_ids, groups, wait_ms (enqueue to first start), run_ms (this run),
 --   each a JSON array in job order; the stream is then trimmed to hold about max events jobs
@@ -23,6 +24,8 @@ local ids = {}
 for i = 1, n do ids[i] = ARGV[4 * i + 4] end
 local now = now_ms()
 local out = {now}
+-- Ids this call answers 0, remembered with its fetch (fetch_remember) for a re-send that finds a record trimmed.
+local answered = {}
 
 -- The next jobs start after the finishes are written, so the slots and group counts they free are seen.
 local function then_fetch()
@@ -30,7 +33,7 @@ local function then_fetch()
   local fetched = fetch_replay(k, worker_id, req)
   if not fetched then
     fetched = fetch_jobs(k, now, worker_id, lease_ms, want)
-    fetch_remember(k, worker_id, req, fetched)
+    fetch_remember(k, worker_id, req, fetched, answered)
   end
   for _, value in ipairs(fetched) do out[#out + 1] = value end
   return out
@@ -48,6 +51,7 @@ for i = 1, n do
   local rec = raws[i] and cjson.decode(raws[i])
   if not rec then
     code = -1
+    if fetch_completed(k, worker_id, req, id) then code = 0 end
   elseif finished_run(rec, ARGV[4 * i + 5], 'complete') then
     code = 0 -- this very run's completion, re-sent: already written
   elseif lease_of(rec) ~= ARGV[4 * i + 5] or seen[id] then
@@ -75,6 +79,7 @@ for i = 1, n do
     runs[#runs + 1] = now - (rec.processed_ms or now)
   end
   out[#out + 1] = code
+  if code == 0 then answered[#answered + 1] = id end
 end
 if #done == 0 then return then_fetch() end
 rcall('ZREM', k.active, unpack(done))
