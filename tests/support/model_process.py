@@ -22,9 +22,15 @@ class ModelProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.base_url = ""
 
-    async def start(self, env: dict[str, str], timeout_s: float = 30.0) -> None:
+    async def start(
+        self, env: dict[str, str], script: list[tuple[str, float]] | None = None, timeout_s: float = 30.0
+    ) -> None:
+        """Start it; `script` answers its requests in order, as [kind, argument] (tests/fakes/anthropic_process.py)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "tests.fakes.anthropic_process", self._api_key, str(self.dir)]
+        if script is not None:
+            (self.dir / "script.json").write_text(json.dumps(script))
+            args.append(str(self.dir / "script.json"))
         proc = self.proc = spawn(args, env, self.dir / "log")
         deadline = time.monotonic() + timeout_s
         while not (self.dir / "url").exists():
