@@ -118,12 +118,17 @@ class _FetchLane:
     reply never came so the next fetch on this lane replays it (fetch_replay) instead of leaving those jobs leased
     to nobody. Lane n > 0 names itself in the id ("n:..."), and Redis keeps each lane's last fetch apart."""
 
-    __slots__ = ("prefix", "req", "seq")
+    __slots__ = ("index", "prefix", "req", "seq")
 
     def __init__(self, index: int, seq: itertools.count[int]) -> None:
+        self.index = index
         self.prefix = f"{index}:" if index else ""
         self.seq = seq
         self.req: str | None = None
+
+    def field(self, worker_id: str) -> str:
+        """The lane's field of the queue's `fetches` hash (fetch_field in the scripts names it the same way)."""
+        return f"{worker_id}#{self.index}" if self.index else worker_id
 
     def next_req(self) -> str:
         if self.req is None:
@@ -205,15 +210,14 @@ class Worker:
         # The fetch loop's one wait: resolved when what it waits for happens (see _pause), without a task per wait.
         self._waiter: asyncio.Future[None] | None = None
         self._waiting_for: Callable[[], bool] = _never
-        # Fetches in flight: the fetch loop's (alone), or up to one per lane riding on batches of completions.
-        self._fetching = 0
+        # The fetch loop's fetch is in flight. It fetches alone: only when no lane's call fetches (_incoming is 0).
         self._loop_fetching = False
         seq = itertools.count(1)
         self._lanes = [_FetchLane(i, seq) for i in range(ACK_LANES)]
         # Runs past their processor, writing their outcome: they hold no slot any more.
         self._finishing = 0
-        # Jobs the finishing calls in flight may start: their slots are taken already, so the calls together
-        # never start more than the concurrency.
+        # Jobs the finishing calls in flight may start (above 0 while any of them fetches): their slots are taken
+        # already, so the calls together never start more than the concurrency.
         self._incoming = 0
         self._senders_idle = ACK_LANES
         # The last fetch got all it asked for: more is probably waiting, so completions ask for the next jobs.
@@ -350,7 +354,6 @@ class Worker:
             free = self.concurrency - len(self._running)
             lane = self._lane_for_loop()
             self._loop_fetching = True
-            self._fetching += 1
             try:
                 # Never cancelled half-way: a fetch that ran in Redis must be seen here, or its jobs would
                 # sit leased to nobody until the stall check.
@@ -360,7 +363,6 @@ class Worker:
                 await self._redis_failed(exc)
                 continue
             finally:
-                self._fetching -= 1
                 self._loop_fetching = False
             self._watch.ready()
             status, wait_ms = int(reply[0]), int(reply[1])
@@ -469,7 +471,6 @@ class Worker:
         keys = [self.queue.keys.key("wake"), self._own_wake_key]
         lane = self._lane_for_loop()
         self._loop_fetching = self._blocked = True
-        self._fetching += 1
         try:
             # The BLPOP's own timeout is only a safety net behind the timer; the client-side bound is the net
             # behind that, for a link that died silently.
@@ -482,7 +483,6 @@ class Worker:
             return
         finally:
             timer.cancel()
-            self._fetching -= 1
             self._loop_fetching = self._blocked = False
         self._watch.ready()
         if reply is not None:
@@ -509,7 +509,7 @@ class Worker:
                 await pipe.execute()
 
     def _may_fetch(self) -> bool:
-        return len(self._running) < self.concurrency and self._fetching == 0
+        return len(self._running) < self.concurrency and not self._loop_fetching and self._incoming == 0
 
     async def _pause(self, timeout_s: float | None, until: Callable[[], bool]) -> None:
         """Wait until `until()` holds when nudged, close begins, or `timeout_s` passes (None: no limit)."""
@@ -701,15 +701,11 @@ class Worker:
         args: list[str | int] = [count, age_ms, _ev(self), self.id, self.lease_ms, want, req]
         for ack in batch:
             args += [ack.job.id, ack.token, ack.result_json, ack.used]
-        if want > 0:
-            self._fetching += 1
-            self._incoming += want
+        self._incoming += want
         try:
             reply = await self._call_riding_outages("complete", args)
         finally:
-            if want > 0:
-                self._fetching -= 1
-                self._incoming -= want
+            self._incoming -= want
         codes = [GAVE_UP] * len(batch) if reply is None else [int(c) for c in reply[1 : 1 + len(batch)]]
         for ack, code in zip(batch, codes, strict=True):
             if not ack.done.done():
@@ -882,7 +878,7 @@ class Worker:
     async def _forget_self(self) -> None:
         with contextlib.suppress(RedisError):
             await self.queue.redis.hdel(self.queue.keys.key("workers"), self.id)
-            fields = [self.id] + [f"{self.id}#{n}" for n in range(1, len(self._lanes))]
+            fields = [lane.field(self.id) for lane in self._lanes]
             await self.queue.redis.hdel(self.queue.keys.key("fetches"), *fields)
             await self.queue.redis.delete(self._own_wake_key)
 
