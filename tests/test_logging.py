@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import logging
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from slack_backend.ai.client import ClaudeDrafter
 from slack_backend.ai.types import DraftRequest
 from slack_backend.logging import CHATTY_HTTP_LOGGERS, REDACTED, configure_logging, get_logger, redact_secrets
+from slack_backend.queue.log_context import merge_job_context, set_job_log_context
 from tests.fakes.anthropic_server import FakeAnthropic
 
 SLACK_TOKEN = "xoxb-1234-5678-abcdEFGH"
@@ -225,3 +227,110 @@ async def test_the_model_clients_per_request_line_shows_only_at_debug(level: str
     events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
     assert any(event.startswith("HTTP Request: POST") for event in events) is shown
     assert "the HTTP library warns" in events
+
+
+def _calls(log: Any) -> None:
+    """Every way our code and libraries call a bound logger, at every level."""
+    log.debug("debug line", n=1)
+    log.info("plain", count=2, flag=True, nothing=None)
+    log.info("posted %s to %s", "draft", "C1", channel="C1")
+    log.info("%(n)s items", {"n": 3})
+    log.info("100%% %s", "done")
+    log.msg("as msg")
+    log.warning("careful", reason="late")
+    log.warn("careful again")
+    log.bind(workspace="T1").error("bound", token=SLACK_TOKEN)
+    log.critical("critical line")
+    log.fatal("fatal line")
+    log.log(logging.WARNING, "by number %s", 7)
+    log.info("dropped")
+    try:
+        raise RuntimeError(f"refused {ANTHROPIC_KEY}")
+    except RuntimeError:
+        log.exception("call failed", attempt=2)
+
+
+def _drop_marked(logger: Any, method_name: str, event_dict: Any) -> Any:
+    if event_dict.get("event") == "dropped":
+        raise structlog.DropEvent
+    return event_dict
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARNING", "ERROR"])
+def test_the_json_loggers_methods_write_what_structlogs_own_write(level: str) -> None:
+    """The JSON format's one-call level methods give the lines structlog's filtering logger gives, through the
+    same processors: interpolation, bound context, levels, aliases, DropEvent, exceptions."""
+    stream = io.StringIO()
+    configure_logging(level, "json", stream=stream)
+    processors = [_drop_marked, *structlog.get_config()["processors"]]
+    structlog.configure(processors=processors)
+    assert type(get_logger("t").bind()).__name__.startswith("Direct")
+    _calls(get_logger("slack_backend.test").bind(worker="w1"))
+    ours = [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    stream.seek(0)
+    stream.truncate()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)))
+    _calls(get_logger("slack_backend.test").bind(worker="w1"))
+    theirs = [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    for record in (*ours, *theirs):
+        assert record.pop("timestamp").endswith("Z")
+        # The traceback's frames name the calling function's lines: the same, but say so without line numbers.
+        if "exception" in record:
+            record["exception"] = record["exception"].splitlines()[-1]
+    assert ours == theirs
+    assert len(ours) == {"DEBUG": 13, "INFO": 12, "WARNING": 7, "ERROR": 4}[level]
+    assert SLACK_TOKEN not in stream.getvalue()
+
+
+def _context_calls() -> None:
+    """Lines under structlog's contextvars and a job's context: bound, given by the call, unbound, reset, cleared."""
+    log = get_logger("slack_backend.test")
+    structlog.contextvars.bind_contextvars(workspace="T1", request_id="r1")
+    log.info("bound")
+    log.info("the call's key wins", workspace="T2")
+    structlog.contextvars.unbind_contextvars("request_id")
+    log.info("one unbound")
+    with structlog.contextvars.bound_contextvars(request_id="r2", bot_token=SLACK_TOKEN):
+        log.info("bound for a block")
+    log.info("after the block")
+    set_job_log_context("j1", "drafts", "T1", 2)
+    log.info("in a job")
+    log.bind(queue="bound wins", attempt=9).info("the bound logger's keys win")
+    structlog.contextvars.clear_contextvars()
+    log.warning("cleared")
+
+
+def test_the_json_chain_merges_context_as_structlogs_processors_do() -> None:
+    """Our one JSON processor writes the lines structlog's own chain writes (merge_contextvars, merge_job_context,
+    level, logger, timestamp, stack, traceback, redaction, JSON), context merged the same way."""
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    contextvars.copy_context().run(_context_calls)
+    ours = [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    stream.seek(0)
+    stream.truncate()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            merge_job_context,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            structlog.processors.JSONRenderer(),
+        ]
+    )
+    contextvars.copy_context().run(_context_calls)
+    theirs = [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    for record in (*ours, *theirs):
+        assert record.pop("timestamp").endswith("Z")
+    assert ours == theirs
+    assert [r.get("workspace") for r in ours] == ["T1", "T2", "T1", "T1", "T1", "T1", "T1", None]
+    assert ours[3]["bot_token"] == REDACTED
+    assert ours[6]["queue"] == "bound wins"

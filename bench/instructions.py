@@ -1,0 +1,143 @@
+"""`python -m bench.instructions [--levels WARNING,INFO] [--baseline-src DIR]`: a worker's instructions per job.
+
+Counted by valgrind's cachegrind, which counts the instructions a process runs, not the time they take: a figure
+that a slow or noisy host does not move, for changes worth a few percent that wall-clock runs cannot resolve. One
+Worker (concurrency 10, default retention, JSON logs rendered to /dev/null at each level) processes a queue of
+no-op jobs filled beforehand by another process; it runs once with --small jobs and once with --large, and the
+difference over the difference in jobs is what one more job costs, start-up and shutdown cancelled out. Printed:
+instructions per job at each level, the ratio WARNING/INFO (what INFO logging leaves of the rate, if the worker's
+CPU sets it) and, with --baseline-src, the same for another source tree run alternately.
+
+Needs `valgrind` (Debian package) and a redis-server of its own, started on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench._server import BenchRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "bench-ir"
+
+
+async def _fill(url: str, queue_name: str, jobs: int) -> None:
+    from slack_backend.queue import BulkJob, Queue, create_redis
+
+    client = create_redis(url)
+    queue = Queue(queue_name, connection=client, prefix=PREFIX)
+    for start in range(0, jobs, 1000):
+        await queue.add_bulk([BulkJob("no-op", {"i": i}) for i in range(start, min(jobs, start + 1000))])
+    await client.aclose()
+
+
+async def _work(url: str, queue_name: str, jobs: int) -> None:
+    from slack_backend.queue import Job, Queue, Worker, create_redis
+
+    client = create_redis(url)
+
+    async def processor(job: Job) -> None:
+        return None
+
+    worker = Worker(Queue(queue_name, connection=client, prefix=PREFIX), processor, concurrency=10)
+    running = asyncio.ensure_future(worker.run())
+    # Polled: a `completed` listener would make the worker build an event a job, and count in the figure.
+    while worker.stats.completed < jobs:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    await worker.close()
+    await running
+    await client.aclose()
+
+
+def _child(argv: list[str]) -> None:
+    """In the child: `fill URL QUEUE JOBS` or `work URL QUEUE JOBS LEVEL`."""
+    if argv[0] == "fill":
+        asyncio.run(_fill(argv[1], argv[2], int(argv[3])))
+        return
+    from slack_backend.cli_service import run_event_loop
+    from slack_backend.logging import configure_logging
+
+    configure_logging(argv[4], "json", stream=open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    run_event_loop(_work(argv[1], argv[2], int(argv[3])))
+
+
+def _env(src: Path | None) -> dict[str, str]:
+    path = [str(ROOT)] if src is None else [str(src), str(ROOT)]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([*path, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+
+
+_VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def count(url: str, jobs: int, level: str, src: Path | None, run: int) -> int:
+    """Instructions the worker process ran to process `jobs` jobs at `level` (the queue filled by another process)."""
+    queue_name = f"q{run}-{jobs}-{level}"
+    module = [sys.executable, "-m", "bench.instructions", "--child"]
+    subprocess.run([*module, "fill", url, queue_name, str(jobs)], env=_env(src), check=True)
+    done = subprocess.run(
+        [*_VALGRIND, *module, "work", url, queue_name, str(jobs), level],
+        env=_env(src),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = _REFS.search(done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count in valgrind's output: {done.stderr[-400:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["--child"]:
+        _child(args_in[1:])
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n")[0])
+    parser.add_argument("--levels", default="WARNING,INFO", help="log levels to count (default WARNING,INFO)")
+    parser.add_argument("--small", type=int, default=1000, help="jobs in the small run (default 1,000)")
+    parser.add_argument("--large", type=int, default=7000, help="jobs in the large run (default 7,000)")
+    parser.add_argument("--baseline-src", type=Path, help="another source tree's src/, counted alternately")
+    args = parser.parse_args(args_in)
+    if shutil.which("valgrind") is None:
+        print("NOT MEASURED: valgrind is not installed (apt-get install valgrind)")
+        return 1
+    trees: list[tuple[str, Path | None]] = [("this tree", None)]
+    if args.baseline_src is not None:
+        trees.insert(0, ("baseline", args.baseline_src.resolve()))
+    levels = [level.strip().upper() for level in args.levels.split(",") if level.strip()]
+    per_job: dict[tuple[str, str], float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = BenchRedis(Path(tmp))
+        redis.start()
+        try:
+            run = 0
+            for level in levels:
+                for name, src in trees:
+                    run += 1
+                    small = count(redis.url, args.small, level, src, run)
+                    large = count(redis.url, args.large, level, src, run)
+                    per_job[name, level] = (large - small) / (args.large - args.small)
+                    print(f"{name}, {level}: {per_job[name, level]:,.0f} instructions a job", flush=True)
+        finally:
+            redis.stop()
+    print()
+    print("| tree | " + " | ".join(levels) + " | ratio |")
+    print("|---|" + "---|" * (len(levels) + 1))
+    for name, _ in trees:
+        figures = [per_job[name, level] for level in levels]
+        ratio = f"{figures[0] / figures[-1]:.3f}" if len(figures) > 1 else "-"
+        print(f"| {name} | " + " | ".join(f"{f:,.0f}" for f in figures) + f" | {ratio} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
