@@ -62,10 +62,10 @@ def _child(argv: list[str]) -> None:
     if argv[0] == "fill":
         asyncio.run(_fill(argv[1], argv[2], int(argv[3])))
         return
+    from bench.drivers.ours import log_to_null
     from slack_backend.cli_service import run_event_loop
-    from slack_backend.logging import configure_logging
 
-    configure_logging(argv[4], "json", stream=open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    log_to_null(argv[4])  # as the process benchmark's worker renders its lines
     run_event_loop(_work(argv[1], argv[2], int(argv[3])))
 
 

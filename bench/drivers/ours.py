@@ -35,14 +35,14 @@ async def open_enqueuer(url: str, queue: str) -> _Enqueuer:
     return _Enqueuer(url, queue)
 
 
-def _log_to_null(level: str) -> None:
+def log_to_null(level: str) -> None:
     # Rendered but thrown away: WARNING measures the engine alone, INFO what production pays for its job lines.
     configure_logging(level, "json", stream=open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
 
 
 async def run_worker(url: str, queue_name: str, concurrency: int, probe: Probe, options: dict[str, Any]) -> None:
     """Run one Worker with default retention (keep 100 completed); options: log_level, rate [max, duration_ms]."""
-    _log_to_null(str(options.get("log_level", "WARNING")))
+    log_to_null(str(options.get("log_level", "WARNING")))
     client = create_redis(url)
     queue = Queue(queue_name, connection=client, prefix=PREFIX)
     rate = options.get("rate")

@@ -15,7 +15,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, ExceptionRenderer, ExcInfo, Processor, WrappedLogger
 
-from slack_backend.queue.log_context import current_job_fields, merge_job_context
+from slack_backend.queue.log_context import merge_job_context
 
 REDACTED = "[redacted]"
 LOG_FORMATS = ("auto", "json", "console")
@@ -236,13 +236,7 @@ class _JsonLine:
                 value = var.get()
                 if value is not Ellipsis:
                     event_dict.setdefault(name[_PREFIX_LENGTH:], value)
-        job = current_job_fields()
-        if job is not None:  # merge_job_context
-            setdefault = event_dict.setdefault
-            setdefault("job_id", job[0])
-            setdefault("queue", job[1])
-            setdefault("group", job[2])
-            setdefault("attempt", job[3])
+        event_dict = merge_job_context(logger, method_name, event_dict)
         event_dict["level"] = _LEVEL_NAMES.get(method_name, method_name)
         event_dict["logger"] = logger.name
         # orjson writes it as TimeStamper(fmt="iso", utc=True) does (2026-12-01T10:51:10.123456Z, no fraction on

@@ -23,10 +23,6 @@ def set_job_log_context(job_id: str, queue: str, group: str, attempt: int) -> No
     _JOB.set((job_id, queue, group, attempt))
 
 
-# The running job's (job_id, queue, group, attempt), or None: for a renderer that merges them itself.
-current_job_fields = _JOB.get
-
-
 def job_log_context() -> dict[str, Any]:
     """The current job's fields as a line would carry them; empty outside a job."""
     job = _JOB.get()
