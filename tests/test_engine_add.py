@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from redis.asyncio import Redis
 
 from slack_backend.queue import Backoff, BulkJob, InvalidJobDataError, Job, JobOptions, JobState, Worker
 from tests.support.engine import QueueFactory, job_in_state, running, wait_until
@@ -73,15 +70,6 @@ async def test_one_by_one_and_bulk_adds_store_the_same_record(make_queue: QueueF
     assert (await queue.counts())[JobState.DELAYED] == 2
 
 
-async def test_the_one_by_one_path_sends_the_registered_script(make_queue: QueueFactory) -> None:
-    """The pre-packed EVALSHA names the script the queue registers: a mismatch would make every add a NOSCRIPT
-    and a second send through the ordinary path (the session's Redis is shared, so its error counters can't tell)."""
-    queue = make_queue()
-    assert queue._single is not None
-    assert queue._scripts._scripts["add"].sha.encode() in queue._single._prefix
-    assert (await queue.add("x", {})).created
-
-
 async def test_a_bad_job_name_is_refused_before_anything_is_written(make_queue: QueueFactory) -> None:
     """A name that is not text, empty or holds NUL is refused with InvalidJobDataError, cached heads or not."""
     queue = make_queue()
@@ -90,25 +78,3 @@ async def test_a_bad_job_name_is_refused_before_anything_is_written(make_queue: 
         with pytest.raises(InvalidJobDataError):
             await queue.add(name, {})  # type: ignore[arg-type]
     assert (await queue.counts())[JobState.WAITING] == 1
-
-
-async def test_an_add_cancelled_while_its_reply_is_on_the_way_does_not_answer_the_next_add(
-    make_queue: QueueFactory, redis_client: Redis
-) -> None:
-    """A cancel between the send and the reply (an ingress request that gave up) must not leave that reply on a
-    pooled connection, where the next add would read it as its own and report another job's id."""
-    queue = make_queue()
-    await queue.add("warm", {})  # the script is loaded and one connection is in the pool
-    await redis_client.client_pause(300, all=False)  # WRITE mode: scripts that write wait, unanswered
-    first = asyncio.create_task(queue.add("x", {"n": 1}, job_id="first"))
-    await asyncio.sleep(0.1)
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    second = await queue.add("x", {"n": 2}, job_id="second")
-    assert second.job_id == "second"
-    assert second.created
-    job = await queue.get("second")
-    assert job is not None
-    assert job.data == {"n": 2}
-    assert await queue.get("first") is None  # the cancelled add was dropped with its connection, never half-run

@@ -87,6 +87,7 @@ class FaultProxy:
         self._counted: Predicate | None = None
         self._in_flight = 0
         self.max_in_flight = 0
+        self.connections = 0  # accepted from clients, ever
         self._links: set[_Link] = set()
         self._handlers: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -148,6 +149,7 @@ class FaultProxy:
         except OSError:
             _abort_writer(writer)
             return
+        self.connections += 1
         link = _Link(writer, up_writer)
         self._links.add(link)
         link.tasks = [

@@ -1,0 +1,195 @@
+"""The one-by-one add's wire path: a connection of the queue's own, adds pipelined on it, replies taken in order.
+
+Through redis-py, each add takes a pooled connection (checking it for stray data), writes, reads the reply through a
+stream reader and gives the connection back: about as much client CPU as the add's own work. Here one connection,
+made and handshaken by redis-py (so AUTH, TLS, the Sentinel's master and the RESP version are redis-py's), is taken
+over: its transport is handed a protocol that feeds replies to hiredis and answers the adds in the order they were
+written, several in flight at once when concurrent requests add. The script id, keys and TTL are packed once.
+
+Any trouble hands the add on: an error reply (NOSCRIPT, READONLY from a former master), a lost connection, no reply
+within the client's socket timeout. The line is then closed, and the caller sends the same add through
+`Scripts.call`, which reloads the script or retries with backoff; sending it twice is safe, since the job id is
+chosen before the first send. The next add opens a new line. A cancelled add's reply is read and dropped, so it can
+never answer the add behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.exceptions import RedisError
+
+from slack_backend.queue._scripts import script_source
+from slack_backend.queue.connection import RedisClient
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+class _Replies(asyncio.Protocol):
+    """Reads one connection's replies and resolves the waiting adds in order; None to each when the line fails."""
+
+    def __init__(self, stream_protocol: asyncio.BaseProtocol, reader: Any, timeout_s: float | None) -> None:
+        # redis-py's own protocol, told when the connection ends so its writer's wait_closed returns.
+        self._stream_protocol = stream_protocol
+        self._reader = reader
+        self._timeout_s = timeout_s
+        self._waiters: deque[asyncio.Future[Any]] = deque()
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._replies = 0  # counted for the watchdog: a line that answers nothing for a whole timeout is dead
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # asyncio's or uvloop's, which derives from neither
+
+    def send(self, request: bytes) -> asyncio.Future[Any]:
+        """Write one request; the future gets its reply, or None if the line fails first."""
+        assert self._transport is not None
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._transport.write(request)
+        if self._timer is None and self._timeout_s is not None:
+            self._arm()
+        return waiter
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        waiters = self._waiters
+        try:
+            while (reply := reader.gets()) is not False:
+                self._replies += 1
+                waiter = waiters.popleft()
+                if not waiter.done():  # a cancelled add's reply is dropped here, in its turn
+                    waiter.set_result(None if isinstance(reply, hiredis.ReplyError) else reply)
+                if isinstance(reply, hiredis.ReplyError):
+                    self.close()
+                    return
+        except (hiredis.ProtocolError, IndexError):  # not RESP, or a reply nobody asked for: nothing more is trusted
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        self._stream_protocol.connection_lost(exc)
+
+    def close(self) -> None:
+        """Close the line at once; adds still waiting are handed on (None)."""
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _arm(self) -> None:
+        assert self._timeout_s is not None
+        seen = self._replies
+        self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._check, seen)
+
+    def _check(self, seen: int) -> None:
+        self._timer = None
+        if not self._waiters:
+            return
+        if self._replies == seen:  # a whole timeout with adds waiting and not one reply
+            self.close()
+        else:
+            self._arm()
+
+
+class AddLine:
+    """The queue's one-by-one adds, pipelined on a connection of its own, for a plain or Sentinel client."""
+
+    def __init__(self, client: Redis, keys: Sequence[str], dedup_ttl_ms: int) -> None:
+        sha = hashlib.sha1(script_source("add").encode()).hexdigest()  # Redis names scripts by SHA-1
+        head = [b"EVALSHA", sha.encode(), b"%d" % len(keys), *(k.encode() for k in keys), b"%d" % dedup_ttl_ms]
+        self._prefix = b"*%d\r\n" % (len(head) + 1) + b"".join(_bulk(a) for a in head)
+        self._pool: ConnectionPool = client.connection_pool
+        self._line: _Replies | None = None
+        self._conn: AbstractConnection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._opening: asyncio.Lock | None = None
+
+    @classmethod
+    def for_client(cls, client: RedisClient, keys: Sequence[str], dedup_ttl_ms: int) -> AddLine | None:
+        """The path for `client`, or None where only the ordinary one applies (Cluster, single-connection)."""
+        if not isinstance(client, Redis) or client.single_connection_client:
+            return None
+        return cls(client, keys, dedup_ttl_ms)
+
+    async def add(self, spec: str) -> Any:
+        """The script's reply to one job's spec, or None: send it again through the ordinary path."""
+        line = self._line
+        if line is None or line.closed or self._loop is not asyncio.get_running_loop():
+            line = await self._open()
+            if line is None:
+                return None
+        packed = spec.encode()
+        return await line.send(b"".join((self._prefix, b"$%d\r\n" % len(packed), packed, b"\r\n")))
+
+    async def _open(self) -> _Replies | None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # A line belongs to the loop that made it (a test's or a command's own loop); another loop's is left
+            # to its pool, which closes it with the client.
+            self._line, self._conn, self._loop, self._opening = None, None, loop, asyncio.Lock()
+        assert self._opening is not None
+        async with self._opening:
+            if self._line is not None and not self._line.closed:
+                return self._line
+            await self._retire()
+            try:
+                conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            except (RedisError, OSError):
+                return None
+            line = _take_over(conn)
+            if line is None:
+                await self._pool.release(conn)
+                return None
+            self._line, self._conn = line, conn
+            return line
+
+    async def _retire(self) -> None:
+        """Give a closed line's connection back to its pool, disconnected (the pool connects it again on use)."""
+        conn, self._conn, self._line = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await conn.disconnect(nowait=True)
+            await self._pool.release(conn)
+
+
+def _take_over(conn: AbstractConnection) -> _Replies | None:
+    """Move a connected redis-py connection's transport to a `_Replies`; None if its kind is not one we know.
+
+    The connection stays in the pool's in-use set, so closing the client (which disconnects every connection of
+    the pool) closes the line too.
+    """
+    writer: Any = getattr(conn, "_writer", None)
+    reader: Any = getattr(conn, "_reader", None)
+    if writer is None or reader is None or not isinstance(writer, asyncio.StreamWriter) or reader._buffer:
+        return None
+    transport = writer.transport
+    # uvloop's transports do not derive from asyncio's classes; what is needed of one is these methods.
+    if not all(hasattr(transport, m) for m in ("set_protocol", "get_protocol", "write", "abort")):
+        return None
+    encoder = conn.encoder
+    kwargs: dict[str, Any] = {}
+    if encoder.decode_responses:
+        kwargs = {"encoding": encoder.encoding, "errors": encoder.encoding_errors}
+    replies = _Replies(transport.get_protocol(), hiredis.Reader(**kwargs), conn.socket_timeout)
+    transport.set_protocol(replies)
+    replies.connection_made(transport)
+    return replies

@@ -1,0 +1,248 @@
+"""The one-by-one add's own connection (`queue/_add_line.py`), observed where its bytes travel: a proxy between the
+queue and Redis counts its connections and loses, holds, drops or resets what it carries. Each test runs on
+asyncio's loop and on uvloop (the service's), whose transports differ."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from slack_backend.queue import JobOptions, JobState, Queue, create_redis
+from slack_backend.queue._add_line import AddLine
+from slack_backend.queue._scripts import script_source
+from slack_backend.queue.connection import RedisClient
+from tests.support.fault_proxy import FaultProxy, evalsha_of
+from tests.support.redis_server import RedisServer
+
+ADD_SHA = hashlib.sha1(script_source("add").encode()).hexdigest()
+Runner = Callable[[Coroutine[Any, Any, None]], None]
+ON_EACH_LOOP = pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+is_add = evalsha_of(ADD_SHA)
+
+
+async def _waiting(queue: Queue) -> int:
+    return (await queue.counts())[JobState.WAITING]
+
+
+async def _queue_on(client: RedisClient, prefix: str) -> Queue:
+    """A queue whose add script Redis already holds: on a new server the first add's NOSCRIPT closes the line."""
+    await client.script_load(script_source("add"))
+    return Queue("q", connection=client, prefix=prefix)
+
+
+def _line(queue: Queue) -> AddLine:
+    assert queue._add_line is not None
+    return queue._add_line
+
+
+@ON_EACH_LOOP
+def test_adds_go_on_one_line_with_the_registered_script(run: Runner, redis_server: RedisServer, prefix: str) -> None:
+    """The pre-packed EVALSHA names the script the queue registers (a mismatch would make every add a NOSCRIPT and
+    a second send), and 100 adds one after another go on the open line, once each, never through the pool."""
+
+    async def scenario() -> None:
+        async with FaultProxy("127.0.0.1", redis_server.port) as proxy:
+            client = create_redis(proxy.url)
+            queue = await _queue_on(client, prefix)
+            assert queue._scripts._scripts["add"].sha.encode() in _line(queue)._prefix
+            await queue.add("warm", {})  # the line open
+            connections, sent = proxy.connections, sum(1 for c in proxy.seen if is_add(c))
+            line = _line(queue)._line
+            assert line is not None
+            for i in range(100):
+                assert (await queue.add("x", {"i": i})).created
+            assert _line(queue)._line is line
+            assert not line.closed
+            assert proxy.connections == connections  # the line's; the pool's were never needed
+            assert sum(1 for c in proxy.seen if is_add(c)) == sent + 100  # each add sent once
+            assert await _waiting(queue) == 101
+            await client.aclose()
+
+    run(scenario())
+
+
+@ON_EACH_LOOP
+def test_concurrent_adds_share_one_connection_and_each_gets_its_own_reply(
+    run: Runner, redis_server: RedisServer, prefix: str
+) -> None:
+    """200 adds at once travel on the one line (redis-py's pool would open a connection per add in flight); each
+    add is answered with its own job id, and Redis holds each job once, with its own data."""
+
+    async def scenario() -> None:
+        async with FaultProxy("127.0.0.1", redis_server.port) as proxy:
+            client = create_redis(proxy.url)
+            queue = await _queue_on(client, prefix)
+            await queue.add("warm", {})  # the script loaded, the line open
+            before = proxy.connections
+            results = await asyncio.gather(*(queue.add("x", {"i": i}, job_id=f"j{i}") for i in range(200)))
+            assert [r.job_id for r in results] == [f"j{i}" for i in range(200)]
+            assert all(r.created for r in results)
+            assert proxy.connections == before
+            for i in (0, 99, 199):
+                job = await queue.get(f"j{i}")
+                assert job is not None
+                assert job.data == {"i": i}
+            assert await _waiting(queue) == 201
+            await client.aclose()
+
+    run(scenario())
+
+
+@ON_EACH_LOOP
+def test_an_add_whose_reply_is_lost_is_sent_again_and_makes_one_job(
+    run: Runner, redis_server: RedisServer, prefix: str
+) -> None:
+    """Redis runs the add but the reply never comes (the proxy cuts the connection): the add goes again through the
+    ordinary path, which finds the job; the line reopens for the next add. One job per add, exact counts."""
+
+    async def scenario() -> None:
+        async with FaultProxy("127.0.0.1", redis_server.port) as proxy:
+            client = create_redis(proxy.url)
+            queue = await _queue_on(client, prefix)
+            await queue.add("warm", {})
+            proxy.lose_reply(is_add)
+            assert (await queue.add("x", {"n": 1}, job_id="lost")).job_id == "lost"
+            assert (await queue.add("x", {"n": 2}, job_id="after")).created
+            assert await _waiting(queue) == 3
+            job = await queue.get("lost")
+            assert job is not None
+            assert job.data == {"n": 1}
+            assert sum(1 for c in proxy.seen if is_add(c) and b"lost" in c[-1]) == 2  # sent, then sent again
+            await client.aclose()
+
+    run(scenario())
+
+
+@ON_EACH_LOOP
+def test_adds_in_flight_when_the_connection_resets_are_each_made_once(
+    run: Runner, redis_server: RedisServer, prefix: str
+) -> None:
+    """50 adds written and the connection reset under them (RST) before Redis saw them: every add is answered with
+    its own id through the ordinary path, and each job is in Redis once."""
+
+    async def scenario() -> None:
+        async with FaultProxy("127.0.0.1", redis_server.port) as proxy:
+            client = create_redis(proxy.url)
+            queue = await _queue_on(client, prefix)
+            await queue.add("warm", {})
+            proxy.delay_s = 0.3  # the adds wait in the proxy, written but not yet run
+            adds = [asyncio.create_task(queue.add("x", {"i": i}, job_id=f"j{i}")) for i in range(50)]
+            await asyncio.sleep(0.1)
+            proxy.reset()
+            proxy.delay_s = 0.0
+            results = await asyncio.gather(*adds)
+            assert [r.job_id for r in results] == [f"j{i}" for i in range(50)]
+            assert await _waiting(queue) == 51
+            await client.aclose()
+
+    run(scenario())
+
+
+@ON_EACH_LOOP
+def test_a_line_that_answers_nothing_for_the_socket_timeout_hands_its_adds_on(
+    run: Runner, redis_server: RedisServer, prefix: str
+) -> None:
+    """The proxy drops every byte (a partition): the line gives up after the client's socket timeout and hands the
+    add back (None: send it the ordinary way) instead of waiting for TCP's own patience; then a new line works."""
+
+    async def scenario() -> None:
+        async with FaultProxy("127.0.0.1", redis_server.port) as proxy:
+            client = Redis.from_url(proxy.url, socket_timeout=0.5, decode_responses=True)
+            queue = await _queue_on(client, prefix)
+            await queue.add("warm", {})
+            proxy.blackhole()
+            started = time.monotonic()
+            spec = queue._spec("x", {}, JobOptions(job_id="held"))
+            reply = await asyncio.wait_for(_line(queue).add(spec), timeout=10)
+            waited = time.monotonic() - started
+            assert reply is None
+            assert 0.5 <= waited < 3.0  # one timeout, at most two (the watchdog is armed per line, not per add)
+            proxy.heal()
+            assert (await queue.add("x", {}, job_id="after")).created
+            assert await _waiting(queue) == 2  # "held" was dropped by the partition, never run
+            await client.aclose()
+
+    run(scenario())
+
+
+@ON_EACH_LOOP
+def test_an_add_cancelled_while_its_reply_is_on_the_way_does_not_answer_the_next_add(
+    run: Runner, redis_server: RedisServer, prefix: str
+) -> None:
+    """A cancel between the send and the reply (an ingress request that gave up): the request was written, so Redis
+    runs it once; its reply is read and dropped in its turn, and the next add gets its own."""
+
+    async def scenario() -> None:
+        client = create_redis(redis_server.url)
+        queue = await _queue_on(client, prefix)
+        await queue.add("warm", {})  # the script is loaded and the line open
+        await client.client_pause(300, all=False)  # WRITE mode: scripts that write wait, unanswered
+        first = asyncio.create_task(queue.add("x", {"n": 1}, job_id="first"))
+        await asyncio.sleep(0.1)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second = await queue.add("x", {"n": 2}, job_id="second")
+        assert (second.job_id, second.created) == ("second", True)
+        for job_id, data in (("second", {"n": 2}), ("first", {"n": 1})):
+            job = await queue.get(job_id)
+            assert job is not None
+            assert job.data == data
+        assert await _waiting(queue) == 3
+        await client.aclose()
+
+    run(scenario())
+
+
+@ON_EACH_LOOP
+def test_closing_the_client_closes_the_line(run: Runner, redis_server: RedisServer, prefix: str) -> None:
+    """The line's connection stays in the client's pool as in use, so the client's close ends it too, promptly
+    (redis-py waits for each connection to close), and no transport is left open (warnings are errors here)."""
+
+    async def scenario() -> None:
+        client = create_redis(redis_server.url)
+        queue = await _queue_on(client, prefix)
+        await queue.add("x", {})
+        line = _line(queue)._line
+        assert line is not None
+        assert not line.closed
+        await asyncio.wait_for(client.aclose(), timeout=3)
+        assert line.closed
+
+    run(scenario())
+
+
+@ON_EACH_LOOP
+def test_an_error_reply_closes_the_line_and_the_ordinary_path_raises_it(
+    run: Runner, redis_server: RedisServer, prefix: str
+) -> None:
+    """A key of the wrong type makes the script fail: the add raises Redis's error (from the ordinary path, which
+    sends it again), and once the key is right the next add opens a new line and succeeds."""
+
+    async def scenario() -> None:
+        client = create_redis(redis_server.url)
+        queue = await _queue_on(client, prefix)
+        await queue.add("warm", {})
+        first_line = _line(queue)._line
+        assert first_line is not None
+        jobs_key = queue.keys.key("jobs")
+        await client.rename(jobs_key, f"{jobs_key}:aside")
+        await client.set(jobs_key, "not a hash")
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await queue.add("x", {})
+        assert first_line.closed
+        await client.delete(jobs_key)
+        await client.rename(f"{jobs_key}:aside", jobs_key)
+        assert (await queue.add("x", {}, job_id="after")).created
+        assert _line(queue)._line is not first_line
+        await client.aclose()
+
+    run(scenario())
