@@ -8,11 +8,13 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvloop
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from slack_backend.queue import JobOptions, JobState, Queue, create_redis
@@ -55,11 +57,11 @@ def test_adds_go_on_one_line_with_the_registered_script(run: Runner, redis_serve
             assert queue._scripts._scripts["add"].sha.encode() in _line(queue)._prefix
             await queue.add("warm", {})  # the line open
             connections, sent = proxy.connections, sum(1 for c in proxy.seen if is_add(c))
-            line = _line(queue)._line
+            line = _line(queue).current
             assert line is not None
             for i in range(100):
                 assert (await queue.add("x", {"i": i})).created
-            assert _line(queue)._line is line
+            assert _line(queue).current is line
             assert not line.closed
             assert proxy.connections == connections  # the line's; the pool's were never needed
             assert sum(1 for c in proxy.seen if is_add(c)) == sent + 100  # each add sent once
@@ -91,6 +93,29 @@ def test_concurrent_adds_share_one_connection_and_each_gets_its_own_reply(
                 assert job is not None
                 assert job.data == {"i": i}
             assert await _waiting(queue) == 201
+            await client.aclose()
+
+    run(scenario())
+
+
+@ON_EACH_LOOP
+def test_queues_made_one_per_request_share_their_clients_one_line(
+    run: Runner, redis_server: RedisServer, prefix: str
+) -> None:
+    """A program that makes a Queue object per request (and lets it go) still holds one line per client: 50 queues
+    on one client, one add each, open no connection past the first line."""
+
+    async def scenario() -> None:
+        async with FaultProxy("127.0.0.1", redis_server.port) as proxy:
+            client = create_redis(proxy.url)
+            first = await _queue_on(client, prefix)
+            await first.add("warm", {})
+            connections = proxy.connections
+            for i in range(50):
+                queue = Queue(f"q{i}", connection=client, prefix=prefix)
+                assert (await queue.add("x", {"i": i})).created
+                assert _line(queue).current is _line(first).current
+            assert proxy.connections == connections
             await client.aclose()
 
     run(scenario())
@@ -211,7 +236,7 @@ def test_closing_the_client_closes_the_line(run: Runner, redis_server: RedisServ
         client = create_redis(redis_server.url)
         queue = await _queue_on(client, prefix)
         await queue.add("x", {})
-        line = _line(queue)._line
+        line = _line(queue).current
         assert line is not None
         assert not line.closed
         await asyncio.wait_for(client.aclose(), timeout=3)
@@ -231,7 +256,7 @@ def test_an_error_reply_closes_the_line_and_the_ordinary_path_raises_it(
         client = create_redis(redis_server.url)
         queue = await _queue_on(client, prefix)
         await queue.add("warm", {})
-        first_line = _line(queue)._line
+        first_line = _line(queue).current
         assert first_line is not None
         jobs_key = queue.keys.key("jobs")
         await client.rename(jobs_key, f"{jobs_key}:aside")
@@ -242,7 +267,47 @@ def test_an_error_reply_closes_the_line_and_the_ordinary_path_raises_it(
         await client.delete(jobs_key)
         await client.rename(f"{jobs_key}:aside", jobs_key)
         assert (await queue.add("x", {}, job_id="after")).created
-        assert _line(queue)._line is not first_line
+        assert _line(queue).current is not first_line
         await client.aclose()
+
+    run(scenario())
+
+
+@ON_EACH_LOOP
+def test_after_redis_restarts_the_line_is_a_new_connection_not_a_pooled_one_it_closed(
+    run: Runner, tmp_path: Path, prefix: str
+) -> None:
+    """Redis restarted under idle pooled connections (it closed them; asyncio's stream protocol keeps such a socket
+    half-open and stops reading). While Redis is away an add fails at once with a connection error, and the first
+    add after the restart is answered at once: a line taken over from one of those connections would wait for the
+    whole socket timeout (15 s) with its add written into a dead socket."""
+
+    async def scenario() -> None:
+        server = RedisServer(tmp_path)
+        server.start()
+        client = create_redis(server.url)
+        try:
+            queue = await _queue_on(client, prefix)
+            await asyncio.gather(*(queue.counts() for _ in range(5)))  # idle connections in the pool
+            await asyncio.to_thread(server.stop)
+            for _ in range(2):
+                started = time.monotonic()
+                with pytest.raises(RedisConnectionError):
+                    await asyncio.wait_for(queue.add("x", {}), timeout=30)
+                took = time.monotonic() - started
+                assert took < 5.0, f"an add with Redis away took {took:.1f} s to fail"
+            await asyncio.to_thread(server.start)
+            await client.script_load(script_source("add"))
+            await asyncio.sleep(1.0)  # past the rest after the failed open: the next add opens a line
+            started = time.monotonic()
+            added = await asyncio.wait_for(queue.add("x", {}, job_id="after-restart"), timeout=30)
+            took = time.monotonic() - started
+            assert added.created
+            assert took < 5.0, f"the first add after the restart took {took:.1f} s"
+            assert _line(queue).current is not None
+            assert await _waiting(queue) == 1
+        finally:
+            await client.aclose()
+            server.stop()
 
     run(scenario())

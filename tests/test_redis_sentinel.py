@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from slack_backend.config import load_settings
 from slack_backend.queue import BulkJob, Job, JobOptions, NotReplicatedError, Queue, Worker, create_redis
+from slack_backend.queue._scripts import script_source
 from tests.support.fault_proxy import FaultProxy
 from tests.support.sentinel_cluster import MASTER_NAME, SentinelSet, failover_under_load
 
@@ -180,6 +181,30 @@ async def test_replica_ack_refuses_an_add_no_replica_holds(sentinel_set: Sentine
         assert await queue.get("unreplicated") is not None  # stored on the master, just not confirmed
     finally:
         await client.aclose()
+
+
+async def test_one_by_one_adds_go_on_their_own_connection_to_the_master(sentinel_set: SentinelSet) -> None:
+    """Queue.add's own connection is opened the Sentinel way, the master's address asked of the Sentinels: one
+    opened without asking would go to redis-py's default address (localhost:6379, where another Redis may be)."""
+    client = create_redis(sentinel_set.target())
+    master = Redis(host="127.0.0.1", port=sentinel_set.master.port, decode_responses=True)
+    try:
+        # Loaded on the master directly (a NOSCRIPT would close the first line), so the client's pool is empty and
+        # the line's connection is a new one, which knows no address until it asks.
+        await master.script_load(script_source("add"))
+        queue = Queue("q", connection=client, prefix="line")
+        for i in range(3):
+            assert (await queue.add("x", {"i": i}, job_id=f"l{i}")).created
+        assert queue._add_line is not None
+        line = queue._add_line.current
+        assert line is not None
+        assert not line.closed
+        assert line._transport is not None
+        assert line._transport.get_extra_info("peername")[1] == sentinel_set.master.port
+        assert await master.hlen(queue.keys.key("jobs")) == 3
+    finally:
+        await client.aclose()
+        await master.aclose()
 
 
 async def test_in_process_worker_runs_jobs_through_sentinel(sentinel_set: SentinelSet) -> None:

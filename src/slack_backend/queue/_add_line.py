@@ -1,16 +1,18 @@
-"""The one-by-one add's wire path: a connection of the queue's own, adds pipelined on it, replies taken in order.
+"""The one-by-one add's wire path: a connection of the client's own, adds pipelined on it, replies taken in order.
 
 Through redis-py, each add takes a pooled connection (checking it for stray data), writes, reads the reply through a
-stream reader and gives the connection back: about as much client CPU as the add's own work. Here one connection,
-made and handshaken by redis-py (so AUTH, TLS, the Sentinel's master and the RESP version are redis-py's), is taken
-over: its transport is handed a protocol that feeds replies to hiredis and answers the adds in the order they were
-written, several in flight at once when concurrent requests add. The script id, keys and TTL are packed once.
+stream reader and gives the connection back: about as much client CPU as the add's own work. Here one connection
+per client (shared by every queue on it), made afresh and handshaken by redis-py (so AUTH, TLS, the Sentinel's
+master and the RESP version are redis-py's), is taken over: its transport is handed a protocol that feeds replies
+to hiredis and answers the adds in the order they were written, several in flight at once when concurrent requests
+add. The script id, keys and TTL are packed once per queue.
 
 Any trouble hands the add on: an error reply (NOSCRIPT, READONLY from a former master), a lost connection, no reply
 within the client's socket timeout. The line is then closed, and the caller sends the same add through
 `Scripts.call`, which reloads the script or retries with backoff; sending it twice is safe, since the job id is
-chosen before the first send. The next add opens a new line. A cancelled add's reply is read and dropped, so it can
-never answer the add behind it.
+chosen before the first send. The next add opens a new line; when an open fails (Redis away), the adds of the next
+second go the ordinary way without trying another. A cancelled add's reply is read and dropped, so it can never
+answer the add behind it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -25,10 +28,16 @@ from typing import Any
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from slack_backend.queue._scripts import script_source
 from slack_backend.queue.connection import RedisClient
+
+# After a failed open, adds go the ordinary way for this long before a line is tried again.
+_REST_AFTER_FAILED_OPEN_S = 1.0
+_ONE_ATTEMPT = Retry(NoBackoff(), 0)
 
 
 def _bulk(value: bytes) -> bytes:
@@ -111,17 +120,20 @@ class _Replies(asyncio.Protocol):
 
 
 class AddLine:
-    """The queue's one-by-one adds, pipelined on a connection of its own, for a plain or Sentinel client."""
+    """The queue's one-by-one adds, pipelined on its client's line, for a plain or Sentinel client."""
 
     def __init__(self, client: Redis, keys: Sequence[str], dedup_ttl_ms: int) -> None:
         sha = hashlib.sha1(script_source("add").encode()).hexdigest()  # Redis names scripts by SHA-1
         head = [b"EVALSHA", sha.encode(), b"%d" % len(keys), *(k.encode() for k in keys), b"%d" % dedup_ttl_ms]
         self._prefix = b"*%d\r\n" % (len(head) + 1) + b"".join(_bulk(a) for a in head)
-        self._pool: ConnectionPool = client.connection_pool
-        self._line: _Replies | None = None
-        self._conn: AbstractConnection | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._opening: asyncio.Lock | None = None
+        pool = client.connection_pool
+        # Kept on the pool itself, so it lives exactly as long as the pool (a weak mapping from pool to line
+        # would keep the pool alive through the line's own references to it).
+        shared: _PoolLine | None = getattr(pool, _POOL_ATTRIBUTE, None)
+        if shared is None:
+            shared = _PoolLine(pool)
+            setattr(pool, _POOL_ATTRIBUTE, shared)
+        self._shared = shared
 
     @classmethod
     def for_client(cls, client: RedisClient, keys: Sequence[str], dedup_ttl_ms: int) -> AddLine | None:
@@ -130,60 +142,122 @@ class AddLine:
             return None
         return cls(client, keys, dedup_ttl_ms)
 
+    @property
+    def current(self) -> _Replies | None:
+        """The client's line as it is now (open, closed, or none yet)."""
+        return self._shared.current
+
     async def add(self, spec: str) -> Any:
         """The script's reply to one job's spec, or None: send it again through the ordinary path."""
-        line = self._line
-        if line is None or line.closed or self._loop is not asyncio.get_running_loop():
-            line = await self._open()
+        shared = self._shared
+        line = shared.current
+        if line is None or line.closed or shared.loop is not asyncio.get_running_loop():
+            line = await shared.open()
             if line is None:
                 return None
         packed = spec.encode()
         return await line.send(b"".join((self._prefix, b"$%d\r\n" % len(packed), packed, b"\r\n")))
 
-    async def _open(self) -> _Replies | None:
+
+class _PoolLine:
+    """The line of one client's pool, shared by every queue adding through that client: however many Queue
+    objects a program makes, a client holds one such connection."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self.current: _Replies | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._conn: AbstractConnection | None = None
+        self._opening: asyncio.Lock | None = None
+        self._resting_until = 0.0  # loop time before which no line is opened
+
+    async def open(self) -> _Replies | None:
+        """The open line, opening one if needed; None when none can be had now."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:
+        if self.loop is not loop:
             # A line belongs to the loop that made it (a test's or a command's own loop); another loop's is left
             # to its pool, which closes it with the client.
-            self._line, self._conn, self._loop, self._opening = None, None, loop, asyncio.Lock()
+            self.current, self._conn, self.loop, self._opening = None, None, loop, asyncio.Lock()
         assert self._opening is not None
         async with self._opening:
-            if self._line is not None and not self._line.closed:
-                return self._line
+            if self.current is not None and not self.current.closed:
+                return self.current
             await self._retire()
-            try:
-                conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-            except (RedisError, OSError):
+            if loop.time() < self._resting_until:
                 return None
-            line = _take_over(conn)
+            conn = await self._connect()
+            line = None if conn is None else _take_over(conn)
             if line is None:
-                await self._pool.release(conn)
+                if conn is not None:
+                    await self._pool.release(conn)
+                    if not _can_take_over(conn):  # a kind of connection this never will take: stop trying
+                        self._resting_until = math.inf
+                        return None
+                # Redis is away or refused us: the adds of the next second go the ordinary way without first
+                # paying a failed open each, which would double what an add costs through an outage.
+                self._resting_until = loop.time() + _REST_AFTER_FAILED_OPEN_S
                 return None
-            self._line, self._conn = line, conn
+            self.current, self._conn = line, conn
             return line
+
+    async def _connect(self) -> AbstractConnection | None:
+        """A new connection, registered in the pool as in use, connected once; None when that fails.
+
+        Never a pooled one as it is: one the server closed while it sat in the pool has stopped reading (asyncio's
+        stream protocol keeps a half-closed socket), and an add written there would wait for the timeout.
+        """
+        try:
+            conn: AbstractConnection = self._pool.get_available_connection()  # type: ignore[no-untyped-call]
+        except RedisError:  # the pool's ceiling
+            return None
+        # One attempt, without the client's retries: the caller falls back to the ordinary path, which retries.
+        # Through `connect` itself, which a Sentinel-managed connection overrides to ask for the master's address.
+        retry, conn.retry = conn.retry, _ONE_ATTEMPT
+        try:
+            await conn.disconnect()
+            await conn.connect()  # type: ignore[no-untyped-call]
+        except (RedisError, OSError):
+            await self._pool.release(conn)
+            return None
+        finally:
+            conn.retry = retry
+        return conn
 
     async def _retire(self) -> None:
         """Give a closed line's connection back to its pool, disconnected (the pool connects it again on use)."""
-        conn, self._conn, self._line = self._conn, None, None
+        conn, self._conn, self.current = self._conn, None, None
         if conn is not None:
             with contextlib.suppress(RedisError, OSError):
                 await conn.disconnect(nowait=True)
             await self._pool.release(conn)
 
 
+# The attribute of a client's pool that holds its line.
+_POOL_ATTRIBUTE = "_slack_backend_add_line"
+
+
+def _can_take_over(conn: AbstractConnection) -> bool:
+    """Whether `conn` is of a kind whose transport a `_Replies` can take: asyncio streams over a transport with
+    these methods (uvloop's transports do not derive from asyncio's classes)."""
+    writer: Any = getattr(conn, "_writer", None)
+    if not isinstance(writer, asyncio.StreamWriter):
+        return False
+    return all(hasattr(writer.transport, m) for m in ("set_protocol", "get_protocol", "write", "abort", "is_closing"))
+
+
 def _take_over(conn: AbstractConnection) -> _Replies | None:
-    """Move a connected redis-py connection's transport to a `_Replies`; None if its kind is not one we know.
+    """Move a connected redis-py connection's transport to a `_Replies`; None if it cannot be taken (not of a kind
+    we know, or closed or holding bytes already).
 
     The connection stays in the pool's in-use set, so closing the client (which disconnects every connection of
     the pool) closes the line too.
     """
+    if not _can_take_over(conn):
+        return None
     writer: Any = getattr(conn, "_writer", None)
     reader: Any = getattr(conn, "_reader", None)
-    if writer is None or reader is None or not isinstance(writer, asyncio.StreamWriter) or reader._buffer:
-        return None
     transport = writer.transport
-    # uvloop's transports do not derive from asyncio's classes; what is needed of one is these methods.
-    if not all(hasattr(transport, m) for m in ("set_protocol", "get_protocol", "write", "abort")):
+    if reader is None or reader._buffer or reader.at_eof() or transport.is_closing():
         return None
     encoder = conn.encoder
     kwargs: dict[str, Any] = {}
