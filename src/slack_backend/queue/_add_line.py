@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -32,7 +31,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from slack_backend.queue._scripts import script_source
 from slack_backend.queue.connection import RedisClient
 
 # After a failed open, adds go the ordinary way for this long before a line is tried again.
@@ -122,8 +120,7 @@ class _Replies(asyncio.Protocol):
 class AddLine:
     """The queue's one-by-one adds, pipelined on its client's line, for a plain or Sentinel client."""
 
-    def __init__(self, client: Redis, keys: Sequence[str], dedup_ttl_ms: int) -> None:
-        sha = hashlib.sha1(script_source("add").encode()).hexdigest()  # Redis names scripts by SHA-1
+    def __init__(self, client: Redis, sha: str, keys: Sequence[str], dedup_ttl_ms: int) -> None:
         head = [b"EVALSHA", sha.encode(), b"%d" % len(keys), *(k.encode() for k in keys), b"%d" % dedup_ttl_ms]
         self._prefix = b"*%d\r\n" % (len(head) + 1) + b"".join(_bulk(a) for a in head)
         pool = client.connection_pool
@@ -136,11 +133,12 @@ class AddLine:
         self._shared = shared
 
     @classmethod
-    def for_client(cls, client: RedisClient, keys: Sequence[str], dedup_ttl_ms: int) -> AddLine | None:
-        """The path for `client`, or None where only the ordinary one applies (Cluster, single-connection)."""
+    def for_client(cls, client: RedisClient, sha: str, keys: Sequence[str], dedup_ttl_ms: int) -> AddLine | None:
+        """The path for `client` (the add script's SHA-1 and keys as the queue registered them), or None where only
+        the ordinary one applies (Cluster, single-connection)."""
         if not isinstance(client, Redis) or client.single_connection_client:
             return None
-        return cls(client, keys, dedup_ttl_ms)
+        return cls(client, sha, keys, dedup_ttl_ms)
 
     @property
     def current(self) -> _Replies | None:
@@ -186,13 +184,14 @@ class _PoolLine:
             if loop.time() < self._resting_until:
                 return None
             conn = await self._connect()
+            if conn is not None and not _can_take_over(conn):  # a kind of connection this never will take
+                await self._pool.release(conn)
+                self._resting_until = math.inf
+                return None
             line = None if conn is None else _take_over(conn)
             if line is None:
                 if conn is not None:
                     await self._pool.release(conn)
-                    if not _can_take_over(conn):  # a kind of connection this never will take: stop trying
-                        self._resting_until = math.inf
-                        return None
                 # Redis is away or refused us: the adds of the next second go the ordinary way without first
                 # paying a failed open each, which would double what an add costs through an outage.
                 self._resting_until = loop.time() + _REST_AFTER_FAILED_OPEN_S
@@ -246,14 +245,12 @@ def _can_take_over(conn: AbstractConnection) -> bool:
 
 
 def _take_over(conn: AbstractConnection) -> _Replies | None:
-    """Move a connected redis-py connection's transport to a `_Replies`; None if it cannot be taken (not of a kind
-    we know, or closed or holding bytes already).
+    """Move a connected redis-py connection's transport, of a kind `_can_take_over` accepts, to a `_Replies`; None
+    if it is closed or holds bytes already.
 
     The connection stays in the pool's in-use set, so closing the client (which disconnects every connection of
     the pool) closes the line too.
     """
-    if not _can_take_over(conn):
-        return None
     writer: Any = getattr(conn, "_writer", None)
     reader: Any = getattr(conn, "_reader", None)
     transport = writer.transport

@@ -159,6 +159,10 @@ class Scripts:
             name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
 
+    def wire(self, name: str) -> tuple[str, list[str]]:
+        """A script's SHA-1 and the key names it is called with, for a caller that packs the call itself."""
+        return self._scripts[name].sha, self._keys[name]
+
     async def call_after_blpop(
         self,
         client: RedisClient,

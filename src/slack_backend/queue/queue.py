@@ -12,7 +12,7 @@ from typing import Any
 
 from slack_backend.queue._add_line import AddLine
 from slack_backend.queue._keys import QueueKeys
-from slack_backend.queue._scripts import Scripts, script_keys
+from slack_backend.queue._scripts import Scripts
 from slack_backend.queue.connection import RedisClient
 from slack_backend.queue.errors import InvalidJobDataError, NotReplicatedError, raise_for_code
 from slack_backend.queue.events import DEFAULT_MAX_EVENTS
@@ -112,7 +112,7 @@ class Queue:
         self._default_opts = _opts_json(self.defaults.attempts, self.defaults.backoff)
         # The JSON head of a record depends only on these few options, so it is encoded once per combination.
         self._heads: dict[tuple[str, str, int, str, int], str] = {}
-        self._add_line = AddLine.for_client(connection, [self.keys.key(n) for n in script_keys("add")], dedup_ttl_ms)
+        self._add_line = AddLine.for_client(connection, *self._scripts.wire("add"), dedup_ttl_ms)
 
     async def call(self, script: str, *args: str | int | float) -> Any:
         """Run one of the queue's scripts (for the worker; not for application code)."""
