@@ -5,9 +5,10 @@ asyncio's loop and on uvloop (the service's), whose transports differ."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from slack_backend.queue import JobOptions, JobState, Queue, create_redis
 from slack_backend.queue._add_line import AddLine
 from slack_backend.queue._scripts import script_source
 from slack_backend.queue.connection import RedisClient
+from tests.support.engine import wait_until
 from tests.support.fault_proxy import FaultProxy, evalsha_of
 from tests.support.redis_server import RedisServer
 
@@ -40,6 +42,26 @@ async def _queue_on(client: RedisClient, prefix: str) -> Queue:
     return Queue("q", connection=client, prefix=prefix)
 
 
+@contextlib.asynccontextmanager
+async def _queue_through_proxy(
+    redis_server: RedisServer, prefix: str, *, socket_timeout: float | None = None
+) -> AsyncIterator[tuple[FaultProxy, Queue]]:
+    """A proxy to the session's Redis and a queue whose client goes through it (the service's client, or one with
+    `socket_timeout`), its first add made so the line is open; the client is closed after."""
+    async with FaultProxy("127.0.0.1", redis_server.port) as proxy:
+        client: RedisClient
+        if socket_timeout is None:
+            client = create_redis(proxy.url)
+        else:
+            client = Redis.from_url(proxy.url, socket_timeout=socket_timeout, decode_responses=True)
+        try:
+            queue = await _queue_on(client, prefix)
+            await queue.add("warm", {})  # the line open
+            yield proxy, queue
+        finally:
+            await client.aclose()
+
+
 def _line(queue: Queue) -> AddLine:
     assert queue._add_line is not None
     return queue._add_line
@@ -51,11 +73,8 @@ def test_adds_go_on_one_line_with_the_registered_script(run: Runner, redis_serve
     a second send), and 100 adds one after another go on the open line, once each, never through the pool."""
 
     async def scenario() -> None:
-        async with FaultProxy("127.0.0.1", redis_server.port) as proxy:
-            client = create_redis(proxy.url)
-            queue = await _queue_on(client, prefix)
+        async with _queue_through_proxy(redis_server, prefix) as (proxy, queue):
             assert queue._scripts._scripts["add"].sha.encode() in _line(queue)._prefix
-            await queue.add("warm", {})  # the line open
             connections, sent = proxy.connections, sum(1 for c in proxy.seen if is_add(c))
             line = _line(queue).current
             assert line is not None
@@ -66,7 +85,6 @@ def test_adds_go_on_one_line_with_the_registered_script(run: Runner, redis_serve
             assert proxy.connections == connections  # the line's; the pool's were never needed
             assert sum(1 for c in proxy.seen if is_add(c)) == sent + 100  # each add sent once
             assert await _waiting(queue) == 101
-            await client.aclose()
 
     run(scenario())
 
@@ -79,10 +97,7 @@ def test_concurrent_adds_share_one_connection_and_each_gets_its_own_reply(
     add is answered with its own job id, and Redis holds each job once, with its own data."""
 
     async def scenario() -> None:
-        async with FaultProxy("127.0.0.1", redis_server.port) as proxy:
-            client = create_redis(proxy.url)
-            queue = await _queue_on(client, prefix)
-            await queue.add("warm", {})  # the script loaded, the line open
+        async with _queue_through_proxy(redis_server, prefix) as (proxy, queue):
             before = proxy.connections
             results = await asyncio.gather(*(queue.add("x", {"i": i}, job_id=f"j{i}") for i in range(200)))
             assert [r.job_id for r in results] == [f"j{i}" for i in range(200)]
@@ -93,7 +108,6 @@ def test_concurrent_adds_share_one_connection_and_each_gets_its_own_reply(
                 assert job is not None
                 assert job.data == {"i": i}
             assert await _waiting(queue) == 201
-            await client.aclose()
 
     run(scenario())
 
@@ -106,17 +120,13 @@ def test_queues_made_one_per_request_share_their_clients_one_line(
     on one client, one add each, open no connection past the first line."""
 
     async def scenario() -> None:
-        async with FaultProxy("127.0.0.1", redis_server.port) as proxy:
-            client = create_redis(proxy.url)
-            first = await _queue_on(client, prefix)
-            await first.add("warm", {})
+        async with _queue_through_proxy(redis_server, prefix) as (proxy, first):
             connections = proxy.connections
             for i in range(50):
-                queue = Queue(f"q{i}", connection=client, prefix=prefix)
+                queue = Queue(f"q{i}", connection=first.redis, prefix=prefix)
                 assert (await queue.add("x", {"i": i})).created
                 assert _line(queue).current is _line(first).current
             assert proxy.connections == connections
-            await client.aclose()
 
     run(scenario())
 
@@ -129,10 +139,7 @@ def test_an_add_whose_reply_is_lost_is_sent_again_and_makes_one_job(
     ordinary path, which finds the job; the line reopens for the next add. One job per add, exact counts."""
 
     async def scenario() -> None:
-        async with FaultProxy("127.0.0.1", redis_server.port) as proxy:
-            client = create_redis(proxy.url)
-            queue = await _queue_on(client, prefix)
-            await queue.add("warm", {})
+        async with _queue_through_proxy(redis_server, prefix) as (proxy, queue):
             proxy.lose_reply(is_add)
             assert (await queue.add("x", {"n": 1}, job_id="lost")).job_id == "lost"
             assert (await queue.add("x", {"n": 2}, job_id="after")).created
@@ -141,7 +148,6 @@ def test_an_add_whose_reply_is_lost_is_sent_again_and_makes_one_job(
             assert job is not None
             assert job.data == {"n": 1}
             assert sum(1 for c in proxy.seen if is_add(c) and b"lost" in c[-1]) == 2  # sent, then sent again
-            await client.aclose()
 
     run(scenario())
 
@@ -154,19 +160,20 @@ def test_adds_in_flight_when_the_connection_resets_are_each_made_once(
     its own id through the ordinary path, and each job is in Redis once."""
 
     async def scenario() -> None:
-        async with FaultProxy("127.0.0.1", redis_server.port) as proxy:
-            client = create_redis(proxy.url)
-            queue = await _queue_on(client, prefix)
-            await queue.add("warm", {})
+        async with _queue_through_proxy(redis_server, prefix) as (proxy, queue):
             proxy.delay_s = 0.3  # the adds wait in the proxy, written but not yet run
+            sent = sum(1 for c in proxy.seen if is_add(c))
             adds = [asyncio.create_task(queue.add("x", {"i": i}, job_id=f"j{i}")) for i in range(50)]
-            await asyncio.sleep(0.1)
+
+            async def all_held() -> bool:  # the proxy has read all 50 and holds them for its delay
+                return sum(1 for c in proxy.seen if is_add(c)) == sent + 50
+
+            await wait_until(all_held, timeout_s=5, every_s=0.005)
             proxy.reset()
             proxy.delay_s = 0.0
             results = await asyncio.gather(*adds)
             assert [r.job_id for r in results] == [f"j{i}" for i in range(50)]
             assert await _waiting(queue) == 51
-            await client.aclose()
 
     run(scenario())
 
@@ -179,10 +186,7 @@ def test_a_line_that_answers_nothing_for_the_socket_timeout_hands_its_adds_on(
     add back (None: send it the ordinary way) instead of waiting for TCP's own patience; then a new line works."""
 
     async def scenario() -> None:
-        async with FaultProxy("127.0.0.1", redis_server.port) as proxy:
-            client = Redis.from_url(proxy.url, socket_timeout=0.5, decode_responses=True)
-            queue = await _queue_on(client, prefix)
-            await queue.add("warm", {})
+        async with _queue_through_proxy(redis_server, prefix, socket_timeout=0.5) as (proxy, queue):
             proxy.blackhole()
             started = time.monotonic()
             spec = queue._spec("x", {}, JobOptions(job_id="held"))
@@ -193,7 +197,6 @@ def test_a_line_that_answers_nothing_for_the_socket_timeout_hands_its_adds_on(
             proxy.heal()
             assert (await queue.add("x", {}, job_id="after")).created
             assert await _waiting(queue) == 2  # "held" was dropped by the partition, never run
-            await client.aclose()
 
     run(scenario())
 
