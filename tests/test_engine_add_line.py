@@ -212,12 +212,17 @@ def test_an_add_cancelled_while_its_reply_is_on_the_way_does_not_answer_the_next
         client = create_redis(redis_server.url)
         queue = await _queue_on(client, prefix)
         await queue.add("warm", {})  # the script is loaded and the line open
-        await client.client_pause(300, all=False)  # WRITE mode: scripts that write wait, unanswered
-        first = asyncio.create_task(queue.add("x", {"n": 1}, job_id="first"))
-        await asyncio.sleep(0.1)
-        first.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await first
+        # WRITE mode: scripts that write wait, unanswered, until the unpause below (the pause's own end is far off,
+        # so a slow host cannot let the add finish before it is cancelled).
+        await client.client_pause(10_000, all=False)
+        try:
+            first = asyncio.create_task(queue.add("x", {"n": 1}, job_id="first"))
+            await asyncio.sleep(0.1)  # the task runs and writes its request at its first step
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+        finally:
+            await client.client_unpause()
         second = await queue.add("x", {"n": 2}, job_id="second")
         assert (second.job_id, second.created) == ("second", True)
         for job_id, data in (("second", {"n": 2}), ("first", {"n": 1})):
