@@ -6,6 +6,7 @@ import contextvars
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -257,13 +258,16 @@ def _drop_marked(logger: Any, method_name: str, event_dict: Any) -> Any:
 
 
 @pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARNING", "ERROR"])
-def test_the_json_loggers_methods_write_what_structlogs_own_write(level: str) -> None:
+@pytest.mark.parametrize("chain", ["ours", "with a dropping processor"])
+def test_the_json_loggers_methods_write_what_structlogs_own_write(level: str, chain: str) -> None:
     """The JSON format's one-call level methods give the lines structlog's filtering logger gives, through the
-    same processors: interpolation, bound context, levels, aliases, DropEvent, exceptions."""
+    same processors: interpolation, bound context, levels, aliases, DropEvent, exceptions. With our chain alone
+    (production's), they render and write without calling the processor or the logger; with another processor
+    ahead of it, through both."""
     stream = io.StringIO()
     configure_logging(level, "json", stream=stream)
-    processors = [_drop_marked, *structlog.get_config()["processors"]]
-    structlog.configure(processors=processors)
+    if chain != "ours":
+        structlog.configure(processors=[_drop_marked, *structlog.get_config()["processors"]])
     assert type(get_logger("t").bind()).__name__.startswith("Direct")
     _calls(get_logger("slack_backend.test").bind(worker="w1"))
     ours = [json.loads(line) for line in stream.getvalue().splitlines()]
@@ -280,7 +284,8 @@ def test_the_json_loggers_methods_write_what_structlogs_own_write(level: str) ->
         if "exception" in record:
             record["exception"] = record["exception"].splitlines()[-1]
     assert ours == theirs
-    assert len(ours) == {"DEBUG": 13, "INFO": 12, "WARNING": 7, "ERROR": 4}[level]
+    dropped = 0 if chain == "ours" or level in ("WARNING", "ERROR") else 1
+    assert len(ours) == {"DEBUG": 14, "INFO": 13, "WARNING": 7, "ERROR": 4}[level] - dropped
     assert SLACK_TOKEN not in stream.getvalue()
 
 
@@ -334,3 +339,73 @@ def test_the_json_chain_merges_context_as_structlogs_processors_do() -> None:
     assert [r.get("workspace") for r in ours] == ["T1", "T2", "T1", "T1", "T1", "T1", "T1", None]
     assert ours[3]["bot_token"] == REDACTED
     assert ours[6]["queue"] == "bound wins"
+
+
+def _our_handler() -> logging.StreamHandler[Any]:
+    return next(h for h in logging.getLogger().handlers if h.get_name() == "slack_backend")  # type: ignore[misc]
+
+
+def test_on_a_stream_like_standard_error_lines_go_to_its_descriptor_whole_and_in_order(tmp_path: Any) -> None:
+    """On a line-buffered UTF-8 file stream (standard error is one), our lines are written to its descriptor: the
+    same text as through the stream, in order with the standard library's lines and others' whole lines."""
+    path = tmp_path / "log"
+    with open(path, "w", buffering=1, encoding="utf-8") as stream:
+        configure_logging("INFO", "json", stream=stream)
+        log = get_logger("slack_backend.test").bind(worker="w1")
+        log.info("one", n=1)
+        logging.getLogger("some.library").warning("two %s", SLACK_TOKEN)
+        stream.write("three\n")
+        log.info("four \u00fc \u2713", token=SLACK_TOKEN, nested={"api_key": "k"})
+        # A partial line another writer leaves in the stream's buffer stays behind ours: ours stays whole.
+        stream.write("five, partial")
+        log.warning("six")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[2] == "three"
+    assert lines[5] == "five, partial"
+    records = [json.loads(line) for i, line in enumerate(lines) if i not in (2, 5)]
+    assert [r["event"] for r in records] == ["one", f"two {REDACTED}", "four \u00fc \u2713", "six"]
+    assert records[2]["token"] == REDACTED
+    assert records[2]["nested"] == {"api_key": REDACTED}
+    assert SLACK_TOKEN not in path.read_text(encoding="utf-8")
+
+    through = io.StringIO()
+    configure_logging("INFO", "json", stream=through)
+    log = get_logger("slack_backend.test").bind(worker="w1")
+    log.info("one", n=1)
+    log.info("four \u00fc \u2713", token=SLACK_TOKEN, nested={"api_key": "k"})
+    log.warning("six")
+    expected = [json.loads(line) for line in through.getvalue().splitlines()]
+    for record in (*records, *expected):
+        record.pop("timestamp")
+    assert [records[0], records[2], records[3]] == expected
+
+
+def test_a_closed_stream_is_not_written_past_to_whatever_reuses_its_descriptor(tmp_path: Any) -> None:
+    """Once the stream is closed its descriptor's number may name another file: lines fail as writing to a closed
+    stream does, and that file gets nothing."""
+    stream = open(tmp_path / "log", "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below, on purpose
+    configure_logging("INFO", "json", stream=stream)
+    number = stream.fileno()
+    stream.close()
+    other = os.open(tmp_path / "other", os.O_WRONLY | os.O_CREAT)
+    try:
+        if other != number:
+            os.dup2(other, number)
+        with pytest.raises(ValueError, match="closed file"):
+            get_logger("slack_backend.test").info("after the close")
+    finally:
+        os.close(other)
+        if other != number:
+            os.close(number)
+    assert (tmp_path / "other").read_bytes() == b""
+
+
+def test_a_replaced_stream_gets_the_lines(tmp_path: Any) -> None:
+    """When the handler's stream is replaced, lines go to the new stream, not to the first one's descriptor."""
+    with open(tmp_path / "first", "w", buffering=1) as first, open(tmp_path / "second", "w", buffering=1) as second:
+        configure_logging("INFO", "json", stream=first)
+        get_logger("slack_backend.test").info("to the first")
+        _our_handler().setStream(second)
+        get_logger("slack_backend.test").info("to the second")
+    assert [json.loads(line)["event"] for line in (tmp_path / "first").read_text().splitlines()] == ["to the first"]
+    assert [json.loads(line)["event"] for line in (tmp_path / "second").read_text().splitlines()] == ["to the second"]

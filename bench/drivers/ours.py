@@ -37,7 +37,8 @@ async def open_enqueuer(url: str, queue: str) -> _Enqueuer:
 
 def log_to_null(level: str) -> None:
     # Rendered but thrown away: WARNING measures the engine alone, INFO what production pays for its job lines.
-    configure_logging(level, "json", stream=open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    # Line-buffered, as standard error (production's log stream) is.
+    configure_logging(level, "json", stream=open(os.devnull, "w", buffering=1))  # noqa: SIM115 - lives as long as the process
 
 
 async def run_worker(url: str, queue_name: str, concurrency: int, probe: Probe, options: dict[str, Any]) -> None:
