@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,6 +129,39 @@ async def test_mention_shows_a_reaction_while_drafting_and_leaves_no_note(pipeli
     ephemerals = p.slack.calls_to("chat.postEphemeral")
     assert [bool(c.params.get("blocks")) for c in ephemerals] == [True], "only the draft, no progress note"
     assert p.slack.calls.index(added) < p.slack.calls.index(ephemerals[0]) < p.slack.calls.index(removed)
+
+
+def _mention_event(event_id: str, ts: str) -> tuple[bytes, str]:
+    body, content_type = mention_body(channel=GROUP_DM, ts=ts, event_ts=ts)
+    event = json.loads(body)
+    event["event_id"] = event_id
+    return json.dumps(event).encode(), content_type
+
+
+# The calls a worker makes to Slack's Web API for a mention in a group DM (the web app makes none of these).
+_WORKER_METHODS = ("reactions.add", "conversations.replies", "chat.postEphemeral", "reactions.remove")
+
+
+async def test_a_workers_slack_calls_share_its_connections(pipeline: PipelineFactory) -> None:
+    """A worker's Slack Web API calls go through one session for its life: three mention drafts make ten calls
+    (reactions added and removed, a thread read, ephemeral drafts), over one or two kept-alive connections, not one
+    each (slack_sdk given no session opens one per call: in production, a TLS handshake per call)."""
+    async with pipeline() as p:
+        p.slack.add_thread(GROUP_DM, THREAD_TS, [{"user": "U0OTHER1", "text": "Lunch?", "ts": THREAD_TS}], mpim=True)
+        for n in range(3):
+            await post_signed(p.client, _mention_event(f"Ev0000{n}", f"1700000100.00010{n}"))
+            job = await job_ended(p.queue, f"Ev0000{n}")
+            assert job.state is JobState.COMPLETED
+    calls = [c for c in p.slack.calls if c.method in _WORKER_METHODS]
+    # The thread is read once: the next drafts find it in the thread cache.
+    assert {m: sum(c.method == m for c in calls) for m in _WORKER_METHODS} == {
+        "reactions.add": 3,
+        "conversations.replies": 1,
+        "chat.postEphemeral": 3,
+        "reactions.remove": 3,
+    }
+    assert None not in {c.peer for c in calls}
+    assert len({c.peer for c in calls}) <= 2, f"{len(calls)} calls over {len({c.peer for c in calls})} connections"
 
 
 async def test_mention_in_a_thread_reads_the_thread_and_posts_ephemerally(pipeline: PipelineFactory) -> None:

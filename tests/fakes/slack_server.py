@@ -43,7 +43,8 @@ __all__ = ["NON_MARKETPLACE_LIMIT", "FakeSlack", "OAuthGrant", "Person", "SlackC
 class SlackCall:
     """One call the fake received: Web API method (or "response_url"), token, and parameters.
 
-    `params` merges the query string with the form or JSON body, as Slack itself reads both.
+    `params` merges the query string with the form or JSON body, as Slack itself reads both. `peer` is the client's
+    address and port: one per TCP connection, so calls with the same `peer` came over one kept-alive connection.
     """
 
     method: str
@@ -51,6 +52,7 @@ class SlackCall:
     token: str | None
     params: dict[str, Any]
     content_type: str
+    peer: tuple[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -268,7 +270,7 @@ class FakeSlack:
         method = request.match_info["method"]
         params = await _read_params(request)
         token = _bearer(request.headers.get("Authorization")) or _str_or_none(params.pop("token", None))
-        self.calls.append(SlackCall(method, request.method, token, params, request.content_type))
+        self.calls.append(SlackCall(method, request.method, token, params, request.content_type, _peer(request)))
         if method in self._latency:
             await asyncio.sleep(self._rng.uniform(*self._latency[method]))
         scripted = self._scripted(method)
@@ -310,7 +312,9 @@ class FakeSlack:
     async def _response_url(self, request: web.Request) -> web.Response:
         response_id = request.match_info["response_id"]
         params = await _read_params(request)
-        self.calls.append(SlackCall(RESPONSE_URL_METHOD, request.method, None, params, request.content_type))
+        self.calls.append(
+            SlackCall(RESPONSE_URL_METHOD, request.method, None, params, request.content_type, _peer(request))
+        )
         scripted = self._scripted(RESPONSE_URL_METHOD)
         if scripted is not None:
             return scripted
@@ -503,3 +507,8 @@ def _ok(**fields: Any) -> web.Response:
 
 def _fail(error: str, *, status: int = 200) -> web.Response:
     return web.json_response({"ok": False, "error": error}, status=status)
+
+
+def _peer(request: web.Request) -> tuple[str, int] | None:
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return (str(peer[0]), int(peer[1])) if peer else None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import aiohttp
 import structlog
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -77,8 +78,11 @@ class ContextReader:
         cache_prefix: str = "",
         wait_s: float = 10.0,
         page_size: int = 15,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
+        """`session`: the process's outbound session (slack/outbound.py), left open; None: one per call."""
         self._tokens = tokens
+        self._session = session
         self._slack_api_url = slack_api_url
         self._limiter = limiter
         self._redis = redis
@@ -121,7 +125,7 @@ class ContextReader:
         self, data: AIResponseJobData, thread_ts: str, token: str, deadline: float
     ) -> tuple[tuple[ContextMessage, ...], str | None, str | None]:
         """The thread's messages, Slack's refusal code, and the note for the draft."""
-        client = AsyncWebClient(token=token, base_url=self._slack_api_url)
+        client = AsyncWebClient(token=token, base_url=self._slack_api_url, session=self._session)
 
         async def before_call() -> bool:
             if self._limiter is None:
@@ -169,7 +173,7 @@ class ContextReader:
     ) -> dict[str, Member]:
         """Who these users are, from the cache or users.info; whoever cannot be looked up in time stays an id."""
         found = await self._cached(data.workspace_id, user_ids)
-        client = AsyncWebClient(token=token, base_url=self._slack_api_url)
+        client = AsyncWebClient(token=token, base_url=self._slack_api_url, session=self._session)
         for user_id in user_ids:
             if user_id in found:
                 continue

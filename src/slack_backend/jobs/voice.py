@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from slack_backend.ai import Voice
@@ -29,7 +30,11 @@ class VoiceSource:
         examples: StyleExampleStore,
         tokens: TokenSource | None,
         slack_api_url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
+        """`session`: the process's outbound session (slack/outbound.py), left open; None: one per call."""
+        self._session = session
         self._preferences = preferences
         self._examples = examples
         self._tokens = tokens
@@ -62,7 +67,7 @@ class VoiceSource:
             token = await self._tokens.user_token_for(data.workspace_id, data.user_id)
             if token is None:
                 return
-            client = AsyncWebClient(token=token, base_url=self._slack_api_url)
+            client = AsyncWebClient(token=token, base_url=self._slack_api_url, session=self._session)
             own = await read_own_messages(client, data.channel_id, data.user_id)
         except Exception as exc:  # style is a bonus: a draft is never held up or failed for it
             log.info("style examples not read", channel=data.channel_id, error=type(exc).__name__)

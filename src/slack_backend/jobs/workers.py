@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import structlog
 from pydantic import ValidationError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -47,6 +46,7 @@ from slack_backend.slack import (
 )
 from slack_backend.slack.card import card_message
 from slack_backend.slack.context import MARKETPLACE_PAGE_SIZE, NON_MARKETPLACE_PAGE_SIZE
+from slack_backend.slack.outbound import outbound_session
 from slack_backend.slack.response_urls import is_loopback_url
 from slack_backend.slack.tokens import InstallationStoreTokenSource, token_cipher, token_rotator
 from slack_backend.store import (
@@ -471,13 +471,14 @@ async def build_ai_worker(
         log.warning("no ANTHROPIC_API_KEY: using the offline stand-in; drafts are clearly labelled placeholders")
     slack_api_url = settings.slack_api_url
 
-    def client_factory(token: str) -> AsyncWebClient:
-        return AsyncWebClient(token=token, base_url=slack_api_url)
+    # One aiohttp session for every Slack call and response_url post, for the worker's life: slack_sdk given none
+    # opens one per call (a new connection and, to Slack, a TLS handshake); a client per post cost ~20 ms of set-up
+    # each, and an aiohttp post costs about a quarter of the CPU of an httpx one.
+    session = await cleanup.enter_async_context(outbound_session())
 
-    # One aiohttp session for every response_url post, for the worker's life: a client per post cost ~20 ms of
-    # set-up each, and an aiohttp post costs about a quarter of the CPU of an httpx one.
-    session = aiohttp.ClientSession()
-    cleanup.push_async_callback(session.close)
+    def client_factory(token: str) -> AsyncWebClient:
+        return AsyncWebClient(token=token, base_url=slack_api_url, session=session)
+
     delivery = SlackDelivery(
         client_factory,
         RedisDeliveryLedger(redis, queue),
@@ -501,6 +502,7 @@ async def build_ai_worker(
         context_reader=ContextReader(
             tokens=tokens,
             slack_api_url=slack_api_url,
+            session=session,
             limiter=SlackCallLimiter(
                 redis,
                 settings.redis_prefix,
@@ -518,7 +520,7 @@ async def build_ai_worker(
         # The link only helps where users can connect an account: OAuth mode.
         connect_url=settings.public_url if settings.slack_client_id is not None else None,
         rate_gate=rate_gate,
-        voice=VoiceSource(PreferenceStore(engine), StyleExampleStore(engine), tokens, slack_api_url),
+        voice=VoiceSource(PreferenceStore(engine), StyleExampleStore(engine), tokens, slack_api_url, session=session),
         passive=PassiveCheck(PreferenceStore(engine), WatchStore(engine)),
     )
     worker = Worker(

@@ -39,13 +39,13 @@ from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.logging import get_logger
 from slack_backend.queue import Queue, ServerSafety, create_redis, server_safety
 from slack_backend.queue.connection import RedisClient
+from slack_backend.slack.outbound import outbound_session
 from slack_backend.slack.response_urls import is_loopback_url, response_url_problem
 from slack_backend.slack.tokens import require_token_cipher
 from slack_backend.store import create_engine, create_tables
 from slack_backend.store import installation_store as store_installations
 from slack_backend.store import oauth_state_store as store_oauth_states
 from slack_backend.store import ping as ping_database
-from slack_backend.web._clients import outbound_session
 from slack_backend.web.admin import AdminDashboard
 from slack_backend.web.ingress import INSTALL_PATH, REDIRECT_URI_PATH, build_bolt_app, resolve_signing_secret
 from slack_backend.web.metrics import Metrics, metrics_routes
@@ -117,7 +117,7 @@ def create_app(
     expect_workers: bool = False,
 ) -> Starlette:
     """Build the web app. Its lifespan opens Redis (unless `redis` is given, which the caller then closes),
-    opens the database engine (for /readyz) and the outbound HTTP session every click shares (web/_clients.py),
+    opens the database engine (for /readyz) and the outbound HTTP session every click shares (slack/outbound.py),
     builds the queue and the Bolt app, and keeps them in `app.state.web`
     (a `WebState`); `app.state.redis`, `.queue`, `.bolt`, `.signing_secret` and `.metrics` name the same objects.
     /metrics and the /admin dashboard are always mounted (the dashboard answers 503 without ADMIN_TOKEN).

@@ -149,7 +149,7 @@ def build_bolt_app(
         engine: the database of saved drafts, users' preferences and watches; without it the suggestion card's
             buttons, App Home and watching do nothing.
         slack_session: the app's shared aiohttp session for Slack's Web API, notes and response_url posts
-            (web/_clients.py), left open; None: one per call or post.
+            (slack/outbound.py), left open; None: one per call or post.
     """
     secret = resolve_signing_secret(settings) if signing_secret is None else signing_secret
     oauth_mode = settings.slack_client_id is not None and settings.slack_client_secret is not None

@@ -1,8 +1,9 @@
-"""The web app's outbound HTTP session, opened when the app starts and closed when it stops: one aiohttp session
-for Slack's Web API (Bolt's client, posts as a user, notes) and for response_url posts.
+"""A process's outbound HTTP session to Slack, opened when the web app or a worker starts and closed when it stops:
+one aiohttp session for Slack's Web API (Bolt's client, thread reads, users.info, reactions, ephemeral posts, posts
+as a user) and for response_url posts.
 
-One for the app's life, so no click pays for a new client: a new session opens a new connection (a TLS handshake
-to Slack).
+One for the process's life, so no click and no draft pays for a new client: slack_sdk given no session opens one
+per call, and with it a new connection (a TLS handshake to Slack).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class _SharedSession:
 
 @asynccontextmanager
 async def outbound_session() -> AsyncIterator[aiohttp.ClientSession]:
-    """The session every Slack Web API call and response_url post of the web app goes through: opened inside the
+    """The session every Slack Web API call and response_url post of the process goes through: opened inside the
     running loop (which aiohttp needs), closed on the way out."""
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_API_TIMEOUT_S))
     try:
