@@ -164,6 +164,45 @@ async def test_a_workers_slack_calls_share_its_connections(pipeline: PipelineFac
     assert len({c.peer for c in calls}) <= 2, f"{len(calls)} calls over {len({c.peer for c in calls})} connections"
 
 
+async def test_the_hourglass_reaction_does_not_hold_up_the_draft(pipeline: PipelineFactory) -> None:
+    """A mention's hourglass reaction goes to Slack beside the thread read and the model call: with Slack taking
+    0.5 s to answer reactions.add, the model's request arrives before that answer. The reaction is taken away only
+    after it was added, and none is left."""
+    async with pipeline() as p:
+        p.slack.add_thread(GROUP_DM, THREAD_TS, [{"user": "U0OTHER1", "text": "Lunch?", "ts": THREAD_TS}], mpim=True)
+        p.slack.slow_down("reactions.add", 0.5, 0.5)
+        await post_signed(p.client, mention_body(channel=GROUP_DM))
+        job = await job_ended(p.queue, EVENT_ID)
+    assert job.state is JobState.COMPLETED
+    [added] = p.slack.calls_to("reactions.add")
+    [removed] = p.slack.calls_to("reactions.remove")
+    [request] = p.claude.message_requests
+    assert request.received_s < added.received_s + 0.5, "the model call waited for Slack's answer to the reaction"
+    assert removed.received_s >= added.received_s + 0.5, "removed before Slack had added it"
+    assert p.slack.reactions == set()
+
+
+async def test_a_failed_draft_leaves_no_hourglass_even_when_the_reaction_is_slow(pipeline: PipelineFactory) -> None:
+    """The model refuses (400) while reactions.add is still on its way: the failure note takes the reaction away
+    after it landed, so none is left on the user's message."""
+    async with pipeline() as p:
+        p.slack.add_thread(GROUP_DM, THREAD_TS, [{"user": "U0OTHER1", "text": "Lunch?", "ts": THREAD_TS}], mpim=True)
+        p.slack.slow_down("reactions.add", 0.5, 0.5)
+        p.claude.script(Behaviour.bad_request())
+        await post_signed(p.client, mention_body(channel=GROUP_DM))
+        job = await job_ended(p.queue, EVENT_ID)
+
+        async def taken_away() -> bool:
+            return bool(p.slack.calls_to("reactions.remove"))
+
+        await wait_until(taken_away)
+    assert job.state is JobState.FAILED
+    [added] = p.slack.calls_to("reactions.add")
+    [removed] = p.slack.calls_to("reactions.remove")
+    assert removed.received_s >= added.received_s + 0.5
+    assert p.slack.reactions == set()
+
+
 async def test_mention_in_a_thread_reads_the_thread_and_posts_ephemerally(pipeline: PipelineFactory) -> None:
     """An @mention in a channel thread: read with the user's own token; the draft goes ephemerally, by the bot."""
     async with pipeline(**OAUTH) as p:

@@ -45,6 +45,7 @@ class SlackCall:
 
     `params` merges the query string with the form or JSON body, as Slack itself reads both. `peer` is the client's
     address and port: one per TCP connection, so calls with the same `peer` came over one kept-alive connection.
+    `received_s`: this process's `time.monotonic()` as the fake began to handle the call (before `slow_down`).
     """
 
     method: str
@@ -53,6 +54,7 @@ class SlackCall:
     params: dict[str, Any]
     content_type: str
     peer: tuple[str, int] | None = None
+    received_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -270,7 +272,9 @@ class FakeSlack:
         method = request.match_info["method"]
         params = await _read_params(request)
         token = _bearer(request.headers.get("Authorization")) or _str_or_none(params.pop("token", None))
-        self.calls.append(SlackCall(method, request.method, token, params, request.content_type, _peer(request)))
+        self.calls.append(
+            SlackCall(method, request.method, token, params, request.content_type, _peer(request), time.monotonic())
+        )
         if method in self._latency:
             await asyncio.sleep(self._rng.uniform(*self._latency[method]))
         scripted = self._scripted(method)
@@ -313,7 +317,15 @@ class FakeSlack:
         response_id = request.match_info["response_id"]
         params = await _read_params(request)
         self.calls.append(
-            SlackCall(RESPONSE_URL_METHOD, request.method, None, params, request.content_type, _peer(request))
+            SlackCall(
+                RESPONSE_URL_METHOD,
+                request.method,
+                None,
+                params,
+                request.content_type,
+                _peer(request),
+                time.monotonic(),
+            )
         )
         scripted = self._scripted(RESPONSE_URL_METHOD)
         if scripted is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -167,26 +168,33 @@ class AIResponseProcessor:
             if not verdict.allowed:
                 await audit.written()
                 return await self._refuse_over_quota(job, data, token, verdict, started)
-        await self._delivery.progress(data, token, "Drafting a reply...")
-        conversation = await self._context_reader.read(data, token)
-        context, unreadable = conversation.messages, conversation.refusal is not None
-        if data.replies_to_thread and not context and unreadable and self._connect_url is None:
-            # A mention in a thread whose messages the app may not read leaves nothing to reply to, unless the user
-            # can connect their own account (OAuth mode): then the draft follows their words and links there. (A
-            # thread read refused for Slack's rate limit is neither: the draft is written without it.)
-            raise SlackRejectedError("the thread could not be read", error=conversation.refusal or "not_in_channel")
-        request = DraftRequest(
-            trigger_text=data.trigger_text,
-            context=context,
-            requester_user_id=data.user_id,
-            instruction=data.instruction,
-            names=conversation.names,
-            now=local_now(self._clock(), conversation.tz),
-            trigger_user_id=data.trigger_user_id,
-            voice=None if self._voice is None else await self._voice.voice_for(data, preferences),
-        )
-        with audit.call():
-            draft = await self._drafter.draft(request)
+        # The hourglass reaction goes to Slack beside the thread read and the model call: the draft does not wait a
+        # round trip to Slack for it. Whatever takes it away (the delivery, the failure note) comes after it landed.
+        progress = asyncio.ensure_future(self._delivery.progress(data, token, "Drafting a reply..."))
+        try:
+            conversation = await self._context_reader.read(data, token)
+            context, unreadable = conversation.messages, conversation.refusal is not None
+            if data.replies_to_thread and not context and unreadable and self._connect_url is None:
+                # A mention in a thread whose messages the app may not read leaves nothing to reply to, unless the
+                # user can connect their own account (OAuth mode): then the draft follows their words and links
+                # there. (A thread read refused for Slack's rate limit is neither: the draft is written without it.)
+                refusal = conversation.refusal or "not_in_channel"
+                raise SlackRejectedError("the thread could not be read", error=refusal)
+            request = DraftRequest(
+                trigger_text=data.trigger_text,
+                context=context,
+                requester_user_id=data.user_id,
+                instruction=data.instruction,
+                names=conversation.names,
+                now=local_now(self._clock(), conversation.tz),
+                trigger_user_id=data.trigger_user_id,
+                voice=None if self._voice is None else await self._voice.voice_for(data, preferences),
+            )
+            with audit.call():
+                draft = await self._drafter.draft(request)
+        finally:
+            # Never raises (progress is best effort); on a cancel, it still lands before the job is released.
+            await progress
         await audit.written()
         job.cost_used = draft.input_tokens + draft.output_tokens
         await self._respect_provider_limits(draft)
