@@ -17,7 +17,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, ExceptionRenderer, ExcInfo, Processor, WrappedLogger
 
-from slack_backend.queue.log_context import JOB_LOG_CONTEXT, merge_job_context
+from slack_backend.queue.log_context import merge_job_context
 
 REDACTED = "[redacted]"
 LOG_FORMATS = ("auto", "json", "console")
@@ -242,14 +242,7 @@ def _render_line(logger_name: str, level: str, event_dict: EventDict) -> bytes:
                 event_dict.setdefault(name[_PREFIX_LENGTH:], value)
     # Only these keys can name a secret: those added below are ours. Judged on the shorter tuple.
     keys = tuple(event_dict)
-    # merge_job_context, inline: a key the caller gave wins.
-    job = JOB_LOG_CONTEXT.get()
-    if job is not None:
-        setdefault = event_dict.setdefault
-        setdefault("job_id", job[0])
-        setdefault("queue", job[1])
-        setdefault("group", job[2])
-        setdefault("attempt", job[3])
+    event_dict = merge_job_context(None, level, event_dict)
     event_dict["level"] = level
     event_dict["logger"] = logger_name
     # orjson writes it as TimeStamper(fmt="iso", utc=True) does (2026-12-01T10:51:10.123456Z, no fraction on a

@@ -14,20 +14,18 @@ from contextvars import ContextVar
 from typing import Any
 
 # (job_id, queue, group, attempt) of the job whose task this is; a task's context is its own copy, so the value
-# ends with the task and tasks or threads it starts inherit it. Read directly by the JSON renderer.
-JOB_LOG_CONTEXT: ContextVar[tuple[str, str, str, int] | None] = ContextVar(
-    "slack_backend_job_log_context", default=None
-)
+# ends with the task and tasks or threads it starts inherit it.
+_JOB: ContextVar[tuple[str, str, str, int] | None] = ContextVar("slack_backend_job_log_context", default=None)
 
 
 def set_job_log_context(job_id: str, queue: str, group: str, attempt: int) -> None:
     """Mark every line logged from now on in this task (and tasks it starts) as about this job run."""
-    JOB_LOG_CONTEXT.set((job_id, queue, group, attempt))
+    _JOB.set((job_id, queue, group, attempt))
 
 
 def job_log_context() -> dict[str, Any]:
     """The current job's fields as a line would carry them; empty outside a job."""
-    job = JOB_LOG_CONTEXT.get()
+    job = _JOB.get()
     if job is None:
         return {}
     return {"job_id": job[0], "queue": job[1], "group": job[2], "attempt": job[3]}
@@ -38,7 +36,7 @@ def merge_job_context(logger: Any, method_name: str, event_dict: MutableMapping[
 
     Like structlog's `merge_contextvars`, a key the call or the bound logger gives wins.
     """
-    job = JOB_LOG_CONTEXT.get()
+    job = _JOB.get()
     if job is not None:
         setdefault = event_dict.setdefault
         setdefault("job_id", job[0])
