@@ -350,7 +350,7 @@ def _direct_method(name: str, chain: list[Processor]) -> Callable[..., Any]:
                 event_dict = processor(logger, name, event_dict)
         except structlog.DropEvent:
             return None
-        if event_dict.__class__ is bytes or event_dict.__class__ is str or isinstance(event_dict, bytes | bytearray):
+        if event_dict.__class__ is str or isinstance(event_dict, bytes | bytearray):
             return getattr(logger, name)(event_dict)
         if isinstance(event_dict, tuple):
             return getattr(logger, name)(*event_dict[0], **event_dict[1])
