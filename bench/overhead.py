@@ -148,6 +148,7 @@ def command_body(seq: int, response_url: str) -> bytes:
 
 
 async def wait_ready(base_url: str, procs: list[subprocess.Popen[bytes]], timeout_s: float = 60) -> None:
+    """Return once the service answers /readyz with 200; raise if a process exits first or `timeout_s` passes."""
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
@@ -161,7 +162,7 @@ async def wait_ready(base_url: str, procs: list[subprocess.Popen[bytes]], timeou
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.1)
-    raise RuntimeError("slack-backend run was not ready within 60 s")
+    raise RuntimeError(f"slack-backend was not ready within {timeout_s:g} s")
 
 
 async def send_all(base_url: str, slack: ClockedSlack, rate: float, count: int, first: int = 0) -> list[Sent]:
@@ -230,6 +231,31 @@ def model_times(claude: ClockedAnthropic) -> dict[int, tuple[float, float]]:
     return out
 
 
+def service_env(
+    redis_url: str, db_url: str, slack: FakeSlack, claude: FakeAnthropic, port: int, *, keep: int
+) -> dict[str, str]:
+    """The service's environment: its Redis and database, the fakes' URLs, production's INFO JSON logs.
+
+    PYTHONPATH is passed on, so another source tree can be run first on the path (an A/B of two versions)."""
+    return {
+        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")},
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": PREFIX,
+        "DATABASE_URL": db_url,
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_BOT_TOKEN": "xoxb-bench-overhead",
+        "SLACK_API_URL": slack.base_url,
+        "ANTHROPIC_API_KEY": "sk-ant-bench-overhead",
+        "ANTHROPIC_BASE_URL": claude.base_url,
+        "AI_RATE_LIMIT_MAX": "100",
+        "KEEP_COMPLETED": str(keep),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
+    }
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of process `pid` so far, all its threads (Linux /proc)."""
     # Fields after the command's closing parenthesis: utime and stime are the 12th and 13th (clock ticks).
@@ -285,23 +311,7 @@ async def _measure(
     await claude.start()
     claude.script(*[Behaviour(delay_s=model_ms / 1000) for _ in range(WARMUP + count + 10)])
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
-        "REDIS_URL": redis.url,
-        "REDIS_PREFIX": PREFIX,
-        "DATABASE_URL": db_url,
-        "SLACK_SIGNING_SECRET": SECRET,
-        "SLACK_BOT_TOKEN": "xoxb-bench-overhead",
-        "SLACK_API_URL": slack.base_url,
-        "ANTHROPIC_API_KEY": "sk-ant-bench-overhead",
-        "ANTHROPIC_BASE_URL": claude.base_url,
-        "AI_RATE_LIMIT_MAX": "100",
-        "KEEP_COMPLETED": str(count + 100),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "LOG_LEVEL": "INFO",
-        "LOG_FORMAT": "json",
-    }
+    env = service_env(redis.url, db_url, slack, claude, port, keep=count + 100)
     script = Path(sys.executable).with_name("slack-backend")
     with log_path.open("wb") as log:
         # The service's own processes, started once: the blocking call is a fork, not a wait.

@@ -1,0 +1,106 @@
+"""`python -m bench.draft_instructions [--small N] [--large N] [--baseline-src DIR]`: instructions a draft costs.
+
+`bench.overhead`'s service and traffic (`slack-backend run` with the loopback fakes of Slack and Anthropic, signed
+`/draft` commands, INFO JSON logs, a SQLite file), with the service run under valgrind's cachegrind, which counts
+the instructions it runs rather than the time they take: a figure a slow or noisy host does not move, for changes
+worth a few percent of a draft that wall-clock runs cannot resolve. The service runs once with --small drafts and
+once with --large; the difference over the difference in drafts is what one more draft costs the service (the web
+request, the job, the database, the model call and the delivery), its start-up and shutdown cancelled out. With
+--baseline-src, another source tree (say `git worktree add /tmp/base main`, then `/tmp/base/src`) is counted the
+same way, alternately. Needs `valgrind` (Debian package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.fakes.anthropic_server import Behaviour
+
+from bench._server import BenchRedis, free_port
+from bench.harness import ROOT
+from bench.overhead import ClockedAnthropic, ClockedSlack, send_all, service_env, wait_delivered, wait_ready
+
+_VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+# Valgrind runs Python some 30 to 50 times slower: the service takes a minute or more to start, and requests are
+# sent slowly enough that it keeps up.
+READY_TIMEOUT_S = 600.0
+RATE = 1.0
+MODEL_S = 0.05
+
+
+async def count(drafts: int, src: Path | None) -> int:
+    """Instructions the service process ran to start, answer `drafts` drafts and stop."""
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = BenchRedis(Path(tmp))
+        redis.start()
+        slack, claude = ClockedSlack(), ClockedAnthropic()
+        await slack.start()
+        await claude.start()
+        claude.script(*[Behaviour(delay_s=MODEL_S) for _ in range(drafts + 10)])
+        port = free_port()
+        env = service_env(redis.url, f"sqlite+aiosqlite:///{tmp}/drafts.db", slack, claude, port, keep=drafts + 100)
+        if src is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+        script = Path(sys.executable).with_name("slack-backend")
+        log_path = Path(tmp) / "service.log"
+        try:
+            with log_path.open("wb") as log:
+                # The one blocking call is a fork, not a wait.
+                proc = subprocess.Popen([*_VALGRIND, str(script), "run"], env=env, stdout=log, stderr=log)  # noqa: ASYNC220
+            try:
+                await wait_ready(f"http://127.0.0.1:{port}", [proc], timeout_s=READY_TIMEOUT_S)
+                await send_all(f"http://127.0.0.1:{port}", slack, RATE, drafts)
+                await wait_delivered(slack, range(drafts), timeout_s=READY_TIMEOUT_S)
+                delivered = sum(any(draft for _, draft in slack.post_times.get(f"r{seq}", [])) for seq in range(drafts))
+                if delivered != drafts:
+                    raise RuntimeError(f"{delivered} of {drafts} drafts delivered")
+            finally:
+                proc.terminate()
+                await asyncio.to_thread(proc.wait, READY_TIMEOUT_S)
+        finally:
+            await slack.close()
+            await claude.close()
+            redis.stop()
+        found = _REFS.search(log_path.read_text(errors="replace"))
+        if found is None:
+            raise RuntimeError(f"no instruction count in valgrind's output: {log_path.read_text()[-400:]}")
+        return int(found.group(1).replace(",", ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.draft_instructions", description=__doc__.split("\n")[0])
+    parser.add_argument("--small", type=int, default=10, help="drafts in the small run (default 10)")
+    parser.add_argument("--large", type=int, default=40, help="drafts in the large run (default 40)")
+    parser.add_argument("--baseline-src", type=Path, help="another source tree's src/, counted alternately")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        print("NOT MEASURED: valgrind is not installed (apt-get install valgrind)")
+        return 1
+    trees: list[tuple[str, Path | None]] = [("this tree", None)]
+    if args.baseline_src is not None:
+        trees.insert(0, ("baseline", args.baseline_src.resolve()))
+    per_draft: dict[str, float] = {}
+    for _, src in trees:
+        # Compiled first: a tree without its .pyc files would be compiled in the first (small) run only.
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(src or ROOT / "src")], check=True)
+    for name, src in trees:
+        small = asyncio.run(count(args.small, src))
+        large = asyncio.run(count(args.large, src))
+        per_draft[name] = (large - small) / (args.large - args.small)
+        print(f"{name}: {per_draft[name]:,.0f} instructions a draft", flush=True)
+    if len(trees) > 1:
+        print(f"this tree / baseline: {per_draft['this tree'] / per_draft['baseline']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
