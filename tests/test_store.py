@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 from slack_sdk.oauth.installation_store.models.installation import Installation
-from sqlalchemy import event, inspect, text
+from sqlalchemy import event, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from slack_backend.store import (
     AuditLog,
@@ -30,7 +31,9 @@ from slack_backend.store import (
     ping,
     reencrypt_tokens,
 )
+from slack_backend.store.db import in_connection, in_transaction
 from slack_backend.store.installations import TOKEN_COLUMNS
+from slack_backend.store.quotas import workspace_quota_table
 from tests.support.databases import empty_database
 
 CLIENT_ID = "1111.2222"
@@ -525,6 +528,60 @@ async def test_ping_false_on_unreachable_database(engine: AsyncEngine, tmp_path:
         assert await ping(unreachable) is False
     finally:
         await unreachable.dispose()
+
+
+def _add_quota(workspace_id: str) -> Callable[[Connection], None]:
+    def add(conn: Connection) -> None:
+        conn.execute(workspace_quota_table.insert().values(workspace_id=workspace_id, daily_tokens=1, updated_at=T0))
+
+    return add
+
+
+async def _quota_ids(engine: AsyncEngine) -> list[str]:
+    query = select(workspace_quota_table.c.workspace_id).order_by(workspace_quota_table.c.workspace_id)
+    return await in_connection(engine, lambda conn: list(conn.scalars(query)))
+
+
+async def test_in_transaction_commits_what_returns_and_rolls_back_what_raises(engine: AsyncEngine) -> None:
+    """`in_transaction`: the work's writes are committed when it returns and none is kept when it raises; its value
+    comes back, and its exception is the caller's."""
+
+    def add_then_fail(conn: Connection) -> None:
+        _add_quota("T-FAILS")(conn)
+        raise ValueError("the work failed")
+
+    assert await in_transaction(engine, lambda conn: (_add_quota("T-KEPT")(conn), "done")[1]) == "done"
+    with pytest.raises(ValueError, match="the work failed"):
+        await in_transaction(engine, add_then_fail)
+    assert await _quota_ids(engine) == ["T-KEPT"]
+    # `in_connection` commits nothing: its write is gone with its connection.
+    await in_connection(engine, _add_quota("T-NOT-COMMITTED"))
+    assert await _quota_ids(engine) == ["T-KEPT"]
+    assert isinstance(engine.pool, QueuePool)
+    assert engine.pool.checkedout() == 0
+
+
+async def test_in_transaction_cancelled_mid_way_keeps_nothing_and_frees_its_connection(tmp_path: Path) -> None:
+    """A job cancelled (shutdown) while its transaction waits on PostgreSQL: nothing of it is kept, and its
+    connection goes back to the pool or is discarded, so the next transactions run. (SQLite runs on the loop's
+    thread and never waits there, a locked statement aside: test_store_sqlite_inline.)"""
+
+    def add_then_wait(conn: Connection) -> None:
+        _add_quota("T-CANCELLED")(conn)
+        conn.execute(text("SELECT pg_sleep(5)"))
+
+    async with empty_database("postgresql", tmp_path) as engine:
+        await create_tables(engine)
+        task = asyncio.ensure_future(in_transaction(engine, add_then_wait))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert isinstance(engine.pool, QueuePool)
+        for n in range(engine.pool.size() + 2):  # more than the pool holds: a leaked connection would block one
+            await asyncio.wait_for(in_transaction(engine, _add_quota(f"T-AFTER-{n}")), timeout=10)
+        assert "T-CANCELLED" not in await _quota_ids(engine)
+        assert engine.pool.checkedout() == 0
 
 
 async def _raw_tokens(engine: AsyncEngine) -> list[str]:

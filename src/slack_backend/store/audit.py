@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Connection,
     Index,
     Integer,
     Row,
@@ -21,9 +22,9 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from slack_backend.store.db import UTCDateTime, dialect_insert, metadata, utc_now
+from slack_backend.store.db import UTCDateTime, dialect_insert, in_connection, in_transaction, metadata, utc_now
 
 AuditStatus = Literal["queued", "active", "completed", "failed"]
 FinishedStatus = Literal["completed", "failed"]
@@ -142,9 +143,7 @@ class AuditLog:
             ValueError: `trigger` is not a short classification.
         """
         values = self._queued_values(job_id, workspace_id, user_id, channel_id, trigger)
-        async with self._engine.begin() as conn:
-            result = await conn.execute(self._insert_new, values)
-        return result.rowcount == 1
+        return await in_transaction(self._engine, lambda conn: conn.execute(self._insert_new, values).rowcount == 1)
 
     async def record_queued_and_started(
         self, job_id: str, workspace_id: str, user_id: str, channel_id: str | None, trigger: str, attempt: int
@@ -166,10 +165,12 @@ class AuditLog:
             "wait_ms": _elapsed_ms(values["queued_at"], now),
             "updated_at": now,
         }
-        async with self._engine.begin() as conn:
-            inserted = await conn.execute(self._insert_new, values | started)
-            if inserted.rowcount != 1:
-                await self._started(conn, job_id, attempt, now)
+
+        def record(conn: Connection) -> None:
+            if conn.execute(self._insert_new, values | started).rowcount != 1:
+                _started(conn, job_id, attempt, now)
+
+        await in_transaction(self._engine, record)
 
     def _queued_values(
         self, job_id: str, workspace_id: str, user_id: str, channel_id: str | None, trigger: str
@@ -201,24 +202,8 @@ class AuditLog:
         """
         if attempt < 1:
             raise ValueError("attempt must be >= 1")
-        async with self._engine.begin() as conn:
-            return await self._started(conn, job_id, attempt, self._clock())
-
-    async def _started(self, conn: AsyncConnection, job_id: str, attempt: int, now: datetime) -> bool:
-        c = audit_table.c
-        # FOR UPDATE (PostgreSQL; SQLite ignores it): a stalled job's old and new worker must not interleave.
-        found = await conn.execute(
-            select(c.queued_at, c.started_at, c.attempts).where(c.job_id == job_id).with_for_update()
-        )
-        row = found.one_or_none()
-        if row is None:
-            return False
-        values: dict[str, Any] = {"status": "active", "attempts": max(row.attempts, attempt), "updated_at": now}
-        if row.started_at is None:
-            values["started_at"] = now
-            values["wait_ms"] = _elapsed_ms(row.queued_at, now)
-        await conn.execute(audit_table.update().where(c.job_id == job_id).values(values))
-        return True
+        now = self._clock()
+        return await in_transaction(self._engine, lambda conn: _started(conn, job_id, attempt, now))
 
     async def record_finished(
         self,
@@ -251,8 +236,9 @@ class AuditLog:
         if error_kind is not None:
             _check_kind("error_kind", error_kind)
         now = self._clock()
-        async with self._engine.begin() as conn:
-            row = (await conn.execute(_FINISH_READ, {"b_job_id": job_id})).one_or_none()
+
+        def finish(conn: Connection) -> bool:
+            row = conn.execute(_FINISH_READ, {"b_job_id": job_id}).one_or_none()
             if row is None:
                 return False
             run_ms = None if row.started_at is None else _elapsed_ms(row.started_at, now)
@@ -265,16 +251,17 @@ class AuditLog:
                 "b_now": now,
                 "b_run_ms": run_ms,
             }
-            await conn.execute(_FINISH, finished)
-        return True
+            conn.execute(_FINISH, finished)
+            return True
+
+        return await in_transaction(self._engine, finish)
 
     async def recent(self, limit: int = 50) -> list[AuditRow]:
         """Return the `limit` most recently queued requests, newest first."""
         c = audit_table.c
         query = select(audit_table).order_by(c.queued_at.desc(), c.id.desc()).limit(limit)
-        async with self._engine.connect() as conn:
-            result = await conn.execute(query)
-            return [AuditRow.from_row(row) for row in result]
+        rows = await in_connection(self._engine, lambda conn: conn.execute(query).all())
+        return [AuditRow.from_row(row) for row in rows]
 
     async def tokens_used(self, workspace_id: str, since: datetime) -> int:
         """Return the input plus output tokens of the workspace's requests finished at or after `since` (aware)."""
@@ -282,9 +269,24 @@ class AuditLog:
         query = select(func.coalesce(func.sum(c.input_tokens + c.output_tokens), 0)).where(
             c.workspace_id == workspace_id, c.finished_at >= since
         )
-        async with self._engine.connect() as conn:
-            total = await conn.scalar(query)
+        total = await in_connection(self._engine, lambda conn: conn.scalar(query))
         return int(total or 0)
+
+
+def _started(conn: Connection, job_id: str, attempt: int, now: datetime) -> bool:
+    """Mark the job's row active at attempt `attempt`; False when it has no row."""
+    c = audit_table.c
+    # FOR UPDATE (PostgreSQL; SQLite ignores it): a stalled job's old and new worker must not interleave.
+    found = conn.execute(select(c.queued_at, c.started_at, c.attempts).where(c.job_id == job_id).with_for_update())
+    row = found.one_or_none()
+    if row is None:
+        return False
+    values: dict[str, Any] = {"status": "active", "attempts": max(row.attempts, attempt), "updated_at": now}
+    if row.started_at is None:
+        values["started_at"] = now
+        values["wait_ms"] = _elapsed_ms(row.queued_at, now)
+    conn.execute(audit_table.update().where(c.job_id == job_id).values(values))
+    return True
 
 
 def _check_kind(name: str, value: str) -> None:

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Boolean, CheckConstraint, Column, Integer, String, Table, Text, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from slack_backend.store.db import UTCDateTime, dialect_insert, metadata, utc_now
+from slack_backend.store.db import UTCDateTime, dialect_insert, in_connection, in_transaction, metadata, utc_now
 
 TONES = ("casual", "friendly", "neutral", "formal")
 LENGTHS = ("brief", "medium", "detailed")
@@ -139,9 +139,8 @@ class PreferenceStore:
 
     async def get(self, workspace_id: str, user_id: str) -> Preferences:
         """The user's preferences, or the defaults when they saved none."""
-        async with self._engine.connect() as conn:
-            result = await conn.execute(_GET, {"b_workspace_id": workspace_id, "b_user_id": user_id})
-            row = result.one_or_none()
+        params = {"b_workspace_id": workspace_id, "b_user_id": user_id}
+        row = await in_connection(self._engine, lambda conn: conn.execute(_GET, params).one_or_none())
         return preferences_from(None if row is None else row._mapping)
 
     async def update(self, workspace_id: str, user_id: str, **changes: Any) -> Preferences:
@@ -162,6 +161,5 @@ class PreferenceStore:
         statement = insert.on_conflict_do_update(
             index_elements=[user_preferences_table.c.workspace_id, user_preferences_table.c.user_id], set_=values
         )
-        async with self._engine.begin() as conn:
-            await conn.execute(statement)
+        await in_transaction(self._engine, lambda conn: conn.execute(statement))
         return saved

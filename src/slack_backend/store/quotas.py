@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, Column, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from slack_backend.store.db import UTCDateTime, dialect_insert, metadata, utc_now
+from slack_backend.store.db import UTCDateTime, dialect_insert, in_connection, in_transaction, metadata, utc_now
 
 workspace_quota_table = Table(
     "workspace_quota",
@@ -40,8 +40,8 @@ class QuotaStore:
         """
         c = workspace_quota_table.c
         if daily_tokens is None:
-            async with self._engine.begin() as conn:
-                await conn.execute(workspace_quota_table.delete().where(c.workspace_id == workspace_id))
+            remove = workspace_quota_table.delete().where(c.workspace_id == workspace_id)
+            await in_transaction(self._engine, lambda conn: conn.execute(remove))
             return
         if daily_tokens < 0:
             raise ValueError("daily_tokens must be >= 0")
@@ -52,19 +52,18 @@ class QuotaStore:
         statement = insert.on_conflict_do_update(
             index_elements=[c.workspace_id], set_={"daily_tokens": daily_tokens, "updated_at": now}
         )
-        async with self._engine.begin() as conn:
-            await conn.execute(statement)
+        await in_transaction(self._engine, lambda conn: conn.execute(statement))
 
     async def daily_tokens(self, workspace_id: str, default: int) -> int:
         """Return the workspace's daily token quota: its override if it has one, else `default`."""
         c = workspace_quota_table.c
-        async with self._engine.connect() as conn:
-            value = await conn.scalar(select(c.daily_tokens).where(c.workspace_id == workspace_id))
+        query = select(c.daily_tokens).where(c.workspace_id == workspace_id)
+        value = await in_connection(self._engine, lambda conn: conn.scalar(query))
         return default if value is None else int(value)
 
     async def overrides(self) -> dict[str, int]:
         """Return every override, by workspace id."""
         c = workspace_quota_table.c
-        async with self._engine.connect() as conn:
-            result = await conn.execute(select(c.workspace_id, c.daily_tokens).order_by(c.workspace_id))
-            return {workspace_id: int(daily_tokens) for workspace_id, daily_tokens in result}
+        query = select(c.workspace_id, c.daily_tokens).order_by(c.workspace_id)
+        rows = await in_connection(self._engine, lambda conn: conn.execute(query).all())
+        return {workspace_id: int(daily_tokens) for workspace_id, daily_tokens in rows}

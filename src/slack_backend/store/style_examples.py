@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Column, Index, Integer, String, Table, Text, delete, func, select
+from sqlalchemy import Column, Connection, Index, Integer, String, Table, Text, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from slack_backend.store.db import UTCDateTime, dialect_insert, metadata, utc_now
+from slack_backend.store.db import UTCDateTime, dialect_insert, in_connection, in_transaction, metadata, utc_now
 
 # Per user: past this many, the oldest examples are dropped.
 MAX_EXAMPLES_PER_USER = 20
@@ -61,24 +61,19 @@ class StyleExampleStore:
             .order_by(c.created_at.desc(), c.id.desc())
             .limit(limit)
         )
-        async with self._engine.connect() as conn:
-            return list((await conn.scalars(query)).all())
+        return await in_connection(self._engine, lambda conn: list(conn.scalars(query).all()))
 
     async def count(self, workspace_id: str, user: str) -> int:
         """How many examples the user has."""
         c = style_examples_table.c
         query = select(func.count()).where(c.workspace_id == workspace_id, c.user_id == user)
-        async with self._engine.connect() as conn:
-            return int(await conn.scalar(query) or 0)
+        return await in_connection(self._engine, lambda conn: int(conn.scalar(query) or 0))
 
     async def delete_all(self, workspace_id: str, user: str) -> int:
         """Delete every example of the user; returns how many there were."""
         c = style_examples_table.c
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                delete(style_examples_table).where(c.workspace_id == workspace_id, c.user_id == user)
-            )
-        return int(result.rowcount)
+        statement = delete(style_examples_table).where(c.workspace_id == workspace_id, c.user_id == user)
+        return await in_transaction(self._engine, lambda conn: int(conn.execute(statement).rowcount))
 
     async def _add(self, workspace_id: str, user: str, items: Sequence[tuple[str | None, str]], *, source: str) -> None:
         rows = [
@@ -96,18 +91,20 @@ class StyleExampleStore:
         if not rows:
             return
         c = style_examples_table.c
-        async with self._engine.begin() as conn:
-            for row in rows:
-                await conn.execute(
-                    dialect_insert(self._engine, style_examples_table).values(row).on_conflict_do_nothing()
-                )
-            # Bounded: keep the newest MAX_EXAMPLES_PER_USER, in the same transaction.
-            keep = (
-                select(c.id)
-                .where(c.workspace_id == workspace_id, c.user_id == user)
-                .order_by(c.created_at.desc(), c.id.desc())
-                .limit(MAX_EXAMPLES_PER_USER)
-            )
-            await conn.execute(
-                delete(style_examples_table).where(c.workspace_id == workspace_id, c.user_id == user, c.id.not_in(keep))
-            )
+        insert = dialect_insert(self._engine, style_examples_table)
+        inserts = [insert.values(row).on_conflict_do_nothing() for row in rows]
+        # Bounded: keep the newest MAX_EXAMPLES_PER_USER, in the same transaction.
+        keep = (
+            select(c.id)
+            .where(c.workspace_id == workspace_id, c.user_id == user)
+            .order_by(c.created_at.desc(), c.id.desc())
+            .limit(MAX_EXAMPLES_PER_USER)
+        )
+        trim = delete(style_examples_table).where(c.workspace_id == workspace_id, c.user_id == user, c.id.not_in(keep))
+
+        def add(conn: Connection) -> None:
+            for insert in inserts:
+                conn.execute(insert)
+            conn.execute(trim)
+
+        await in_transaction(self._engine, add)

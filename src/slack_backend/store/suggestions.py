@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Connection,
     ForeignKey,
     Index,
     Integer,
@@ -30,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_backend.store.audit import audit_table
-from slack_backend.store.db import UTCDateTime, dialect_insert, metadata, utc_now
+from slack_backend.store.db import UTCDateTime, dialect_insert, in_connection, in_transaction, metadata, utc_now
 from slack_backend.store.preferences import Preferences, preferences_from, user_preferences_table
 from slack_backend.store.quotas import workspace_quota_table
 
@@ -294,8 +295,7 @@ class SuggestionStore:
 
     async def get(self, job_id: str) -> Suggestion | None:
         """The saved draft of `job_id`, or None."""
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(_GET, {"b_id": job_id})).one_or_none()
+        row = await in_connection(self._engine, lambda conn: conn.execute(_GET, {"b_id": job_id}).one_or_none())
         return None if row is None else Suggestion.from_row(row)
 
     async def draft_start(self, job_id: str, workspace_id: str, *, since: datetime, user_id: str) -> DraftStart:
@@ -307,8 +307,7 @@ class SuggestionStore:
         those saved now.
         """
         params = {"job_id": job_id, "workspace_id": workspace_id, "since": since, "user_id": user_id}
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(_DRAFT_START, params)).one()
+        row = await in_connection(self._engine, lambda conn: conn.execute(_DRAFT_START, params).one())
         daily_tokens, tokens_used = _quota_use(row)
         return DraftStart(
             saved=None if row._mapping["id"] is None else Suggestion.from_row(row),
@@ -321,8 +320,7 @@ class SuggestionStore:
         """`get(suggestion_id)`, `revision(job_id)`, `QuotaStore.daily_tokens` and `AuditLog.tokens_used` as one
         SELECT: the reads a refine or regenerate job makes before its model call (four statements before)."""
         params = {"suggestion_id": suggestion_id, "job_id": job_id, "workspace_id": workspace_id, "since": since}
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(_CARD_START, params)).one()
+        row = await in_connection(self._engine, lambda conn: conn.execute(_CARD_START, params).one())
         values = row._mapping
         daily_tokens, tokens_used = _quota_use(row)
         revision = None
@@ -382,9 +380,8 @@ class SuggestionStore:
             updated_at=now,
         )
         values = {name: getattr(draft, name) for name in _INSERTED}
-        async with self._engine.begin() as conn:
-            inserted = await conn.execute(self._insert_new, values)
-        if inserted.rowcount == 1:
+        inserted = await in_transaction(self._engine, lambda conn: conn.execute(self._insert_new, values).rowcount)
+        if inserted == 1:
             # The row is exactly `draft` (the columns not inserted keep their defaults, as the dataclass does): no
             # second read on the draft's path to the user.
             return draft
@@ -395,32 +392,31 @@ class SuggestionStore:
 
     async def mark_delivered(self, job_id: str) -> bool:
         """Record that the draft reached the user; False when `job_id` has no saved draft."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(_MARK_DELIVERED, {"b_id": job_id, "b_now": self._clock()})
-        return result.rowcount == 1
+        params = {"b_id": job_id, "b_now": self._clock()}
+        return await in_transaction(self._engine, lambda conn: conn.execute(_MARK_DELIVERED, params).rowcount == 1)
 
     async def discard(self, job_id: str) -> bool:
         """Forget the draft of `job_id`, so its next run drafts anew (an operator's `--regenerate`)."""
-        async with self._engine.begin() as conn:
+
+        def discard(conn: Connection) -> bool:
             # Explicitly, not by the foreign key alone: SQLite enforces ON DELETE CASCADE only with a pragma.
-            await conn.execute(
-                suggestion_revisions_table.delete().where(suggestion_revisions_table.c.suggestion_id == job_id)
-            )
-            result = await conn.execute(suggestions_table.delete().where(suggestions_table.c.id == job_id))
-        return result.rowcount == 1
+            revisions = suggestion_revisions_table.c
+            conn.execute(suggestion_revisions_table.delete().where(revisions.suggestion_id == job_id))
+            return conn.execute(suggestions_table.delete().where(suggestions_table.c.id == job_id)).rowcount == 1
+
+        return await in_transaction(self._engine, discard)
 
     async def claim_send(self, suggestion_id: str, user_id: str, text: str, *, edited: bool) -> SendClaim:
         """Mark the draft sent by `user_id` with `text`, unless it was sent already: the one who gets "claimed"
         posts it, so a double click (or two tabs) sends once. "gone": no such draft; "not_owner": not theirs."""
         c = suggestions_table.c
         now = self._clock()
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                suggestions_table.update()
-                .where(c.id == suggestion_id, c.user_id == user_id, c.sent_at.is_(None))
-                .values(sent_at=now, sent_text=text, edited=edited, updated_at=now)
-            )
-        if result.rowcount == 1:
+        claim = (
+            suggestions_table.update()
+            .where(c.id == suggestion_id, c.user_id == user_id, c.sent_at.is_(None))
+            .values(sent_at=now, sent_text=text, edited=edited, updated_at=now)
+        )
+        if await in_transaction(self._engine, lambda conn: conn.execute(claim).rowcount) == 1:
             return "claimed"
         current = await self.get(suggestion_id)
         if current is None:
@@ -430,31 +426,28 @@ class SuggestionStore:
     async def release_send(self, suggestion_id: str) -> None:
         """Undo a claim whose post failed, so the user can press Send again."""
         c = suggestions_table.c
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                suggestions_table.update()
-                .where(c.id == suggestion_id, c.sent_ts.is_(None))
-                .values(sent_at=None, sent_text=None, edited=False, updated_at=self._clock())
-            )
+        release = (
+            suggestions_table.update()
+            .where(c.id == suggestion_id, c.sent_ts.is_(None))
+            .values(sent_at=None, sent_text=None, edited=False, updated_at=self._clock())
+        )
+        await in_transaction(self._engine, lambda conn: conn.execute(release))
 
     async def record_sent_ts(self, suggestion_id: str, ts: str) -> None:
         """Keep the ts of the message posted as the user (its link, and proof the post happened)."""
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                suggestions_table.update().where(suggestions_table.c.id == suggestion_id).values(sent_ts=ts)
-            )
+        record = suggestions_table.update().where(suggestions_table.c.id == suggestion_id).values(sent_ts=ts)
+        await in_transaction(self._engine, lambda conn: conn.execute(record))
 
     async def dismiss(self, suggestion_id: str) -> bool:
         """Record that the user dismissed the card; False when the draft is gone."""
         c = suggestions_table.c
         now = self._clock()
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                suggestions_table.update()
-                .where(c.id == suggestion_id, c.dismissed_at.is_(None))
-                .values(dismissed_at=now, updated_at=now)
-            )
-        return result.rowcount == 1
+        dismiss = (
+            suggestions_table.update()
+            .where(c.id == suggestion_id, c.dismissed_at.is_(None))
+            .values(dismissed_at=now, updated_at=now)
+        )
+        return await in_transaction(self._engine, lambda conn: conn.execute(dismiss).rowcount == 1)
 
     async def sent_edits(self, workspace_id: str, user_id: str, *, limit: int = 20) -> list[Suggestion]:
         """The user's drafts they edited and then sent, newest first: examples of how they write."""
@@ -465,25 +458,20 @@ class SuggestionStore:
             .order_by(c.sent_at.desc())
             .limit(limit)
         )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(statement)).all()
+        rows = await in_connection(self._engine, lambda conn: conn.execute(statement).all())
         return [Suggestion.from_row(row) for row in rows]
 
     async def revision(self, job_id: str) -> Revision | None:
         """The revision a refine/regenerate job made, or None (its rerun then drafts; else it delivers this)."""
-        async with self._engine.connect() as conn:
-            result = await conn.execute(
-                select(suggestion_revisions_table).where(suggestion_revisions_table.c.id == job_id)
-            )
-            row = result.one_or_none()
+        statement = select(suggestion_revisions_table).where(suggestion_revisions_table.c.id == job_id)
+        row = await in_connection(self._engine, lambda conn: conn.execute(statement).one_or_none())
         return None if row is None else Revision.from_row(row)
 
     async def revisions(self, suggestion_id: str) -> list[Revision]:
         """A draft's refinements and regenerations, oldest first."""
         r = suggestion_revisions_table.c
         statement = select(suggestion_revisions_table).where(r.suggestion_id == suggestion_id).order_by(r.number)
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(statement)).all()
+        rows = await in_connection(self._engine, lambda conn: conn.execute(statement).all())
         return [Revision.from_row(row) for row in rows]
 
     async def revise(
@@ -505,13 +493,14 @@ class SuggestionStore:
             The draft as it is now (already revised by this job on a rerun), or None when it is gone.
         """
         now = self._clock().astimezone(UTC)
-        async with self._engine.begin() as conn:
-            done = await conn.execute(_REVISION_DONE, {"b_id": job_id})
-            current = (await conn.execute(_GET, {"b_id": suggestion_id})).one_or_none()
+
+        def revise(conn: Connection) -> Suggestion | None:
+            done = conn.execute(_REVISION_DONE, {"b_id": job_id}).one_or_none()
+            current = conn.execute(_GET, {"b_id": suggestion_id}).one_or_none()
             if current is None:
                 return None
             draft = Suggestion.from_row(current)
-            if done.one_or_none() is not None or draft.sent_at is not None:
+            if done is not None or draft.sent_at is not None:
                 return draft
             number = draft.revision + 1
             revision = {
@@ -528,9 +517,11 @@ class SuggestionStore:
                 "cut_short": cut_short,
                 "created_at": now,
             }
-            await conn.execute(_INSERT_REVISION, revision)
+            conn.execute(_INSERT_REVISION, revision)
             revised = replace(draft, text=text, cut_short=cut_short, model=model, revision=number, updated_at=now)
             changed = ("text", "cut_short", "model", "revision", "updated_at")
-            await conn.execute(_REVISE, {"b_id": suggestion_id, **{f"b_{k}": getattr(revised, k) for k in changed}})
-        # The row is the one read, with these changes (as `save` returns its row): no second read.
-        return revised
+            conn.execute(_REVISE, {"b_id": suggestion_id, **{f"b_{k}": getattr(revised, k) for k in changed}})
+            # The row is the one read, with these changes (as `save` returns its row): no second read.
+            return revised
+
+        return await in_transaction(self._engine, revise)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Column, ColumnElement, Index, String, Table, and_, delete, select, update
+from sqlalchemy import Column, ColumnElement, Connection, Index, String, Table, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from slack_backend.store.db import UTCDateTime, dialect_insert, metadata, utc_now
+from slack_backend.store.db import UTCDateTime, dialect_insert, in_connection, in_transaction, metadata, utc_now
 
 # A user watching more than this many conversations is refused one more (App Home lists them all).
 MAX_WATCHES_PER_USER = 25
@@ -85,25 +85,24 @@ class WatchStore:
             .values(workspace_id=workspace_id, channel_id=channel_id, user_id=user_id, created_at=self._clock())
             .on_conflict_do_nothing()
         )
-        async with self._engine.begin() as conn:
-            result = await conn.execute(statement)
-        return result.rowcount == 1
+        return await in_transaction(self._engine, lambda conn: conn.execute(statement).rowcount == 1)
 
     async def unwatch(self, workspace_id: str, user_id: str, channel_id: str) -> bool:
         """Stop watching, and forget its threads and open suggestions; False when it was not watched."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
+
+        def unwatch(conn: Connection) -> bool:
+            result = conn.execute(
                 delete(watched_conversations_table).where(
                     _who(watched_conversations_table, workspace_id, user_id, channel_id)
                 )
             )
-            await conn.execute(
+            conn.execute(
                 delete(watched_threads_table).where(_who(watched_threads_table, workspace_id, user_id, channel_id))
             )
-            await conn.execute(
-                delete(open_passive_table).where(_who(open_passive_table, workspace_id, user_id, channel_id))
-            )
-        return result.rowcount == 1
+            conn.execute(delete(open_passive_table).where(_who(open_passive_table, workspace_id, user_id, channel_id)))
+            return result.rowcount == 1
+
+        return await in_transaction(self._engine, unwatch)
 
     async def watched(self, workspace_id: str, user_id: str) -> list[str]:
         """The conversations the user watches, oldest watch first."""
@@ -113,15 +112,13 @@ class WatchStore:
             .where(c.workspace_id == workspace_id, c.user_id == user_id)
             .order_by(c.created_at, c.channel_id)
         )
-        async with self._engine.connect() as conn:
-            return list((await conn.scalars(query)).all())
+        return await in_connection(self._engine, lambda conn: list(conn.scalars(query).all()))
 
     async def watchers(self, workspace_id: str, channel_id: str) -> list[str]:
         """The users who watch the conversation."""
         c = watched_conversations_table.c
         query = select(c.user_id).where(c.workspace_id == workspace_id, c.channel_id == channel_id).order_by(c.user_id)
-        async with self._engine.connect() as conn:
-            return list((await conn.scalars(query)).all())
+        return await in_connection(self._engine, lambda conn: list(conn.scalars(query).all()))
 
     async def note_thread(self, workspace_id: str, user_id: str, channel_id: str, thread_ts: str) -> None:
         """Remember that the user wrote in this thread of a conversation they watch."""
@@ -136,8 +133,7 @@ class WatchStore:
             )
             .on_conflict_do_nothing()
         )
-        async with self._engine.begin() as conn:
-            await conn.execute(statement)
+        await in_transaction(self._engine, lambda conn: conn.execute(statement))
 
     async def in_thread(self, workspace_id: str, user_id: str, channel_id: str, thread_ts: str) -> bool:
         """Whether the user wrote in the thread (since they watched its conversation)."""
@@ -145,8 +141,7 @@ class WatchStore:
         query = select(c.user_id).where(
             _who(watched_threads_table, workspace_id, user_id, channel_id), c.thread_ts == thread_ts
         )
-        async with self._engine.connect() as conn:
-            return (await conn.scalar(query)) is not None
+        return await in_connection(self._engine, lambda conn: conn.scalar(query) is not None)
 
     async def open_suggestion(self, workspace_id: str, user_id: str, channel_id: str, thread_key: str) -> bool:
         """Claim the thread's one open passive suggestion for the user: True when this call claimed it.
@@ -162,26 +157,26 @@ class WatchStore:
             )
             .on_conflict_do_nothing()
         )
-        async with self._engine.begin() as conn:
-            if (await conn.execute(statement)).rowcount == 1:
+        stale = update(t).where(
+            _who(t, workspace_id, user_id, channel_id),
+            t.c.thread_key == thread_key,
+            t.c.opened_at < now - OPEN_SUGGESTION_TTL,
+        )
+
+        def claim(conn: Connection) -> bool:
+            if conn.execute(statement).rowcount == 1:
                 return True
-            stale = update(t).where(
-                _who(t, workspace_id, user_id, channel_id),
-                t.c.thread_key == thread_key,
-                t.c.opened_at < now - OPEN_SUGGESTION_TTL,
-            )
-            return (await conn.execute(stale.values(opened_at=now))).rowcount == 1
+            return conn.execute(stale.values(opened_at=now)).rowcount == 1
+
+        return await in_transaction(self._engine, claim)
 
     async def close_suggestion(self, workspace_id: str, user_id: str, channel_id: str, thread_key: str) -> bool:
         """Release the thread's open passive suggestion (the user answered, sent or dismissed it)."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                delete(open_passive_table).where(
-                    _who(open_passive_table, workspace_id, user_id, channel_id),
-                    open_passive_table.c.thread_key == thread_key,
-                )
-            )
-        return result.rowcount == 1
+        statement = delete(open_passive_table).where(
+            _who(open_passive_table, workspace_id, user_id, channel_id),
+            open_passive_table.c.thread_key == thread_key,
+        )
+        return await in_transaction(self._engine, lambda conn: conn.execute(statement).rowcount == 1)
 
 
 def _who(table: Table, workspace_id: str, user_id: str, channel_id: str) -> ColumnElement[bool]:
