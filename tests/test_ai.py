@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import anthropic
 import pytest
+from opentelemetry import trace
 
 from slack_backend.ai import (
     OFFLINE_LABEL,
@@ -26,6 +28,7 @@ from slack_backend.ai import (
     select_context,
     user_message,
 )
+from slack_backend.ai.client import sdk_tracing
 from slack_backend.ai.prompt import MAX_CONTEXT_MESSAGES
 from slack_backend.queue.errors import RetryAfter, UnrecoverableError
 from tests.fakes.anthropic_server import Behaviour, FakeAnthropic
@@ -369,3 +372,44 @@ async def test_fake_count_tokens_answers_the_real_sdk(fake_anthropic: FakeAnthro
         )
     assert counted.input_tokens == 20
     assert fake_anthropic.requests[-1].path == "/v1/messages/count_tokens"
+
+
+class _TestTracerProvider(trace.TracerProvider):
+    """A tracer provider an operator set (here: one that records nothing)."""
+
+    def get_tracer(self, *args: object, **kwargs: object) -> trace.Tracer:
+        return trace.NoOpTracer()
+
+
+@pytest.fixture
+def no_sdk_tracing_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in os.environ if name.startswith("ANTHROPIC_OPEN_TELEMETRY")]:
+        monkeypatch.delenv(name)
+
+
+def test_sdk_tracing_is_off_unless_an_operator_set_tracing_up(
+    no_sdk_tracing_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no tracer provider set (OpenTelemetry's proxy) and no ANTHROPIC_OPEN_TELEMETRY* variable, the SDK's
+    spans are off: it would build each call's span attributes for nothing. A provider set, or any of the SDK's own
+    variables, leaves the SDK its default (None), which reads those variables."""
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    assert sdk_tracing() is False
+    assert sdk_tracing(_TestTracerProvider()) is None
+    monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE", "content")
+    assert sdk_tracing() is None
+
+
+async def test_a_drafter_without_tracing_set_up_has_the_sdks_spans_off_and_still_drafts(
+    no_sdk_tracing_env: None, fake_anthropic: FakeAnthropic
+) -> None:
+    """The drafter hands the SDK the option, and the SDK accepts it: its client's traces are off, and drafts go
+    through the fake Messages API as before."""
+    drafter = ClaudeDrafter(api_key=API_KEY, model=MODEL, base_url=fake_anthropic.base_url)
+    try:
+        assert drafter._client._open_telemetry["traces"]["enabled"] is False
+        draft = await drafter.draft(_request())
+    finally:
+        await drafter.aclose()
+    assert draft.text
+    assert len(fake_anthropic.message_requests) == 1
