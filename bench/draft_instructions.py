@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,11 +27,9 @@ from pathlib import Path
 from tests.fakes.anthropic_server import Behaviour
 
 from bench._server import BenchRedis, free_port
-from bench.harness import ROOT
+from bench.instructions import VALGRIND, counted_trees, instructions_in
 from bench.overhead import ClockedAnthropic, ClockedSlack, send_all, service_env, wait_delivered, wait_ready
 
-_VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
-_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 # Valgrind runs Python some 30 to 50 times slower: the service takes a minute or more to start, and requests are
 # sent slowly enough that it keeps up.
 READY_TIMEOUT_S = 600.0
@@ -59,7 +55,7 @@ async def count(drafts: int, src: Path | None) -> int:
         try:
             with log_path.open("wb") as log:
                 # The one blocking call is a fork, not a wait.
-                proc = subprocess.Popen([*_VALGRIND, str(script), "run"], env=env, stdout=log, stderr=log)  # noqa: ASYNC220
+                proc = subprocess.Popen([*VALGRIND, str(script), "run"], env=env, stdout=log, stderr=log)  # noqa: ASYNC220
             try:
                 await wait_ready(f"http://127.0.0.1:{port}", [proc], timeout_s=READY_TIMEOUT_S)
                 await send_all(f"http://127.0.0.1:{port}", slack, RATE, drafts)
@@ -74,10 +70,7 @@ async def count(drafts: int, src: Path | None) -> int:
             await slack.close()
             await claude.close()
             redis.stop()
-        found = _REFS.search(log_path.read_text(errors="replace"))
-        if found is None:
-            raise RuntimeError(f"no instruction count in valgrind's output: {log_path.read_text()[-400:]}")
-        return int(found.group(1).replace(",", ""))
+        return instructions_in(log_path.read_text(errors="replace"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,16 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=70, help="drafts in the large run (default 70)")
     parser.add_argument("--baseline-src", type=Path, help="another source tree's src/, counted alternately")
     args = parser.parse_args(argv)
-    if shutil.which("valgrind") is None:
-        print("NOT MEASURED: valgrind is not installed (apt-get install valgrind)")
+    trees = counted_trees(args.baseline_src)
+    if trees is None:
         return 1
-    trees: list[tuple[str, Path | None]] = [("this tree", None)]
-    if args.baseline_src is not None:
-        trees.insert(0, ("baseline", args.baseline_src.resolve()))
     per_draft: dict[str, float] = {}
-    for _, src in trees:
-        # Compiled first: a tree without its .pyc files would be compiled in the first (small) run only.
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(src or ROOT / "src")], check=True)
     for name, src in trees:
         small = asyncio.run(count(args.small, src))
         large = asyncio.run(count(args.large, src))

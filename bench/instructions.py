@@ -74,8 +74,33 @@ def _env(src: Path | None) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([*path, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
 
 
-_VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def instructions_in(valgrind_output: str) -> int:
+    """The instruction count ("I refs") cachegrind printed for the process."""
+    found = _REFS.search(valgrind_output)
+    if found is None:
+        raise RuntimeError(f"no instruction count in valgrind's output: {valgrind_output[-400:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def counted_trees(baseline_src: Path | None) -> list[tuple[str, Path | None]] | None:
+    """The source trees to count, the baseline first, each compiled beforehand; None (said why) without valgrind.
+
+    A tree without its .pyc files would be compiled in its first (small) run only, and the difference would be off
+    by the compiling: a negative figure, measured.
+    """
+    if shutil.which("valgrind") is None:
+        print("NOT MEASURED: valgrind is not installed (apt-get install valgrind)")
+        return None
+    trees: list[tuple[str, Path | None]] = [("this tree", None)]
+    if baseline_src is not None:
+        trees.insert(0, ("baseline", baseline_src.resolve()))
+    for _, src in trees:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(src or ROOT / "src")], check=True)
+    return trees
 
 
 def count(url: str, jobs: int, level: str, src: Path | None, run: int) -> int:
@@ -84,16 +109,13 @@ def count(url: str, jobs: int, level: str, src: Path | None, run: int) -> int:
     module = [sys.executable, "-m", "bench.instructions", "--child"]
     subprocess.run([*module, "fill", url, queue_name, str(jobs)], env=_env(src), check=True)
     done = subprocess.run(
-        [*_VALGRIND, *module, "work", url, queue_name, str(jobs), level],
+        [*VALGRIND, *module, "work", url, queue_name, str(jobs), level],
         env=_env(src),
         capture_output=True,
         text=True,
         check=True,
     )
-    found = _REFS.search(done.stderr)
-    if found is None:
-        raise RuntimeError(f"no instruction count in valgrind's output: {done.stderr[-400:]}")
-    return int(found.group(1).replace(",", ""))
+    return instructions_in(done.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,12 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=7000, help="jobs in the large run (default 7,000)")
     parser.add_argument("--baseline-src", type=Path, help="another source tree's src/, counted alternately")
     args = parser.parse_args(args_in)
-    if shutil.which("valgrind") is None:
-        print("NOT MEASURED: valgrind is not installed (apt-get install valgrind)")
+    trees = counted_trees(args.baseline_src)
+    if trees is None:
         return 1
-    trees: list[tuple[str, Path | None]] = [("this tree", None)]
-    if args.baseline_src is not None:
-        trees.insert(0, ("baseline", args.baseline_src.resolve()))
     levels = [level.strip().upper() for level in args.levels.split(",") if level.strip()]
     per_job: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
