@@ -35,6 +35,7 @@ from slack_backend.store.db import in_connection, in_transaction
 from slack_backend.store.installations import TOKEN_COLUMNS
 from slack_backend.store.quotas import workspace_quota_table
 from tests.support.databases import empty_database
+from tests.support.engine import wait_until
 
 CLIENT_ID = "1111.2222"
 CIPHER_KEY = TokenCipher.new_key()
@@ -550,7 +551,11 @@ async def test_in_transaction_commits_what_returns_and_rolls_back_what_raises(en
         _add_quota("T-FAILS")(conn)
         raise ValueError("the work failed")
 
-    assert await in_transaction(engine, lambda conn: (_add_quota("T-KEPT")(conn), "done")[1]) == "done"
+    def add_kept(conn: Connection) -> str:
+        _add_quota("T-KEPT")(conn)
+        return "done"
+
+    assert await in_transaction(engine, add_kept) == "done"
     with pytest.raises(ValueError, match="the work failed"):
         await in_transaction(engine, add_then_fail)
     assert await _quota_ids(engine) == ["T-KEPT"]
@@ -568,12 +573,18 @@ async def test_in_transaction_cancelled_mid_way_keeps_nothing_and_frees_its_conn
 
     def add_then_wait(conn: Connection) -> None:
         _add_quota("T-CANCELLED")(conn)
-        conn.execute(text("SELECT pg_sleep(5)"))
+        conn.execute(text("SELECT pg_sleep(5) /* cancelled mid-way */"))
+
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()"
+        " AND query LIKE '%cancelled mid-way%'"
+    )
 
     async with empty_database("postgresql", tmp_path) as engine:
         await create_tables(engine)
         task = asyncio.ensure_future(in_transaction(engine, add_then_wait))
-        await asyncio.sleep(0.5)
+        # Cancelled once the server runs its second statement: the insert is done, the transaction still open.
+        await wait_until(lambda: in_connection(engine, lambda conn: bool(conn.scalar(waiting))))
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
