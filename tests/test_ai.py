@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -302,6 +303,71 @@ async def test_plain_success_has_no_hold(drafter: ClaudeDrafter) -> None:
     assert draft.rate_limits is None
     snapshot = RateLimitSnapshot.from_headers({"anthropic-ratelimit-requests-remaining": "5"})
     assert snapshot.hold_until_s(datetime.now(UTC)) is None
+
+
+async def test_a_reply_gives_its_text_blocks_joined_and_its_stop_reason(
+    drafter: ClaudeDrafter, fake_anthropic: FakeAnthropic
+) -> None:
+    """Only the reply's text blocks make the draft, joined and stripped; a max_tokens stop marks it cut short; a
+    refusal and a reply without text fail at once (an UnrecoverableError: each retry would be paid again)."""
+    mixed = {
+        "id": "msg_mixed",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-other",
+        "content": [
+            {"type": "text", "text": "  Sure, "},
+            {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}},
+            {"type": "text", "text": "Friday works. "},
+        ],
+        "stop_reason": "max_tokens",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 321, "output_tokens": 45, "cache_read_input_tokens": 0},
+    }
+    fake_anthropic.script(
+        Behaviour(body=json.dumps(mixed).encode()),
+        Behaviour(stop_reason="refusal", text="I can't help with that."),
+        Behaviour(text="   "),
+    )
+    draft = await drafter.draft(_request())
+    assert (draft.text, draft.cut_short, draft.model) == ("Sure, Friday works.", True, "claude-other")
+    assert (draft.input_tokens, draft.output_tokens) == (321, 45)
+
+    with pytest.raises(AIRejectedError) as refused:
+        await drafter.draft(_request())
+    assert refused.value.failure is AIFailure.REFUSAL
+    with pytest.raises(AIRejectedError) as empty:
+        await drafter.draft(_request())
+    assert empty.value.failure is AIFailure.EMPTY_REPLY
+    assert isinstance(empty.value, UnrecoverableError)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>502 Bad Gateway</html>",
+        b'{"type": "message", "content": [{"type": "text", "text": "cut off',
+        b'{"type": "message", "model": "m", "content": [{"type": "text", "text": "hi"}]}',
+        b'{"type": "message", "model": "m", "content": "hi", "usage": {"input_tokens": 1, "output_tokens": 1}}',
+        b'{"model": "m", "content": [], "usage": {"input_tokens": "1", "output_tokens": 1}}',
+        b'{"model": "m", "content": [{"type": "text"}], "usage": {"input_tokens": 1, "output_tokens": 1}}',
+        b"[]",
+    ],
+    ids=["not-json", "cut-off", "no-usage", "content-not-a-list", "count-not-a-number", "text-block-no-text", "list"],
+)
+async def test_a_200_that_is_not_a_messages_reply_is_transient_with_a_plain_reason(
+    drafter: ClaudeDrafter, fake_anthropic: FakeAnthropic, body: bytes
+) -> None:
+    """A 200 whose body is not a Messages reply (a proxy's page, a cut-off answer) is a transient failure that
+    says so, as the SDK's own response check is: another attempt may get the whole answer."""
+    fake_anthropic.script(Behaviour(body=body))
+    with pytest.raises(TransientAIError) as caught:
+        await drafter.draft(_request())
+    assert (caught.value.reason, caught.value.failure, caught.value.status_code) == (
+        "the AI provider sent an answer we could not read",
+        AIFailure.UNKNOWN,
+        200,
+    )
 
 
 def test_retry_after_headers_parse_ms_seconds_and_http_date() -> None:

@@ -52,7 +52,8 @@ class Behaviour:
 
     A status of 200 answers with a message (the default draft, or `text`); any other status answers with
     the API's error body `{"type": "error", "error": {"type": error_type, "message": error_message}}`.
-    `delay_s` sleeps before answering (a "hang" when it outlasts the client's timeout).
+    `delay_s` sleeps before answering (a "hang" when it outlasts the client's timeout). `body`, when given, is
+    sent as the 200 answer's body byte for byte (JSON content type), as a broken proxy or a new block type would.
     """
 
     status: int = 200
@@ -63,6 +64,7 @@ class Behaviour:
     headers: Mapping[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     stop_reason: str = "end_turn"
+    body: bytes | None = None
 
     @classmethod
     def success(cls, *, text: str | None = None, headers: Mapping[str, str] | None = None) -> Behaviour:
@@ -271,6 +273,8 @@ class FakeAnthropic:
             "usage": usage,
         }
         headers = {"request-id": f"req_fake_{number:06d}", **behaviour.headers}
+        if behaviour.body is not None:
+            return web.Response(body=behaviour.body, content_type="application/json", headers=headers)
         return web.json_response(payload, headers=headers)
 
     async def _count_tokens(self, request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from opentelemetry import trace
 from slack_backend.ai.errors import AIFailure, AIRejectedError, classify
 from slack_backend.ai.prompt import SYSTEM_PROMPT, build_messages, estimate_input_tokens
 from slack_backend.ai.ratelimit_headers import RateLimitSnapshot
+from slack_backend.ai.reply import read_reply
 from slack_backend.ai.types import Draft, DraftRequest
 
 DEFAULT_MAX_TOKENS = 1024
@@ -95,28 +96,29 @@ class ClaudeDrafter:
                 system=SYSTEM_PROMPT,
                 messages=build_messages(request),
             )
-            message = await raw.parse()
+            body = await raw.read()
         except anthropic.AnthropicError as exc:
             raise classify(exc) from exc
-        text = "".join(block.text for block in message.content if block.type == "text").strip()
-        if message.stop_reason == "refusal":
+        reply = read_reply(body, status_code=raw.status_code)
+        text = reply.text.strip()
+        if reply.stop_reason == "refusal":
             # The model declined for safety reasons; asking again costs tokens and gets the same answer.
             raise AIRejectedError(
                 "the model declined to draft a reply (stop_reason=refusal)", failure=AIFailure.REFUSAL
             )
         if not text:
             raise AIRejectedError(
-                f"the AI provider returned no text (stop_reason={message.stop_reason})", failure=AIFailure.EMPTY_REPLY
+                f"the AI provider returned no text (stop_reason={reply.stop_reason})", failure=AIFailure.EMPTY_REPLY
             )
         snapshot = RateLimitSnapshot.from_headers(raw.headers)
         return Draft(
             text=text,
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
-            model=message.model,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            model=reply.model,
             offline=False,
             rate_limits=None if snapshot.is_empty else snapshot,
-            cut_short=message.stop_reason == "max_tokens",
+            cut_short=reply.stop_reason == "max_tokens",
         )
 
     async def estimate_tokens(self, request: DraftRequest) -> int:
