@@ -5,7 +5,9 @@ installed `slack-backend` script, a fresh process), against a redis-server of it
 Reported per command: the median [min-max] wall time and the median CPU time (user + system, from the child's
 rusage), which a loaded machine inflates much less than wall time. With `--baseline-src`, each run also starts the
 same script with another source tree first on the path (say `git archive main src | tar -x -C /tmp/base`),
-interleaved, so before and after share the machine's load.
+interleaved, so before and after share the machine's load. With `--instructions`, each command (and tree) also runs
+once under valgrind's cachegrind and its instruction count is printed: a figure the host's speed does not move
+(needs `valgrind`, the Debian package).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 from bench._server import BenchRedis
+from bench.instructions import VALGRIND, instructions_in
 
 COMMANDS = (["version"], ["jobs", "counts"], ["jobs", "counts", "--json"], ["check-config"], ["check-config", "--json"])
 SCRIPT = Path(sys.executable).with_name("slack-backend")
@@ -39,10 +42,21 @@ def time_one(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, cpu
 
 
+def instructions_of(argv: list[str], env: dict[str, str]) -> int:
+    """The instructions one start of the command runs, as cachegrind counts them."""
+    done = subprocess.run([*VALGRIND, str(SCRIPT), *argv], env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"slack-backend {' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[-400:]}")
+    return instructions_in(done.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__)
     parser.add_argument("--runs", type=int, default=9, help="runs per command (default 9), interleaved")
     parser.add_argument("--baseline-src", type=Path, help="another source tree's src/ to compare against")
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count each command's instructions once (valgrind)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         redis = BenchRedis(Path(tmp))
@@ -72,16 +86,23 @@ def main(argv: list[str] | None = None) -> int:
                 for argv_ in COMMANDS:
                     for tree, tree_env in envs.items():
                         samples[(tree, " ".join(argv_))].append(time_one(argv_, tree_env))
+            counts = {
+                (tree, " ".join(argv_)): instructions_of(argv_, tree_env)
+                for argv_ in (COMMANDS if args.instructions else ())
+                for tree, tree_env in envs.items()
+            }
         finally:
             redis.stop()
-    print(f"| command | wall s, median [min-max] of {args.runs} | CPU s (user + sys), median |")
-    print("|---|---|---|")
+    counted = " instructions |" if counts else ""
+    print(f"| command | wall s, median [min-max] of {args.runs} | CPU s (user + sys), median |{counted}")
+    print("|---|---|---|" + ("---|" if counts else ""))
     for (tree, name), runs in samples.items():
         walls = [w for w, _ in runs]
         cpus = [c for _, c in runs]
         label = f"`slack-backend {name}`" + (f" ({tree})" if tree else "")
         wall = f"{statistics.median(walls):.3f} [{min(walls):.3f}-{max(walls):.3f}]"
-        print(f"| {label} | {wall} | {statistics.median(cpus):.3f} |")
+        counted = f" {counts[(tree, name)]:,} |" if counts else ""
+        print(f"| {label} | {wall} | {statistics.median(cpus):.3f} |{counted}")
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Tests of the `slack-backend jobs` operator commands against a real Redis: through the Typer app in-process, and
+"""Tests of the `slack-backend jobs` operator commands against a real Redis: through the click app in-process, and
 as real processes where the exit code or stderr of the process is the point."""
 
 from __future__ import annotations

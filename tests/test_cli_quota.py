@@ -34,7 +34,7 @@ def quota_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def quota_in_process(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The same command through the Typer app in this process (no interpreter start-up), from a thread."""
+    """The same command through the click app in this process (no interpreter start-up), from a thread."""
     env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}", "WORKSPACE_DAILY_TOKEN_QUOTA": "1000"}
     return await asyncio.to_thread(run_in_process, ["quota", *args], env)
 

@@ -60,9 +60,10 @@ def test_light_commands_do_not_import_heavy_libraries(args: list[str], env: dict
 
 
 def test_version_imports_neither_redis_nor_the_settings(env: dict[str, str]) -> None:
-    """`version` loads no Redis client, no settings model and no terminal renderer: only the command line itself."""
+    """`version` loads no Redis client, no event loop, no settings model, no pydantic and no terminal renderer."""
     loaded = loaded_by(["version"], env)
-    assert sorted(loaded & {"redis", "pydantic_settings", "rich", "structlog", "hiredis"}) == []
+    unused = {"redis", "hiredis", "asyncio", "pydantic", "pydantic_core", "pydantic_settings", "rich", "structlog"}
+    assert sorted(loaded & unused) == []
 
 
 @pytest.mark.parametrize(

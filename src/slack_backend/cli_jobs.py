@@ -9,9 +9,9 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-import typer
+import click
 
 from slack_backend.queue.errors import JobNotFoundError, JobStateError, QueueError
 from slack_backend.queue.job import Job, JobState
@@ -43,19 +43,19 @@ _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 def parse_state(value: str) -> JobState:
-    """A job state by name, any case; raises typer.BadParameter naming the valid ones."""
+    """A job state by name, any case; raises click.BadParameter naming the valid ones."""
     try:
         return JobState(value.strip().lower())
     except ValueError:
         names = ", ".join(s.value for s in JobState)
-        raise typer.BadParameter(f"{value!r} is not a job state; use one of: {names}") from None
+        raise click.BadParameter(f"{value!r} is not a job state; use one of: {names}") from None
 
 
 def parse_cleanable_state(value: str) -> JobState:
     """Like parse_state, without `active`: running jobs belong to their workers and to stall detection."""
     state = parse_state(value)
     if state is JobState.ACTIVE:
-        raise typer.BadParameter("active jobs cannot be cleaned; stall detection recovers them")
+        raise click.BadParameter("active jobs cannot be cleaned; stall detection recovers them")
     return state
 
 
@@ -63,22 +63,36 @@ def parse_duration_ms(value: str) -> int:
     """`30s`, `15m`, `2h`, `7d`, `250ms` or plain milliseconds, as milliseconds."""
     match = _DURATION.fullmatch(value.strip().lower())
     if match is None:
-        raise typer.BadParameter(f"{value!r} is not a duration; use e.g. 30s, 15m, 2h, 7d or plain milliseconds")
+        raise click.BadParameter(f"{value!r} is not a duration; use e.g. 30s, 15m, 2h, 7d or plain milliseconds")
     return int(match[1]) * _UNIT_MS[match[2] or "ms"]
 
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
-JobId = Annotated[str, typer.Argument(metavar="ID", help="The job id.")]
-StateArg = Annotated[
-    JobState,
-    typer.Argument(parser=parse_state, metavar="STATE", help="waiting, delayed, active, completed or failed."),
-]
-CleanStateArg = Annotated[
-    JobState,
-    typer.Argument(
-        parser=parse_cleanable_state, metavar="STATE", show_choices=False, help="waiting, delayed, completed or failed."
-    ),
-]
+class StateType(click.ParamType[JobState]):
+    """The STATE argument: a job state read by `parse` (parse_state or parse_cleanable_state)."""
+
+    name = "state"
+
+    def __init__(self, parse: Callable[[str], JobState]) -> None:
+        self.parse = parse
+
+    def convert(self, value: str | JobState, param: click.Parameter | None, ctx: click.Context | None) -> JobState:
+        return value if isinstance(value, JobState) else self.parse(value)
+
+    def get_missing_message(self, param: click.Parameter, ctx: click.Context | None) -> str:
+        # Worded as click words a missing choice.
+        return "Choose from:\n\t" + ",\n\t".join(state.value for state in JobState)
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of tables."
+)
+job_id_argument = click.argument("job_id", metavar="ID", help="The job id.")
+state_argument = click.argument(
+    "state", type=StateType(parse_state), metavar="STATE", help="waiting, delayed, active, completed or failed."
+)
+clean_state_argument = click.argument(
+    "state", type=StateType(parse_cleanable_state), metavar="STATE", help="waiting, delayed, completed or failed."
+)
 
 
 # -- running one operation ------------------------------------------------------------------------------------
@@ -86,8 +100,8 @@ CleanStateArg = Annotated[
 
 def fail(message: str) -> NoReturn:
     """Print a one-line reason to stderr and exit 1."""
-    typer.echo(" ".join(message.split()), err=True)
-    raise typer.Exit(FAILURE_EXIT_CODE)
+    click.echo(" ".join(message.split()), err=True)
+    raise click.exceptions.Exit(FAILURE_EXIT_CODE)
 
 
 def run_on_queue(settings: Settings, op: Callable[[Queue], Awaitable[T]]) -> T:
@@ -121,7 +135,7 @@ def run_on_queue(settings: Settings, op: Callable[[Queue], Awaitable[T]]) -> T:
 def emit(doc: Doc, as_json: bool, render: Callable[[Doc, Console], None]) -> None:
     """Print the command's result: the JSON document itself, or tables rendered from it."""
     if as_json:
-        typer.echo(json.dumps(doc, indent=2))
+        click.echo(json.dumps(doc, indent=2))
     else:
         from rich.console import Console
 
@@ -364,7 +378,7 @@ async def drain(queue: Queue, include_delayed: bool, *, confirmed: bool) -> Doc:
         kinds = "waiting and delayed" if include_delayed else "waiting"
         # Asked on stderr, read from stdin: click's confirm writes part of its prompt to stdout, which must hold
         # only the result (as with --json).
-        typer.echo(f"Delete {n} {kinds} jobs of {queue.name}? Running jobs go on. [y/N]: ", nl=False, err=True)
+        click.echo(f"Delete {n} {kinds} jobs of {queue.name}? Running jobs go on. [y/N]: ", nl=False, err=True)
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             fail("not confirmed; nothing was deleted")
     removed = await queue.drain(include_delayed=include_delayed)
@@ -385,40 +399,36 @@ def say(line: str) -> Callable[[Doc, Console], None]:
 # -- the commands ---------------------------------------------------------------------------------------------
 
 
-def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None:
+def register(app: click.Group, settings_or_exit: Callable[[], Settings]) -> None:
     """Add the `jobs` command group to the root app."""
-    jobs_app = typer.Typer(
-        help="Inspect and operate the ai-responses queue (exit 1: the operation failed; 2: bad usage).",
-        no_args_is_help=True,
-    )
-    app.add_typer(jobs_app, name="jobs")
 
-    @jobs_app.command()
-    def counts(
-        groups: Annotated[int, typer.Option("--groups", min=0, help="How many of the busiest workspaces.")] = 10,
-        as_json: JsonFlag = False,
-    ) -> None:
+    @app.group("jobs")
+    def jobs_app() -> None:
+        """Inspect and operate the ai-responses queue (exit 1: the operation failed; 2: bad usage)."""
+
+    @jobs_app.command("counts")
+    @click.option("--groups", type=click.IntRange(min=0), default=10, help="How many of the busiest workspaces.")
+    @json_option
+    def counts(groups: int, as_json: bool) -> None:
         """Show jobs per state, whether the queue is paused or held, and the busiest workspaces."""
         doc = run_on_queue(settings_or_exit(), lambda q: counts_doc(q, groups))
-        typer.echo(json.dumps(doc, indent=2) if as_json else render_counts(doc))
+        click.echo(json.dumps(doc, indent=2) if as_json else render_counts(doc))
 
     @jobs_app.command("list")
-    def list_jobs(
-        state: StateArg,
-        limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="Most jobs to show.")] = 20,
-        offset: Annotated[int, typer.Option("--offset", min=0, help="Jobs to skip.")] = 0,
-        as_json: JsonFlag = False,
-    ) -> None:
+    @state_argument
+    @click.option("--limit", type=click.IntRange(1, 10_000), default=20, help="Most jobs to show.")
+    @click.option("--offset", type=click.IntRange(min=0), default=0, help="Jobs to skip.")
+    @json_option
+    def list_jobs(state: JobState, limit: int, offset: int, as_json: bool) -> None:
         """List jobs in one state (newest first for completed/failed, next to run first otherwise); no data."""
         doc = run_on_queue(settings_or_exit(), lambda q: list_doc(q, state, limit, offset))
         emit(doc, as_json, render_list)
 
-    @jobs_app.command()
-    def show(
-        job_id: JobId,
-        data: Annotated[bool, typer.Option("--data", help="Also print the job data (Slack message text).")] = False,
-        as_json: JsonFlag = False,
-    ) -> None:
+    @jobs_app.command("show")
+    @job_id_argument
+    @click.option("--data", is_flag=True, help="Also print the job data (Slack message text).")
+    @json_option
+    def show(job_id: str, data: bool, as_json: bool) -> None:
         """Show one job: every field, its failed reason and stack traces; its data only as keys unless --data."""
 
         async def op(queue: Queue) -> Job:
@@ -429,14 +439,11 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
 
         emit(job_doc(run_on_queue(settings_or_exit(), op), with_data=data), as_json, render_job)
 
-    @jobs_app.command()
-    def retry(
-        job_id: JobId,
-        regenerate: Annotated[
-            bool, typer.Option("--regenerate", help="Forget the saved draft: call the model again and post anew.")
-        ] = False,
-        as_json: JsonFlag = False,
-    ) -> None:
+    @jobs_app.command("retry")
+    @job_id_argument
+    @click.option("--regenerate", is_flag=True, help="Forget the saved draft: call the model again and post anew.")
+    @json_option
+    def retry(job_id: str, regenerate: bool, as_json: bool) -> None:
         """Send a failed job back to waiting with its attempts reset (it delivers its saved draft if it has one).
 
         A completed job is refused (its draft was delivered) unless --regenerate is given.
@@ -449,56 +456,55 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
         emit(doc, as_json, say("job {retried} is waiting again"))
 
     @jobs_app.command("retry-failed")
-    def retry_failed_jobs(
-        limit: Annotated[int | None, typer.Option("--limit", min=1, help="Retry at most this many.")] = None,
-        as_json: JsonFlag = False,
-    ) -> None:
+    @click.option("--limit", type=click.IntRange(min=1), help="Retry at most this many.")
+    @json_option
+    def retry_failed_jobs(limit: int | None, as_json: bool) -> None:
         """Send every failed job (newest first) back to waiting with its attempts reset."""
         doc = run_on_queue(settings_or_exit(), lambda q: retry_failed(q, limit, shown=not as_json))
         emit(doc, as_json, say("{retried} failed jobs are waiting again ({skipped} gone or changed meanwhile)"))
 
-    @jobs_app.command()
-    def remove(job_id: JobId, as_json: JsonFlag = False) -> None:
+    @jobs_app.command("remove")
+    @job_id_argument
+    @json_option
+    def remove(job_id: str, as_json: bool) -> None:
         """Delete a job that is not running."""
         run_on_queue(settings_or_exit(), lambda q: q.remove(job_id))
         emit({"removed": job_id}, as_json, say("job {removed} removed"))
 
     @jobs_app.command("clean")
-    def clean_jobs(
-        state: CleanStateArg,
-        older_than: Annotated[
-            int,
-            typer.Option(
-                "--older-than",
-                parser=parse_duration_ms,
-                metavar="DURATION",
-                help="30s, 15m, 2h, 7d or milliseconds; finished (completed/failed) or created (others) before.",
-            ),
-        ],
-        as_json: JsonFlag = False,
-    ) -> None:
+    @clean_state_argument
+    @click.option(
+        "--older-than",
+        type=parse_duration_ms,
+        required=True,
+        metavar="DURATION",
+        help="30s, 15m, 2h, 7d or milliseconds; finished (completed/failed) or created (others) before.",
+    )
+    @json_option
+    def clean_jobs(state: JobState, older_than: int, as_json: bool) -> None:
         """Delete jobs of one state older than a duration, a thousand at a time."""
         doc = run_on_queue(settings_or_exit(), lambda q: clean(q, state, older_than, shown=not as_json))
         emit(doc, as_json, say("removed {removed} {state} jobs older than {older_than_ms} ms"))
 
-    @jobs_app.command()
-    def pause(as_json: JsonFlag = False) -> None:
+    @jobs_app.command("pause")
+    @json_option
+    def pause(as_json: bool) -> None:
         """Stop every worker from starting jobs; running ones finish."""
         run_on_queue(settings_or_exit(), lambda q: q.pause())
         emit({"paused": True}, as_json, say("paused: workers start no new jobs; running ones finish"))
 
-    @jobs_app.command()
-    def resume(as_json: JsonFlag = False) -> None:
+    @jobs_app.command("resume")
+    @json_option
+    def resume(as_json: bool) -> None:
         """Let workers start jobs again."""
         run_on_queue(settings_or_exit(), lambda q: q.resume())
         emit({"paused": False}, as_json, say("resumed: workers start jobs again"))
 
     @jobs_app.command("drain")
-    def drain_jobs(
-        delayed: Annotated[bool, typer.Option("--delayed", help="Delete delayed jobs too.")] = False,
-        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-        as_json: JsonFlag = False,
-    ) -> None:
+    @click.option("--delayed", is_flag=True, help="Delete delayed jobs too.")
+    @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+    @json_option
+    def drain_jobs(delayed: bool, yes: bool, as_json: bool) -> None:
         """Delete every waiting job (and delayed ones with --delayed); running jobs go on."""
         doc = run_on_queue(settings_or_exit(), lambda q: drain(q, delayed, confirmed=yes))
         emit(doc, as_json, say("removed {removed} jobs"))

@@ -6,9 +6,9 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import typer
+import click
 
 if TYPE_CHECKING:
     # The database's modules load when a command here runs, not at every start of the command line.
@@ -16,14 +16,17 @@ if TYPE_CHECKING:
     from slack_backend.store import AuditLog, QuotaStore
 
 T = TypeVar("T")
-AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
-Workspace = Annotated[str, typer.Argument(help="The Slack team id, like T0123ABCD.")]
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+# Lower-case metavars, as the arguments were always named: scripts may match "Missing argument 'tokens'.".
+workspace_argument = click.argument("workspace", metavar="workspace", help="The Slack team id, like T0123ABCD.")
 
 
-def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None:
+def register(app: click.Group, settings_or_exit: Callable[[], Settings]) -> None:
     """Add the `quota` command group to the root app."""
-    quota_app = typer.Typer(help="Daily AI token quotas per workspace (0 = no quota).", no_args_is_help=True)
-    app.add_typer(quota_app, name="quota")
+
+    @app.group("quota")
+    def quota_app() -> None:
+        """Daily AI token quotas per workspace (0 = no quota)."""
 
     def run(work: Callable[[QuotaStore, AuditLog], Awaitable[T]]) -> T:
         from sqlalchemy.exc import SQLAlchemyError
@@ -43,30 +46,32 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
         try:
             return asyncio.run(go())
         except (SQLAlchemyError, OSError) as exc:
-            typer.echo(f"cannot use the database: {type(exc).__name__}: {exc}", err=True)
-            raise typer.Exit(1) from None
+            click.echo(f"cannot use the database: {type(exc).__name__}: {exc}", err=True)
+            raise click.exceptions.Exit(1) from None
 
     @quota_app.command("set")
-    def set_quota(
-        workspace: Workspace,
-        tokens: Annotated[int, typer.Argument(min=0, help="Tokens per UTC day; 0 = no quota.")],
-        as_json: AsJson = False,
-    ) -> None:
+    @workspace_argument
+    @click.argument("tokens", metavar="tokens", type=click.IntRange(min=0), help="Tokens per UTC day; 0 = no quota.")
+    @json_option
+    def set_quota(workspace: str, tokens: int, as_json: bool) -> None:
         """Give a workspace its own daily quota."""
         run(lambda quotas, _audit: quotas.set_daily_tokens(workspace, tokens))
         _say(as_json, {"workspace": workspace, "daily_tokens": tokens}, f"{workspace}: {tokens:,} tokens a day")
 
     @quota_app.command("unset")
-    def unset_quota(workspace: Workspace, as_json: AsJson = False) -> None:
+    @workspace_argument
+    @json_option
+    def unset_quota(workspace: str, as_json: bool) -> None:
         """Remove a workspace's own quota: it falls back to WORKSPACE_DAILY_TOKEN_QUOTA."""
         run(lambda quotas, _audit: quotas.set_daily_tokens(workspace, None))
         _say(as_json, {"workspace": workspace, "daily_tokens": None}, f"{workspace}: back to the default quota")
 
     @quota_app.command("show")
-    def show_quota(
-        workspace: Annotated[str | None, typer.Argument(help="One workspace; all overrides when left out.")] = None,
-        as_json: AsJson = False,
-    ) -> None:
+    @click.argument(
+        "workspace", required=False, metavar="[workspace]", help="One workspace; all overrides when left out."
+    )
+    @json_option
+    def show_quota(workspace: str | None, as_json: bool) -> None:
         """Show the default, each override, and what each workspace used today (UTC)."""
         default = settings_or_exit().workspace_daily_token_quota
 
@@ -88,7 +93,7 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
 
         rows = run(collect)
         if as_json:
-            typer.echo(json.dumps({"default_daily_tokens": default, "workspaces": rows}, indent=2))
+            click.echo(json.dumps({"default_daily_tokens": default, "workspaces": rows}, indent=2))
             return
         from rich.console import Console
         from rich.table import Table
@@ -100,4 +105,4 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
 
 
 def _say(as_json: bool, doc: dict[str, Any], text: str) -> None:
-    typer.echo(json.dumps(doc) if as_json else text)
+    click.echo(json.dumps(doc) if as_json else text)

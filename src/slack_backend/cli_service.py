@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import typer
+import click
 
 if TYPE_CHECKING:
     from slack_backend.config import Settings
 
 T = TypeVar("T")
 
-Processes = Annotated[int | None, typer.Option("--processes", "-p", min=1, max=64, help="Worker processes.")]
-Demo = Annotated[
-    bool,
-    typer.Option("--demo", help="Offline demo: start without SLACK_SIGNING_SECRET (Slack's requests are refused)."),
-]
-Concurrency = Annotated[int | None, typer.Option("--concurrency", "-c", min=1, max=1000, help="Jobs per process.")]
+processes_option = click.option("--processes", "-p", type=click.IntRange(1, 64), help="Worker processes.")
+demo_option = click.option(
+    "--demo", is_flag=True, help="Offline demo: start without SLACK_SIGNING_SECRET (Slack's requests are refused)."
+)
+concurrency_option = click.option("--concurrency", "-c", type=click.IntRange(1, 1000), help="Jobs per process.")
 
 
 def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -34,7 +33,7 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None:
+def register(app: click.Group, settings_or_exit: Callable[[], Settings]) -> None:
     """Add the service commands to the root app."""
 
     def prepared(*, serving: bool = False, demo: bool = False) -> Settings:
@@ -44,27 +43,32 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
         settings = settings_or_exit()
         problems = serving_problems(settings, demo=demo) if serving else []
         if problems:
-            typer.echo(format_config_error(ConfigError(problems)), err=True)
-            raise typer.Exit(CONFIG_ERROR_EXIT_CODE)
+            click.echo(format_config_error(ConfigError(problems)), err=True)
+            raise click.exceptions.Exit(CONFIG_ERROR_EXIT_CODE)
         configure_logging(settings.log_level, settings.log_format)
         return settings
 
-    @app.command()
-    def run(concurrency: Concurrency = None, demo: Demo = False) -> None:
+    @app.command("run")
+    @concurrency_option
+    @demo_option
+    def run(concurrency: int | None, demo: bool) -> None:
         """Run the web app and a worker in one process (what `make run` starts)."""
         from slack_backend.app import run_service
 
         run_event_loop(run_service(prepared(serving=True, demo=demo), web=True, worker=True, concurrency=concurrency))
 
-    @app.command()
-    def serve(demo: Demo = False) -> None:
+    @app.command("serve")
+    @demo_option
+    def serve(demo: bool) -> None:
         """Run the web app only (Slack ingress, health, metrics, dashboard)."""
         from slack_backend.app import run_service
 
         run_event_loop(run_service(prepared(serving=True, demo=demo), web=True, worker=False))
 
-    @app.command()
-    def worker(processes: Processes = None, concurrency: Concurrency = None) -> None:
+    @app.command("worker")
+    @processes_option
+    @concurrency_option
+    def worker(processes: int | None, concurrency: int | None) -> None:
         """Run ai-responses workers: SIGTERM finishes running jobs (up to SHUTDOWN_TIMEOUT_S) and exits 0."""
         from slack_backend.app import run_service, supervise_workers
 
@@ -76,6 +80,6 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
         try:
             code = supervise_workers(count, concurrency, settings.worker_metrics_port)
         except ValueError as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(2) from None
-        raise typer.Exit(code)
+            click.echo(str(exc), err=True)
+            raise click.exceptions.Exit(2) from None
+        raise click.exceptions.Exit(code)

@@ -6,9 +6,9 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import typer
+import click
 
 if TYPE_CHECKING:
     # The database's modules load when a command here runs, not at every start of the command line.
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from slack_backend.config import Settings
 
 T = TypeVar("T")
-AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
 def _on_database(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
@@ -40,27 +40,31 @@ def _on_database(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]
         return asyncio.run(go())
     except (SQLAlchemyError, OSError) as exc:
         # The exception's text can hold the URL, and with it a password: the class name says enough.
-        typer.echo(f"cannot use the database: {type(exc).__name__}", err=True)
-        raise typer.Exit(1) from None
+        click.echo(f"cannot use the database: {type(exc).__name__}", err=True)
+        raise click.exceptions.Exit(1) from None
     except TokenKeyError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        click.echo(str(exc), err=True)
+        raise click.exceptions.Exit(1) from None
 
 
 def _say(as_json: bool, doc: dict[str, Any], line: str) -> None:
-    typer.echo(json.dumps(doc) if as_json else line)
+    click.echo(json.dumps(doc) if as_json else line)
 
 
-def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None:
+def register(app: click.Group, settings_or_exit: Callable[[], Settings]) -> None:
     """Add the `db` and `tokens` command groups to the root app."""
-    db_app = typer.Typer(help="The database schema (migrations; `run` and `serve` apply them at start).")
-    tokens_app = typer.Typer(help="Slack tokens at rest: the encryption key (TOKEN_ENCRYPTION_KEY).")
-    db_app.info.no_args_is_help = tokens_app.info.no_args_is_help = True
-    app.add_typer(db_app, name="db")
-    app.add_typer(tokens_app, name="tokens")
+
+    @app.group("db")
+    def db_app() -> None:
+        """The database schema (migrations; `run` and `serve` apply them at start)."""
+
+    @app.group("tokens")
+    def tokens_app() -> None:
+        """Slack tokens at rest: the encryption key (TOKEN_ENCRYPTION_KEY)."""
 
     @db_app.command("upgrade")
-    def db_upgrade(as_json: AsJson = False) -> None:
+    @json_option
+    def db_upgrade(as_json: bool) -> None:
         """Apply every migration not yet applied (and encrypt plaintext tokens when TOKEN_ENCRYPTION_KEY is set)."""
         from slack_backend.slack.tokens import token_cipher
         from slack_backend.store.migrate import upgrade
@@ -71,7 +75,8 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
         _say(as_json, {"before": before, "after": after}, line)
 
     @db_app.command("current")
-    def db_current(as_json: AsJson = False) -> None:
+    @json_option
+    def db_current(as_json: bool) -> None:
         """Print the database's revision and the newest this version knows (exit 1 when behind)."""
         from slack_backend.store.migrate import current_revision, head_revision
 
@@ -79,17 +84,18 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
         head = head_revision()
         _say(as_json, {"current": current, "head": head}, f"database at revision {current or 'none'}, newest {head}")
         if current != head:
-            raise typer.Exit(1)
+            raise click.exceptions.Exit(1)
 
     @tokens_app.command("new-key")
     def new_key() -> None:
         """Print a fresh key for TOKEN_ENCRYPTION_KEY (put it first in the list to start using it)."""
         from slack_backend.store.crypto import TokenCipher
 
-        typer.echo(TokenCipher.new_key())
+        click.echo(TokenCipher.new_key())
 
     @tokens_app.command("rotate-key")
-    def rotate_key(as_json: AsJson = False) -> None:
+    @json_option
+    def rotate_key(as_json: bool) -> None:
         """Re-encrypt every stored token with the first key of TOKEN_ENCRYPTION_KEY; then older keys can go."""
         from slack_backend.slack.tokens import token_cipher
         from slack_backend.store import reencrypt_tokens
@@ -98,8 +104,8 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
         settings = settings_or_exit()
         cipher = token_cipher(settings)
         if cipher is None:
-            typer.echo("TOKEN_ENCRYPTION_KEY is not set: there is no key to rotate to", err=True)
-            raise typer.Exit(2)
+            click.echo("TOKEN_ENCRYPTION_KEY is not set: there is no key to rotate to", err=True)
+            raise click.exceptions.Exit(2)
 
         async def work(engine: AsyncEngine) -> int:
             await upgrade(engine)

@@ -13,10 +13,10 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import typer
+import click
 
 if TYPE_CHECKING:
     # The web stack loads when `try` runs, not at every start of the command line.
@@ -133,15 +133,14 @@ def _draft_text(post: dict[str, Any]) -> str:
     return "\n".join(parts) or str(post.get("text", ""))
 
 
-def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None:
+def register(app: click.Group, settings_or_exit: Callable[[], Settings]) -> None:
     """Add the `try` command to the root app."""
 
     @app.command("try")
-    def try_command(
-        text: Annotated[str, typer.Argument(help="The message to draft a reply to.")],
-        timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the draft.")] = 60.0,
-        as_json: Annotated[bool, typer.Option("--json", help="Print what Slack would receive, as JSON.")] = False,
-    ) -> None:
+    @click.argument("text", metavar="text", help="The message to draft a reply to.")
+    @click.option("--timeout", "timeout_s", type=float, default=60.0, help="Seconds to wait for the draft.")
+    @click.option("--json", "as_json", is_flag=True, help="Print what Slack would receive, as JSON.")
+    def try_command(text: str, timeout_s: float, as_json: bool) -> None:
         """Send a signed slash command through the real ingress and print the ephemeral reply the user gets."""
         from slack_backend.logging import configure_logging
 
@@ -150,20 +149,20 @@ def register(app: typer.Typer, settings_or_exit: Callable[[], Settings]) -> None
         try:
             posts = asyncio.run(try_request(settings, text, timeout_s=timeout_s))
         except TimeoutError:
-            typer.echo(f"no draft arrived within {timeout_s:g} s; is Redis reachable and a worker free?", err=True)
-            raise typer.Exit(1) from None
+            click.echo(f"no draft arrived within {timeout_s:g} s; is Redis reachable and a worker free?", err=True)
+            raise click.exceptions.Exit(1) from None
         except OSError as exc:
-            typer.echo(f"could not run the round trip: {exc}", err=True)
-            raise typer.Exit(1) from None
+            click.echo(f"could not run the round trip: {exc}", err=True)
+            raise click.exceptions.Exit(1) from None
         if as_json:
-            typer.echo(json.dumps(posts, indent=2))
+            click.echo(json.dumps(posts, indent=2))
             return
         ack = posts[0]
-        typer.echo(f"ack: HTTP {ack['ack_status']} in {ack['ack_ms']} ms: {ack['ack']}")
+        click.echo(f"ack: HTTP {ack['ack_status']} in {ack['ack_ms']} ms: {ack['ack']}")
         if ack["ack_status"] != 200:
-            raise typer.Exit(1)
+            raise click.exceptions.Exit(1)
         for post in posts[1:]:
             if "blocks" in post:
-                typer.echo("delivered ephemeral message:\n" + _draft_text(post))
+                click.echo("delivered ephemeral message:\n" + _draft_text(post))
             else:
-                typer.echo(f"progress: {post.get('text', '')}")
+                click.echo(f"progress: {post.get('text', '')}")

@@ -1,4 +1,4 @@
-"""Run `slack-backend` commands through the Typer app in this process: no interpreter start-up per command."""
+"""Run `slack-backend` commands through the click app in this process: no interpreter start-up per command."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 import traceback
 from collections.abc import Mapping, Sequence
 
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from slack_backend import cli
 from slack_backend.config import Settings
