@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from slack_sdk.oauth.installation_store.models.installation import Installation
+from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
 from sqlalchemy import event, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -116,6 +117,59 @@ async def test_reinstall_replaces_bot_token(engine: AsyncEngine) -> None:
     bot = await store.async_find_bot(enterprise_id=None, team_id="T0001")
     assert bot is not None
     assert bot.bot_token == "xoxb-new"
+
+
+async def test_finds_read_what_slack_sdks_own_finds_read(engine: AsyncEngine) -> None:
+    """The store's bot and installation finds (statements built once, one connection a lookup) give what
+    slack_sdk's own finds give on the same rows, for every shape of ids: workspaces, an org-wide install, users,
+    a user's installation that predates a reinstall's newer bot, a workspace whose installation has no bot token,
+    and ids with nothing stored."""
+    store = installation_store(engine, CLIENT_ID, CIPHER)
+    assert isinstance(store, AsyncSQLAlchemyInstallationStore)
+
+    def made(minutes: int, **fields: Any) -> Installation:
+        base: dict[str, Any] = {
+            "app_id": "A0001",
+            "enterprise_id": None,
+            "team_id": "T0001",
+            "bot_token": "xoxb-team-one",
+            "bot_id": "B0001",
+            "bot_user_id": "U0BOT",
+            "bot_scopes": ["chat:write"],
+            "user_id": "U0001",
+            "installed_at": T0.timestamp() + 60 * minutes,
+        }
+        return Installation(**(base | fields))
+
+    await store.async_save(made(0, user_token="xoxp-one", user_scopes=["search:read"]))
+    await store.async_save(made(1, user_id="U0002", user_token="xoxp-two", user_scopes=["search:read"]))
+    # A reinstall after both users connected: its bot token is newer than the one on their installations.
+    await store.async_save(made(2, bot_token="xoxb-team-one-new", bot_id="B0002", user_id="U0003"))
+    await store.async_save(made(0, team_id="T0002", bot_token="xoxb-team-two"))
+    await store.async_save(
+        made(0, enterprise_id="E0001", team_id=None, is_enterprise_install=True, bot_token="xoxb-org")
+    )
+    await store.async_save(made(1, enterprise_id="E0001", team_id="T0009", bot_token="xoxb-grid-team"))
+    await store.async_save(
+        made(3, team_id="T0003", bot_token=None, bot_id=None, bot_user_id=None, user_token="xoxp-three")
+    )
+    asks: list[dict[str, Any]] = [
+        {"enterprise_id": enterprise, "team_id": team, "is_enterprise_install": org}
+        for enterprise in (None, "E0001", "E0404")
+        for team in (None, "T0001", "T0002", "T0003", "T0009", "T0404")
+        for org in (False, True)
+    ]
+    parent = AsyncSQLAlchemyInstallationStore
+    for ask in asks:
+        ours, theirs = await store.async_find_bot(**ask), await parent.async_find_bot(store, **ask)
+        assert (ours and ours.to_dict()) == (theirs and theirs.to_dict()), ask
+        for user in (None, "U0001", "U0002", "U0003", "U0404"):
+            mine = await store.async_find_installation(**ask, user_id=user)
+            sdk = await parent.async_find_installation(store, **ask, user_id=user)
+            assert (mine and mine.to_dict()) == (sdk and sdk.to_dict()), (ask, user)
+    found = await store.async_find_installation(enterprise_id=None, team_id="T0001", user_id="U0001")
+    assert found is not None
+    assert (found.user_token, found.bot_token) == ("xoxp-one", "xoxb-team-one-new")
 
 
 async def test_oauth_state_consumed_once(engine: AsyncEngine) -> None:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
-from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
+from slack_sdk.oauth.installation_store.models.bot import Bot
+from slack_sdk.oauth.installation_store.models.installation import Installation
+from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore, SQLAlchemyInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
-from sqlalchemy import Index, MetaData, String, Table, and_, select
+from sqlalchemy import ColumnElement, Connection, Index, MetaData, Select, String, Table, and_, bindparam, desc, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slack_backend.store.crypto import ENCRYPTED_TOKEN_CHARS, EncryptedToken, TokenCipher, is_encrypted
-from slack_backend.store.db import metadata
+from slack_backend.store.db import in_connection, metadata
 
 DEFAULT_STATE_EXPIRATION_S = 600
 
@@ -56,6 +59,11 @@ class _InstallationStore(AsyncSQLAlchemyInstallationStore):
 
     Encryption sits in the column type, not in `async_save`: slack_sdk compares tokens it has read back, which only
     works on decrypted values.
+
+    The two finds every job makes (a workspace's bot token; a user's own token, which slack_sdk reads with the
+    workspace's latest bot) read what slack_sdk's read, with its rules, but with statements built once per shape
+    (slack_sdk builds each anew) and a lookup's queries on one connection in one greenlet (`in_connection`): about
+    a third of a card click's database CPU went to building and running them (docs/performance.md, round 13).
     """
 
     def __init__(self, client_id: str, engine: AsyncEngine, cipher: TokenCipher) -> None:
@@ -63,6 +71,88 @@ class _InstallationStore(AsyncSQLAlchemyInstallationStore):
         self.metadata = metadata
         self.installations = _encrypting_copy(installations_table, cipher)
         self.bots = _encrypting_copy(bots_table, cipher)
+        self._bot_selects = {
+            shape: _latest(self.bots, client_id, shape, extra=self.bots.c.bot_token.is_not(None)) for shape in _SHAPES
+        }
+        self._installation_selects = {shape: _latest(self.installations, client_id, shape) for shape in _SHAPES}
+
+    async def async_find_bot(
+        self, *, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False
+    ) -> Bot | None:
+        team = None if is_enterprise_install else team_id
+        return await in_connection(self.engine, lambda conn: self._find_bot(conn, enterprise_id, team))
+
+    async def async_find_installation(
+        self,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+        is_enterprise_install: bool | None = False,
+    ) -> Installation | None:
+        team = None if is_enterprise_install else team_id
+        return await in_connection(
+            self.engine, lambda conn: self._find_installation(conn, enterprise_id, team, user_id)
+        )
+
+    def _find_bot(self, conn: Connection, enterprise_id: str | None, team_id: str | None) -> Bot | None:
+        """The latest bot with a token of the workspace (or org), as slack_sdk's `async_find_bot`."""
+        select_, params = _bound(self._bot_selects, enterprise_id, team_id, None)
+        row = conn.execute(select_, params).mappings().first()
+        return None if row is None else SQLAlchemyInstallationStore.build_bot_entity(row)
+
+    def _find_installation(
+        self, conn: Connection, enterprise_id: str | None, team_id: str | None, user_id: str | None
+    ) -> Installation | None:
+        """The latest installation (of the user, when given), as slack_sdk's `async_find_installation`: an
+        installation of a user, or one without a bot token, carries the workspace's latest bot instead."""
+        select_, params = _bound(self._installation_selects, enterprise_id, team_id, user_id)
+        row = conn.execute(select_, params).mappings().first()
+        if row is None:
+            return None
+        installation = SQLAlchemyInstallationStore.build_installation_entity(row)
+        if user_id is None and installation.bot_token is not None:
+            return installation
+        latest = self._find_bot(conn, enterprise_id, team_id)
+        if latest is not None and installation.bot_token != latest.bot_token:
+            installation.bot_id = latest.bot_id
+            installation.bot_user_id = latest.bot_user_id
+            installation.bot_token = latest.bot_token
+            installation.bot_scopes = latest.bot_scopes
+            installation.bot_refresh_token = latest.bot_refresh_token
+            installation.bot_token_expires_at = latest.bot_token_expires_at
+        return installation
+
+
+# A find's shape: whether it names an enterprise, a team and a user. A missing id must read IS NULL, which a bound
+# parameter cannot say (`= NULL` matches nothing), so each shape has a statement of its own.
+_Shape = tuple[bool, bool, bool]
+_SHAPES: tuple[_Shape, ...] = tuple((e, t, u) for e in (False, True) for t in (False, True) for u in (False, True))
+
+
+def _latest(table: Table, client_id: str, shape: _Shape, extra: ColumnElement[bool] | None = None) -> Select[Any]:
+    """The newest row of `table` for the app and the ids `shape` names (absent ones NULL; no user: any user)."""
+    c = table.c
+    enterprise, team, user = shape
+    where = [
+        c.client_id == client_id,
+        c.enterprise_id == bindparam("enterprise_id") if enterprise else c.enterprise_id.is_(None),
+        c.team_id == bindparam("team_id") if team else c.team_id.is_(None),
+    ]
+    if user and "user_id" in c:
+        where.append(c.user_id == bindparam("user_id"))
+    if extra is not None:
+        where.append(extra)
+    return select(table).where(and_(*where)).order_by(desc(c.installed_at)).limit(1)
+
+
+def _bound(
+    selects: dict[_Shape, Select[Any]], enterprise_id: str | None, team_id: str | None, user_id: str | None
+) -> tuple[Select[Any], dict[str, str]]:
+    """The statement of these ids' shape and its parameters."""
+    given = {"enterprise_id": enterprise_id, "team_id": team_id, "user_id": user_id}
+    params = {name: value for name, value in given.items() if value is not None}
+    return selects[(enterprise_id is not None, team_id is not None, user_id is not None)], params
 
 
 class _OAuthStateStore(AsyncSQLAlchemyOAuthStateStore):
