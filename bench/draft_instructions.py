@@ -11,7 +11,8 @@ stall checks: about 330,000 instructions a second idle, measured), the same for 
 13.28-13.54 million instructions a draft in three runs of 10 and 40 drafts: a change below 3% needs several runs,
 or a narrower measure. With
 --baseline-src, another source tree (say `git worktree add /tmp/base main`, then `/tmp/base/src`) is counted the
-same way, alternately. Needs `valgrind` (Debian package).
+same way, alternately. `--oauth` counts a draft in multi-workspace mode (tokens from the installation store), as
+`bench.overhead --oauth`. Needs `valgrind` (Debian package).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from tests.fakes.anthropic_server import Behaviour
 
 from bench._server import BenchRedis, free_port
 from bench.instructions import VALGRIND, counted_trees, instructions_in
-from bench.overhead import ClockedAnthropic, ClockedSlack, send_all, service_env, wait_delivered, wait_ready
+from bench.overhead import ClockedAnthropic, ClockedSlack, install, send_all, service_env, wait_delivered, wait_ready
+from slack_backend.store import TokenCipher
 
 # Valgrind runs Python some 30 to 50 times slower: the service takes a minute or more to start, and requests are
 # sent slowly enough that it keeps up.
@@ -37,7 +39,7 @@ RATE = 1.0
 MODEL_S = 0.05
 
 
-async def count(drafts: int, src: Path | None) -> int:
+async def count(drafts: int, src: Path | None, *, oauth: bool = False) -> int:
     """Instructions the service process ran to start, answer `drafts` drafts and stop."""
     with tempfile.TemporaryDirectory() as tmp:
         redis = BenchRedis(Path(tmp))
@@ -47,7 +49,11 @@ async def count(drafts: int, src: Path | None) -> int:
         await claude.start()
         claude.script(*[Behaviour(delay_s=MODEL_S) for _ in range(drafts + 10)])
         port = free_port()
-        env = service_env(redis.url, f"sqlite+aiosqlite:///{tmp}/drafts.db", slack, claude, port, keep=drafts + 100)
+        db_url = f"sqlite+aiosqlite:///{tmp}/drafts.db"
+        key = TokenCipher.new_key() if oauth else None
+        if key is not None:
+            await install(db_url, key, slack)
+        env = service_env(redis.url, db_url, slack, claude, port, keep=drafts + 100, oauth_key=key)
         if src is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
         script = Path(sys.executable).with_name("slack-backend")
@@ -78,14 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", type=int, default=10, help="drafts in the small run (default 10)")
     parser.add_argument("--large", type=int, default=70, help="drafts in the large run (default 70)")
     parser.add_argument("--baseline-src", type=Path, help="another source tree's src/, counted alternately")
+    parser.add_argument("--oauth", action="store_true", help="multi-workspace mode: tokens from the installation store")
     args = parser.parse_args(argv)
     trees = counted_trees(args.baseline_src)
     if trees is None:
         return 1
     per_draft: dict[str, float] = {}
     for name, src in trees:
-        small = asyncio.run(count(args.small, src))
-        large = asyncio.run(count(args.large, src))
+        small = asyncio.run(count(args.small, src, oauth=args.oauth))
+        large = asyncio.run(count(args.large, src, oauth=args.oauth))
         per_draft[name] = (large - small) / (args.large - args.small)
         print(f"{name}: {per_draft[name]:,.0f} instructions a draft", flush=True)
     if len(trees) > 1:

@@ -19,7 +19,9 @@ request's time went, the model's delay left out).
 `--split` runs production's layout instead: `slack-backend serve` and `slack-backend worker` as two processes (the
 CPU figure is their sum). `--database-url postgresql+asyncpg://user@host/db` runs the service on a fresh PostgreSQL
 database made on that server for the run and dropped after it (production's backend); the default is a SQLite file
-in a temp directory.
+in a temp directory. `--oauth` runs the service in multi-workspace mode, as production serves many workspaces: no
+bot token in the settings, the workspace's installation (its bot token, and the requester's own user token, both
+encrypted) in the database, so every draft looks both up.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from urllib.parse import urlencode
 
 import httpx
 from aiohttp import web
+from slack_sdk.oauth.installation_store import Installation
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -54,6 +57,7 @@ from bench.harness import ROOT
 from bench.stats import percentile
 from slack_backend.queue import JobState, Queue, create_redis
 from slack_backend.slack.signing import sign_request
+from slack_backend.store import TokenCipher, create_engine, create_tables, installation_store
 
 SECRET = "bench-overhead-signing-secret-0123456789"
 PREFIX = "bench-overhead"
@@ -62,13 +66,17 @@ RESULTS = ROOT / "bench" / "results"
 # holds the job's records (audit, saved-draft check, quota), the prompt and the model client's own work.
 SEGMENTS = ("ingress to enqueued", "wait for a slot", "before the model", "delivery")
 WARMUP = 10
+TEAM = "T0BENCH01"
+USER = "U0USER0001"
+CLIENT_ID = "1111.2222"
 
 
 class ClockedSlack(FakeSlack):
-    """The fake Slack, also noting when (time.monotonic) each response_url post arrived."""
+    """The fake Slack (of the workspace the commands come from), also noting when (time.monotonic) each
+    response_url post arrived."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(team_id=TEAM)
         self.post_times: dict[str, list[tuple[float, bool]]] = {}
 
     async def _response_url(self, request: web.Request) -> web.Response:
@@ -134,11 +142,11 @@ def command_body(seq: int, response_url: str) -> bytes:
         {
             "command": "/draft",
             "text": f"request {seq}: can you review my PR today? The deploy is blocked on it.",
-            "team_id": "T0BENCH01",
+            "team_id": TEAM,
             "team_domain": "bench",
             "channel_id": "C0CHAN0001",
             "channel_name": "general",
-            "user_id": "U0USER0001",
+            "user_id": USER,
             "user_name": "ana",
             "response_url": response_url,
             "trigger_id": f"{seq}.773906753841.{uuid.uuid4().hex}",
@@ -232,18 +240,36 @@ def model_times(claude: ClockedAnthropic) -> dict[int, tuple[float, float]]:
 
 
 def service_env(
-    redis_url: str, db_url: str, slack: FakeSlack, claude: FakeAnthropic, port: int, *, keep: int
+    redis_url: str,
+    db_url: str,
+    slack: FakeSlack,
+    claude: FakeAnthropic,
+    port: int,
+    *,
+    keep: int,
+    oauth_key: str | None = None,
 ) -> dict[str, str]:
-    """The service's environment: its Redis and database, the fakes' URLs, production's INFO JSON logs.
+    """The service's environment: its Redis and database, the fakes' URLs, production's INFO JSON logs; with
+    `oauth_key` (the token encryption key), multi-workspace mode instead of one bot token.
 
     PYTHONPATH is passed on, so another source tree can be run first on the path (an A/B of two versions)."""
+    tokens = (
+        {"SLACK_BOT_TOKEN": "xoxb-bench-overhead"}
+        if oauth_key is None
+        else {
+            "SLACK_CLIENT_ID": CLIENT_ID,
+            "SLACK_CLIENT_SECRET": "bench-overhead-client-secret",
+            "TOKEN_ENCRYPTION_KEY": oauth_key,
+            "PUBLIC_URL": "https://drafts.example.com",
+        }
+    )
     return {
         **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")},
         "REDIS_URL": redis_url,
         "REDIS_PREFIX": PREFIX,
         "DATABASE_URL": db_url,
         "SLACK_SIGNING_SECRET": SECRET,
-        "SLACK_BOT_TOKEN": "xoxb-bench-overhead",
+        **tokens,
         "SLACK_API_URL": slack.base_url,
         "ANTHROPIC_API_KEY": "sk-ant-bench-overhead",
         "ANTHROPIC_BASE_URL": claude.base_url,
@@ -254,6 +280,27 @@ def service_env(
         "LOG_LEVEL": "INFO",
         "LOG_FORMAT": "json",
     }
+
+
+async def install(db_url: str, key: str, slack: FakeSlack) -> None:
+    """The workspace's installation, as the OAuth flow saves it: the bot's token and the requester's own."""
+    engine = create_engine(db_url)
+    try:
+        await create_tables(engine, TokenCipher([key]))
+        await installation_store(engine, CLIENT_ID, TokenCipher([key])).async_save(
+            Installation(
+                app_id="A0APP1",
+                enterprise_id=None,
+                team_id=TEAM,
+                user_id=USER,
+                bot_token=slack.issue_token("xoxb"),
+                bot_id="B0BOT1",
+                bot_user_id=slack.bot_user_id,
+                user_token=slack.ui.user_token(USER),
+            )
+        )
+    finally:
+        await engine.dispose()
 
 
 def process_cpu_s(pid: int) -> float:
@@ -292,17 +339,27 @@ async def measure(
     database_url: str | None = None,
     *,
     split: bool = False,
+    oauth: bool = False,
 ) -> dict[str, Any]:
-    """`split`: `serve` and `worker` in two processes (production's layout), not `run` in one."""
+    """`split`: `serve` and `worker` in two processes (production's layout), not `run` in one; `oauth`: tokens
+    from the installation store (multi-workspace mode), not one bot token in the settings."""
     count = int(rate * seconds)
     with tempfile.TemporaryDirectory() as tmp:
         async with database(database_url, tmp) as db_url:
-            result = await _measure(rate, count, seconds, model_ms, log_path, tmp, db_url, split)
+            result = await _measure(rate, count, seconds, model_ms, log_path, tmp, db_url, split, oauth)
     return result
 
 
 async def _measure(
-    rate: float, count: int, seconds: float, model_ms: int, log_path: Path, tmp: str, db_url: str, split: bool
+    rate: float,
+    count: int,
+    seconds: float,
+    model_ms: int,
+    log_path: Path,
+    tmp: str,
+    db_url: str,
+    split: bool,
+    oauth: bool,
 ) -> dict[str, Any]:
     redis = BenchRedis(Path(tmp))
     redis.start()
@@ -311,7 +368,10 @@ async def _measure(
     await claude.start()
     claude.script(*[Behaviour(delay_s=model_ms / 1000) for _ in range(WARMUP + count + 10)])
     port = free_port()
-    env = service_env(redis.url, db_url, slack, claude, port, keep=count + 100)
+    oauth_key = TokenCipher.new_key() if oauth else None
+    if oauth_key is not None:
+        await install(db_url, oauth_key, slack)
+    env = service_env(redis.url, db_url, slack, claude, port, keep=count + 100, oauth_key=oauth_key)
     script = Path(sys.executable).with_name("slack-backend")
     with log_path.open("wb") as log:
         # The service's own processes, started once: the blocking call is a fork, not a wait.
@@ -373,6 +433,7 @@ async def _measure(
         "load_1m": os.getloadavg()[0],
         "backend": make_url(db_url).get_backend_name(),
         "layout": "serve + worker (two processes)" if split else "run (one process)",
+        "tokens": "OAuth (installation store)" if oauth else "one bot token",
         "service_cpu_ms_per_draft": cpu_s * 1000 / max(1, count),
     }
 
@@ -384,7 +445,7 @@ def summary(result: dict[str, Any]) -> str:
         f"{len(good)} drafts ({errors} errors) at {result['rate']:g} requests/s for {result['seconds']:g} s, "
         f"model delay {result['model_ms']} ms (its own time, as the fake saw it, is subtracted); "
         f"load average {result['load_1m']:.2f}",
-        f"{result['layout']}; database {result['backend']}; "
+        f"{result['layout']}; database {result['backend']}; tokens: {result.get('tokens', 'one bot token')}; "
         f"service CPU (user + sys) {result['service_cpu_ms_per_draft']:.2f} ms a draft",
         "",
         "| figure | p50 ms | p99 ms | max ms | mean ms |",
@@ -451,10 +512,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--split", action="store_true", help="`serve` and `worker` as two processes (production), not `run` in one"
     )
+    parser.add_argument(
+        "--oauth", action="store_true", help="multi-workspace mode: tokens from the installation store, encrypted"
+    )
     args = parser.parse_args(argv)
     args.results.mkdir(parents=True, exist_ok=True)
     log_path = args.results / "overhead-service.log"
-    result = asyncio.run(measure(args.rate, args.seconds, args.model_ms, log_path, args.database_url, split=args.split))
+    result = asyncio.run(
+        measure(args.rate, args.seconds, args.model_ms, log_path, args.database_url, split=args.split, oauth=args.oauth)
+    )
     text = summary(result)
     print(text)
     (args.results / "overhead.md").write_text(f"# Our overhead on a draft\n\n{text}\n")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bench import overhead
 from bench.drivers import ours
 from bench.harness import ProcessSpec, RunConfig, run_driver
@@ -83,9 +84,11 @@ def test_the_cli_runs_the_bench_entry_point() -> None:
     assert "--only" in done.stdout
 
 
-async def test_overhead_bench_times_every_draft_through_the_real_service(tmp_path: Path) -> None:
-    """bench.overhead drives `slack-backend run` with the fakes: every request gets a draft, and its segments add up."""
-    result = await overhead.measure(rate=5, seconds=1, model_ms=50, log_path=tmp_path / "service.log")
+@pytest.mark.parametrize("oauth", [False, True], ids=["one-bot-token", "oauth"])
+async def test_overhead_bench_times_every_draft_through_the_real_service(tmp_path: Path, oauth: bool) -> None:
+    """bench.overhead drives `slack-backend run` with the fakes, with one bot token or (--oauth) the installation
+    store's tokens: every request gets a draft, and its segments add up."""
+    result = await overhead.measure(rate=5, seconds=1, model_ms=50, log_path=tmp_path / "service.log", oauth=oauth)
     rows = result["rows"]
     assert len(rows) == 5
     assert [r for r in rows if "error" in r] == []
