@@ -119,6 +119,14 @@ _BUSY_FAILURES = frozenset(
 )
 
 
+def unreadable_reply(status_code: int | None) -> TransientAIError:
+    """An answer that is not the shape the API promises (a proxy's page, a cut-off body): another try may get it
+    whole. The SDK's response check and our own reading of a reply (ai/reply.py) both end here."""
+    return TransientAIError(
+        "the AI provider sent an answer we could not read", failure=AIFailure.UNKNOWN, status_code=status_code
+    )
+
+
 def classify(exc: BaseException, *, now: datetime | None = None) -> BaseException:
     """Turn an Anthropic SDK error into what the engine acts on.
 
@@ -138,11 +146,7 @@ def classify(exc: BaseException, *, now: datetime | None = None) -> BaseExceptio
     if isinstance(exc, anthropic.APIConnectionError):
         return TransientAIError("could not connect to the AI provider", failure=AIFailure.CONNECTION)
     if isinstance(exc, anthropic.APIResponseValidationError):
-        return TransientAIError(
-            "the AI provider sent an answer we could not read",
-            failure=AIFailure.UNKNOWN,
-            status_code=exc.status_code,
-        )
+        return unreadable_reply(exc.status_code)
     if isinstance(exc, anthropic.AnthropicError):
         return TransientAIError(f"the AI client failed: {exc}", failure=AIFailure.UNKNOWN)
     return exc

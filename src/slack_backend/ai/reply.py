@@ -12,10 +12,7 @@ from typing import Any
 
 import orjson
 
-from slack_backend.ai.errors import AIFailure, TransientAIError
-
-# What the SDK's own response check says for an answer that is not the promised shape (classify() words it so).
-UNREADABLE = "the AI provider sent an answer we could not read"
+from slack_backend.ai.errors import unreadable_reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +43,7 @@ def read_reply(body: bytes, *, status_code: int | None = None) -> Reply:
             model=str(message["model"]),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-        raise TransientAIError(UNREADABLE, failure=AIFailure.UNKNOWN, status_code=status_code) from None
+        raise unreadable_reply(status_code) from None
 
 
 def _text_blocks(content: Any) -> list[str]:

@@ -71,8 +71,11 @@ class _InstallationStore(AsyncSQLAlchemyInstallationStore):
         self.metadata = metadata
         self.installations = _encrypting_copy(installations_table, cipher)
         self.bots = _encrypting_copy(bots_table, cipher)
+        # A bot is never found by user: only the shapes without one.
         self._bot_selects = {
-            shape: _latest(self.bots, client_id, shape, extra=self.bots.c.bot_token.is_not(None)) for shape in _SHAPES
+            shape: _latest(self.bots, client_id, shape, extra=self.bots.c.bot_token.is_not(None))
+            for shape in _SHAPES
+            if not shape[2]
         }
         self._installation_selects = {shape: _latest(self.installations, client_id, shape) for shape in _SHAPES}
 
@@ -139,7 +142,7 @@ def _latest(table: Table, client_id: str, shape: _Shape, extra: ColumnElement[bo
         c.enterprise_id == bindparam("enterprise_id") if enterprise else c.enterprise_id.is_(None),
         c.team_id == bindparam("team_id") if team else c.team_id.is_(None),
     ]
-    if user and "user_id" in c:
+    if user:
         where.append(c.user_id == bindparam("user_id"))
     if extra is not None:
         where.append(extra)
