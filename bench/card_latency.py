@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from slack_sdk.oauth.installation_store import Installation
 from structlog.testing import capture_logs
 from tests.fakes.anthropic_server import Behaviour
 from tests.fakes.slack_server import FakeSlack
@@ -46,19 +45,18 @@ from tests.support.engine import running, wait_until
 from tests.support.slack_requests import BOT_TOKEN, SECRET, TEAM, USER, post_signed, shortcut_body
 
 from bench._server import free_port
-from bench.overhead import ClockedAnthropic, on_wire, wait_ready
+from bench.overhead import CLIENT_ID, ClockedAnthropic, on_wire, save_installation, wait_ready
 from slack_backend.config import Settings, load_settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.jobs.workers import build_ai_worker
 from slack_backend.queue import JobState, create_redis
 from slack_backend.queue.connection import RedisClient
 from slack_backend.slack import card
-from slack_backend.store import TokenCipher, create_engine, create_tables, installation_store
+from slack_backend.store import TokenCipher, create_engine
 from slack_backend.store.suggestions import suggestions_table
 from slack_backend.web import create_app
 
 API_KEY = "sk-ant-bench-0123456789"
-CLIENT_ID = "1111.2222"
 KEY = TokenCipher.new_key()
 MODEL_DELAY_S = 0.2
 COMPLETED = JobState.COMPLETED
@@ -115,19 +113,7 @@ async def main(clicks: int, redis_url: str, database_url: str | None, *, service
             stack.push_async_callback(redis.aclose)
             engine = create_engine(settings.database_url)
             stack.push_async_callback(engine.dispose)
-            await create_tables(engine, TokenCipher([KEY]))
-            await installation_store(engine, CLIENT_ID, TokenCipher([KEY])).async_save(
-                Installation(
-                    app_id="A0APP1",
-                    enterprise_id=None,
-                    team_id=TEAM,
-                    user_id=USER,
-                    bot_token=BOT_TOKEN,
-                    bot_id="B0BOT1",
-                    bot_user_id="U0FAKEBOT",
-                    user_token=slack.ui.user_token(USER),
-                )
-            )
+            await save_installation(engine, KEY, slack, team=TEAM, user=USER, bot_token=BOT_TOKEN)
             queue = ai_responses_queue(redis, settings)
             if service_process:
                 client, cpu_s = await _service_process(stack, env, tmp)

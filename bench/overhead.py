@@ -47,7 +47,7 @@ import httpx
 from aiohttp import web
 from slack_sdk.oauth.installation_store import Installation
 from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from tests.fakes.anthropic_server import MESSAGES_PATH, Behaviour, FakeAnthropic
 from tests.fakes.slack_server import FakeSlack
@@ -282,23 +282,31 @@ def service_env(
     }
 
 
+async def save_installation(
+    engine: AsyncEngine, key: str, slack: FakeSlack, *, team: str, user: str, bot_token: str
+) -> None:
+    """The tables, then the workspace's installation as the OAuth flow saves it (encrypted with `key`): the bot's
+    token and `user`'s own, one the fake Slack accepts."""
+    await create_tables(engine, TokenCipher([key]))
+    await installation_store(engine, CLIENT_ID, TokenCipher([key])).async_save(
+        Installation(
+            app_id="A0APP1",
+            enterprise_id=None,
+            team_id=team,
+            user_id=user,
+            bot_token=bot_token,
+            bot_id="B0BOT1",
+            bot_user_id=slack.bot_user_id,
+            user_token=slack.ui.user_token(user),
+        )
+    )
+
+
 async def install(db_url: str, key: str, slack: FakeSlack) -> None:
-    """The workspace's installation, as the OAuth flow saves it: the bot's token and the requester's own."""
+    """The benchmark's workspace installed in the database at `db_url`, for multi-workspace mode."""
     engine = create_engine(db_url)
     try:
-        await create_tables(engine, TokenCipher([key]))
-        await installation_store(engine, CLIENT_ID, TokenCipher([key])).async_save(
-            Installation(
-                app_id="A0APP1",
-                enterprise_id=None,
-                team_id=TEAM,
-                user_id=USER,
-                bot_token=slack.issue_token("xoxb"),
-                bot_id="B0BOT1",
-                bot_user_id=slack.bot_user_id,
-                user_token=slack.ui.user_token(USER),
-            )
-        )
+        await save_installation(engine, key, slack, team=TEAM, user=USER, bot_token=slack.issue_token("xoxb"))
     finally:
         await engine.dispose()
 
@@ -445,7 +453,7 @@ def summary(result: dict[str, Any]) -> str:
         f"{len(good)} drafts ({errors} errors) at {result['rate']:g} requests/s for {result['seconds']:g} s, "
         f"model delay {result['model_ms']} ms (its own time, as the fake saw it, is subtracted); "
         f"load average {result['load_1m']:.2f}",
-        f"{result['layout']}; database {result['backend']}; tokens: {result.get('tokens', 'one bot token')}; "
+        f"{result['layout']}; database {result['backend']}; tokens: {result['tokens']}; "
         f"service CPU (user + sys) {result['service_cpu_ms_per_draft']:.2f} ms a draft",
         "",
         "| figure | p50 ms | p99 ms | max ms | mean ms |",
