@@ -1,4 +1,5 @@
-"""Job records decode exactly as the standard library reads them (orjson, with a fallback); data stays with json."""
+"""Job records decode exactly as the standard library reads them (orjson, with a fallback); data stays with json,
+and is written as json.dumps writes it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 
 import pytest
 
-from slack_backend.queue.job import Job, loads_record
+from slack_backend.queue.job import Job, dumps_compact, loads_record
 
 RECORDS = [
     '{"id":"1","created_ms":1733030400000,"opts":{"attempts":4},"failed_reason":"caf\\u00e9 \\ud83d\\ude00"}',
@@ -43,3 +44,31 @@ def test_corrupt_data_keeps_the_standard_librarys_message() -> None:
     assert job.data_error == f"job data is not valid JSON: {caught.value}"
     with pytest.raises(json.JSONDecodeError, match="Expecting value"):
         loads_record("not json")
+
+
+VALUES = [
+    None,
+    "café \ud83d\ude00 \u2028",
+    {"a": [1, 2.5, True, None], "b": {"c": "d"}, 1: "int key", None: "none key"},
+    [123456789012345678901234567890, -0.0, 1e16, 1e-7],
+    (1, "tuple"),
+]
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_data_and_results_encode_as_json_dumps_does(value: object) -> None:
+    """Job data and results are written as json.dumps writes them with the engine's arguments, one encoder kept."""
+    assert dumps_compact(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def test_the_kept_encoder_refuses_what_json_dumps_refuses_and_recovers() -> None:
+    """NaN, objects JSON has no form for and circular values raise json's errors; the next value still encodes."""
+    circular: list[object] = []
+    circular.append(circular)
+    for bad, error in ((math.nan, ValueError), ({1, 2}, TypeError), (circular, ValueError)):
+        with pytest.raises(error) as ours:
+            dumps_compact({"x": bad})
+        with pytest.raises(error) as theirs:
+            json.dumps({"x": bad}, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        assert str(ours.value) == str(theirs.value)
+        assert dumps_compact({"x": [1]}) == '{"x":[1]}'

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import structlog
 
@@ -63,3 +66,46 @@ def test_unknown_event_name_is_refused() -> None:
 
     with pytest.raises(ValueError, match="unknown event"):
         Hooks().on("finished", lambda e: None)  # type: ignore[arg-type]
+
+
+async def test_progress_is_refused_once_the_run_ends(make_queue: QueueFactory) -> None:
+    """update_progress works while the job runs; on the job object kept past its run it raises, writing nothing."""
+    queue = make_queue()
+    added = await queue.add("keep", {})
+    kept: list[Job] = []
+
+    async def processor(job: Job) -> None:
+        await job.update_progress(1)
+        kept.append(job)
+
+    async with running(Worker(queue, processor)):
+        await wait_until(lambda: finished(queue, 1))
+    with pytest.raises(RuntimeError, match="only available while the job runs"):
+        await kept[0].update_progress(2)
+    stored = await queue.get(added.job_id)
+    assert stored is not None
+    assert stored.progress == 1
+
+
+async def test_a_finished_job_is_freed_without_the_garbage_collector(make_queue: QueueFactory) -> None:
+    """No job run leaves a reference cycle: with the collector off, every job the worker ran is freed by the time it
+    stops (each cycle would otherwise wait in memory for the next collection, and make it longer)."""
+    queue = make_queue()
+    for i in range(20):
+        await queue.add("n", {"i": i})
+    seen: list[weakref.ref[Job]] = []
+
+    async def processor(job: Job) -> None:
+        await job.update_progress(50)
+        seen.append(weakref.ref(job))
+
+    gc.collect()
+    gc.disable()
+    try:
+        async with running(Worker(queue, processor, concurrency=5)):
+            await wait_until(lambda: finished(queue, 20))
+        alive = [ref() for ref in seen if ref() is not None]
+    finally:
+        gc.enable()
+    assert len(seen) == 20
+    assert alive == []

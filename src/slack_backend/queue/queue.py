@@ -17,7 +17,15 @@ from slack_backend.queue.connection import RedisClient
 from slack_backend.queue.errors import InvalidJobDataError, NotReplicatedError, raise_for_code
 from slack_backend.queue.events import DEFAULT_MAX_EVENTS
 from slack_backend.queue.gate import RateGate
-from slack_backend.queue.job import DEFAULT_PRIORITY, Backoff, Job, JobOptions, JobState, check_identifier
+from slack_backend.queue.job import (
+    DEFAULT_PRIORITY,
+    Backoff,
+    Job,
+    JobOptions,
+    JobState,
+    check_identifier,
+    dumps_compact,
+)
 from slack_backend.queue.limits import GroupSettings, QueueLimits, RateLimit
 
 DEFAULT_MAX_DATA_BYTES = 512 * 1024
@@ -189,7 +197,7 @@ class Queue:
     def _spec(self, name: str, data: Any, o: JobOptions) -> str:
         """One job as add.lua takes it: id, group, priority, delay, the record's head and the data, NUL-joined."""
         try:
-            data_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            data_json = dumps_compact(data)
         except (TypeError, ValueError) as exc:
             raise InvalidJobDataError(f"job data must be JSON-serializable: {exc}") from exc
         if len(data_json) > self.max_data_bytes // 4 and len(data_json.encode()) > self.max_data_bytes:

@@ -33,7 +33,7 @@ from slack_backend.queue.errors import (
     raise_for_code,
 )
 from slack_backend.queue.events import EventName, Hook, Hooks, JobEvent
-from slack_backend.queue.job import Backoff, BackoffStrategy, Job
+from slack_backend.queue.job import Backoff, BackoffStrategy, Job, dumps_compact
 from slack_backend.queue.limits import QueueLimits
 from slack_backend.queue.log_context import set_job_log_context
 from slack_backend.queue.queue import Queue
@@ -540,7 +540,13 @@ class Worker:
         # (merged by log_context.merge_job_context when a line is written); each job is its own task, so the
         # context ends with it.
         set_job_log_context(job.id, self.queue.name, job.group, job.attempts_made + 1)
-        await self._run_bound(job, token)
+        try:
+            await self._run_bound(job, token)
+        finally:
+            # Progress is reported only while the job runs (Job.update_progress). And the reporter's closure holds
+            # the job that holds it: left in place, every finished job would be a reference cycle, freed only when
+            # the garbage collector next walks the heap.
+            job._reporter = None
 
     async def _run_bound(self, job: Job, token: str) -> None:
         job._reporter = lambda value: self._report_progress(job, token, value)
@@ -563,7 +569,7 @@ class Worker:
             await self._fail(job, token, exc, bound)
             return
         try:
-            result_json = json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            result_json = "null" if result is None else dumps_compact(result)
         except (TypeError, ValueError) as exc:
             await self._fail(job, token, UnrecoverableError(f"result is not JSON-serializable: {exc}"), bound)
             return
