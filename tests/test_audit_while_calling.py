@@ -4,9 +4,12 @@ for good, and one that fails before any call goes out."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from pathlib import Path
 
-from slack_backend.queue import JobState
+from slack_backend.jobs.types import AIResponseJobData
+from slack_backend.queue import Job, JobState
 from slack_backend.store import AuditLog, create_engine
 from tests.fakes.anthropic_server import Behaviour
 from tests.support.engine import wait_until
@@ -80,3 +83,32 @@ async def test_a_job_that_fails_before_any_model_call_is_audited_too(pipeline: P
     status, attempts, _, error_kind = (await audit_rows(tmp_path))[EVENT_ID]
     assert (status, attempts) == ("failed", 1)
     assert error_kind is not None
+
+
+async def test_a_finished_draft_leaves_nothing_for_the_garbage_collector(pipeline: PipelineFactory) -> None:
+    """With the collector off, a draft run through the service leaves none of its objects behind: its job, its data
+    and its audit write are freed by reference counting when the draft ends, not kept in a cycle until the next
+    collection (the audit write's task holds the call's context, which holds the write)."""
+    gc.collect()
+    gc.disable()
+    try:
+        async with pipeline() as p:
+            await mention(p.client, p.slack)
+            job = await finished(p.queue, EVENT_ID)
+            assert job.state is JobState.COMPLETED
+            del job  # read back from Redis by the test: not the worker's
+
+            def left() -> list[str]:
+                kinds = (Job, AIResponseJobData)
+                return [type(o).__name__ for o in gc.get_objects() if isinstance(o, kinds)]
+
+            async def nothing_left() -> bool:
+                return not left()
+
+            # The run's last steps (its log line, its task's end) follow the completion the test saw.
+            with contextlib.suppress(AssertionError):
+                await wait_until(nothing_left, timeout_s=2)
+            still_there = left()
+    finally:
+        gc.enable()
+    assert still_there == []

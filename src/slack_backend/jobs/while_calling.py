@@ -74,3 +74,12 @@ class WhileCalling:
         else:
             # Shielded: a job cancelled here (shutdown) still leaves its row whole.
             await asyncio.shield(self._task)
+        # Let go of the write (which holds the job and its data) and its task. The task was made in the call's
+        # context, which holds this object's `_begin`: kept, the two would be a reference cycle that only the
+        # garbage collector frees. And tasks the model client started during the call (a kept-alive connection's)
+        # hold that context for as long as they live: through it, this object, but no longer the job.
+        self._write, self._task, self._begun = _written_already, None, None
+
+
+async def _written_already() -> None:
+    """What a WhileCalling writes once its write is done: nothing."""

@@ -690,9 +690,9 @@ class Worker:
             finally:
                 self._senders_idle += 1
                 # Whatever happened, no run waits for ever: an unanswered one gives up (and is recovered).
-                for ack in batch:
-                    if not ack.done.done():
-                        ack.done.set_result(GAVE_UP)
+                _give_up_unanswered(batch)
+                # Nor are the runs kept while this sender waits for the next: each holds its job, and a job its data.
+                batch.clear()
 
     async def _send_acks(self, batch: list[_Ack], count: int, age_ms: int, lane: _FetchLane) -> None:
         # While a backlog lasts, the same call starts the next jobs (as BullMQ's moveToFinished does):
@@ -944,6 +944,12 @@ def _transient(exc: RedisError) -> bool:
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | BusyLoadingError):
         return True
     return isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
+
+
+def _give_up_unanswered(batch: list[_Ack]) -> None:
+    for ack in batch:
+        if not ack.done.done():
+            ack.done.set_result(GAVE_UP)
 
 
 def _figures(job: Job) -> dict[str, int]:
