@@ -118,7 +118,9 @@ def profile(n: int, concurrency: int, rate: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("--n", type=int, default=20_000, help="jobs to process (default 20,000)")
+    # Enough for a few seconds of samples on a fast host (20,000 jobs took one second in round 14, and the samples
+    # were then mostly the worker's start-up); about half a minute on a slow one.
+    parser.add_argument("--n", type=int, default=100_000, help="jobs to process (default 100,000)")
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     args = parser.parse_args()
