@@ -1,6 +1,7 @@
 """The audit's start row is written while the model call is in flight, and always before the job is finished:
 through the real worker, the fake model and a SQLite file, for a draft that completes, one whose model call fails
-for good, and one that fails before any call goes out."""
+for good, and one that fails before any call goes out. Once written, the audit's write lets go of the draft: nothing
+of it waits for the garbage collector."""
 
 from __future__ import annotations
 

@@ -947,6 +947,8 @@ def _transient(exc: RedisError) -> bool:
 
 
 def _give_up_unanswered(batch: list[_Ack]) -> None:
+    """Answer GAVE_UP to each run of `batch` still waiting. A function of its own so that its loop variable ends
+    with it: in the ack sender's loop, `ack` would keep the last run (and its job) alive while the sender waits."""
     for ack in batch:
         if not ack.done.done():
             ack.done.set_result(GAVE_UP)
