@@ -78,3 +78,23 @@ async def test_a_bad_job_name_is_refused_before_anything_is_written(make_queue: 
         with pytest.raises(InvalidJobDataError):
             await queue.add(name, {})  # type: ignore[arg-type]
     assert (await queue.counts())[JobState.WAITING] == 1
+
+
+async def test_the_record_takes_redis_clock_and_exact_sequence_numbers(make_queue: QueueFactory) -> None:
+    """created_ms is Redis's TIME in ms (add.lua writes it from TIME's text), due_ms that plus the delay, and a
+    sequence number stays exact where Lua's own number text (14 significant digits) would round it."""
+    queue = make_queue()
+    before_s, before_us = await queue.redis.time()
+    await queue.add("x", {}, job_id="now")
+    await queue.add("x", {}, job_id="later", delay_ms=5_000)
+    after_s, after_us = await queue.redis.time()
+    low, high = before_s * 1000 + before_us // 1000, after_s * 1000 + after_us // 1000
+    now, later = await queue.get_many(["now", "later"])
+    assert low <= now.created_ms <= high
+    assert later.due_ms == later.created_ms + 5_000
+    await queue.redis.hset(queue.keys.key("meta"), "seq", 1_234_567_890_123_456)
+    await queue.add("x", {}, job_id="big")
+    big = await queue.get("big")
+    assert big is not None
+    assert big.seq == 1_234_567_890_123_457
+    assert await queue.job_ids(JobState.WAITING) == ["now", "big"]

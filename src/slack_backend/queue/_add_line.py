@@ -50,6 +50,9 @@ class _Replies(asyncio.Protocol):
         self._stream_protocol = stream_protocol
         self._reader = reader
         self._timeout_s = timeout_s
+        # The loop the line belongs to (it is made on it): each asyncio.get_running_loop() costs a getpid() system
+        # call on Python 3.11.
+        self._loop = asyncio.get_running_loop()
         self._waiters: deque[asyncio.Future[Any]] = deque()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -62,7 +65,7 @@ class _Replies(asyncio.Protocol):
     def send(self, request: bytes) -> asyncio.Future[Any]:
         """Write one request; the future gets its reply, or None if the line fails first."""
         assert self._transport is not None
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Any] = self._loop.create_future()
         self._waiters.append(waiter)
         self._transport.write(request)
         if self._timer is None and self._timeout_s is not None:
@@ -105,7 +108,7 @@ class _Replies(asyncio.Protocol):
     def _arm(self) -> None:
         assert self._timeout_s is not None
         seen = self._replies
-        self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._check, seen)
+        self._timer = self._loop.call_later(self._timeout_s, self._check, seen)
 
     def _check(self, seen: int) -> None:
         self._timer = None

@@ -230,6 +230,9 @@ class Worker:
         self._stopping = asyncio.Event()
         self._closed = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        # The loop run() runs on, kept: on Python 3.11 each asyncio.get_running_loop() (asyncio.create_task's too)
+        # costs a getpid() system call, and a job took two of them.
+        self._event_loop: asyncio.AbstractEventLoop | None = None
         # A worker retries Redis at least twice a second, so it picks up work within a second of an outage ending.
         self._watch = ConnectionWatch(f"worker {self.id}", cap_s=0.5)
         self._blocking: RedisClient | None = None
@@ -251,6 +254,7 @@ class Worker:
         if self._loop_task is not None:
             raise RuntimeError("worker is already running")
         self._loop_task = asyncio.current_task()
+        self._event_loop = asyncio.get_running_loop()
         self._blocking = _blocking_client(self.queue.redis)
         background = [
             asyncio.create_task(self._supervised("leases", self._renew_leases_loop), name=f"{self.id} leases"),
@@ -402,6 +406,8 @@ class Worker:
 
     def _start_jobs(self, flat: list[Any]) -> int:
         count = 0
+        loop = self._event_loop
+        assert loop is not None  # jobs are started by run()'s fetches
         granted_at = time.monotonic()
         for i in range(0, len(flat), 4):
             job_id, record, data, token = str(flat[i]), flat[i + 1], flat[i + 2], str(flat[i + 3])
@@ -416,7 +422,7 @@ class Worker:
                     run = self._release(job, token, 0, False, "worker closing")
                 else:
                     run = self._run_job(job, token)
-            task = asyncio.create_task(run, name=f"job {job_id}")
+            task = loop.create_task(run, name=f"job {job_id}")
             self._running[token] = _Running(job_id, token, task)
             self._fence.granted(token, granted_at)
             self.stats.started += 1
@@ -663,7 +669,8 @@ class Worker:
     async def _complete(self, job: Job, token: str, result_json: str, used: int) -> bool:
         """Hand the completion to the ack senders and wait for its outcome; True when it was written."""
         self._mark_finishing(token)
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        assert self._event_loop is not None  # a job completes inside run()
+        done: asyncio.Future[int] = self._event_loop.create_future()
         self._acks.append(_Ack(job, token, result_json, used, done))
         self._acks_waiting.set()
         return await self._finish_outcome("complete", job.id, await done, job)

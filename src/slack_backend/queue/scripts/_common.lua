@@ -25,9 +25,12 @@
 --   after a lost reply finds it there and answers as the first did, changing nothing, even if the job ran again.
 local rcall = redis.call
 
+-- Redis's clock in ms, as a number and as the digits a record stores. Built from TIME's two strings (seconds,
+-- microseconds) by string work: each number Lua turns into text, or text into a number, costs a libc conversion.
 local function now_ms()
   local t = rcall('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local text = t[1] .. string.sub('00000' .. t[2], -6, -4)
+  return tonumber(text), text
 end
 
 local function wait_member(rec)
@@ -133,8 +136,9 @@ end
 
 local function push_wait(k, cfg, rec)
   rec.state = 'waiting'
-  rcall('ZADD', k.wait, 0, wait_member(rec))
-  rcall('HINCRBY', k.group_waiting, rec.group, 1)
+  -- Numbers as text: Redis writes each number argument out with snprintf('%.17g').
+  rcall('ZADD', k.wait, '0', wait_member(rec))
+  rcall('HINCRBY', k.group_waiting, rec.group, '1')
   return make_ready(k, cfg, rec.group)
 end
 
@@ -245,7 +249,8 @@ end
 -- a start (starts + 1) or a recovery (state no longer active) invalidates the old one.
 local function lease_of(rec)
   if rec.state ~= 'active' or not rec.worker then return nil end
-  return rec.worker .. ':' .. rec.seq .. ':' .. rec.starts
+  -- %d, not Lua's own number text: that is a '%.14g' conversion per number, and rounds past 14 digits.
+  return string.format('%s:%d:%d', rec.worker, rec.seq, rec.starts)
 end
 
 -- The answer given to the finishing call `kind` ('complete' | 'fail' | 'release') of the run holding `token`

@@ -184,6 +184,9 @@ local function fetch_jobs(k, now, worker_id, lease_ms, want)
         end
         local datas = rcall('HMGET', k.data, unpack(ids))
         local records, deadlines, stamps = {}, {}, {}
+        -- The batch's deadline and start stamp as text, once: Redis writes each number argument of a command
+        -- out with snprintf('%.17g').
+        local deadline, stamp = string.format('%d', now + lease_ms), string.format('%d', now)
         for i, id in ipairs(ids) do
           local rec = first
           if i > 1 and raws[i] then rec = cjson.decode(raws[i]) end
@@ -197,9 +200,9 @@ local function fetch_jobs(k, now, worker_id, lease_ms, want)
             local encoded = cjson.encode(rec)
             records[#records + 1] = id
             records[#records + 1] = encoded
-            deadlines[#deadlines + 1] = now + lease_ms
+            deadlines[#deadlines + 1] = deadline
             deadlines[#deadlines + 1] = id
-            stamps[#stamps + 1] = now
+            stamps[#stamps + 1] = stamp
             local cost = tonumber(rec.cost or 0)
             if budget_max > 0 and cost > 0 then
               local member = reservation(rec)

@@ -18,12 +18,12 @@
 -- Redis commands (seq, the record by HSETNX, which is also the "already there" check, its data, the waiting
 -- set and group counts, one wake) and string work.
 --@include _common.lua
-local now = now_ms()
+local now, now_text = now_ms()
 local cfg = lazy_config(k)
 local out = {}
 local added = 0
 local dedup_ttl = tonumber(ARGV[1])
-local find, sub = string.find, string.sub
+local find, sub, format = string.find, string.sub, string.format
 local trimmed = false
 
 for n = 2, #ARGV do
@@ -44,17 +44,18 @@ for n = 2, #ARGV do
   end
   local created = 0
   if not seen then
-    local seq = rcall('HINCRBY', k.meta, 'seq', 1)
+    local seq = rcall('HINCRBY', k.meta, 'seq', '1')
     if id == '' then id = tostring(seq) end
     local id_json = digits and '"' .. id .. '"' or cjson.encode(id)
-    local delay = tonumber(sub(spec, c + 1, d - 1))
+    local delay_text = sub(spec, c + 1, d - 1)
+    local delay = delay_text == '0' and 0 or tonumber(delay_text)
     local tail
     if delay > 0 then
       tail = ',"state":"delayed","due_ms":' .. (now + delay) .. '}'
     else
       tail = ',"state":"waiting"}'
     end
-    local record = sub(spec, d + 1, e - 1) .. ',"id":' .. id_json .. ',"seq":' .. seq .. ',"created_ms":' .. now .. tail
+    local record = sub(spec, d + 1, e - 1) .. ',"id":' .. id_json .. ',"seq":' .. format('%d', seq) .. ',"created_ms":' .. now_text .. tail
     -- HSETNX is the "already there" check as well: a re-sent add (its reply lost) finds its own record. The
     -- seq it took is then skipped, which orders nothing differently.
     if rcall('HSETNX', k.jobs, id, record) == 1 then

@@ -22,7 +22,7 @@ local req = ARGV[7]
 local n = (#ARGV - 7) / 4
 local ids = {}
 for i = 1, n do ids[i] = ARGV[4 * i + 4] end
-local now = now_ms()
+local now, now_text = now_ms()
 local out = {now}
 -- Ids this call answers 0, remembered with its fetch (fetch_remember) for a re-send that finds a record trimmed.
 local answered = {}
@@ -71,7 +71,7 @@ for i = 1, n do
     done[#done + 1] = id
     records[#records + 1] = id
     records[#records + 1] = cjson.encode(rec)
-    finished_at[#finished_at + 1] = now
+    finished_at[#finished_at + 1] = now_text -- as text: a number argument costs Redis an snprintf
     finished_at[#finished_at + 1] = id
     per_group[rec.group] = (per_group[rec.group] or 0) + 1
     groups[#groups + 1] = rec.group
