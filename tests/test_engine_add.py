@@ -97,4 +97,8 @@ async def test_the_record_takes_redis_clock_and_exact_sequence_numbers(make_queu
     big = await queue.get("big")
     assert big is not None
     assert big.seq == 1_234_567_890_123_457
-    assert await queue.job_ids(JobState.WAITING) == ["now", "big"]
+    # A spec without an id is numbered by the queue: its id is the sequence number, whole.
+    spec = queue._spec("x", {}, JobOptions())
+    numbered = list(await queue.call("add", queue.dedup_ttl_ms, spec[spec.index("\0") :]))
+    assert numbered == ["1234567890123458", 1]
+    assert await queue.job_ids(JobState.WAITING) == ["now", "big", "1234567890123458"]

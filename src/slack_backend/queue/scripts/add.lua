@@ -45,13 +45,13 @@ for n = 2, #ARGV do
   local created = 0
   if not seen then
     local seq = rcall('HINCRBY', k.meta, 'seq', '1')
-    if id == '' then id = tostring(seq) end
+    if id == '' then id = format('%d', seq) end
     local id_json = digits and '"' .. id .. '"' or cjson.encode(id)
     local delay_text = sub(spec, c + 1, d - 1)
     local delay = delay_text == '0' and 0 or tonumber(delay_text)
     local tail
     if delay > 0 then
-      tail = ',"state":"delayed","due_ms":' .. (now + delay) .. '}'
+      tail = ',"state":"delayed","due_ms":' .. format('%d', now + delay) .. '}'
     else
       tail = ',"state":"waiting"}'
     end
