@@ -69,7 +69,8 @@ def _child(argv: list[str]) -> None:
     run_event_loop(_work(argv[1], argv[2], int(argv[3])))
 
 
-def _env(src: Path | None) -> dict[str, str]:
+def tree_env(src: Path | None) -> dict[str, str]:
+    """The environment that runs `src`'s code (this checkout's when None), with the bench importable."""
     path = [str(ROOT)] if src is None else [str(src), str(ROOT)]
     return {**os.environ, "PYTHONPATH": os.pathsep.join([*path, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
 
@@ -107,10 +108,10 @@ def count(url: str, jobs: int, level: str, src: Path | None, run: int) -> int:
     """Instructions the worker process ran to process `jobs` jobs at `level` (the queue filled by another process)."""
     queue_name = f"q{run}-{jobs}-{level}"
     module = [sys.executable, "-m", "bench.instructions", "--child"]
-    subprocess.run([*module, "fill", url, queue_name, str(jobs)], env=_env(src), check=True)
+    subprocess.run([*module, "fill", url, queue_name, str(jobs)], env=tree_env(src), check=True)
     done = subprocess.run(
         [*VALGRIND, *module, "work", url, queue_name, str(jobs), level],
-        env=_env(src),
+        env=tree_env(src),
         capture_output=True,
         text=True,
         check=True,

@@ -18,19 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import redis
-
-from bench._server import free_port
-from bench.instructions import ROOT
+from bench.instructions import counted_trees, tree_env
+from slack_backend.queue.testing import RedisServer
 
 PREFIX = "bench-redis-ir"
 # Valgrind runs redis-server some 30 times slower: it takes seconds to start.
@@ -95,24 +90,19 @@ def _control(flag: str, pid: str) -> None:
 def count(measure: str, n: int, src: Path | None) -> int:
     """Redis's instructions for `n` adds or processed jobs (`measure`: add | process), counted for the tree `src`."""
     with tempfile.TemporaryDirectory() as workdir:
-        port = free_port()
         out = Path(workdir) / "callgrind.out"
-        server_args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
-        server = subprocess.Popen(
-            [*CALLGRIND, f"--callgrind-out-file={out}", "redis-server", *server_args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        server = RedisServer(
+            Path(workdir),
+            wrapper=[*CALLGRIND, f"--callgrind-out-file={out}"],
+            start_timeout_s=READY_TIMEOUT_S,
         )
-        url = f"redis://127.0.0.1:{port}/0"
+        server.start()
         try:
-            _wait_ready(url)
-            path = [str(ROOT)] if src is None else [str(src), str(ROOT)]
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
-            child = [sys.executable, "-m", "bench.redis_instructions", "--child", measure, url, str(n), str(server.pid)]
-            subprocess.run(child, env=env, check=True)
+            assert server.proc is not None
+            child = [sys.executable, "-m", "bench.redis_instructions", "--child", measure, server.url, str(n)]
+            subprocess.run([*child, str(server.proc.pid)], env=tree_env(src), check=True)
         finally:
-            server.terminate()
-            server.wait(timeout=60)
+            server.stop()
         dumps = sorted(Path(workdir).glob("callgrind.out.*"))  # the dump the child asked for, then the final one
         if not dumps:
             raise RuntimeError("callgrind wrote no dump")
@@ -120,22 +110,6 @@ def count(measure: str, n: int, src: Path | None) -> int:
         if found is None:
             raise RuntimeError(f"no summary line in {dumps[0].name}")
         return int(found.group(1))
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    client = redis.Redis.from_url(url)
-    try:
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-    finally:
-        client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,12 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2000, help="jobs processed and counted (default 2,000)")
     parser.add_argument("--baseline-src", type=Path, help="another source tree's src/, counted first")
     args = parser.parse_args(args_in)
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        print("NOT MEASURED: valgrind is not installed (apt-get install valgrind)")
+    trees = counted_trees(args.baseline_src)
+    if trees is None:
         return 0
-    trees: list[tuple[str, Path | None]] = [("this tree", None)]
-    if args.baseline_src is not None:
-        trees.insert(0, ("baseline", args.baseline_src.resolve()))
     print("| tree | Redis instructions per add | per processed job (c10) |")
     print("|---|---|---|")
     for label, src in trees:

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -27,7 +28,16 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process (no RDB snapshots; AOF when asked); `url` stays the same across restarts."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        appendonly: bool = False,
+        port: int | None = None,
+        wrapper: Sequence[str] = (),
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
+        """`wrapper`: a command the server runs under (a benchmark's valgrind), with `start_timeout_s` to match."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; run `make test` (it installs it) or apt-get it")
@@ -35,6 +45,8 @@ class RedisServer:
         self.workdir = workdir
         self.appendonly = appendonly
         self.port = port or free_port()
+        self.wrapper = tuple(wrapper)
+        self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -43,8 +55,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        """Start the server and return once it answers PING (or raise if it does not within 10 s)."""
+        """Start the server and return once it answers PING (or raise if it does not within the start timeout)."""
         args = [
+            *self.wrapper,
             self.binary,
             "--port",
             str(self.port),
@@ -64,7 +77,7 @@ class RedisServer:
             str(self.workdir / "redis.log"),
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout_s
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         try:
             while True:

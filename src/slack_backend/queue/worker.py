@@ -230,9 +230,6 @@ class Worker:
         self._stopping = asyncio.Event()
         self._closed = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        # The loop run() runs on, kept: on Python 3.11 each asyncio.get_running_loop() (asyncio.create_task's too)
-        # costs a getpid() system call, and a job took two of them.
-        self._event_loop: asyncio.AbstractEventLoop | None = None
         # A worker retries Redis at least twice a second, so it picks up work within a second of an outage ending.
         self._watch = ConnectionWatch(f"worker {self.id}", cap_s=0.5)
         self._blocking: RedisClient | None = None
@@ -249,12 +246,17 @@ class Worker:
     def running_count(self) -> int:
         return len(self._running)
 
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop run() runs on, from its task: on Python 3.11 each asyncio.get_running_loop() (and
+        asyncio.create_task's) costs a getpid() system call, and a job took two of them."""
+        assert self._loop_task is not None  # jobs are started, and complete, inside run()
+        return self._loop_task.get_loop()
+
     async def run(self) -> None:
         """Fetch and run jobs until `close()`; survives Redis outages (logs, backs off, goes on)."""
         if self._loop_task is not None:
             raise RuntimeError("worker is already running")
         self._loop_task = asyncio.current_task()
-        self._event_loop = asyncio.get_running_loop()
         self._blocking = _blocking_client(self.queue.redis)
         background = [
             asyncio.create_task(self._supervised("leases", self._renew_leases_loop), name=f"{self.id} leases"),
@@ -406,8 +408,7 @@ class Worker:
 
     def _start_jobs(self, flat: list[Any]) -> int:
         count = 0
-        loop = self._event_loop
-        assert loop is not None  # jobs are started by run()'s fetches
+        loop = self._event_loop()
         granted_at = time.monotonic()
         for i in range(0, len(flat), 4):
             job_id, record, data, token = str(flat[i]), flat[i + 1], flat[i + 2], str(flat[i + 3])
@@ -669,8 +670,7 @@ class Worker:
     async def _complete(self, job: Job, token: str, result_json: str, used: int) -> bool:
         """Hand the completion to the ack senders and wait for its outcome; True when it was written."""
         self._mark_finishing(token)
-        assert self._event_loop is not None  # a job completes inside run()
-        done: asyncio.Future[int] = self._event_loop.create_future()
+        done: asyncio.Future[int] = self._event_loop().create_future()
         self._acks.append(_Ack(job, token, result_json, used, done))
         self._acks_waiting.set()
         return await self._finish_outcome("complete", job.id, await done, job)
