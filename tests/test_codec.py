@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 
+from slack_backend.queue import job as job_module
 from slack_backend.queue.job import Job, dumps_compact, loads_record
 
 RECORDS = [
@@ -72,3 +74,20 @@ def test_the_kept_encoder_refuses_what_json_dumps_refuses_and_recovers() -> None
             json.dumps({"x": bad}, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         assert str(ours.value) == str(theirs.value)
         assert dumps_compact({"x": [1]}) == '{"x":[1]}'
+
+
+def test_the_kept_encoder_is_the_c_one_and_nesting_past_the_limit_fails_as_in_json_dumps() -> None:
+    """On CPython the encoder kept is the C one, made once; a value nested past the recursion limit raises
+    RecursionError as json.dumps does, and a value that holds itself deep inside says so."""
+    assert dumps_compact is not job_module._standard_compact
+    deep: list[object] = []
+    for _ in range(sys.getrecursionlimit() + 10):
+        deep = [deep]
+    with pytest.raises(RecursionError):
+        dumps_compact(deep)
+    with pytest.raises(RecursionError):
+        json.dumps(deep, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    inner: dict[str, object] = {}
+    inner["self"] = [1, {"again": inner}]
+    with pytest.raises(ValueError, match="Circular reference detected"):
+        dumps_compact({"a": [{"b": inner}]})

@@ -152,7 +152,10 @@ class AddLine:
         """The script's reply to one job's spec, or None: send it again through the ordinary path."""
         shared = self._shared
         line = shared.current
-        if line is None or line.closed or shared.loop is not asyncio.get_running_loop():
+        # An add runs on a running loop, so a line whose loop is not running is another loop's. Asked this way,
+        # not by asyncio.get_running_loop(), which makes a getpid() system call on Python 3.11. (A running loop
+        # of another thread is not asked about: redis-py's asyncio clients belong to one thread.)
+        if line is None or line.closed or shared.loop is None or not shared.loop.is_running():
             line = await shared.open()
             if line is None:
                 return None
