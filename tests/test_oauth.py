@@ -196,6 +196,56 @@ async def test_expiring_bot_and_user_tokens_are_refreshed_before_use(
     assert [call.params["grant_type"] for call in refreshes] == ["refresh_token", "refresh_token"], "one per token"
 
 
+async def test_a_refreshed_user_token_is_saved_with_the_workspaces_latest_bot(
+    slack: FakeSlack, settings_for: object, tmp_path: Path
+) -> None:
+    """A user's token is read from their own row alone, whose bot fields may be older than the workspace's bot; when
+    it is refreshed and saved back, the save carries the latest bot, so a bot token rotated since is not undone."""
+    from slack_backend.config import load_settings
+    from slack_backend.store import create_tables
+
+    slack.enable_oauth(CLIENT_ID, CLIENT_SECRET, rotate_tokens=True)
+    settings = load_settings({**OAUTH, "SLACK_API_URL": slack.base_url})
+    async with store_of(tmp_path) as store:
+        await create_tables(store.engine)  # type: ignore[attr-defined]
+        first_bot = slack.issue_token("xoxbe", expires_in_s=300)
+        first_user = slack.issue_token("xoxpe", expires_in_s=300)
+        # One install: the installation row and the bot row, both near expiry.
+        await store.async_save(
+            Installation(
+                app_id="A0APP1",
+                enterprise_id=None,
+                team_id=TEAM,
+                bot_token=first_bot,
+                bot_refresh_token=slack.issue_refresh_token("bot"),
+                bot_token_expires_in=300,
+                bot_id="B0BOT1",
+                bot_user_id="U0FAKEBOT",
+                user_id=USER,
+                user_token=first_user,
+                user_refresh_token=slack.issue_refresh_token("user"),
+                user_token_expires_in=300,
+                installed_at=time.time(),
+            )
+        )
+        source = InstallationStoreTokenSource(store, token_rotator(settings))
+        rotated_bot = await source.bot_token(TEAM)  # saved in the bot row; the installation row keeps first_bot
+        own = await store.async_find_user_installation(team_id=TEAM, user_id=USER)  # type: ignore[attr-defined]
+        assert own.bot_token == first_bot, "the user's own row still names the bot it was installed with"
+        rotated_user = await source.user_token_for(TEAM, USER)
+        latest = await store.async_find_bot(enterprise_id=None, team_id=TEAM)
+        bot_again = await source.bot_token(TEAM)
+
+    assert rotated_bot != first_bot
+    assert rotated_user is not None
+    assert rotated_user != first_user
+    assert latest is not None
+    assert latest.bot_token == rotated_bot, "the user token's save kept the rotated bot token"
+    assert bot_again == rotated_bot
+    refreshes = slack.calls_to("oauth.v2.access")
+    assert len(refreshes) == 2, "one refresh each, none repeated"
+
+
 async def test_connect_link_stores_a_users_own_token(pipeline: PipelineFactory, tmp_path: Path) -> None:
     """/slack/connect asks for user scopes only; after approval the user's token is found, the bot token unchanged."""
     async with pipeline(**OAUTH, with_worker=False) as p:

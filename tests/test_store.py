@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
+from slack_backend.slack.tokens import UserInstallationFinder
 from slack_backend.store import (
     AuditLog,
     PreferenceStore,
@@ -170,6 +171,19 @@ async def test_finds_read_what_slack_sdks_own_finds_read(engine: AsyncEngine) ->
     found = await store.async_find_installation(enterprise_id=None, team_id="T0001", user_id="U0001")
     assert found is not None
     assert (found.user_token, found.bot_token) == ("xoxp-one", "xoxb-team-one-new")
+    # The user's own row alone (the token source's one-query find) holds the same user fields as slack_sdk's find.
+    user_fields = ("user_id", "user_token", "user_refresh_token", "user_token_expires_at", "user_scopes")
+    assert isinstance(store, UserInstallationFinder)
+    for team in ("T0001", "T0002", "T0003", "T0404"):
+        for user in ("U0001", "U0002", "U0003", "U0404"):
+            own = await store.async_find_user_installation(team_id=team, user_id=user)
+            sdk = await parent.async_find_installation(store, enterprise_id=None, team_id=team, user_id=user)
+            assert (own is None) == (sdk is None), (team, user)
+            if own is not None and sdk is not None:
+                assert [getattr(own, f) for f in user_fields] == [getattr(sdk, f) for f in user_fields], (team, user)
+    own = await store.async_find_user_installation(team_id="T0001", user_id="U0001")
+    assert own is not None
+    assert (own.user_token, own.bot_token) == ("xoxp-one", "xoxb-team-one"), "its own row: the bot it was saved with"
 
 
 async def test_oauth_state_consumed_once(engine: AsyncEngine) -> None:
@@ -682,6 +696,23 @@ async def test_tokens_are_encrypted_at_rest(engine: AsyncEngine) -> None:
     other_key = installation_store(engine, CLIENT_ID, TokenCipher([TokenCipher.new_key()]))
     with pytest.raises(TokenKeyError, match="not in TOKEN_ENCRYPTION_KEY"):
         await other_key.async_find_bot(enterprise_id=None, team_id="T0001")
+
+
+def test_a_cipher_keeps_what_it_decrypted_and_still_refuses_what_it_cannot_read() -> None:
+    """A stored value reads the same the second time (from what the cipher kept) and after the kept values were
+    emptied (past 1,024 of them); plaintext and a value of another key are refused every time."""
+    cipher = TokenCipher([TokenCipher.new_key()])
+    stored = cipher.encrypt("xoxb-kept")
+    assert cipher.decrypt(stored) == cipher.decrypt(stored) == "xoxb-kept"
+    others = [cipher.encrypt(f"xoxb-{n}") for n in range(1100)]
+    assert [cipher.decrypt(value) for value in others] == [f"xoxb-{n}" for n in range(1100)]
+    assert cipher.decrypt(stored) == "xoxb-kept"
+    foreign = TokenCipher([TokenCipher.new_key()]).encrypt("xoxb-foreign")
+    for _ in range(2):
+        with pytest.raises(TokenKeyError, match="not encrypted"):
+            cipher.decrypt("xoxb-plain")
+        with pytest.raises(TokenKeyError, match="not in TOKEN_ENCRYPTION_KEY"):
+            cipher.decrypt(foreign)
 
 
 async def test_rotate_key_reencrypts_every_token(engine: AsyncEngine) -> None:

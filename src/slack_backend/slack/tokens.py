@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
+from slack_sdk.oauth.installation_store.models.installation import Installation
 from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
 from slack_sdk.web.async_client import AsyncWebClient
 
 from slack_backend.logging import get_logger
 from slack_backend.slack.errors import AppNotInstalledError
 from slack_backend.store import TokenCipher
+from slack_backend.store.installations import with_latest_bot
 
 if TYPE_CHECKING:
     # Only for annotations: config imports slack.response_urls, so a runtime import here would be a cycle.
@@ -24,6 +26,13 @@ log = get_logger(__name__)
 USER_SCOPES = ("channels:history", "groups:history", "im:history", "mpim:history", "users:read", "chat:write")
 # A rotating token (12 h life) is refreshed when it has less than this left, so no call meets `token_expired`.
 REFRESH_BEFORE_EXPIRY_MINUTES = 10
+
+
+@runtime_checkable
+class UserInstallationFinder(Protocol):
+    """A store that reads a user's own installation row alone (the project's, `store/installations.py`)."""
+
+    async def async_find_user_installation(self, *, team_id: str, user_id: str) -> Installation | None: ...
 
 
 class TokenSource(Protocol):
@@ -99,6 +108,11 @@ class InstallationStoreTokenSource:
         refresh_before_minutes: int = REFRESH_BEFORE_EXPIRY_MINUTES,
     ) -> None:
         self._store = store
+        # Our store reads a user's own row alone (one query where slack_sdk's find makes two, reading the
+        # workspace's latest bot too): every draft and every Send as me asks for the user's token.
+        self._find_user_installation = (
+            store.async_find_user_installation if isinstance(store, UserInstallationFinder) else None
+        )
         self._rotator = rotator
         self._refresh_before_minutes = refresh_before_minutes
 
@@ -130,7 +144,11 @@ class InstallationStoreTokenSource:
 
     async def user_token_for(self, team_id: str, user_id: str) -> str | None:
         """The token the user granted by connecting their Slack account, refreshed if near expiry; else None."""
-        installation = await self._store.async_find_installation(enterprise_id=None, team_id=team_id, user_id=user_id)
+        store = self._store
+        if self._find_user_installation is not None:
+            installation = await self._find_user_installation(team_id=team_id, user_id=user_id)
+        else:
+            installation = await store.async_find_installation(enterprise_id=None, team_id=team_id, user_id=user_id)
         if installation is None or installation.user_id != user_id or not installation.user_token:
             return None
         if self._rotator is not None and installation.user_refresh_token:
@@ -138,7 +156,11 @@ class InstallationStoreTokenSource:
                 installation=installation, minutes_before_expiration=self._refresh_before_minutes
             )
             if refreshed is not None:
-                await self._store.async_save(refreshed)
+                if self._find_user_installation is not None:
+                    # Saved back with its bot: the latest one, as slack_sdk's find would have given it.
+                    latest = await store.async_find_bot(enterprise_id=None, team_id=team_id)
+                    refreshed = with_latest_bot(refreshed, latest)
+                await store.async_save(refreshed)
                 log.info("slack.user_token_refreshed", team_id=team_id, user_id=user_id)
                 installation = refreshed
         return installation.user_token

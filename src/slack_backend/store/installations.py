@@ -98,6 +98,18 @@ class _InstallationStore(AsyncSQLAlchemyInstallationStore):
             self.engine, lambda conn: self._find_installation(conn, enterprise_id, team, user_id)
         )
 
+    async def async_find_user_installation(self, *, team_id: str, user_id: str) -> Installation | None:
+        """The user's latest installation in the workspace as stored, for their own token: one query, without the
+        workspace's latest bot that `async_find_installation` reads and merges in. Its bot fields may be stale,
+        so what is saved back from it must first take `with_latest_bot`."""
+        select_, params = _bound(self._installation_selects, None, team_id, user_id)
+
+        def find(conn: Connection) -> Installation | None:
+            row = conn.execute(select_, params).mappings().first()
+            return None if row is None else SQLAlchemyInstallationStore.build_installation_entity(row)
+
+        return await in_connection(self.engine, find)
+
     def _find_bot(self, conn: Connection, enterprise_id: str | None, team_id: str | None) -> Bot | None:
         """The latest bot with a token of the workspace (or org), as slack_sdk's `async_find_bot`."""
         select_, params = _bound(self._bot_selects, enterprise_id, team_id, None)
@@ -116,15 +128,21 @@ class _InstallationStore(AsyncSQLAlchemyInstallationStore):
         installation = SQLAlchemyInstallationStore.build_installation_entity(row)
         if user_id is None and installation.bot_token is not None:
             return installation
-        latest = self._find_bot(conn, enterprise_id, team_id)
-        if latest is not None and installation.bot_token != latest.bot_token:
-            installation.bot_id = latest.bot_id
-            installation.bot_user_id = latest.bot_user_id
-            installation.bot_token = latest.bot_token
-            installation.bot_scopes = latest.bot_scopes
-            installation.bot_refresh_token = latest.bot_refresh_token
-            installation.bot_token_expires_at = latest.bot_token_expires_at
-        return installation
+        return with_latest_bot(installation, self._find_bot(conn, enterprise_id, team_id))
+
+
+def with_latest_bot(installation: Installation, latest: Bot | None) -> Installation:
+    """`installation` carrying the workspace's latest bot (`latest`, when there is one), as slack_sdk's find of a
+    user's installation gives it. Saving an installation saves its bot too, in the bot row of its install time:
+    an installation read with older bot fields would, saved back, undo a later reinstall's or rotation's token."""
+    if latest is not None and installation.bot_token != latest.bot_token:
+        installation.bot_id = latest.bot_id
+        installation.bot_user_id = latest.bot_user_id
+        installation.bot_token = latest.bot_token
+        installation.bot_scopes = latest.bot_scopes
+        installation.bot_refresh_token = latest.bot_refresh_token
+        installation.bot_token_expires_at = latest.bot_token_expires_at
+    return installation
 
 
 # A find's shape: whether it names an enterprise, a team and a user. A missing id must read IS NULL, which a bound
