@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import overhead
+from bench import client_instructions, overhead
 from bench.drivers import ours
 from bench.harness import ProcessSpec, RunConfig, run_driver
 from bench.render import markdown
@@ -40,6 +40,12 @@ async def test_our_enqueue_and_process_give_positive_figures_in_the_json_shape(r
     assert process["finished"] == N
     for key in ("per_s", "cmds_per_job", "scripts_per_job", "worker_cpu_ms_per_job", "worker_max_rss_mb"):
         assert _positive(process[key]), (key, process[key])
+
+
+async def test_what_the_client_instruction_counts_measure_does_its_work(redis_url: str) -> None:
+    """`bench.client_instructions` counts adds that are made and token lookups that answer what was saved."""
+    assert await client_instructions.adds(redis_url, 5) == 5
+    assert await client_instructions.token_lookups(3) == 3
 
 
 async def test_report_turns_a_run_into_targets_and_markdown(redis_url: str, prefix: str) -> None:
