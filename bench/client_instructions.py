@@ -22,10 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from bench._server import BenchRedis
-from bench.instructions import VALGRIND, counted_trees, instructions_in, tree_env
+from bench.instructions import VALGRIND, counted_trees, instructions_in, per_one_more, tree_env
 
 MEASURES = ("add", "tokens")
 SMALL = {"add": 500, "tokens": 20}
@@ -128,9 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for measure in measures:
                 for name, src in trees:
-                    small = count(measure, redis.url, SMALL[measure], src)
-                    large = count(measure, redis.url, LARGE[measure], src)
-                    figures[name, measure] = (large - small) / (LARGE[measure] - SMALL[measure])
+                    counted = partial(count, measure, redis.url, src=src)
+                    figures[name, measure] = per_one_more(counted, SMALL[measure], LARGE[measure])
                     print(f"{name}, {measure}: {figures[name, measure]:,.0f} instructions", flush=True)
         finally:
             redis.stop()

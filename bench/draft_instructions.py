@@ -23,12 +23,13 @@ import os
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from tests.fakes.anthropic_server import Behaviour
 
 from bench._server import BenchRedis, free_port
-from bench.instructions import VALGRIND, counted_trees, instructions_in
+from bench.instructions import VALGRIND, counted_trees, instructions_in, per_one_more
 from bench.overhead import ClockedAnthropic, ClockedSlack, install, send_all, service_env, wait_delivered, wait_ready
 from slack_backend.store import TokenCipher
 
@@ -79,6 +80,11 @@ async def count(drafts: int, src: Path | None, *, oauth: bool = False) -> int:
         return instructions_in(log_path.read_text(errors="replace"))
 
 
+def count_drafts(drafts: int, src: Path | None, *, oauth: bool) -> int:
+    """`count`, run to its end on a loop of its own."""
+    return asyncio.run(count(drafts, src, oauth=oauth))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.draft_instructions", description=__doc__.split("\n")[0])
     parser.add_argument("--small", type=int, default=10, help="drafts in the small run (default 10)")
@@ -91,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     per_draft: dict[str, float] = {}
     for name, src in trees:
-        small = asyncio.run(count(args.small, src, oauth=args.oauth))
-        large = asyncio.run(count(args.large, src, oauth=args.oauth))
-        per_draft[name] = (large - small) / (args.large - args.small)
+        per_draft[name] = per_one_more(partial(count_drafts, src=src, oauth=args.oauth), args.small, args.large)
         print(f"{name}: {per_draft[name]:,.0f} instructions a draft", flush=True)
     if len(trees) > 1:
         print(f"this tree / baseline: {per_draft['this tree'] / per_draft['baseline']:.3f}")

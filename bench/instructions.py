@@ -21,6 +21,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from bench._server import BenchRedis
@@ -87,6 +89,12 @@ def instructions_in(valgrind_output: str) -> int:
     return int(found.group(1).replace(",", ""))
 
 
+def per_one_more(count: Callable[[int], int], small: int, large: int) -> float:
+    """What one more repetition costs: `count` (instructions for n repetitions) at `small` and at `large`, the
+    difference over the difference, so start-up, set-up and shutdown cancel out."""
+    return (count(large) - count(small)) / (large - small)
+
+
 def counted_trees(baseline_src: Path | None) -> list[tuple[str, Path | None]] | None:
     """The source trees to count, the baseline first, each compiled beforehand; None (said why) without valgrind.
 
@@ -143,9 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             for level in levels:
                 for name, src in trees:
                     run += 1
-                    small = count(redis.url, args.small, level, src, run)
-                    large = count(redis.url, args.large, level, src, run)
-                    per_job[name, level] = (large - small) / (args.large - args.small)
+                    counted = partial(count, redis.url, level=level, src=src, run=run)
+                    per_job[name, level] = per_one_more(counted, args.small, args.large)
                     print(f"{name}, {level}: {per_job[name, level]:,.0f} instructions a job", flush=True)
         finally:
             redis.stop()
