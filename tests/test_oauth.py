@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
@@ -140,10 +141,11 @@ async def test_tokens_revoked_deletes_the_users_token(pipeline: PipelineFactory,
             assert (await source.bot_token(TEAM)).startswith("xoxb-")
 
 
-async def test_expiring_bot_and_user_tokens_are_refreshed_before_use(
-    slack: FakeSlack, settings_for: object, tmp_path: Path
-) -> None:
-    """With token rotation on, a bot or user token near expiry is refreshed (refresh grant), saved, and returned."""
+@asynccontextmanager
+async def rotating_source(
+    slack: FakeSlack, tmp_path: Path
+) -> AsyncIterator[tuple[AsyncInstallationStore, InstallationStoreTokenSource]]:
+    """The installation store on a new database and a token source over it, with Slack's token rotation on."""
     from slack_backend.config import load_settings
     from slack_backend.store import create_tables
 
@@ -151,36 +153,47 @@ async def test_expiring_bot_and_user_tokens_are_refreshed_before_use(
     settings = load_settings({**OAUTH, "SLACK_API_URL": slack.base_url})
     async with store_of(tmp_path) as store:
         await create_tables(store.engine)  # type: ignore[attr-defined]
-        old_bot = slack.issue_token("xoxbe", expires_in_s=300)  # inside the 10-minute refresh window
+        yield store, InstallationStoreTokenSource(store, token_rotator(settings))
+
+
+def expiring_bot(slack: FakeSlack) -> dict[str, Any]:
+    """A bot's fields (for a Bot or an Installation), its token inside the 10-minute refresh window."""
+    return {
+        "bot_token": slack.issue_token("xoxbe", expires_in_s=300),
+        "bot_refresh_token": slack.issue_refresh_token("bot"),
+        "bot_token_expires_in": 300,
+        "bot_id": "B0BOT1",
+        "bot_user_id": "U0FAKEBOT",
+    }
+
+
+def expiring_user(slack: FakeSlack) -> dict[str, Any]:
+    """The requester's own token fields, the token inside the refresh window."""
+    return {
+        "user_id": USER,
+        "user_token": slack.issue_token("xoxpe", expires_in_s=300),
+        "user_refresh_token": slack.issue_refresh_token("user"),
+        "user_token_expires_in": 300,
+    }
+
+
+async def test_expiring_bot_and_user_tokens_are_refreshed_before_use(
+    slack: FakeSlack, settings_for: object, tmp_path: Path
+) -> None:
+    """With token rotation on, a bot or user token near expiry is refreshed (refresh grant), saved, and returned."""
+    async with rotating_source(slack, tmp_path) as (store, source):
+        bot = expiring_bot(slack)
+        old_bot = bot["bot_token"]
         await store.async_save_bot(
-            Bot(
-                app_id="A0APP1",
-                enterprise_id=None,
-                team_id=TEAM,
-                bot_token=old_bot,
-                bot_refresh_token=slack.issue_refresh_token("bot"),
-                bot_token_expires_in=300,
-                bot_id="B0BOT1",
-                bot_user_id="U0FAKEBOT",
-                installed_at=time.time(),
-            )
+            Bot(app_id="A0APP1", enterprise_id=None, team_id=TEAM, **bot, installed_at=time.time())
         )
-        source = InstallationStoreTokenSource(store, token_rotator(settings))
 
         new_bot = await source.bot_token(TEAM)
         again = await source.bot_token(TEAM)
-        old_user = slack.issue_token("xoxpe", expires_in_s=300)
+        user = expiring_user(slack)
+        old_user = user["user_token"]
         await store.async_save(
-            Installation(
-                app_id="A0APP1",
-                enterprise_id=None,
-                team_id=TEAM,
-                user_id=USER,
-                user_token=old_user,
-                user_refresh_token=slack.issue_refresh_token("user"),
-                user_token_expires_in=300,
-                installed_at=time.time(),
-            )
+            Installation(app_id="A0APP1", enterprise_id=None, team_id=TEAM, **user, installed_at=time.time())
         )
         new_user = await source.user_token_for(TEAM, USER)
         user_again = await source.user_token_for(TEAM, USER)
@@ -201,34 +214,13 @@ async def test_a_refreshed_user_token_is_saved_with_the_workspaces_latest_bot(
 ) -> None:
     """A user's token is read from their own row alone, whose bot fields may be older than the workspace's bot; when
     it is refreshed and saved back, the save carries the latest bot, so a bot token rotated since is not undone."""
-    from slack_backend.config import load_settings
-    from slack_backend.store import create_tables
-
-    slack.enable_oauth(CLIENT_ID, CLIENT_SECRET, rotate_tokens=True)
-    settings = load_settings({**OAUTH, "SLACK_API_URL": slack.base_url})
-    async with store_of(tmp_path) as store:
-        await create_tables(store.engine)  # type: ignore[attr-defined]
-        first_bot = slack.issue_token("xoxbe", expires_in_s=300)
-        first_user = slack.issue_token("xoxpe", expires_in_s=300)
+    async with rotating_source(slack, tmp_path) as (store, source):
+        bot, user = expiring_bot(slack), expiring_user(slack)
+        first_bot, first_user = bot["bot_token"], user["user_token"]
         # One install: the installation row and the bot row, both near expiry.
         await store.async_save(
-            Installation(
-                app_id="A0APP1",
-                enterprise_id=None,
-                team_id=TEAM,
-                bot_token=first_bot,
-                bot_refresh_token=slack.issue_refresh_token("bot"),
-                bot_token_expires_in=300,
-                bot_id="B0BOT1",
-                bot_user_id="U0FAKEBOT",
-                user_id=USER,
-                user_token=first_user,
-                user_refresh_token=slack.issue_refresh_token("user"),
-                user_token_expires_in=300,
-                installed_at=time.time(),
-            )
+            Installation(app_id="A0APP1", enterprise_id=None, team_id=TEAM, **bot, **user, installed_at=time.time())
         )
-        source = InstallationStoreTokenSource(store, token_rotator(settings))
         rotated_bot = await source.bot_token(TEAM)  # saved in the bot row; the installation row keeps first_bot
         own = await store.async_find_user_installation(team_id=TEAM, user_id=USER)  # type: ignore[attr-defined]
         assert own.bot_token == first_bot, "the user's own row still names the bot it was installed with"
