@@ -185,10 +185,13 @@ class CardJobProcessor:
         # Audited like a draft: the workspace's daily quota counts the tokens every refine and regenerate used. The
         # start row is written while the model call is in flight, and before anything finishes it (as a draft's).
         audit = WhileCalling(lambda: self._p._audit_started(job, source))
+        # As a draft's: whether this job replaced the card already, read while the model thinks.
+        posted = WhileCalling(lambda: self._p.delivered_before(job.id))
         try:
-            return await self._revise_and_replace(job, data, start, suggestion, source, audit, now, started)
+            return await self._revise_and_replace(job, data, start, suggestion, source, (audit, posted), now, started)
         finally:
-            await audit.written()
+            posted.drop()
+            await audit.done()
 
     async def _revise_and_replace(
         self,
@@ -197,11 +200,13 @@ class CardJobProcessor:
         start: CardStart,
         suggestion: Suggestion,
         source: AIResponseJobData,
-        audit: WhileCalling,
+        during_call: tuple[WhileCalling[None], WhileCalling[bool | None]],
         now: datetime,
         started: float,
     ) -> dict[str, Any]:
         """From the start read on: the revision (saved, or drafted now under the quota), then the card replaced."""
+        audit, posted = during_call
+        delivered_before: bool | None = None
         quota = self._p._quota
         token = await self._p._token(source)
         recipient = _recipient(data, suggestion)
@@ -217,12 +222,15 @@ class CardJobProcessor:
                 if not verdict.allowed:
                     await self._p._delivery.tell_failure(recipient, token, verdict.user_text())
                     job.cost_used = 0
-                    await audit.written()
+                    await audit.done()
                     await self._p._audit_finished(job.id, "completed", 0, 0, "over_quota")
                     return {"delivered_via": "quota_notice", "revised": False}
-            suggestion, used = await self._redraft(job, data, suggestion, source, token, audit)
-        receipt = await self._p._delivery.replace_card(job.id, recipient, token, card_message(card_for(suggestion)))
-        await audit.written()
+            suggestion, used = await self._redraft(job, data, suggestion, source, token, during_call)
+            delivered_before = await posted.done()
+        receipt = await self._p._delivery.replace_card(
+            job.id, recipient, token, card_message(card_for(suggestion)), delivered_before=delivered_before
+        )
+        await audit.done()
         await self._p._audit_finished(job.id, "completed", used[0], used[1], None)
         return {
             "delivered_via": receipt.via,
@@ -238,7 +246,7 @@ class CardJobProcessor:
         suggestion: Suggestion,
         source: AIResponseJobData,
         token: str,
-        audit: WhileCalling,
+        during_call: tuple[WhileCalling[None], WhileCalling[bool | None]],
     ) -> tuple[Suggestion, tuple[int, int]]:
         """The draft with its new revision, and the (input, output) tokens the model call used."""
         if data.kind == "refine":
@@ -258,7 +266,8 @@ class CardJobProcessor:
             now=local_now(self._p._clock(), conversation.tz),
             trigger_user_id=source.trigger_user_id,
         )
-        with audit.call():
+        audit, posted = during_call
+        with audit.call(), posted.call():
             draft = await self._p._drafter.draft(request)
         job.cost_used = draft.input_tokens + draft.output_tokens
         await self._p._respect_provider_limits(draft)

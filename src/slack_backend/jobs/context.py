@@ -8,7 +8,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -36,6 +36,10 @@ PARTIAL_NOTE = "_Drafted from the start of the thread only: Slack lets this app 
 SLOW_NOTE = "_Drafted without the thread: Slack did not answer in time._"
 # Names and time zones change rarely; an hour's staleness costs nothing, a users.info call per message would.
 MEMBER_CACHE_TTL_S = 3600
+# A process also keeps what it read of that cache for a few minutes, at most this many people (then it starts
+# afresh): a user's next draft within minutes waits for no round trip to Redis before its model call.
+LOCAL_MEMBER_TTL_S = 300
+LOCAL_MEMBER_MAX = 4096
 _MEMBER_ID = re.compile(r"[UW][A-Z0-9]{2,30}")
 # A thread read answered 429 again and again (Retry-After 0) still ends: after this many tries, without it.
 MAX_READ_TRIES = 3
@@ -79,8 +83,10 @@ class ContextReader:
         wait_s: float = 10.0,
         page_size: int = 15,
         session: aiohttp.ClientSession | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`session`: the process's outbound session (slack/outbound.py), left open; None: one per call."""
+        """`session`: the process's outbound session (slack/outbound.py), left open; None: one per call. `clock`:
+        monotonic seconds, for what this process keeps of the member cache."""
         self._tokens = tokens
         self._session = session
         self._slack_api_url = slack_api_url
@@ -89,6 +95,9 @@ class ContextReader:
         self._cache_prefix = cache_prefix
         self._wait_s = wait_s
         self._page_size = page_size
+        # (workspace, user) -> (until, monotonic s; the member), kept beside the Redis cache only.
+        self._local: dict[tuple[str, str], tuple[float, Member]] = {}
+        self._clock = clock
 
     async def read(self, data: AIResponseJobData, bot_token: str) -> Conversation:
         """The conversation of `data`, within the wait bound: what Slack would not give in time is left out."""
@@ -203,15 +212,24 @@ class ContextReader:
     async def _cached(self, workspace_id: str, user_ids: Iterable[str]) -> dict[str, Member]:
         if self._redis is None:
             return {}
-        ids = list(user_ids)
-        raw = await asyncio.gather(*(self._redis.get(self._cache_key(workspace_id, u)) for u in ids))
+        now = self._clock()
         found: dict[str, Member] = {}
+        ids: list[str] = []
+        for user_id in user_ids:
+            kept = self._local.get((workspace_id, user_id))
+            if kept is not None and kept[0] > now:
+                found[user_id] = kept[1]
+            else:
+                ids.append(user_id)
+        if not ids:
+            return found
+        raw = await asyncio.gather(*(self._redis.get(self._cache_key(workspace_id, u)) for u in ids))
         for user_id, value in zip(ids, raw, strict=True):
             if value is None:
                 continue
             try:
                 fields = json.loads(value)
-                found[user_id] = Member(user_id, str(fields["name"]), fields.get("tz"))
+                found[user_id] = self._keep(workspace_id, Member(user_id, str(fields["name"]), fields.get("tz")))
             except (ValueError, KeyError, TypeError):
                 continue  # a bad entry is looked up again
         return found
@@ -221,6 +239,13 @@ class ContextReader:
             return
         value = json.dumps({"name": person.name, "tz": person.tz})
         await self._redis.set(self._cache_key(workspace_id, person.user_id), value, ex=MEMBER_CACHE_TTL_S)
+        self._keep(workspace_id, person)
+
+    def _keep(self, workspace_id: str, person: Member) -> Member:
+        if len(self._local) >= LOCAL_MEMBER_MAX:
+            self._local.clear()
+        self._local[(workspace_id, person.user_id)] = (self._clock() + LOCAL_MEMBER_TTL_S, person)
+        return person
 
 
 def _people_of(data: AIResponseJobData, messages: tuple[ContextMessage, ...]) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from slack_backend.ai import Draft, Drafter, DraftRequest, make_drafter
@@ -139,15 +140,25 @@ class AIResponseProcessor:
         data = parse_job_data(job)
         structlog.contextvars.bind_contextvars(workspace=data.workspace_id)
         # The audit's start row is written while the model call is in flight (jobs/while_calling.py), and before
-        # anything that finishes it: every way out of the job passes `written()` first, failures included.
+        # anything that finishes it: every way out of the job passes `done()` first, failures included.
         audit = WhileCalling(lambda: self._audit_started(job, data))
+        # Whether this job posted already, read while the model thinks: a new draft's post then waits for no round
+        # trip to Redis. Only a run of this job could mark it between the read and the post, and leases let no other
+        # run of it go on beside this one.
+        posted = WhileCalling(lambda: self.delivered_before(job.id))
         try:
-            return await self._draft_and_deliver(job, data, audit, started)
+            return await self._draft_and_deliver(job, data, audit, posted, started)
         finally:
-            await audit.written()
+            posted.drop()
+            await audit.done()
 
     async def _draft_and_deliver(
-        self, job: Job, data: AIResponseJobData, audit: WhileCalling, started: float
+        self,
+        job: Job,
+        data: AIResponseJobData,
+        audit: WhileCalling[None],
+        posted: WhileCalling[bool | None],
+        started: float,
     ) -> dict[str, Any]:
         saved, verdict, preferences = await self._start_read(job.id, data)
         # A draft delivered already needs no token: nothing is posted, so nothing is looked up or refreshed either.
@@ -155,18 +166,18 @@ class AIResponseProcessor:
         if saved is not None:
             # A rerun: the model was paid for already. No progress note, no second call.
             job.cost_used = 0
-            await audit.written()
+            await audit.done()
             return await self._deliver_saved(job, data, token, saved, started)
         if self._passive is not None and not data.trigger.direct:
             skip = await self._passive.skip_reason(data)
             if skip is not None:
-                await audit.written()
+                await audit.done()
                 return await self._skip_passive(job, data, skip, started)
         if self._quota is not None:
             if verdict is None:
                 verdict = await self._quota.check(data.workspace_id)
             if not verdict.allowed:
-                await audit.written()
+                await audit.done()
                 return await self._refuse_over_quota(job, data, token, verdict, started)
         # The hourglass reaction goes to Slack beside the thread read and the model call: the draft does not wait a
         # round trip to Slack for it. Whatever takes it away (the delivery, the failure note) comes after it landed.
@@ -190,12 +201,12 @@ class AIResponseProcessor:
                 trigger_user_id=data.trigger_user_id,
                 voice=None if self._voice is None else await self._voice.voice_for(data, preferences),
             )
-            with audit.call():
+            with audit.call(), posted.call():
                 draft = await self._drafter.draft(request)
         finally:
             # Never raises (progress is best effort); on a cancel, it still lands before the job is released.
             await progress
-        await audit.written()
+        await audit.done()
         job.cost_used = draft.input_tokens + draft.output_tokens
         await self._respect_provider_limits(draft)
         if draft.cut_short:
@@ -212,7 +223,8 @@ class AIResponseProcessor:
             saved = _unsaved(job.id, data, draft, draft.text)
         else:
             saved = await self._suggestions.save(job.id, **_draft_fields(data, draft, draft.text))
-        return await self._deliver_saved(job, data, token, saved, started, notes=notes)
+        before = await posted.done()
+        return await self._deliver_saved(job, data, token, saved, started, notes=notes, delivered_before=before)
 
     async def _start_read(
         self, job_id: str, data: AIResponseJobData
@@ -237,15 +249,18 @@ class AIResponseProcessor:
         started: float,
         *,
         notes: tuple[str, ...] = (),
+        delivered_before: bool | None = None,
     ) -> dict[str, Any]:
         """Deliver a saved draft as its card unless it was delivered already; its tokens are audited once, with
-        the delivery."""
+        the delivery. `delivered_before`: the ledger's answer read during this run's model call (None: read now)."""
         if saved.status == "delivered":
             log.info("draft already delivered: nothing to do", job_id=job.id)
             via, parts, input_tokens, output_tokens = "none", 0, 0, 0
         else:
             card = card_message(card_for(saved, notes=notes))
-            receipt = await self._delivery.deliver(job.id, data, token, saved.text, offline=saved.offline, card=card)
+            receipt = await self._delivery.deliver(
+                job.id, data, token, saved.text, offline=saved.offline, card=card, delivered_before=delivered_before
+            )
             if self._suggestions is not None:
                 await self._suggestions.mark_delivered(job.id)
             via, parts = receipt.via, receipt.parts
@@ -335,6 +350,14 @@ class AIResponseProcessor:
             token = await self._token(data)
         reason = _reason_for_user(event.error)
         await self._delivery.tell_failure(data, token, reason)
+
+    async def delivered_before(self, job_id: str) -> bool | None:
+        """The delivery ledger's answer for `job_id`; None when Redis did not give it (the post reads it then)."""
+        try:
+            return await self._delivery.delivered(job_id)
+        except RedisError as exc:
+            log.info("delivery ledger unread during the model call: read before the post", error=type(exc).__name__)
+            return None
 
     async def _token(self, data: AIResponseJobData) -> str:
         if self._tokens is None:

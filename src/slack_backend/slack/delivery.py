@@ -202,6 +202,11 @@ class SlackDelivery:
             if _slack_error(exc) != "already_reacted":  # a rerun's reaction is already there
                 log.warning("slack.progress_failed", **_ids(data), stage=stage, error=_describe(exc))
 
+    async def delivered(self, job_id: str) -> bool:
+        """Whether the ledger holds `job_id` as delivered: a draft's run reads it while its model call is in flight
+        (jobs/while_calling.py) and passes the answer to `deliver` as `delivered_before`."""
+        return await self._ledger.delivered(job_id)
+
     async def deliver(
         self,
         job_id: str,
@@ -211,20 +216,24 @@ class SlackDelivery:
         *,
         offline: bool,
         card: DraftMessage | None = None,
+        delivered_before: bool | None = None,
     ) -> DeliveryReceipt:
         """Post the draft to the user as one or more ephemeral messages, unless this job already delivered it.
 
         Uses the response_url while it has uses left and is Slack's (the first part of a slash command's draft
         replacing its "Drafting" ack; nothing else replaces), then chat.postEphemeral. With `card` (slack/card.py),
         that one message is posted instead of the plain draft. The ledger is marked right
-        after the last part posts; then a mention's progress reaction is taken away.
+        after the last part posts; then a mention's progress reaction is taken away. `delivered_before`: what
+        `delivered(job_id)` answered earlier in this run, with no post in between (None: it is read here).
 
         Raises:
             RetryAfter: Slack is still rate limiting after `max_rate_limit_wait_s` of waiting in place.
             UnrecoverableError: Slack refused for good (for example `SlackRejectedError` for channel_not_found).
             Exception: a transient error (5xx, connection, timeout) for the engine to retry.
         """
-        if await self._ledger.delivered(job_id):
+        if delivered_before is None:
+            delivered_before = await self._ledger.delivered(job_id)
+        if delivered_before:
             log.info("slack.delivery_skipped", job_id=job_id, reason="already delivered")
             return DeliveryReceipt(via="response_url" if data.response_url else "ephemeral", parts=0, skipped=True)
         messages = [card] if card is not None else draft_messages(draft_text, offline=offline)
@@ -251,13 +260,17 @@ class SlackDelivery:
         await self._clear_progress(data, token)
         return DeliveryReceipt(via=vias[0], parts=len(messages))
 
-    async def replace_card(self, job_id: str, data: Recipient, token: str, message: DraftMessage) -> DeliveryReceipt:
+    async def replace_card(
+        self, job_id: str, data: Recipient, token: str, message: DraftMessage, *, delivered_before: bool | None = None
+    ) -> DeliveryReceipt:
         """Replace the card the user clicked (`data.response_url` is the click's) with `message`, once per job.
 
         When that response_url is used up or expired, the message is posted as a new ephemeral message instead.
-        Raises as `deliver` does.
+        Raises as `deliver` does; `delivered_before` as there.
         """
-        if await self._ledger.delivered(job_id):
+        if delivered_before is None:
+            delivered_before = await self._ledger.delivered(job_id)
+        if delivered_before:
             log.info("slack.delivery_skipped", job_id=job_id, reason="already delivered")
             return DeliveryReceipt(via="response_url", parts=0, skipped=True)
         budget = _WaitBudget(self._max_rate_limit_wait_s)

@@ -1,0 +1,156 @@
+"""What a draft waits for on its way to the user: the Redis round trips between the request and the post, seen where
+Redis sees them (MONITOR). The delivery ledger is read while the model thinks, and still stops a second post; the
+requester's name and time zone come from this process's memory for a few minutes after Redis gave them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from slack_backend.jobs.context import LOCAL_MEMBER_TTL_S, ContextReader
+from slack_backend.jobs.ledger import RedisDeliveryLedger
+from slack_backend.jobs.types import AIResponseJobData, TriggerKind
+from slack_backend.queue import JobState
+from tests.fakes.anthropic_server import Behaviour
+from tests.fakes.slack_server import FakeSlack
+from tests.support.pipeline import PipelineFactory
+from tests.support.slack_requests import EVENT_ID, USER
+from tests.test_work_once import ephemerals, finished, mention
+
+MODEL_S = 0.8
+
+
+@dataclass
+class Seen:
+    """Commands Redis ran for clients (not inside scripts), with this process's monotonic time on arrival."""
+
+    commands: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
+
+    def of(self, name: str, key_part: str) -> list[tuple[float, tuple[str, ...]]]:
+        return [(at, c) for at, c in self.commands if c[0].upper() == name and len(c) > 1 and key_part in c[1]]
+
+
+@asynccontextmanager
+async def monitored(redis: Redis) -> AsyncIterator[Seen]:
+    """What Redis runs while the block runs, read through MONITOR."""
+    seen = Seen()
+    async with redis.monitor() as monitor:
+
+        async def read() -> None:
+            while True:
+                info = await monitor.next_command()
+                if info["client_type"] != "lua":
+                    seen.commands.append((time.monotonic(), tuple(str(info["command"]).split())))
+
+        reader = asyncio.create_task(read())
+        try:
+            yield seen
+            await asyncio.sleep(0.2)  # the last commands' lines reach the monitor after their replies
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+
+async def test_a_new_drafts_ledger_read_is_done_while_the_model_thinks(
+    pipeline: PipelineFactory, redis_client: Redis
+) -> None:
+    """The model takes 0.8 s. The ledger is read once for the job, before the model answers: after the answer,
+    nothing stands between the saved draft and its post but the post."""
+    async with pipeline() as p:
+        p.claude.script(Behaviour(delay_s=MODEL_S))
+        async with monitored(redis_client) as seen:
+            await mention(p.client, p.slack)
+            job = await finished(p.queue, EVENT_ID)
+
+    assert job.state is JobState.COMPLETED
+    drafts, _ = ephemerals(p.slack)
+    assert len(drafts) == 1
+    answered_at = p.claude.message_requests[0].received_s + MODEL_S
+    reads = [at for at, command in seen.of("ZSCORE", ":delivered") if command[-1].strip('"') == EVENT_ID]
+    assert len(reads) == 1, seen.of("ZSCORE", ":delivered")
+    assert reads[0] < answered_at, "the ledger was read after the model answered"
+
+
+async def test_a_ledger_mark_read_during_the_call_still_stops_a_second_post(pipeline: PipelineFactory) -> None:
+    """The job's draft row is gone (a database restored from before it) but the ledger says it was posted: the run
+    pays for its model call, as it cannot know better, and posts nothing."""
+    async with pipeline() as p:
+        await RedisDeliveryLedger(p.queue.redis, p.queue).mark_delivered(EVENT_ID)
+        await mention(p.client, p.slack)
+        job = await finished(p.queue, EVENT_ID)
+
+    assert job.state is JobState.COMPLETED
+    assert len(p.claude.message_requests) == 1
+    drafts, _ = ephemerals(p.slack)
+    assert drafts == []
+    assert job.result is not None
+    assert job.result["delivery_parts"] == 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextmanager
+def no_lookups(slack: FakeSlack) -> Iterator[None]:
+    before = len(slack.calls_to("users.info"))
+    yield
+    assert len(slack.calls_to("users.info")) == before, "users.info was asked again"
+
+
+def _slash(user: str) -> AIResponseJobData:
+    return AIResponseJobData(
+        workspace_id="T0FAKE",
+        user_id=user,
+        channel_id="C0CHANNEL",
+        trigger=TriggerKind.SLASH_COMMAND,
+        trigger_text="Can you send me the Q3 numbers?",
+        response_url=None,
+    )
+
+
+async def test_a_users_name_is_read_from_redis_once_in_minutes(redis_client: Redis, prefix: str) -> None:
+    """users.info once; then Redis once; then nothing from Redis until LOCAL_MEMBER_TTL_S have passed, when it is
+    read from Redis again (not from Slack). Another process (another reader) reads Redis, not Slack."""
+    async with FakeSlack(bot_token="xoxb-round-trips", team_id="T0FAKE") as slack:
+        slack.add_person(USER, "kenji", display_name="Kenji Sato", tz="Asia/Tokyo")
+        clock = Clock()
+
+        def reader() -> ContextReader:
+            return ContextReader(
+                tokens=None,
+                slack_api_url=slack.base_url,
+                limiter=None,
+                redis=redis_client,
+                cache_prefix=prefix,
+                clock=clock,
+            )
+
+        first, other = reader(), reader()
+        async with monitored(redis_client) as seen:
+            asked = await first.read(_slash(USER), "xoxb-round-trips")
+            assert len(slack.calls_to("users.info")) == 1
+            with no_lookups(slack):
+                again = await first.read(_slash(USER), "xoxb-round-trips")
+                clock.now += LOCAL_MEMBER_TTL_S - 1
+                await first.read(_slash(USER), "xoxb-round-trips")
+                reads_within = len(seen.of("GET", ":slack-member:"))
+                clock.now += 2
+                await first.read(_slash(USER), "xoxb-round-trips")
+                await other.read(_slash(USER), "xoxb-round-trips")
+
+    assert asked.names == again.names == {USER: "Kenji Sato"}
+    assert asked.tz == again.tz == "Asia/Tokyo"
+    gets = seen.of("GET", ":slack-member:")
+    # The first read asked Redis (a miss) before Slack; the next two within the TTL asked nothing.
+    assert reads_within == 1, gets
+    assert len(gets) == 3, "past the TTL, and in another reader, the name comes from Redis again"
