@@ -69,9 +69,12 @@ class WhileCalling(Generic[T]):
             self._task = asyncio.ensure_future(self._work())
 
     async def done(self) -> T:
-        """The work's outcome: waits for the run begun during the call, or runs the work now. Once only."""
+        """The work's outcome: waits for the run begun during the call, or runs the work now.
+
+        The work runs once: a later call returns what the first one got (None if it raised or still waits); the
+        jobs await it in sequence, never side by side."""
         if self._claimed:
-            return self._outcome  # type: ignore[return-value]  # set before `_claimed` for every T
+            return self._outcome  # type: ignore[return-value]  # None only as said above
         self._claimed = True
         work, task = self._work, self._task
         self._let_go()
