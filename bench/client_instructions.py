@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from functools import partial
 from pathlib import Path
 
 from bench._server import BenchRedis
-from bench.instructions import VALGRIND, counted_trees, instructions_in, per_one_more, tree_env
+from bench.instructions import counted_trees, instructions_of_run, per_one_more, tree_env
 
 MEASURES = ("add", "tokens")
 SMALL = {"add": 500, "tokens": 20}
@@ -96,14 +95,8 @@ def _child(measure: str, url: str, n: int) -> None:
 
 def count(measure: str, url: str, n: int, src: Path | None) -> int:
     """Instructions a process ran to do `measure` `n` times (and start, set up and stop)."""
-    done = subprocess.run(
-        [*VALGRIND, sys.executable, "-m", "bench.client_instructions", "--child", measure, url, str(n)],
-        env=tree_env(src),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return instructions_in(done.stderr)
+    argv = [sys.executable, "-m", "bench.client_instructions", "--child", measure, url, str(n)]
+    return instructions_of_run(argv, tree_env(src))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,6 +89,14 @@ def instructions_in(valgrind_output: str) -> int:
     return int(found.group(1).replace(",", ""))
 
 
+def instructions_of_run(argv: list[str], env: dict[str, str]) -> int:
+    """The instructions the process `argv` ran under cachegrind, to its end; it must exit 0."""
+    done = subprocess.run([*VALGRIND, *argv], env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[-400:]}")
+    return instructions_in(done.stderr)
+
+
 def per_one_more(count: Callable[[int], int], small: int, large: int) -> float:
     """What one more repetition costs: `count` (instructions for n repetitions) at `small` and at `large`, the
     difference over the difference, so start-up, set-up and shutdown cancel out."""
@@ -117,14 +125,7 @@ def count(url: str, jobs: int, level: str, src: Path | None, run: int) -> int:
     queue_name = f"q{run}-{jobs}-{level}"
     module = [sys.executable, "-m", "bench.instructions", "--child"]
     subprocess.run([*module, "fill", url, queue_name, str(jobs)], env=tree_env(src), check=True)
-    done = subprocess.run(
-        [*VALGRIND, *module, "work", url, queue_name, str(jobs), level],
-        env=tree_env(src),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return instructions_in(done.stderr)
+    return instructions_of_run([*module, "work", url, queue_name, str(jobs), level], tree_env(src))
 
 
 def main(argv: list[str] | None = None) -> int:

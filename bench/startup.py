@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from bench._server import BenchRedis
-from bench.instructions import VALGRIND, instructions_in
+from bench.instructions import instructions_of_run
 
 COMMANDS = (["version"], ["jobs", "counts"], ["jobs", "counts", "--json"], ["check-config"], ["check-config", "--json"])
 SCRIPT = Path(sys.executable).with_name("slack-backend")
@@ -44,10 +44,7 @@ def time_one(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def instructions_of(argv: list[str], env: dict[str, str]) -> int:
     """The instructions one start of the command runs, as cachegrind counts them."""
-    done = subprocess.run([*VALGRIND, str(SCRIPT), *argv], env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"slack-backend {' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[-400:]}")
-    return instructions_in(done.stderr)
+    return instructions_of_run([str(SCRIPT), *argv], env)
 
 
 def main(argv: list[str] | None = None) -> int:
