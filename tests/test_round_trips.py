@@ -18,8 +18,10 @@ from slack_backend.jobs.types import AIResponseJobData, TriggerKind
 from slack_backend.queue import JobState
 from tests.fakes.anthropic_server import Behaviour
 from tests.fakes.slack_server import FakeSlack
+from tests.support.engine import wait_until
 from tests.support.pipeline import PipelineFactory
 from tests.support.slack_requests import EVENT_ID, USER
+from tests.test_web_authorize import Clock
 from tests.test_work_once import ephemerals, finished, mention
 
 MODEL_S = 0.8
@@ -37,7 +39,7 @@ class Seen:
 
 @asynccontextmanager
 async def monitored(redis: Redis) -> AsyncIterator[Seen]:
-    """What Redis runs while the block runs, read through MONITOR."""
+    """What Redis runs while the block runs, read through MONITOR, every line of it in when the block ends."""
     seen = Seen()
     async with redis.monitor() as monitor:
 
@@ -50,7 +52,14 @@ async def monitored(redis: Redis) -> AsyncIterator[Seen]:
         reader = asyncio.create_task(read())
         try:
             yield seen
-            await asyncio.sleep(0.2)  # the last commands' lines reach the monitor after their replies
+            # Redis feeds MONITOR in the order it runs commands: once this ECHO's line is in, every earlier one is.
+            marker = f"monitored-until-{time.monotonic_ns()}"
+            await redis.echo(marker)
+
+            async def caught_up() -> bool:
+                return any(marker in part for _, command in seen.commands for part in command)
+
+            await wait_until(caught_up, timeout_s=5)
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
@@ -90,14 +99,6 @@ async def test_a_ledger_mark_read_during_the_call_still_stops_a_second_post(pipe
     assert drafts == []
     assert job.result is not None
     assert job.result["delivery_parts"] == 0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @contextmanager
@@ -141,10 +142,10 @@ async def test_a_users_name_is_read_from_redis_once_in_minutes(redis_client: Red
             assert len(slack.calls_to("users.info")) == 1
             with no_lookups(slack):
                 again = await first.read(_slash(USER), "xoxb-round-trips")
-                clock.now += LOCAL_MEMBER_TTL_S - 1
+                clock.now_s += LOCAL_MEMBER_TTL_S - 1
                 await first.read(_slash(USER), "xoxb-round-trips")
                 reads_within = len(seen.of("GET", ":slack-member:"))
-                clock.now += 2
+                clock.now_s += 2
                 await first.read(_slash(USER), "xoxb-round-trips")
                 await other.read(_slash(USER), "xoxb-round-trips")
 
