@@ -20,7 +20,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes and one round (about two minutes)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every figure to PATH as JSON")
     parser.add_argument("--only", default="", metavar="NAME,...", help=f"run only these: {', '.join(known_names())}")
-    parser.add_argument("--rounds", type=int, help="rounds of the comparison (default 3, 1 with --quick)")
+    parser.add_argument("--rounds", type=int, help="rounds of the comparison (default 5, 1 with --quick)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where latest.md and latest.png go")
     args = parser.parse_args(argv)
     only = tuple(n.strip() for n in args.only.split(",") if n.strip())

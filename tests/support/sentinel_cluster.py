@@ -54,7 +54,10 @@ def cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-def _wait_until(check: object, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
+def _wait_until(
+    check: object, what: str, timeout_s: float = START_TIMEOUT_S, *, seen: Callable[[], str] | None = None
+) -> None:
+    """Poll `check` until it holds; on timeout, the error says what `seen` reports of the state last observed."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -63,7 +66,7 @@ def _wait_until(check: object, what: str, timeout_s: float = START_TIMEOUT_S) ->
         except (redis.RedisError, OSError):
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
+            raise RuntimeError(f"timed out waiting for {what}" + (f"; last seen: {seen()}" if seen else ""))
         time.sleep(0.05)
 
 
@@ -174,17 +177,34 @@ class SentinelSet:
 
         _wait_until(synced, "replicas in sync")
 
-        def known() -> bool:
-            for node in self.sentinels:
-                with node.client() as c:
-                    fields = c.sentinel_master(MASTER_NAME)
-                    if int(fields["num-slaves"]) != len(self.replicas):
-                        return False
-                    if int(fields["num-other-sentinels"]) != len(self.sentinels) - 1:
-                        return False
-            return True
+        views: dict[int, str] = {}
 
-        _wait_until(known, "sentinels to see the replicas and each other", timeout_s=30)
+        def known() -> bool:
+            ready = True
+            for node in self.sentinels:
+                try:
+                    with node.client() as c:
+                        fields = c.sentinel_master(MASTER_NAME)
+                except (redis.RedisError, OSError) as exc:
+                    views[node.port] = f"no answer ({exc})"
+                    ready = False
+                    continue
+                views[node.port] = (
+                    f"{fields['num-slaves']} replicas, {fields['num-other-sentinels']} other sentinels, "
+                    f"flags {fields['flags']}"
+                )
+                ready = ready and (
+                    int(fields["num-slaves"]) == len(self.replicas)
+                    and int(fields["num-other-sentinels"]) == len(self.sentinels) - 1
+                )
+            return ready
+
+        _wait_until(
+            known,
+            "sentinels to see the replicas and each other",
+            timeout_s=30,
+            seen=lambda: "; ".join(f"sentinel :{port}: {view}" for port, view in sorted(views.items())),
+        )
 
     def master_ports(self) -> list[int]:
         """The master port each Sentinel that answers names now (one that missed a switch may lag seconds)."""
