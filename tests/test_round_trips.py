@@ -18,10 +18,10 @@ from slack_backend.jobs.types import AIResponseJobData, TriggerKind
 from slack_backend.queue import JobState
 from tests.fakes.anthropic_server import Behaviour
 from tests.fakes.slack_server import FakeSlack
+from tests.support.clocks import MonotonicClock
 from tests.support.engine import wait_until
 from tests.support.pipeline import PipelineFactory
 from tests.support.slack_requests import EVENT_ID, USER
-from tests.test_web_authorize import Clock
 from tests.test_work_once import ephemerals, finished, mention
 
 MODEL_S = 0.8
@@ -124,7 +124,7 @@ async def test_a_users_name_is_read_from_redis_once_in_minutes(redis_client: Red
     read from Redis again (not from Slack). Another process (another reader) reads Redis, not Slack."""
     async with FakeSlack(bot_token="xoxb-round-trips", team_id="T0FAKE") as slack:
         slack.add_person(USER, "kenji", display_name="Kenji Sato", tz="Asia/Tokyo")
-        clock = Clock()
+        clock = MonotonicClock()
 
         def reader() -> ContextReader:
             return ContextReader(

@@ -36,6 +36,7 @@ from slack_backend.store import (
 from slack_backend.store.db import in_connection, in_transaction
 from slack_backend.store.installations import TOKEN_COLUMNS
 from slack_backend.store.quotas import workspace_quota_table
+from tests.support.clocks import WallClock
 from tests.support.databases import empty_database
 from tests.support.engine import wait_until
 
@@ -43,19 +44,6 @@ CLIENT_ID = "1111.2222"
 CIPHER_KEY = TokenCipher.new_key()
 CIPHER = TokenCipher([CIPHER_KEY])
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    """A clock the test moves by hand, so durations are exact."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, ms: int) -> None:
-        self.now += timedelta(milliseconds=ms)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -216,7 +204,7 @@ async def test_expired_oauth_state_refused(engine: AsyncEngine) -> None:
 
 async def test_audit_round_trip_computes_wait_and_run_ms(engine: AsyncEngine) -> None:
     """queued -> started -> finished is recorded with wait_ms (queued to start) and run_ms (start to finish)."""
-    clock = FakeClock()
+    clock = WallClock(T0)
     audit = AuditLog(engine, clock=clock)
 
     assert await audit.record_queued("Ev01", "T0001", "U0001", "C0001", "mention") is True
@@ -249,7 +237,7 @@ async def test_audit_round_trip_computes_wait_and_run_ms(engine: AsyncEngine) ->
 
 async def test_audit_queued_and_started_is_one_transaction_with_the_same_rows(engine: AsyncEngine) -> None:
     """A worker's start writes queued+started in one transaction; a retry keeps the first start and its wait."""
-    clock = FakeClock()
+    clock = WallClock(T0)
     audit = AuditLog(engine, clock=clock)
     begins: list[object] = []
 
@@ -275,7 +263,7 @@ async def test_audit_queued_and_started_is_one_transaction_with_the_same_rows(en
         await audit.record_queued_and_started("Ev06", "T0001", "U0001", "C0001", "mention", 0)
 
 
-class TickingClock(FakeClock):
+class TickingClock(WallClock):
     """A clock that moves 250 ms at every reading, so rows show which reading filled each column."""
 
     def __call__(self) -> datetime:
@@ -302,10 +290,10 @@ def executed(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
 async def test_audit_first_start_is_one_statement_with_the_rows_of_two_calls(engine: AsyncEngine) -> None:
     """A first start is one INSERT whose row equals record_queued + record_started's (same clock readings); a
     retry reads and updates the row (3 statements) as record_started does."""
-    await AuditLog(engine, clock=TickingClock()).record_queued("Ev07", "T0001", "U0001", "C0001", "mention")
+    await AuditLog(engine, clock=TickingClock(T0)).record_queued("Ev07", "T0001", "U0001", "C0001", "mention")
     await AuditLog(engine, clock=TickingClock(T0 + timedelta(milliseconds=250))).record_started("Ev07", 1)
     with executed(engine) as statements:
-        await AuditLog(engine, clock=TickingClock()).record_queued_and_started(
+        await AuditLog(engine, clock=TickingClock(T0)).record_queued_and_started(
             "Ev08", "T0001", "U0001", "C0001", "mention", 1
         )
     assert len(statements) == 1
@@ -324,7 +312,7 @@ async def test_audit_first_start_is_one_statement_with_the_rows_of_two_calls(eng
 
 async def test_audit_failure_keeps_only_a_classification(engine: AsyncEngine) -> None:
     """A failed job stores its error kind; a sentence (which could quote a message) is rejected."""
-    audit = AuditLog(engine, clock=FakeClock())
+    audit = AuditLog(engine, clock=WallClock(T0))
     await audit.record_queued("Ev02", "T0001", "U0001", None, "slash_command")
 
     with pytest.raises(ValueError, match="short classification"):
@@ -337,7 +325,7 @@ async def test_audit_failure_keeps_only_a_classification(engine: AsyncEngine) ->
 
 async def test_duplicate_record_queued_makes_one_row(engine: AsyncEngine) -> None:
     """A duplicate Slack delivery (same job_id), even concurrent, leaves exactly one audit row."""
-    audit = AuditLog(engine, clock=FakeClock())
+    audit = AuditLog(engine, clock=WallClock(T0))
 
     first = await audit.record_queued("Ev03", "T0001", "U0001", "C0001", "mention")
     again = await audit.record_queued("Ev03", "T0001", "U0001", "C0001", "mention")
@@ -384,7 +372,7 @@ async def test_audit_table_has_no_message_text_column(engine: AsyncEngine) -> No
 
 async def test_tokens_used_sums_per_workspace_since(engine: AsyncEngine) -> None:
     """tokens_used adds input and output tokens of one workspace's jobs finished at or after `since`."""
-    clock = FakeClock(T0 - timedelta(days=1))
+    clock = WallClock(T0 - timedelta(days=1))
     audit = AuditLog(engine, clock=clock)
     await audit.record_queued("old", "T0001", "U0001", "C0001", "mention")
     await audit.record_finished("old", "completed", input_tokens=1_000, output_tokens=1_000)
@@ -407,7 +395,7 @@ async def test_tokens_used_sums_per_workspace_since(engine: AsyncEngine) -> None
 
 async def test_recent_is_newest_first_and_limited(engine: AsyncEngine) -> None:
     """recent(limit) returns the newest queued requests first, at most `limit` of them."""
-    clock = FakeClock()
+    clock = WallClock(T0)
     audit = AuditLog(engine, clock=clock)
     for index in range(5):
         await audit.record_queued(f"Ev{index}", "T0001", "U0001", "C0001", "mention")
@@ -437,7 +425,7 @@ async def test_quota_overrides_set_get_delete(engine: AsyncEngine) -> None:
 
 
 async def seed_use_and_a_draft(
-    audit: AuditLog, suggestions: SuggestionStore, clock: FakeClock, jobs: list[str]
+    audit: AuditLog, suggestions: SuggestionStore, clock: WallClock, jobs: list[str]
 ) -> None:
     """Three finished jobs (`jobs`: the first two of T0001, with 120 and 30 input tokens, the third of T0002 with 7),
     a second apart, and job-1's saved draft."""
@@ -473,7 +461,7 @@ async def test_draft_start_read_answers_as_the_four_reads_it_replaces(engine: As
     """draft_start gives what get, daily_tokens, tokens_used and the requester's preferences give, in one
     statement, with or without a saved draft, an override, use or saved preferences (another user's, or the same
     user's in another workspace, are not theirs)."""
-    clock = FakeClock()
+    clock = WallClock(T0)
     audit, quotas = AuditLog(engine, clock=clock), QuotaStore(engine)
     suggestions, preferences = SuggestionStore(engine, clock=clock), PreferenceStore(engine)
 
@@ -519,7 +507,7 @@ async def test_the_quota_read_is_answered_from_the_index_on_sqlite(tmp_path: Pat
 async def test_card_start_read_answers_as_the_four_reads_it_replaces(engine: AsyncEngine) -> None:
     """card_start gives what get, revision, daily_tokens and tokens_used give, in one statement, with or without the
     draft, this job's revision, an override or use."""
-    clock = FakeClock()
+    clock = WallClock(T0)
     audit, quotas = AuditLog(engine, clock=clock), QuotaStore(engine)
     suggestions = SuggestionStore(engine, clock=clock)
 
@@ -734,7 +722,7 @@ async def test_rotate_key_reencrypts_every_token(engine: AsyncEngine) -> None:
 
 async def test_suggestion_saved_once_then_delivered_then_discarded(engine: AsyncEngine) -> None:
     """The first saved draft of a job wins, delivery is recorded, and discard forgets it."""
-    clock = FakeClock()
+    clock = WallClock(T0)
     suggestions = SuggestionStore(engine, clock=clock)
     common: dict[str, Any] = {
         "workspace_id": "T0001",

@@ -24,17 +24,10 @@ from slack_backend.store import (
 from slack_backend.store.style_examples import MAX_EXAMPLES_PER_USER
 from slack_backend.store.user_tokens import forget_user_token, has_user_token
 from slack_backend.store.watches import MAX_WATCHES_PER_USER, OPEN_SUGGESTION_TTL
+from tests.support.clocks import WallClock
 from tests.support.databases import empty_database
 
 TEAM, USER, OTHER, CHANNEL = "T0001", "U0001", "U0002", "C0001"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -69,7 +62,7 @@ async def test_preferences_round_trip_and_a_bad_value_saves_nothing(engine: Asyn
 
 async def test_one_claim_wins_a_race_and_a_stale_claim_is_taken_over(engine: AsyncEngine) -> None:
     """Five ingress requests racing for one thread's open suggestion: one wins; after the TTL a new claim wins."""
-    clock = Clock()
+    clock = WallClock(datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
     store = WatchStore(engine, clock=clock)
     results = await asyncio.gather(*(store.open_suggestion(TEAM, USER, CHANNEL, "1.1") for _ in range(5)))
     assert sorted(results) == [False, False, False, False, True]
@@ -100,7 +93,7 @@ async def test_watches_are_capped_and_unwatch_forgets_threads_and_claims(engine:
 
 async def test_style_examples_keep_the_newest_per_user(engine: AsyncEngine) -> None:
     """Past MAX_EXAMPLES_PER_USER the oldest go, in the same transaction; a history ts seen before adds nothing."""
-    clock = Clock()
+    clock = WallClock(datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
     store = StyleExampleStore(engine, clock=clock)
     for n in range(MAX_EXAMPLES_PER_USER + 3):
         clock.now += timedelta(seconds=1)

@@ -11,6 +11,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.response import BoltResponse
 
 from slack_backend.web._authorize import CachedAuthorize
+from tests.support.clocks import MonotonicClock
 
 
 class CountingAuthorize(AsyncAuthorize):
@@ -28,21 +29,13 @@ class CountingAuthorize(AsyncAuthorize):
         )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-
 async def ask(authorize: CachedAuthorize, user: str, team: str = "T0ONE") -> AuthorizeResult | None:
     return await authorize(context=AsyncBoltContext(), enterprise_id=None, team_id=team, user_id=user)
 
 
 async def test_an_answer_is_reused_until_it_expires() -> None:
     """The second request within ttl_s asks nothing; one past it asks again."""
-    inner, clock = CountingAuthorize(), Clock()
+    inner, clock = CountingAuthorize(), MonotonicClock()
     authorize = CachedAuthorize(inner, ttl_s=60, clock=clock)
     first = await ask(authorize, "U0ONE")
     clock.now_s += 59
@@ -59,7 +52,7 @@ async def test_an_answer_is_reused_until_it_expires() -> None:
 async def test_users_and_workspaces_are_kept_apart_and_refusals_are_not_kept() -> None:
     """Another user or workspace asks for itself (never gets U0ONE's token); a refusal is asked again."""
     inner = CountingAuthorize()
-    authorize = CachedAuthorize(inner, clock=Clock())
+    authorize = CachedAuthorize(inner, clock=MonotonicClock())
     assert await ask(authorize, "U0ONE") is not None
     assert await ask(authorize, "U0TWO") is None
     assert await ask(authorize, "U0TWO") is None
@@ -71,7 +64,7 @@ async def test_users_and_workspaces_are_kept_apart_and_refusals_are_not_kept() -
 
 async def test_each_caller_gets_its_own_copy() -> None:
     """A request that changes its answer changes no other request's."""
-    authorize = CachedAuthorize(CountingAuthorize(), clock=Clock())
+    authorize = CachedAuthorize(CountingAuthorize(), clock=MonotonicClock())
     first = await ask(authorize, "U0ONE")
     assert first is not None
     first["user_token"] = "changed"
@@ -83,7 +76,7 @@ async def test_each_caller_gets_its_own_copy() -> None:
 async def test_the_oldest_answers_go_past_max_entries() -> None:
     """The cache holds at most max_entries answers."""
     inner = CountingAuthorize()
-    authorize = CachedAuthorize(inner, max_entries=2, clock=Clock())
+    authorize = CachedAuthorize(inner, max_entries=2, clock=MonotonicClock())
     for team in ("T1", "T2", "T3"):
         await ask(authorize, "U0ONE", team=team)
     await ask(authorize, "U0ONE", team="T1")
@@ -93,7 +86,7 @@ async def test_the_oldest_answers_go_past_max_entries() -> None:
 async def test_a_revocation_event_drops_every_answer() -> None:
     """tokens_revoked or app_uninstalled, seen by the middleware: the next request asks again."""
     inner = CountingAuthorize()
-    authorize = CachedAuthorize(inner, clock=Clock())
+    authorize = CachedAuthorize(inner, clock=MonotonicClock())
     await ask(authorize, "U0ONE")
 
     async def next_() -> BoltResponse:
@@ -110,6 +103,6 @@ async def test_a_revocation_event_drops_every_answer() -> None:
 
 async def test_repr_shows_no_token() -> None:
     """Printed or logged, the cache shows counts only."""
-    authorize = CachedAuthorize(CountingAuthorize(), clock=Clock())
+    authorize = CachedAuthorize(CountingAuthorize(), clock=MonotonicClock())
     await ask(authorize, "U0ONE")
     assert "xox" not in repr(authorize)
