@@ -176,6 +176,35 @@ def _sections(out: dict[str, Any]) -> list[str]:
                 f"{g['one_mean_us']:.0f} / {g['one_p50_us']:.0f} / {g['one_p99_us']:.0f} | {g['ratio_mean']:.2f} | "
                 f"{g['ratio_p50']:.2f} |"
             )
+    return lines + pairs_table(out.get("pairs", {}).get("rounds", []))
+
+
+def pairs_table(rounds: list[dict[str, Any]]) -> list[str]:
+    """The paired runs, one line a pair."""
+    if not rounds:
+        return []
+    lines = [
+        "",
+        "## One-by-one enqueue, paired runs (ours and the peer seconds apart, the first alternating)",
+        "",
+        "| round | peer | first | ours /s | peer /s | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rounds:
+        if "error" in r:
+            lines.append(f"| {r['round'] + 1} | not measured: {r['error']} |||||")
+            continue
+        for key, entry in r.items():
+            if not isinstance(entry, dict):
+                continue
+            if "unavailable" in entry:
+                lines.append(f"| {r['round'] + 1} | {key} | unavailable: {entry['unavailable']} ||||")
+                continue
+            for p in entry["pairs"]:
+                lines.append(
+                    f"| {r['round'] + 1} | {key} | {p['first']} | {p['ours_per_s']:,.0f} | {p['peer_per_s']:,.0f} | "
+                    f"{p['ratio']:.2f} |"
+                )
     return lines
 
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench.pairs import paired_ratios
 from bench.stats import summary
 
 # Per-job figures of each process measurement, copied into the flat figure names.
@@ -109,6 +110,10 @@ def ratios(out: dict[str, Any]) -> dict[str, Any]:
         pair(f"process_vs_{name}", peer, "process_c10_per_s", "process_c10_per_s")
         pair(f"enqueue_fast_vs_{name}", peer, "enqueue_fast_per_s", "enqueue_fast_per_s")
         pair(f"enqueue_seq_vs_{name}", peer, "enqueue_seq_per_s", "enqueue_seq_per_s")
+    # The paired runs' ratios, one a pair (bench/pairs.py): ours and the peer seconds apart, not a round apart.
+    for key, values in paired_ratios(out.get("pairs", {})).items():
+        if values:
+            found[f"enqueue_seq_paired_vs_{key}"] = {"rounds": values, **summary(values)}
     return found
 
 
@@ -144,6 +149,16 @@ def targets(out: dict[str, Any]) -> list[Target]:
         _ratio_target(rats, "enqueue_fast_vs_bullmq", "bulk enqueue >= 1.5x bullmq addBulk (Python)", 1.5, None),
         _ratio_target(rats, "enqueue_fast_vs_bullmq-node", "bulk enqueue >= 1.5x bullmq addBulk (Node.js)", 1.5, None),
         _ratio_target(rats, "enqueue_seq_vs_raw", "one-by-one enqueue >= 0.8x raw redis-py", 0.8, None),
+        _ratio_target(
+            rats, "enqueue_seq_paired_vs_raw", "one-by-one enqueue >= 0.8x raw redis-py (paired runs)", 0.8, None
+        ),
+        _ratio_target(
+            rats,
+            "enqueue_seq_paired_vs_bullmq-node",
+            "one-by-one enqueue >= 1.2x BullMQ on Node.js (paired runs)",
+            1.2,
+            None,
+        ),
         _ratio_target(rats, "latency_p50_vs_raw", "latency p50 within 2x raw redis-py", None, 2.0),
         _ratio_target(rats, "latency_p99_vs_raw", "latency p99 within 2x raw redis-py", None, 2.0),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -19,9 +20,10 @@ from bench.harness import ProcessSpec, RunConfig
 from bench.ingress import run_ingress
 from bench.limiter import run_limiter
 from bench.memory import run_memory
+from bench.pairs import run_pairs
 from bench.systems import SYSTEMS, System, run_system
 
-SECTIONS = ("limiter", "ingress", "memory", "groups")
+SECTIONS = ("limiter", "ingress", "memory", "groups", "pairs")
 # Our engine is measured at three concurrencies, and once more at 10 with production's INFO logging.
 OURS_PROCESS = [
     ProcessSpec("c1", 1),
@@ -50,13 +52,14 @@ class Plan:
     ingress_s: float
     memory_jobs: int
     group_fetches: int
+    enqueue_pairs: int
     only: tuple[str, ...]
 
     @classmethod
     def build(cls, *, quick: bool, rounds: int | None, only: tuple[str, ...]) -> Plan:
         if quick:
-            return cls(True, rounds or 1, 2_000, 400, 200.0, 100, 300.0, 5.0, 20_000, 500, only)
-        return cls(False, rounds or FULL_ROUNDS, 10_000, 1_000, 200.0, 300, 300.0, 30.0, 100_000, 2_000, only)
+            return cls(True, rounds or 1, 2_000, 400, 200.0, 100, 300.0, 5.0, 20_000, 500, 1, only)
+        return cls(False, rounds or FULL_ROUNDS, 10_000, 1_000, 200.0, 300, 300.0, 30.0, 100_000, 2_000, 2, only)
 
     def wants(self, key: str) -> bool:
         if not self.only:
@@ -91,6 +94,7 @@ class Run:
             "systems": {s.name: {"key": s.key, "peer": s.is_peer, "rounds": []} for s in SYSTEMS if plan.wants(s.key)},
             "groups": {"rounds": []},
             "ingress": {"rounds": []},
+            "pairs": {"rounds": []},
         }
 
     def say(self, text: str) -> None:
@@ -105,6 +109,8 @@ class Run:
                 # Alternate the order, so whatever drifts during a round (load, thermal, caches) is shared out.
                 for system in systems if r % 2 == 0 else systems[::-1]:
                     await self._system(system, r)
+                if self.plan.wants("pairs"):
+                    await self._section("pairs", r, functools.partial(self._pairs, r))
                 if self.plan.wants("groups"):
                     await self._section(
                         "groups", r, lambda: run_groups(self.server.url, fetches=self.plan.group_fetches)
@@ -157,6 +163,16 @@ class Run:
         self.out["systems"][system.name]["rounds"].append(result)
         took = time.monotonic() - started
         self.say(f"round {round_no + 1}/{self.plan.rounds} {system.name}: {_brief(result)} ({took:.0f} s)")
+
+    async def _pairs(self, round_no: int) -> dict[str, Any]:
+        return await run_pairs(
+            self.server.url,
+            self.workdir,
+            self.server.flush,
+            n=self.plan.n,
+            pairs=self.plan.enqueue_pairs,
+            round_no=round_no,
+        )
 
     async def _section(self, name: str, round_no: int | None, job: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         self.server.flush()

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import client_instructions, overhead
+from bench import client_instructions, ingress, overhead, pairs
 from bench.drivers import ours
 from bench.harness import ProcessSpec, RunConfig, run_driver
-from bench.render import markdown
-from bench.report import finish
+from bench.render import markdown, pairs_table
+from bench.report import finish, ratios, targets
 from bench.stats import max_in_window, per_second
 
 N = 200
@@ -107,3 +107,36 @@ async def test_overhead_bench_times_every_draft_through_the_real_service(tmp_pat
         assert row["model_ms"] >= 50, row
         assert abs(parts - row["overhead_ms"]) <= 2.5, row
     assert "overhead" in overhead.summary(result)
+
+
+async def test_paired_runs_give_one_ratio_a_pair_or_say_why_a_peer_is_missing(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """bench.pairs runs ours and raw redis-py (and BullMQ on Node.js where it is installed) one after the other; each
+    pair's ratio is ours over the peer, and the report makes paired targets of them."""
+    section = await pairs.run_pairs(redis_url, tmp_path, lambda: None, n=N, pairs=2, round_no=0, tag=prefix)
+    raw = section["raw"]["pairs"]
+    assert [p["first"] for p in raw] == ["ours", "raw-redis-py"]
+    for p in raw:
+        assert _positive(p["ours_per_s"]), p
+        assert _positive(p["peer_per_s"]), p
+        assert p["ratio"] == pytest.approx(p["ours_per_s"] / p["peer_per_s"])
+    node = section["bullmq-node"]
+    assert ("pairs" in node and len(node["pairs"]) == 2) or node["unavailable"], node
+    out: dict[str, Any] = {"systems": {}, "pairs": {"rounds": [{**section, "round": 0}]}}
+    found = ratios(out)["enqueue_seq_paired_vs_raw"]
+    assert found["rounds"] == [p["ratio"] for p in raw]
+    out["ratios"] = ratios(out)
+    statuses = {t.name: t.status for t in targets(out)}
+    assert statuses["one-by-one enqueue >= 0.8x raw redis-py (paired runs)"] in ("PASS", "FAIL")
+    assert "| 1 | raw | ours |" in "\n".join(pairs_table(out["pairs"]["rounds"]))
+
+
+async def test_ingress_bench_sends_every_request_through_its_senders(redis_url: str, tmp_path: Path) -> None:
+    """bench.ingress paces signed slash commands to the real app through its bounded senders: every scheduled
+    request is sent, acknowledged and queued, and each latency is counted."""
+    result = await ingress.run_ingress(redis_url, tmp_path, rate=50.0, duration_s=1.0)
+    assert result["requests"] == 50
+    assert result["errors"] == 0, result["error_kinds"]
+    assert result["jobs_queued"] >= 50 + ingress.WARMUP
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
