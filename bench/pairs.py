@@ -24,6 +24,23 @@ def _system(key: str) -> System:
     return next(s for s in SYSTEMS if s.key == key)
 
 
+class _UnavailableError(Exception):
+    """A driver of the pair gave no one-by-one figure (not installed, or its run failed): the reason."""
+
+
+async def _one_by_one_rate(system: System, url: str, workdir: Path, tag: str, n: int) -> float:
+    """One fresh driver process of `system` doing only the one-by-one phase: its adds a second."""
+    cfg = RunConfig(tag=tag, n=n, phases=["enqueue_seq"], log_dir=str(workdir))
+    result = await run_system(
+        system, {"url": url, **cfg.to_json()}, timeout_s=120 + n / 100, log_path=workdir / f"pair-{system.key}.log"
+    )
+    phase = result.get("enqueue_seq") or {}
+    if "unavailable" in result or "per_s" not in phase:
+        why = result.get("unavailable") or phase.get("error") or "no one-by-one figure"
+        raise _UnavailableError(f"{system.name}: {why}")
+    return float(phase["per_s"])
+
+
 async def run_pairs(
     url: str, workdir: Path, flush: Callable[[], None], *, n: int, pairs: int, round_no: int, tag: str = "pair"
 ) -> dict[str, Any]:
@@ -39,35 +56,24 @@ async def run_pairs(
     for key in PAIRED_PEERS:
         peer = _system(key)
         runs: list[dict[str, Any]] = []
-        for i in range(pairs):
-            ours_first = (i + round_no) % 2 == 0
-            rates: dict[str, float] = {}
-            for system in (ours, peer) if ours_first else (peer, ours):
-                flush()
-                cfg = RunConfig(tag=f"{tag}{round_no}-{i}", n=n, phases=["enqueue_seq"], log_dir=str(workdir))
-                result = await run_system(
-                    system,
-                    {"url": url, **cfg.to_json()},
-                    timeout_s=120 + n / 100,
-                    log_path=workdir / f"pair-{system.key}.log",
+        try:
+            for i in range(pairs):
+                ours_first = (i + round_no) % 2 == 0
+                rates: dict[str, float] = {}
+                for system in (ours, peer) if ours_first else (peer, ours):
+                    flush()
+                    rates[system.key] = await _one_by_one_rate(system, url, workdir, f"{tag}{round_no}-{i}", n)
+                runs.append(
+                    {
+                        "first": "ours" if ours_first else peer.name,
+                        "ours_per_s": rates["ours"],
+                        "peer_per_s": rates[key],
+                        "ratio": rates["ours"] / rates[key],
+                    }
                 )
-                phase = result.get("enqueue_seq") or {}
-                if "unavailable" in result or "per_s" not in phase:
-                    why = result.get("unavailable") or phase.get("error") or "no one-by-one figure"
-                    out[key] = {"unavailable": f"{system.name}: {why}"}
-                    break
-                rates[system.key] = float(phase["per_s"])
-            if len(rates) < 2:
-                break
-            runs.append(
-                {
-                    "first": "ours" if ours_first else peer.name,
-                    "ours_per_s": rates["ours"],
-                    "peer_per_s": rates[key],
-                    "ratio": rates["ours"] / rates[key],
-                }
-            )
-        if key not in out:
+        except _UnavailableError as exc:
+            out[key] = {"unavailable": str(exc)}
+        else:
             out[key] = {"pairs": runs}
     return out
 

@@ -31,7 +31,7 @@ from slack_backend.queue import (
 )
 from slack_backend.queue.limits import DEFAULT_RATE_MARGIN_MS
 from tests.support.measures import max_in_window
-from tests.support.sentinel_cluster import RedisClusterSet, RedisProc, failover_under_load
+from tests.support.sentinel_cluster import LEAKS_ON_FAILOVER, RedisClusterSet, RedisProc, failover_under_load
 
 # The slow tests' offered adds/s: 200 by default (the shared 2-core machine), FAILOVER_ADDS_PER_S to change it.
 SLOW_RATE = int(os.environ.get("FAILOVER_ADDS_PER_S", "200"))
@@ -284,11 +284,7 @@ async def _master_kill(cluster: RedisClusterSet, tmp_path: Path, *, ack: int, ra
         assert figures.lost == 0
 
 
-# redis-py (8.1) can drop a ClusterNode from its topology during the failover with a connection still open and leave
-# it to the garbage collector, which warns after the test's loop has closed (round 19: "Unclosed ClusterNode", once
-# in a fresh-clone run). The Sentinel tests carry the same mark for the same kind of leak; the test's own assertions
-# (nothing lost, nothing run twice at once, no worker restarted) are unchanged.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@LEAKS_ON_FAILOVER
 @pytest.mark.slow
 @pytest.mark.parametrize("ack", [0, 1])
 async def test_master_kill_of_the_queue_shard_under_load(

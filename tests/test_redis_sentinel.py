@@ -17,7 +17,7 @@ from slack_backend.config import load_settings
 from slack_backend.queue import BulkJob, Job, JobOptions, NotReplicatedError, Queue, Worker, create_redis
 from slack_backend.queue._scripts import script_source
 from tests.support.fault_proxy import FaultProxy
-from tests.support.sentinel_cluster import MASTER_NAME, SentinelSet, failover_under_load
+from tests.support.sentinel_cluster import LEAKS_ON_FAILOVER, MASTER_NAME, SentinelSet, failover_under_load
 
 # The slow tests' offered adds/s: 200 by default (the shared 2-core machine), FAILOVER_ADDS_PER_S to change it.
 SLOW_RATE = int(os.environ.get("FAILOVER_ADDS_PER_S", "200"))
@@ -98,11 +98,7 @@ async def test_settings_build_a_client_that_finds_the_master(sentinel_set: Senti
         await client.aclose()
 
 
-# redis-py (8.1) leaves some Sentinel sockets opened during the outage to the garbage collector: known, not ours.
-LEAKS_SENTINEL_SOCKETS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
-@LEAKS_SENTINEL_SOCKETS
+@LEAKS_ON_FAILOVER
 async def test_worker_follows_the_master_through_a_kill_with_replica_ack(
     sentinel_set: SentinelSet, tmp_path: Path
 ) -> None:
@@ -136,7 +132,7 @@ async def test_worker_follows_the_master_through_a_kill_with_replica_ack(
 
 
 @pytest.mark.slow
-@LEAKS_SENTINEL_SOCKETS
+@LEAKS_ON_FAILOVER
 @pytest.mark.parametrize("ack", [0, 1])
 async def test_failover_under_steady_load(sentinel_set_as_shipped: SentinelSet, tmp_path: Path, ack: int) -> None:
     """The measured cost of a master kill under steady adds, without and with the replica ack (figures printed).
@@ -234,7 +230,7 @@ async def test_in_process_worker_runs_jobs_through_sentinel(sentinel_set: Sentin
 
 
 @pytest.mark.slow
-@LEAKS_SENTINEL_SOCKETS
+@LEAKS_ON_FAILOVER
 @pytest.mark.parametrize("ack", [0, 1])
 async def test_a_lagging_replica_promoted_loses_acknowledged_adds_only_without_the_ack(
     tmp_path: Path, ack: int

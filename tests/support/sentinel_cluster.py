@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from slack_backend.queue import Queue, RedisTarget, create_redis
@@ -26,6 +27,11 @@ from tests.support.procs import spawn_worker
 from tests.support.redis_server import free_port
 
 START_TIMEOUT_S = 15.0
+# redis-py (8.1) leaves some connections it opened during a failover to the garbage collector, which warns after the
+# test's loop has closed: Sentinel sockets, and a ClusterNode dropped from the Cluster's topology with a connection
+# still open ("Unclosed ClusterNode", once in round 19's fresh-clone run). Known, not ours; a test so marked keeps
+# its own assertions.
+LEAKS_ON_FAILOVER = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 MASTER_NAME = "mymaster"
 # Short enough that a failover fits in a test, long enough that a loaded 2-core machine is not taken for dead.
 DOWN_AFTER_MS = 1000
