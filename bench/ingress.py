@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
-
 from bench._server import free_port
 from bench.harness import ROOT, log_file
+from bench.raw_http import RawHttpConnection, RawHttpError, build_request
 from bench.stats import percentile
 from slack_backend.queue import Queue, create_redis
 from slack_backend.slack.signing import sign_request
@@ -28,12 +27,10 @@ PREFIX = "bench-ingress"
 QUEUE = "ai-responses"
 # Requests the client sends first, unmeasured: they open the keep-alive connections and warm the app's lazy paths.
 WARMUP = 50
-# Keep-alive connections the client may open, and the senders that use them. Bounded, because httpx's pool gets
-# slower with every connection it holds. Requests the senders have not yet taken wait in an asyncio queue, not in
-# httpx's pool: its waiters are kept in a list that each finished request scans, so a backlog of thousands (a host
-# that stalls for a second) made every request cost the client more, until the client, not the server, set the
-# pace (round 19: 45 ms of client CPU a request against the server's 1.4). A request that waits for a sender still
-# counts that wait, since latency runs from its scheduled send time.
+# Senders, each with its own keep-alive connection. Requests the senders have not yet taken wait in an asyncio
+# queue; one that waits still counts that wait, since latency runs from its scheduled send time. Through round 19
+# the senders used httpx, whose pool kept its waiters in a list each finished request scanned: a backlog made each
+# request cost the client more (45 ms of CPU a request against the server's 1.4), until the client set the pace.
 CONNECTIONS = 32
 
 
@@ -56,13 +53,13 @@ def command_body(seq: int) -> bytes:
     ).encode()
 
 
-def signed_requests(count: int, first_seq: int) -> list[tuple[bytes, dict[str, str]]]:
-    """Bodies and headers, signed up front so the load generator only sends (signatures last five minutes)."""
+def signed_requests(count: int, first_seq: int, port: int) -> list[bytes]:
+    """Whole requests, signed and serialised up front so the load generator only sends (signatures last 5 min)."""
     out = []
     for seq in range(first_seq, first_seq + count):
         body = command_body(seq)
         headers = {**sign_request(SECRET, body), "Content-Type": "application/x-www-form-urlencoded"}
-        out.append((body, headers))
+        out.append(build_request(f"127.0.0.1:{port}", "/slack/events", body, headers))
     return out
 
 
@@ -99,61 +96,66 @@ async def _start_server(redis_url: str, workdir: Path) -> tuple[asyncio.subproce
 async def run_ingress(redis_url: str, workdir: Path, *, rate: float, duration_s: float) -> dict[str, Any]:
     """Send rate * duration_s signed requests open-loop; latency counts from each request's scheduled time."""
     total = int(rate * duration_s)
-    requests = signed_requests(WARMUP + total, first_seq=int(time.time() * 1000))
     proc, port = await _start_server(redis_url, workdir)
+    requests = signed_requests(WARMUP + total, first_seq=int(time.time() * 1000), port=port)
+    connections = [RawHttpConnection("127.0.0.1", port) for _ in range(CONNECTIONS)]
     latencies: list[float] = []
     errors: dict[str, int] = {}
     worst_lag_s = 0.0
     try:
-        limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=10.0) as client:
+        ack = ACK_TEXT.encode()
 
-            async def send(i: int, scheduled: float) -> None:
-                body, headers = requests[i]
-                try:
-                    response = await client.post("/slack/events", content=body, headers=headers)
-                    ok = response.status_code == 200 and ACK_TEXT in response.text
-                    reason = "" if ok else f"HTTP {response.status_code}: {response.text[:80]}"
-                except httpx.HTTPError as exc:
-                    reason = type(exc).__name__
-                if scheduled >= 0:
-                    latencies.append(time.perf_counter() - scheduled)
-                if reason:
-                    errors[reason] = errors.get(reason, 0) + 1
+        async def send(connection: RawHttpConnection, i: int, scheduled: float) -> None:
+            try:
+                status, body = await asyncio.wait_for(connection.exchange(requests[i]), 10.0)
+                ok = status == 200 and ack in body
+                reason = "" if ok else f"HTTP {status}: {body[:80].decode(errors='replace')}"
+            except RawHttpError as exc:
+                reason = str(exc)
+            except TimeoutError:
+                await connection.close()
+                reason = "timed out after 10 s"
+            if scheduled >= 0:
+                latencies.append(time.perf_counter() - scheduled)
+            if reason:
+                errors[reason] = errors.get(reason, 0) + 1
 
-            for i in range(WARMUP):
-                await send(i, -1.0)
-            errors.clear()
-            backlog: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+        # One after another, round the connections, so each is open before the clock starts.
+        for i in range(WARMUP):
+            await send(connections[i % CONNECTIONS], i, -1.0)
+        errors.clear()
+        backlog: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
 
-            async def sender() -> None:
-                while (item := await backlog.get()) is not None:
-                    await send(*item)
+        async def sender(connection: RawHttpConnection) -> None:
+            while (item := await backlog.get()) is not None:
+                await send(connection, *item)
 
-            # No collector pauses in the load generator while it paces: they would show up as server latency.
-            gc.collect()
-            gc.freeze()
-            gc.disable()
-            senders = [asyncio.create_task(sender()) for _ in range(CONNECTIONS)]
-            server_cpu0, client_cpu0 = process_cpu_s(proc.pid), process_cpu_s(os.getpid())
-            t0 = time.perf_counter()
-            for k in range(total):
-                scheduled = t0 + k / rate
-                delay = scheduled - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                else:
-                    worst_lag_s = max(worst_lag_s, -delay)
-                backlog.put_nowait((WARMUP + k, scheduled))
-            for _ in senders:
-                backlog.put_nowait(None)
-            await asyncio.gather(*senders)
-            elapsed = time.perf_counter() - t0
-            server_cpu = process_cpu_s(proc.pid) - server_cpu0
-            client_cpu = process_cpu_s(os.getpid()) - client_cpu0
+        # No collector pauses in the load generator while it paces: they would show up as server latency.
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        senders = [asyncio.create_task(sender(connection)) for connection in connections]
+        server_cpu0, client_cpu0 = process_cpu_s(proc.pid), process_cpu_s(os.getpid())
+        t0 = time.perf_counter()
+        for k in range(total):
+            scheduled = t0 + k / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                worst_lag_s = max(worst_lag_s, -delay)
+            backlog.put_nowait((WARMUP + k, scheduled))
+        for _ in senders:
+            backlog.put_nowait(None)
+        await asyncio.gather(*senders)
+        elapsed = time.perf_counter() - t0
+        server_cpu = process_cpu_s(proc.pid) - server_cpu0
+        client_cpu = process_cpu_s(os.getpid()) - client_cpu0
     finally:
         gc.enable()
         gc.unfreeze()
+        for connection in connections:
+            await connection.close()
         proc.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), 15)

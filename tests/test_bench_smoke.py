@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 from bench import client_instructions, ingress, overhead, pairs
 from bench.drivers import ours
 from bench.harness import ProcessSpec, RunConfig, run_driver
+from bench.raw_http import RawHttpConnection, RawHttpError, build_request
 from bench.render import markdown, pairs_table
 from bench.report import finish, ratios, targets
 from bench.stats import max_in_window, per_second
@@ -141,3 +143,49 @@ async def test_ingress_bench_sends_every_request_through_its_senders(redis_url: 
     assert result["errors"] == 0, result["error_kinds"]
     assert result["jobs_queued"] >= 50 + ingress.WARMUP
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+
+
+async def _serve_replies(replies: list[bytes]) -> tuple[asyncio.Server, int, list[int]]:
+    """A loopback server that answers each request with the next reply; it counts the connections it accepts."""
+    accepted: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        while replies:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            reply = replies.pop(0)
+            writer.write(reply)
+            await writer.drain()
+            if b"Connection: close" in reply:
+                break
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], accepted
+
+
+async def test_raw_http_client_reads_replies_by_length_and_reopens_a_closed_connection() -> None:
+    """The ingress bench's client reads a reply by its Content-Length, keeps the connection, opens a new one after
+    the server's "Connection: close", and names a chunked reply as an error instead of misreading it."""
+    replies = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye",
+        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 6\r\n\r\nreason",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    ]
+    server, port, accepted = await _serve_replies(replies)
+    connection = RawHttpConnection("127.0.0.1", port)
+    request = build_request(f"127.0.0.1:{port}", "/x", b"body", {"Content-Type": "text/plain"})
+    try:
+        assert await connection.exchange(request) == (200, b"ok")
+        assert await connection.exchange(request) == (200, b"bye")
+        assert await connection.exchange(request) == (400, b"reason")
+        assert len(accepted) == 2
+        with pytest.raises(RawHttpError, match="Transfer-Encoding"):
+            await connection.exchange(request)
+    finally:
+        await connection.close()
+        server.close()
+        await server.wait_closed()
