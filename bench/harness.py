@@ -298,7 +298,8 @@ async def _latency(driver: Driver, url: str, cfg: RunConfig) -> dict[str, Any]:
         enq = await driver.open_enqueuer(url, queue)
         try:
             await asyncio.sleep(SETTLE_S)
-            max_lag_s = await paced(cfg.latency_n, cfg.rate, enq)
+            # Each job stamped just before its add.
+            max_lag_s = await paced(cfg.latency_n, cfg.rate, lambda i, _scheduled: enq.one(payload(i, time.time())))
         finally:
             await enq.close()
         result = await worker.result(timeout_s=30.0 + pace_s)
@@ -310,18 +311,19 @@ async def _latency(driver: Driver, url: str, cfg: RunConfig) -> dict[str, Any]:
     return {**lat, "rate": cfg.rate, "enqueue_max_lag_ms": max_lag_s * 1000}
 
 
-async def paced(n: int, rate: float, enq: Enqueuer) -> float:
-    """Enqueue n jobs open-loop at `rate` per second, each stamped just before its add; returns the worst lag."""
+async def paced(n: int, rate: float, act: Callable[[int, float], Awaitable[None]]) -> float:
+    """`act(i, scheduled)` for each i < n, open loop at `rate` a second, each at its scheduled `perf_counter` time or
+    as soon after as the loop gets to it; returns the worst lag behind schedule, in seconds."""
     t0 = time.perf_counter()
     worst = 0.0
     for i in range(n):
-        target = t0 + i / rate
-        delay = target - time.perf_counter()
+        scheduled = t0 + i / rate
+        delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         else:
             worst = max(worst, -delay)
-        await enq.one(payload(i, time.time()))
+        await act(i, scheduled)
     return worst
 
 

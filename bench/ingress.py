@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from bench._server import free_port
-from bench.harness import ROOT, log_file
+from bench.harness import ROOT, log_file, paced
 from bench.raw_http import RawHttpConnection, RawHttpError, build_request
 from bench.stats import percentile
 from slack_backend.queue import Queue, create_redis
@@ -101,7 +101,6 @@ async def run_ingress(redis_url: str, workdir: Path, *, rate: float, duration_s:
     connections = [RawHttpConnection("127.0.0.1", port) for _ in range(CONNECTIONS)]
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    worst_lag_s = 0.0
     try:
         ack = ACK_TEXT.encode()
 
@@ -136,15 +135,12 @@ async def run_ingress(redis_url: str, workdir: Path, *, rate: float, duration_s:
         gc.disable()
         senders = [asyncio.create_task(sender(connection)) for connection in connections]
         server_cpu0, client_cpu0 = process_cpu_s(proc.pid), process_cpu_s(os.getpid())
-        t0 = time.perf_counter()
-        for k in range(total):
-            scheduled = t0 + k / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                worst_lag_s = max(worst_lag_s, -delay)
+
+        async def hand_over(k: int, scheduled: float) -> None:
             backlog.put_nowait((WARMUP + k, scheduled))
+
+        t0 = time.perf_counter()
+        worst_lag_s = await paced(total, rate, hand_over)
         for _ in senders:
             backlog.put_nowait(None)
         await asyncio.gather(*senders)
