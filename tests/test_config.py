@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from slack_backend import __version__
-from slack_backend.config import ConfigError, Settings, format_config_error, load_settings
+from slack_backend.config import ConfigError, Settings, format_config_error, load_settings, setting_variables
 from slack_backend.store import TokenCipher
 
 SLACK_TOKEN = "xoxb-secret-123"
@@ -73,7 +73,7 @@ def test_every_bad_variable_is_named_in_one_error() -> None:
     assert problem_names(caught.value) == set(env)
     reasons = dict(caught.value.problems)
     assert reasons["WORKER_CONCURRENCY"] == "must be an integer"
-    assert reasons["JOB_ATTEMPTS"] == "Input should be greater than or equal to 1"
+    assert reasons["JOB_ATTEMPTS"] == "must be at least 1"
     message = format_config_error(caught.value)
     assert message.splitlines()[0] == "configuration error: 4 invalid setting(s)"
     assert "  WORKER_CONCURRENCY: must be an integer" in message.splitlines()
@@ -142,7 +142,7 @@ def test_masked_hides_secrets_and_url_passwords() -> None:
     assert shown["ANTHROPIC_API_KEY"] == "(not set)"
     assert shown["REDIS_URL"] == "redis://default:********@cache:6379/2"
     assert shown["DATABASE_URL"] == "postgresql+asyncpg://app:********@db/app"
-    assert set(shown) == {name.upper() for name in Settings.model_fields}
+    assert set(shown) == set(setting_variables())
 
 
 def test_masked_keeps_urls_without_password_intact() -> None:
@@ -396,7 +396,7 @@ NAMED_INSTEAD = {
 def test_bad_value_table_covers_every_variable() -> None:
     """Every setting has a bad-value case below or is one whose every string is valid."""
     covered = {name for name, _, _ in BAD_VALUES} | ANY_STRING
-    assert covered == {name.upper() for name in Settings.model_fields}
+    assert covered == set(setting_variables())
 
 
 @pytest.mark.parametrize(
@@ -453,3 +453,54 @@ def test_serve_with_a_bad_database_url_or_prefix_alone_exits_2(name: str) -> Non
     assert result.returncode == 2, result.stderr
     assert f"  {name}: " in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("WORKER_CONCURRENCY", " 7 ", 7),
+        ("WORKER_CONCURRENCY", "+7", 7),
+        ("WORKER_CONCURRENCY", "1_000", 1000),
+        ("WORKER_CONCURRENCY", "8.0", 8),
+        ("SLACK_MARKETPLACE_APP", "YES", True),
+        ("SLACK_MARKETPLACE_APP", "off", False),
+        ("SLACK_MARKETPLACE_APP", "t", True),
+        ("AI_TIMEOUT_S", " 2.5 ", 2.5),
+        ("AI_TIMEOUT_S", "1e1", 10.0),
+        ("LOG_FORMAT", "Console", "console"),
+    ],
+)
+def test_values_are_read_as_an_environment_writes_them(name: str, value: str, expected: object) -> None:
+    """Numbers with spaces, a sign, `_` or a zero fraction, booleans in any case, choices in any case."""
+    assert getattr(load_settings({name: value}), name.lower()) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("WORKER_CONCURRENCY", "1.5", "must be an integer"),
+        ("WORKER_CONCURRENCY", "0x10", "must be an integer"),
+        ("WORKER_CONCURRENCY", "\uff17", "must be an integer"),  # a full-width 7: int() would take it
+        ("PORT", "70000", "must be at most 65535"),
+        ("SLACK_MARKETPLACE_APP", " true", "must be a boolean (true/false, 1/0, yes/no, on/off)"),
+        ("AI_TIMEOUT_S", "\uff11", "must be a number"),
+        ("AI_TIMEOUT_S", "infinity", "must be a finite number"),
+        ("AI_TIMEOUT_S", "0", "must be greater than 0"),
+        ("LOG_LEVEL", "loud", "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ],
+)
+def test_each_refusal_gives_its_reason(name: str, value: str, reason: str) -> None:
+    """A refused value's reason says what the variable must be, in words that follow its name."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value})
+    assert caught.value.problems == [(name, reason)]
+
+
+def test_secrets_never_show_in_the_settings_repr() -> None:
+    """repr() of the settings (a traceback, a debugger) shows secrets masked and leaves the URLs out."""
+    settings = load_settings({"SLACK_BOT_TOKEN": SLACK_TOKEN, "REDIS_URL": f"redis://:{REDIS_PASSWORD}@cache:6379/0"})
+    assert settings.slack_bot_token is not None
+    assert settings.slack_bot_token.get_secret_value() == SLACK_TOKEN
+    shown = repr(settings) + str(settings.slack_bot_token)
+    assert SLACK_TOKEN not in shown
+    assert REDIS_PASSWORD not in shown

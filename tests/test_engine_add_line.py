@@ -74,7 +74,7 @@ def test_adds_go_on_one_line_with_the_registered_script(run: Runner, redis_serve
 
     async def scenario() -> None:
         async with _queue_through_proxy(redis_server, prefix) as (proxy, queue):
-            assert queue._scripts._scripts["add"].sha.encode() in _line(queue)._prefix
+            assert queue._scripts.wire("add")[0].encode() in _line(queue)._prefix
             connections, sent = proxy.connections, sum(1 for c in proxy.seen if is_add(c))
             line = _line(queue).current
             assert line is not None

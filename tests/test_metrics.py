@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter as Tally
 from pathlib import Path
@@ -237,7 +238,7 @@ async def test_public_metrics_need_the_metrics_token(
 ) -> None:
     """/metrics on the public app: 403 with no METRICS_TOKEN set; with it, 401 unless the right bearer token."""
     tokened = settings_for(redis_url, prefix, tmp_path)
-    closed = tokened.model_copy(update={"metrics_token": None})
+    closed = dataclasses.replace(tokened, metrics_token=None)
     async with served(closed, redis=redis_client, metrics=Metrics()) as client:
         unset = await client.get("/metrics")
     async with served(tokened, redis=redis_client, metrics=Metrics()) as client:

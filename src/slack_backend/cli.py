@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from typing import TYPE_CHECKING
@@ -31,6 +32,12 @@ LAZY_COMMANDS = {
     "db": "cli_store",
     "tokens": "cli_store",
 }
+
+
+# The commands that run until stopped. The others end within seconds to minutes, and run with the cyclic garbage
+# collector off (main()): what they allocate is modules and classes that live as long as the process, and
+# collecting while importing them was 4.5% of the start of `jobs counts` (docs/performance.md, round 21).
+SERVICE_COMMANDS = frozenset({"run", "serve", "worker", "try"})
 
 
 class Group(click.Group):
@@ -66,6 +73,8 @@ class _Root(Group):
     group_class = Group
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in SERVICE_COMMANDS:
+            gc.enable()
         module = LAZY_COMMANDS.get(cmd_name)
         if module is not None and cmd_name not in self.commands:
             importlib.import_module(f"slack_backend.{module}").register(self, settings_or_exit)
@@ -180,6 +189,8 @@ def bench(ctx: click.Context) -> None:
 
 def main() -> None:
     """Run the command line (the `slack-backend` script)."""
+    # Back on for a service command, when the root looks it up (SERVICE_COMMANDS).
+    gc.disable()
     app(prog_name="slack-backend")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import socket
 import time
@@ -66,7 +67,7 @@ async def try_request(settings: Settings, text: str, *, timeout_s: float) -> lis
     receiver_port = _free_port()
     await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
     # A loopback Slack: the loopback response_url below is then allowed, and no token ever leaves the machine.
-    settings = settings.model_copy(update={"slack_api_url": f"http://127.0.0.1:{receiver_port}/api/"})
+    settings = dataclasses.replace(settings, slack_api_url=f"http://127.0.0.1:{receiver_port}/api/")
 
     redis = create_redis(settings.redis_target())
     app = create_app(settings, redis=redis)

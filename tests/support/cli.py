@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from click.testing import CliRunner
 
 from slack_backend import cli
-from slack_backend.config import Settings
+from slack_backend.config import setting_variables
 
 # Every variable the settings read: unset for the run unless given, as in a process's own minimal environment.
-SETTINGS_VARIABLES = [name.upper() for name in Settings.model_fields]
+SETTINGS_VARIABLES = setting_variables()
 
 
 def run_in_process(args: Sequence[str], env: Mapping[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:

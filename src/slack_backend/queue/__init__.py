@@ -10,7 +10,6 @@ from slack_backend.queue._lazy import lazy_exports
 if TYPE_CHECKING:
     from slack_backend.queue.connection import (
         RedisClient,
-        RedisTarget,
         ServerSafety,
         create_redis,
         ping,
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     from slack_backend.queue.limits import GroupSettings, QueueLimits, RateLimit, TokenBudget
     from slack_backend.queue.log_context import merge_job_context
     from slack_backend.queue.queue import AddResult, BulkJob, GroupInfo, JobDefaults, Queue
+    from slack_backend.queue.target import RedisTarget
     from slack_backend.queue.worker import KeepJobs, Processor, Worker, WorkerStats
 
 # Each name loads its module on first use (PEP 562): the command line's light commands and the settings import a
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 _MODULES: dict[str, tuple[str, ...]] = {
     "slack_backend.queue.connection": (
         "RedisClient",
-        "RedisTarget",
         "ServerSafety",
         "create_redis",
         "ping",
@@ -65,6 +64,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "slack_backend.queue.limits": ("GroupSettings", "QueueLimits", "RateLimit", "TokenBudget"),
     "slack_backend.queue.log_context": ("merge_job_context",),
     "slack_backend.queue.queue": ("AddResult", "BulkJob", "GroupInfo", "JobDefaults", "Queue"),
+    "slack_backend.queue.target": ("RedisTarget",),
     "slack_backend.queue.worker": ("KeepJobs", "Processor", "Worker", "WorkerStats"),
 }
 

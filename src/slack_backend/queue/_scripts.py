@@ -154,14 +154,26 @@ class Scripts:
     """The queue's scripts registered on one client; redis-py runs them by SHA and reloads after a flush."""
 
     def __init__(self, client: RedisClient, keys: QueueKeys) -> None:
-        self._keys = {name: [keys.key(n) for n in script_keys(name)] for name in SCRIPT_NAMES}
-        self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
-        }
+        self._client = client
+        self._queue_keys = keys
+        # Each script is built at its first call, not with the queue: a command that reads counts runs none, and
+        # building all 15 was 12 ms of its start (docs/performance.md, round 21).
+        self._bound: dict[str, tuple[AsyncScript, list[str]]] = {}
+
+    def _script(self, name: str) -> tuple[AsyncScript, list[str]]:
+        """A script registered on the client, and the key names it is called with."""
+        bound = self._bound.get(name)
+        if bound is None:
+            if name not in SCRIPT_NAMES:
+                raise KeyError(f"no script named {name!r}")
+            keys = [self._queue_keys.key(n) for n in script_keys(name)]
+            bound = self._bound[name] = (self._client.register_script(script_source(name)), keys)
+        return bound
 
     def wire(self, name: str) -> tuple[str, list[str]]:
         """A script's SHA-1 and the key names it is called with, for a caller that packs the call itself."""
-        return self._scripts[name].sha, self._keys[name]
+        script, keys = self._script(name)
+        return script.sha, keys
 
     async def call_after_blpop(
         self,
@@ -172,8 +184,7 @@ class Scripts:
         args: Sequence[str | int | float],
     ) -> object:
         """BLPOP, then the script, pipelined on `client`; the script's reply, or None after reloading it."""
-        script = self._scripts[name]
-        keys = self._keys[name]
+        script, keys = self._script(name)
         if isinstance(client, RedisCluster):
             reply = await _blpop_then_script_on_shard(client, wait_keys, timeout_s, script.sha, keys, args)
         else:
@@ -198,8 +209,7 @@ class Scripts:
         WAIT counts the writes of the connection it runs on, so the two go down one pipeline: on a Cluster, to
         the primary that owns the queue's slot (its replicas are the ones that count).
         """
-        script = self._scripts[name]
-        keys = self._keys[name]
+        script, keys = self._script(name)
         for _ in range(2):
             if isinstance(client, RedisCluster):
                 reply, acked = await _script_then_wait_on_shard(client, script.sha, keys, args, replicas, timeout_ms)
@@ -220,7 +230,8 @@ class Scripts:
 
     async def call(self, name: str, args: Sequence[str | int | float | bytes]) -> object:
         """Run one script atomically on the queue's keys."""
-        result: object = await self._scripts[name](keys=self._keys[name], args=list(args))
+        script, keys = self._script(name)
+        result: object = await script(keys=keys, args=list(args))
         return result
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -20,11 +20,17 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from slack_backend.queue._packing import packing_class
+from slack_backend.queue.target import (
+    CLUSTER_TLS_SCHEME,
+    RedisTarget,
+    cluster_url_nodes,
+    is_cluster_url,
+)
 
 
 def _log() -> Any:
-    """The module's logger, loaded at the first line logged: the settings import this module, and the command
-    line's light commands, which log nothing, need not pay for structlog (and the rich it pulls in)."""
+    """The module's logger, loaded at the first line logged: the command line's light commands, which log
+    nothing, need not pay for structlog (and the rich it pulls in)."""
     import structlog
 
     return structlog.get_logger("slack_backend.queue.connection")
@@ -33,8 +39,6 @@ def _log() -> Any:
 # Any client the engine works through: one server (plain or Sentinel-managed) or a Redis Cluster.
 RedisClient = Redis | RedisCluster
 
-CLUSTER_SCHEME = "redis+cluster://"
-CLUSTER_TLS_SCHEME = "rediss+cluster://"
 # Scripts finish in well under a second; a reply that takes this long means Redis is gone or frozen.
 COMMAND_TIMEOUT_S = 15.0
 CONNECT_TIMEOUT_S = 5.0
@@ -48,56 +52,6 @@ BLOCKING_SOCKET_TIMEOUT_S: float | None = None
 MAX_CONNECTIONS = 1000
 # A blocking client holds one wait at a time (plus one spare while a closed connection is replaced).
 BLOCKING_MAX_CONNECTIONS = 2
-
-
-def parse_hosts(text: str) -> tuple[tuple[str, int], ...]:
-    """`host:port,host:port` (IPv6 as `[::1]:26379`) as pairs; raises ValueError naming the bad entry."""
-    found: list[tuple[str, int]] = []
-    for raw in text.split(","):
-        entry = raw.strip()
-        if not entry:
-            continue
-        host, sep, port = entry.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
-        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ValueError(f"{entry!r} is not host:port")
-        found.append((host, int(port)))
-    if not found:
-        raise ValueError("lists no host:port")
-    return tuple(found)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RedisTarget:
-    """Where Redis is: a URL for one server, Sentinels naming the master, or Cluster nodes.
-
-    With `sentinels` or `cluster_nodes`, the URL still gives the password, user name, database and TLS of the
-    data nodes (its host and port are not used); a `redis+cluster://host:port,host:port` URL names Cluster nodes
-    by itself.
-    """
-
-    url: str = "redis://127.0.0.1:6379/0"
-    sentinels: tuple[tuple[str, int], ...] = ()
-    sentinel_master: str = "mymaster"
-    sentinel_password: str | None = field(default=None, repr=False)
-    cluster_nodes: tuple[tuple[str, int], ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.sentinels and (self.cluster_nodes or _is_cluster_url(self.url)):
-            raise ValueError("Sentinel and Cluster are exclusive: give sentinels or cluster nodes, not both")
-
-    @property
-    def kind(self) -> str:
-        """`sentinel`, `cluster` or `single`."""
-        if self.sentinels:
-            return "sentinel"
-        if self.cluster_nodes or _is_cluster_url(self.url):
-            return "cluster"
-        return "single"
-
-
-def _is_cluster_url(url: str) -> bool:
-    return url.startswith((CLUSTER_SCHEME, CLUSTER_TLS_SCHEME))
 
 
 def _common_kwargs(client_name: str, blocking: bool) -> dict[str, Any]:
@@ -115,7 +69,7 @@ def _common_kwargs(client_name: str, blocking: bool) -> dict[str, Any]:
 
 def _auth_kwargs(url: str) -> dict[str, Any]:
     """Password, user name, database and TLS from a URL, for data nodes whose address comes from elsewhere."""
-    if _is_cluster_url(url):
+    if is_cluster_url(url):
         parts = urlsplit(url)
         found: dict[str, Any] = {"ssl": url.startswith(CLUSTER_TLS_SCHEME)}
         if parts.username:
@@ -127,12 +81,6 @@ def _auth_kwargs(url: str) -> dict[str, Any]:
     kept = {k: parsed[k] for k in ("username", "password", "db") if parsed.get(k) is not None}
     kept["ssl"] = parsed.get("connection_class") is SSLConnection
     return kept
-
-
-def cluster_url_nodes(url: str) -> tuple[tuple[str, int], ...]:
-    """The nodes a `redis+cluster://[user:pass@]host:port,host:port` URL names."""
-    netloc = url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
-    return parse_hosts(netloc)
 
 
 def create_redis(

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from pydantic import SecretStr
 from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import (
     AsyncSlackRequestHandler,
@@ -34,7 +33,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from slack_backend.config import Settings
+from slack_backend.config import Secret, Settings
 from slack_backend.jobs.queues import ai_responses_queue
 from slack_backend.logging import get_logger
 from slack_backend.queue import Queue, ServerSafety, create_redis, server_safety
@@ -244,7 +243,7 @@ async def slack_events(request: Request) -> Response:
     return to_starlette_response(await state.bolt.async_dispatch(bolt_request))
 
 
-def _secret(value: SecretStr | None) -> str | None:
+def _secret(value: Secret | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
