@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from slack_backend._setting_values import (
@@ -29,7 +29,19 @@ from slack_backend._setting_values import (
 from slack_backend.queue.target import RedisTarget, cluster_url_nodes, parse_hosts
 from slack_backend.slack.response_urls import is_loopback_url
 
-__all__ = ["MASK", "NOT_SET", "ConfigError", "Secret", "Settings", "load_settings", "setting_variables"]
+__all__ = [
+    "CONFIG_ERROR_EXIT_CODE",
+    "ENV_FILE_VAR",
+    "MASK",
+    "NOT_SET",
+    "ConfigError",
+    "Secret",
+    "Settings",
+    "format_config_error",
+    "load_settings",
+    "serving_problems",
+    "setting_variables",
+]
 
 ENV_FILE_VAR = "SLACK_BACKEND_ENV_FILE"
 # Every command exits with this code when its settings are invalid or conflict.
@@ -48,8 +60,8 @@ _DATABASE_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 _DATABASE_URL = re.compile(
     r"(?P<name>[\w+]+)://(?:[^:/]*(?::[^@]*)?@)?(?:(?:\[[^/?]+\]|[^/:?]+)?(?::(?P<port>[^/?]*))?)?"
 )
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_LOG_FORMATS = ("auto", "json", "console")
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["auto", "json", "console"]
 
 
 class ConfigError(Exception):
@@ -291,10 +303,9 @@ class Settings:
     job_max_retry_after_s: int = setting(900, integer(1))
     shutdown_timeout_s: float = setting(25.0, number(ge=0))
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = setting(
-        "INFO", choice(*_LOG_LEVELS, fold=str.upper)
-    )
-    log_format: Literal["auto", "json", "console"] = setting("auto", choice(*_LOG_FORMATS, fold=str.lower))
+    # The choices are the types' own values, so the two cannot drift apart.
+    log_level: LogLevel = setting("INFO", choice(*get_args(LogLevel), fold=str.upper))
+    log_format: LogFormat = setting("auto", choice(*get_args(LogFormat), fold=str.lower))
     admin_token: Secret | None = setting(None, secret, _long_token)
     # The bearer token /metrics asks for on the public web port (unset: that /metrics answers 403).
     metrics_token: Secret | None = setting(None, secret, _long_token)
