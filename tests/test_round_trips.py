@@ -4,65 +4,26 @@ requester's name and time zone come from this process's memory for a few minutes
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from redis.asyncio import Redis
 
 from slack_backend.jobs.context import LOCAL_MEMBER_TTL_S, ContextReader
 from slack_backend.jobs.ledger import RedisDeliveryLedger
 from slack_backend.jobs.types import AIResponseJobData, TriggerKind
-from slack_backend.queue import JobState
+from slack_backend.queue import BulkJob, Job, JobState, Worker
 from tests.fakes.anthropic_server import Behaviour
 from tests.fakes.slack_server import FakeSlack
 from tests.support.clocks import MonotonicClock
-from tests.support.engine import wait_until
+from tests.support.engine import QueueFactory, running, wait_until
+from tests.support.engine import finished as finished_jobs
+from tests.support.monitor import Seen, monitored
 from tests.support.pipeline import PipelineFactory
 from tests.support.slack_requests import EVENT_ID, USER
 from tests.test_work_once import ephemerals, finished, mention
 
 MODEL_S = 0.8
-
-
-@dataclass
-class Seen:
-    """Commands Redis ran for clients (not inside scripts), with this process's monotonic time on arrival."""
-
-    commands: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
-
-    def of(self, name: str, key_part: str) -> list[tuple[float, tuple[str, ...]]]:
-        return [(at, c) for at, c in self.commands if c[0].upper() == name and len(c) > 1 and key_part in c[1]]
-
-
-@asynccontextmanager
-async def monitored(redis: Redis) -> AsyncIterator[Seen]:
-    """What Redis runs while the block runs, read through MONITOR, every line of it in when the block ends."""
-    seen = Seen()
-    async with redis.monitor() as monitor:
-
-        async def read() -> None:
-            while True:
-                info = await monitor.next_command()
-                if info["client_type"] != "lua":
-                    seen.commands.append((time.monotonic(), tuple(str(info["command"]).split())))
-
-        reader = asyncio.create_task(read())
-        try:
-            yield seen
-            # Redis feeds MONITOR in the order it runs commands: once this ECHO's line is in, every earlier one is.
-            marker = f"monitored-until-{time.monotonic_ns()}"
-            await redis.echo(marker)
-
-            async def caught_up() -> bool:
-                return any(marker in part for _, command in seen.commands for part in command)
-
-            await wait_until(caught_up, timeout_s=5)
-        finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
 
 
 async def test_a_new_drafts_ledger_read_is_done_while_the_model_thinks(
@@ -155,3 +116,40 @@ async def test_a_users_name_is_read_from_redis_once_in_minutes(redis_client: Red
     # The first read asked Redis (a miss) before Slack; the next two within the TTL asked nothing.
     assert reads_within == 1, gets
     assert len(gets) == 3, "past the TTL, and in another reader, the name comes from Redis again"
+
+
+async def test_an_idle_worker_starts_lone_work_with_the_fetch_behind_its_wait(
+    make_queue: QueueFactory, redis_client: Redis
+) -> None:
+    """An idle worker blocks on the wake list with a fetch pipelined behind the wait. That fetch starts what was
+    added and says when nothing else can start: the worker then waits again at once, with no second fetch to learn
+    it. One job, then three added together: one fetch each time, every job run once."""
+    queue = make_queue()
+    fetch_sha = queue._scripts.wire("fetch")[0]
+    ran: list[str] = []
+
+    async def processor(job: Job) -> None:
+        ran.append(job.id)
+
+    def fetches(seen: Seen) -> int:
+        return sum(1 for _, command in seen.commands if command[0].upper() == "EVALSHA" and fetch_sha in command[1])
+
+    async with monitored(redis_client) as seen, running(Worker(queue, processor)):
+
+        async def waits(n: int) -> bool:
+            return len(seen.of("BLPOP", ":wake")) >= n
+
+        await wait_until(lambda: waits(1))
+        before = fetches(seen)
+        await queue.add("lone", {})
+        await wait_until(lambda: finished_jobs(queue, 1))
+        await wait_until(lambda: waits(2))
+        after_one = fetches(seen)
+        await queue.add_bulk([BulkJob("together", {"i": i}) for i in range(3)])
+        await wait_until(lambda: finished_jobs(queue, 4))
+        await wait_until(lambda: waits(3))
+        after_three = fetches(seen)
+
+    assert len(ran) == len(set(ran)) == 4
+    assert after_one - before == 1, "a lone job took more than the fetch behind the wait"
+    assert after_three - after_one == 1, "three jobs added together took more than one fetch"

@@ -191,7 +191,11 @@ class Model:
             for job in chosen:
                 job.state = ACTIVE
                 started.append(job.id)
-        return (0 if started else status), started
+        if not started:
+            return status, started
+        # Drained (status 7): the fetch ended for want of a ready group, with room left.
+        drained = status == 1 and len(started) < want and not self.ready_order()
+        return (7 if drained else 0), started
 
     def complete(self, job: MJob, finished_ms: int) -> None:
         self.leave_active(job)

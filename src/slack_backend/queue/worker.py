@@ -42,6 +42,8 @@ log = structlog.get_logger("slack_backend.queue.worker")
 T = TypeVar("T")
 
 STATUS_STARTED, STATUS_EMPTY, STATUS_LIMITED, STATUS_PAUSED, STATUS_HELD, STATUS_CAPPED, STATUS_BUDGET = range(7)
+# Started jobs and left nothing else startable (fetch.lua): the worker waits rather than fetch again to learn it.
+STATUS_DRAINED = 7
 STACKS_KEPT = 10
 FINISHING_GRACE_S = 5.0
 # Background loops end on the stop flag within a Redis round trip; past this they are cancelled as a safety net.
@@ -353,9 +355,15 @@ class Worker:
                 await self._redis_failed(exc)
 
     async def _fetch_loop(self) -> None:
+        # The wait_ms of a fetch that started jobs and drained the queue: the next step is a wait, not a fetch.
+        drained: int | None = None
         while not self._closing.is_set():
             if not self._may_fetch():
                 await self._pause(None, self._may_fetch)
+                continue
+            if drained is not None:
+                wait_ms, drained = drained, None
+                drained = await self._idle(STATUS_EMPTY, wait_ms)
                 continue
             free = self.concurrency - len(self._running)
             lane = self._lane_for_loop()
@@ -374,8 +382,9 @@ class Worker:
             status, wait_ms = int(reply[0]), int(reply[1])
             started = self._fetched(free, reply, lane)
             if started:
+                drained = wait_ms if status == STATUS_DRAINED else None
                 continue
-            await self._idle(status, wait_ms)
+            drained = await self._idle(status, wait_ms)
 
     async def _bounded(self, call: Awaitable[T], timeout_s: float | None = None) -> T:
         """Await a Redis call for at most `timeout_s` (default: a third of the lease); past it, a Redis timeout.
@@ -441,11 +450,12 @@ class Worker:
 
         return done
 
-    async def _idle(self, status: int, wait_ms: int) -> None:
+    async def _idle(self, status: int, wait_ms: int) -> int | None:
         """Sleep exactly until a start may be allowed; block on the wake list when an event can end the wait.
 
         A freed slot under the global cap and budget given back by a settlement push a wake token, as new
-        work does, so those waits block on the wake list (up to their deadline) instead of polling.
+        work does, so those waits block on the wake list (up to their deadline) instead of polling. Returns the
+        wait_ms of a fetch made at the wait's end that started jobs and drained the queue (None: fetch next).
         """
         if status in (STATUS_LIMITED, STATUS_HELD):
             if status == STATUS_LIMITED:
@@ -454,16 +464,16 @@ class Worker:
             else:
                 self.stats.held_waits += 1
             await self._pause(max(wait_ms, 1) / 1000, _never)
-            return
+            return None
         if status == STATUS_BUDGET:
             self.stats.budget_waits += 1
             wait_ms = max(wait_ms, 1)
         timeout_s = self.idle_block_s if wait_ms < 0 else min(self.idle_block_s, wait_ms / 1000)
         if timeout_s <= 0:
-            return
-        await self._wait_for_work(timeout_s)
+            return None
+        return await self._wait_for_work(timeout_s)
 
-    async def _wait_for_work(self, timeout_s: float) -> None:
+    async def _wait_for_work(self, timeout_s: float) -> int | None:
         """Block on the wake lists for up to `timeout_s`, with a fetch pipelined behind the wait.
 
         Redis runs the fetch the moment the wait ends (a wake token, or a poke of this worker's own list), so a
@@ -472,7 +482,7 @@ class Worker:
         here that pokes the worker's own list; close() pokes it too.
         """
         if not self._may_fetch() or self._closing.is_set() or self._blocking is None:
-            return
+            return None
         free = self.concurrency - len(self._running)
         timer = asyncio.get_running_loop().call_later(timeout_s, self._poke)
         keys = [self.queue.keys.key("wake"), self._own_wake_key]
@@ -487,13 +497,14 @@ class Worker:
             reply = await self._bounded(wait, timeout_s + 1 + BLOCKING_SLACK_S)
         except RedisError as exc:
             await self._redis_failed(exc)
-            return
+            return None
         finally:
             timer.cancel()
             self._loop_fetching = self._blocked = False
         self._watch.ready()
-        if reply is not None:
-            self._fetched(free, reply, lane)
+        if reply is not None and self._fetched(free, reply, lane) and int(reply[0]) == STATUS_DRAINED:
+            return int(reply[1])
+        return None
 
     @property
     def _own_wake_key(self) -> str:

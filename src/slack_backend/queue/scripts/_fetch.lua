@@ -240,7 +240,15 @@ local function fetch_jobs(k, now, worker_id, lease_ms, want)
     end
   end
   if started > 0 then
-    status = 0
+    if status == 1 and started < want and rcall('ZCARD', k.groups) == 0 then
+      -- Drained: nothing else may start before a wake (an add, a freed slot) or the next change. Said here, the
+      -- worker waits at once rather than fetch again to learn it; the wake tokens that brought these jobs are spent.
+      status = 7
+      wait_ms = next_change_ms()
+      rcall('DEL', k.wake)
+    else
+      status = 0
+    end
   elseif status == 1 then
     if rcall('ZCARD', k.groups) == 0 then
       wait_ms = next_change_ms()

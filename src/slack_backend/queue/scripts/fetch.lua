@@ -10,8 +10,9 @@
 -- then the token budget for the job about to start (its `cost` is reserved in the sliding window).
 -- Returns: {status, wait_ms, id1, rec1, data1, token1, id2, ...}
 --   status 0 started jobs | 1 nothing waiting | 2 rate limited | 3 paused | 4 held | 5 at global concurrency cap
---   | 6 token budget spent until the window frees room
+--   | 6 token budget spent until the window frees room | 7 started jobs, and none other can start now (drained)
 --   wait_ms: how long until something may change (next due delayed job, limiter slot, hold end); -1 = unknown;
+--   with status 7 as with status 1: the worker waits for a wake, or for that long, before it fetches again
 --   0 with status 1: the fetch stopped after its tries with groups still ready, so fetch again at once
 -- Events: none (a start is visible in the active set); a fetch that finds nothing clears stale wake tokens.
 -- Jobs of one group start in blocks: as many as its place in the fair order, the limits and the caps allow
