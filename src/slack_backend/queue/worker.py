@@ -359,6 +359,9 @@ class Worker:
         drained: int | None = None
         while not self._closing.is_set():
             if not self._may_fetch():
+                # The drained answer is as old as the pause will be: its wait_ms (a delayed job falling due) would
+                # be late by then, so the next step after the pause is a fetch.
+                drained = None
                 await self._pause(None, self._may_fetch)
                 continue
             if drained is not None:
