@@ -10,7 +10,7 @@ from slack_backend.queue.connection import RedisClient
 # Long past any rerun: stall recovery happens within seconds, operator retries within days at most.
 KEEP_MS = 7 * 24 * 3600 * 1000
 # How often a process trims entries past KEEP_MS, on a mark: the trim is housekeeping, and sent with every mark (as a
-# MULTI transaction) it cost twice the mark itself, 558,000 client instructions against 256,000 (docs/performance.md,
+# MULTI transaction) it cost twice the mark itself, 558,000 client instructions against 256,500 (docs/performance.md,
 # round 22).
 TRIM_EVERY_MS = 60_000
 

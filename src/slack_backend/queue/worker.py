@@ -365,8 +365,7 @@ class Worker:
                 await self._pause(None, self._may_fetch)
                 continue
             if drained is not None:
-                wait_ms, drained = drained, None
-                drained = await self._idle(STATUS_EMPTY, wait_ms)
+                drained = await self._idle(STATUS_EMPTY, drained)
                 continue
             free = self.concurrency - len(self._running)
             lane = self._lane_for_loop()
@@ -385,7 +384,7 @@ class Worker:
             status, wait_ms = int(reply[0]), int(reply[1])
             started = self._fetched(free, reply, lane)
             if started:
-                drained = wait_ms if status == STATUS_DRAINED else None
+                drained = _drained_wait_ms(reply)
                 continue
             drained = await self._idle(status, wait_ms)
 
@@ -505,9 +504,10 @@ class Worker:
             timer.cancel()
             self._loop_fetching = self._blocked = False
         self._watch.ready()
-        if reply is not None and self._fetched(free, reply, lane) and int(reply[0]) == STATUS_DRAINED:
-            return int(reply[1])
-        return None
+        if reply is None:
+            return None
+        self._fetched(free, reply, lane)
+        return _drained_wait_ms(reply)
 
     @property
     def _own_wake_key(self) -> str:
@@ -950,6 +950,11 @@ class Worker:
             if remaining is not None and remaining <= 0:
                 return False
             await asyncio.wait(tasks, timeout=remaining)
+
+
+def _drained_wait_ms(reply: list[Any]) -> int | None:
+    """A fetch reply's wait_ms when it started jobs and drained the queue (status 7), else None: fetch next."""
+    return int(reply[1]) if int(reply[0]) == STATUS_DRAINED else None
 
 
 def _never() -> bool:

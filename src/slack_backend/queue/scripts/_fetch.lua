@@ -239,27 +239,22 @@ local function fetch_jobs(k, now, worker_id, lease_ms, want)
       end
     end
   end
-  if started > 0 then
-    if status == 1 and started < want and rcall('ZCARD', k.groups) == 0 then
-      -- Drained: nothing else may start before a wake (an add, a freed slot) or the next change. Said here, the
-      -- worker waits at once rather than fetch again to learn it; the wake tokens that brought these jobs are spent.
-      status = 7
-      wait_ms = next_change_ms()
-      rcall('DEL', k.wake)
-    else
-      status = 0
-    end
-  elseif status == 1 then
-    if rcall('ZCARD', k.groups) == 0 then
-      wait_ms = next_change_ms()
-      rcall('DEL', k.wake)
-    else
-      -- The try cap ended the search with groups still ready (each blocked one tried has left the set):
-      -- there may be work to start, so the worker is to fetch again at once rather than idle.
-      wait_ms = 0
-    end
+  -- Nothing ready (no group in the ready set, room left): nothing else may start before a wake (an add, a freed
+  -- slot) or the next change, so the worker is told how long that is, and the wake tokens pushed before this fetch
+  -- are spent. With jobs started, that is status 7 (drained): the worker waits at once rather than fetch again to
+  -- learn it.
+  local nothing_ready = status == 1 and (started == 0 or started < want) and rcall('ZCARD', k.groups) == 0
+  if nothing_ready then
+    wait_ms = next_change_ms()
+    rcall('DEL', k.wake)
+  elseif status == 1 and started == 0 then
+    -- The try cap ended the search with groups still ready (each blocked one tried has left the set):
+    -- there may be work to start, so the worker is to fetch again at once rather than idle.
+    wait_ms = 0
   end
-  if status == 1 or status == 5 then
+  if started > 0 then
+    status = nothing_ready and 7 or 0
+  elseif status == 5 then
     local w = next_change_ms()
     if w >= 0 and (wait_ms < 0 or w < wait_ms) then wait_ms = w end
   end
